@@ -1,0 +1,38 @@
+//! The `Backend` trait: what every kernel backend (nft now, iptables later) offers. Backends live in
+//! their own crates; this crate only names the contract so the facade can choose one by enum.
+
+use crate::model::{Model, Observed};
+use crate::plan::Plan;
+
+/// What an apply did, for people and benchmarks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApplyReport {
+    /// Kernel messages sent in the transaction (0 when the plan was empty).
+    pub messages: usize,
+    /// Kernel objects touched (tables, chains, rules, sets, elements added or deleted).
+    pub objects: usize,
+    /// Whether the whole table was (re)built rather than changed in place.
+    pub rebuilt: bool,
+}
+
+/// A kernel backend: reads the owned state back, carries out plans, and prints the ruleset it builds.
+pub trait Backend {
+    /// The backend's error type.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Short name (`nft`).
+    fn name(&self) -> &'static str;
+
+    /// Read the owned table back into mappings and structure health. Changes nothing.
+    fn observe(&mut self) -> Result<Observed, Self::Error>;
+
+    /// Carry out a plan in one kernel transaction; all of it lands or none of it does. A plan made at
+    /// a generation the kernel has moved past is refused.
+    fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, Self::Error>;
+
+    /// The ruleset `apply` builds for `model`, as text the native tool loads (`nft -f`).
+    fn render(&self, model: &Model) -> String;
+
+    /// Remove the owned table and everything in it. Returns false when there was nothing to remove.
+    fn destroy(&mut self) -> Result<bool, Self::Error>;
+}

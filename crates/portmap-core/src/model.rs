@@ -1,0 +1,272 @@
+//! The validated, typed view of a configuration (`Model`) and of what the kernel holds (`Observed`).
+//!
+//! A `Model` is only ever produced by validation (or by a library user through [`crate::validate`]),
+//! so every value in it is already checked: names are safe to put in a kernel object, port ranges are
+//! ordered, a target range has the external range's length, addresses are unicast hosts.
+//! This module does no I/O and knows nothing about nftables.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Which transport protocols a mapping forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP only (the default).
+    #[default]
+    Tcp,
+    /// UDP only.
+    Udp,
+    /// TCP and UDP on the same ports.
+    Both,
+}
+
+impl Protocol {
+    /// The transport protocols this choice covers, TCP first.
+    pub fn transports(self) -> &'static [Transport] {
+        match self {
+            Protocol::Tcp => &[Transport::Tcp],
+            Protocol::Udp => &[Transport::Udp],
+            Protocol::Both => &[Transport::Tcp, Transport::Udp],
+        }
+    }
+
+    /// `tcp`, `udp` or `both`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Both => "both",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One transport protocol, as a kernel rule matches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// IP protocol 6.
+    Tcp,
+    /// IP protocol 17.
+    Udp,
+}
+
+impl Transport {
+    /// The IP protocol number (6 or 17).
+    pub fn number(self) -> u8 {
+        match self {
+            Transport::Tcp => 6,
+            Transport::Udp => 17,
+        }
+    }
+
+    /// The transport for an IP protocol number, if it is one portmap forwards.
+    pub fn from_number(n: u8) -> Option<Self> {
+        match n {
+            6 => Some(Transport::Tcp),
+            17 => Some(Transport::Udp),
+            _ => None,
+        }
+    }
+
+    /// `tcp` or `udp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An inclusive range of ports, `start <= end`, neither zero. A single port has `start == end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PortRange {
+    /// First port of the range.
+    pub start: u16,
+    /// Last port of the range (inclusive).
+    pub end: u16,
+}
+
+impl PortRange {
+    /// A range of one port.
+    pub fn single(port: u16) -> Self {
+        PortRange { start: port, end: port }
+    }
+
+    /// Number of ports in the range.
+    pub fn len(self) -> u32 {
+        u32::from(self.end) - u32::from(self.start) + 1
+    }
+
+    /// Always false: a range holds at least one port.
+    pub fn is_empty(self) -> bool {
+        false
+    }
+
+    /// Whether two ranges share a port.
+    pub fn overlaps(self, other: PortRange) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+
+    /// The ports of the range in order.
+    pub fn ports(self) -> impl Iterator<Item = u16> {
+        self.start..=self.end
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.start == self.end {
+            write!(f, "{}", self.start)
+        } else {
+            write!(f, "{}-{}", self.start, self.end)
+        }
+    }
+}
+
+/// One validated port mapping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mapping {
+    /// Unique name: 1–64 bytes of `[A-Za-z0-9_.-]`, starting with a letter or digit.
+    pub name: String,
+    /// Transport protocols forwarded.
+    pub protocol: Protocol,
+    /// External port(s) on the router.
+    pub port: PortRange,
+    /// The inner host.
+    pub to: IpAddr,
+    /// Port(s) on the inner host; same length as `port`.
+    pub to_port: PortRange,
+    /// Source prefixes allowed to use the mapping; empty means everyone. Canonical: host bits clear,
+    /// sorted, no overlaps, adjacent prefixes merged.
+    pub allow_from: Vec<IpNet>,
+    /// Free text shown in plans and stored with the kernel objects (printable, no `"`, ≤ 128 bytes).
+    pub description: Option<String>,
+}
+
+impl Mapping {
+    /// Every (protocol, external port) → (address, port) pair this mapping forwards, in key order.
+    pub fn forwards(&self) -> Vec<Forward> {
+        let mut out = Vec::with_capacity(self.port.len() as usize * self.protocol.transports().len());
+        for &transport in self.protocol.transports() {
+            for (port, to_port) in self.port.ports().zip(self.to_port.ports()) {
+                out.push(Forward { transport, port, to: self.to, to_port });
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
+/// One forwarded (protocol, port) pair: the unit a kernel map element holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Forward {
+    /// Transport protocol.
+    pub transport: Transport,
+    /// External port.
+    pub port: u16,
+    /// Inner host.
+    pub to: IpAddr,
+    /// Inner port.
+    pub to_port: u16,
+}
+
+/// Router-wide settings of a `Model`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Settings {
+    /// Interfaces facing the internet; DNAT applies to traffic arriving on them.
+    pub wan_interfaces: Vec<String>,
+    /// Interfaces facing the LAN (used by hairpin and masquerade).
+    pub lan_interfaces: Vec<String>,
+    /// Source-NAT LAN traffic leaving through a WAN interface.
+    pub masquerade: bool,
+    /// NAT reflection: LAN hosts and the router reach mappings through the public address.
+    pub hairpin: bool,
+}
+
+/// A validated configuration: what the kernel should hold. Disabled mappings are not in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Model {
+    /// Router-wide settings.
+    pub settings: Settings,
+    /// Enabled mappings, in file order.
+    pub mappings: Vec<Mapping>,
+    /// Names of mappings present in the file with `enabled: false` (kept so a plan can say why it
+    /// deletes them).
+    pub disabled: Vec<String>,
+}
+
+/// A mapping as read back from the kernel. Its forwards need not form one tidy range: a table edited
+/// by hand may hold any subset, and the plan shows exactly what is there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedMapping {
+    /// Name carried in the kernel objects' comments.
+    pub name: String,
+    /// Description carried in the comments, if any.
+    pub description: Option<String>,
+    /// Forwards found, sorted.
+    pub forwards: Vec<Forward>,
+    /// Source prefixes found (canonical form), empty when the mapping has no allow-list.
+    pub allow_from: Vec<IpNet>,
+}
+
+/// Whether portmap's own table is there and intact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TableState {
+    /// The table does not exist (first apply, or deleted by hand).
+    Missing,
+    /// The table exists and its structure is what portmap builds for the observed settings.
+    Intact,
+    /// The table exists but its structure was changed by hand; each reason names what differs.
+    Damaged {
+        /// Human-readable findings, e.g. "chain prerouting is missing".
+        reasons: Vec<String>,
+    },
+}
+
+/// What a backend found in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    /// Backend name (`nft`).
+    pub backend: String,
+    /// The table (or chain prefix) portmap owns, e.g. `inet portmap`.
+    pub table: String,
+    /// Kernel ruleset generation the observation was made at, if the backend has one.
+    pub generation: Option<u32>,
+    /// Whether the owned structure is present and intact.
+    pub state: TableState,
+    /// Settings as read back (meaningful when the table exists).
+    pub settings: Settings,
+    /// Mappings found, sorted by name.
+    pub mappings: Vec<ObservedMapping>,
+}
+
+impl Observed {
+    /// What a backend reports when its table does not exist.
+    pub fn missing(backend: &str, table: &str, generation: Option<u32>) -> Self {
+        Observed {
+            backend: backend.to_owned(),
+            table: table.to_owned(),
+            generation,
+            state: TableState::Missing,
+            settings: Settings::default(),
+            mappings: Vec::new(),
+        }
+    }
+}

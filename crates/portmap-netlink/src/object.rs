@@ -1,0 +1,419 @@
+//! Typed nftables objects as they travel over netlink: tables, chains, rules and their expressions,
+//! sets/maps and their elements. These are plain values; `batch` encodes them and `dump` decodes them.
+//!
+//! Nothing here knows what a port mapping is. Byte strings (keys, data, cmp operands) are in the exact
+//! layout the kernel expects (network byte order for addresses and ports, host order for registers
+//! that nft loads as host order, each concatenation field padded to 4 bytes).
+
+/// Address family of a table (`NFPROTO_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// `inet` (1): IPv4 and IPv6.
+    Inet,
+    /// `ip` (2).
+    Ipv4,
+    /// `ip6` (10).
+    Ipv6,
+}
+
+impl Family {
+    /// The `NFPROTO_*` number.
+    pub fn number(self) -> u8 {
+        match self {
+            Family::Inet => 1,
+            Family::Ipv4 => 2,
+            Family::Ipv6 => 10,
+        }
+    }
+
+    /// The family for an `NFPROTO_*` number portmap uses.
+    pub fn from_number(n: u8) -> Option<Self> {
+        match n {
+            1 => Some(Family::Inet),
+            2 => Some(Family::Ipv4),
+            10 => Some(Family::Ipv6),
+            _ => None,
+        }
+    }
+
+    /// `inet`, `ip` or `ip6`, as nft spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Inet => "inet",
+            Family::Ipv4 => "ip",
+            Family::Ipv6 => "ip6",
+        }
+    }
+}
+
+/// A table (`NFT_MSG_NEWTABLE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    /// Family.
+    pub family: Family,
+    /// Name (`NFTA_TABLE_NAME`).
+    pub name: String,
+    /// `NFTA_TABLE_FLAGS` (0 for a normal table).
+    pub flags: u32,
+    /// `NFTA_TABLE_USERDATA` (nft stores a comment as TLV type 0, see [`crate::udata`]).
+    pub userdata: Option<Vec<u8>>,
+    /// `NFTA_TABLE_HANDLE` (read back only; ignored when adding).
+    pub handle: Option<u64>,
+}
+
+/// Netfilter hook of a base chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// `NF_INET_PRE_ROUTING` (0).
+    Prerouting,
+    /// `NF_INET_LOCAL_IN` (1).
+    Input,
+    /// `NF_INET_FORWARD` (2).
+    Forward,
+    /// `NF_INET_LOCAL_OUT` (3).
+    Output,
+    /// `NF_INET_POST_ROUTING` (4).
+    Postrouting,
+}
+
+/// Verdict a base chain applies when no rule decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Policy {
+    /// `NF_ACCEPT` (1).
+    Accept,
+    /// `NF_DROP` (0).
+    Drop,
+}
+
+/// The hook part of a base chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseChain {
+    /// Hook number.
+    pub hook: Hook,
+    /// Priority (`dstnat` is -100, `filter` 0, `srcnat` 100).
+    pub priority: i32,
+    /// `NFTA_CHAIN_TYPE`: `filter`, `nat` or `route`.
+    pub chain_type: String,
+    /// Policy.
+    pub policy: Policy,
+}
+
+/// A chain (`NFT_MSG_NEWCHAIN`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    /// Family of the table.
+    pub family: Family,
+    /// Table name.
+    pub table: String,
+    /// Chain name.
+    pub name: String,
+    /// Present for base chains.
+    pub base: Option<BaseChain>,
+    /// `NFTA_CHAIN_USERDATA` (comment TLV).
+    pub userdata: Option<Vec<u8>>,
+    /// `NFTA_CHAIN_HANDLE` (read back only).
+    pub handle: Option<u64>,
+}
+
+/// An nftables register. `Verdict` is register 0; `R1`..`R4` are the 128-bit registers 1–4; `R32(n)`
+/// is the 32-bit register `NFT_REG32_00 + n` (kernel number 8 + n, n in 0..16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Register {
+    /// `NFT_REG_VERDICT` (0).
+    Verdict,
+    /// 128-bit register 1 (also `NFT_REG32_00`..03 seen as 32-bit).
+    R1,
+    /// 128-bit register 2.
+    R2,
+    /// 128-bit register 3.
+    R3,
+    /// 128-bit register 4.
+    R4,
+    /// 32-bit register `NFT_REG32_00 + n`: kernel number `8 + n`.
+    R32(u8),
+}
+
+/// A verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// `NF_ACCEPT`.
+    Accept,
+    /// `NF_DROP`.
+    Drop,
+    /// `NFT_CONTINUE` (-1).
+    Continue,
+    /// `NFT_RETURN` (-5).
+    Return,
+    /// `NFT_JUMP` (-3) to a chain.
+    Jump(String),
+    /// `NFT_GOTO` (-4) to a chain.
+    Goto(String),
+}
+
+/// `NFTA_DATA_*` payload: plain bytes or a verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Data {
+    /// `NFTA_DATA_VALUE`.
+    Value(Vec<u8>),
+    /// `NFTA_DATA_VERDICT`.
+    Verdict(Verdict),
+}
+
+/// `NFT_META_*` keys portmap uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetaKey {
+    /// `NFT_META_L4PROTO` (16).
+    L4Proto,
+    /// `NFT_META_NFPROTO` (15).
+    NfProto,
+    /// `NFT_META_IIFNAME` (6).
+    IifName,
+    /// `NFT_META_OIFNAME` (7).
+    OifName,
+    /// `NFT_META_IIFTYPE` (8)... any other key by number.
+    Other(u32),
+}
+
+/// Comparison operator of `cmp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CmpOp {
+    /// `NFT_CMP_EQ`.
+    Eq,
+    /// `NFT_CMP_NEQ`.
+    Neq,
+    /// `NFT_CMP_LT`.
+    Lt,
+    /// `NFT_CMP_LTE`.
+    Lte,
+    /// `NFT_CMP_GT`.
+    Gt,
+    /// `NFT_CMP_GTE`.
+    Gte,
+}
+
+/// Header a `payload` expression reads from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PayloadBase {
+    /// `NFT_PAYLOAD_LL_HEADER` (0).
+    LinkLayer,
+    /// `NFT_PAYLOAD_NETWORK_HEADER` (1).
+    Network,
+    /// `NFT_PAYLOAD_TRANSPORT_HEADER` (2).
+    Transport,
+    /// `NFT_PAYLOAD_INNER_HEADER` (3).
+    Inner,
+}
+
+/// NAT type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NatType {
+    /// `NFT_NAT_SNAT` (0).
+    Snat,
+    /// `NFT_NAT_DNAT` (1).
+    Dnat,
+}
+
+/// One rule expression. Field names follow the kernel attributes (`NFTA_<EXPR>_<FIELD>`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Expr {
+    /// `meta`: load a meta key into `dreg`.
+    Meta {
+        /// Key.
+        key: MetaKey,
+        /// Destination register.
+        dreg: Register,
+    },
+    /// `cmp`: compare `sreg` with `data`; on mismatch the rule stops.
+    Cmp {
+        /// Source register.
+        sreg: Register,
+        /// Operator.
+        op: CmpOp,
+        /// Operand bytes.
+        data: Vec<u8>,
+    },
+    /// `payload`: load `len` bytes at `offset` of `base` into `dreg`.
+    Payload {
+        /// Header.
+        base: PayloadBase,
+        /// Byte offset.
+        offset: u32,
+        /// Length in bytes.
+        len: u32,
+        /// Destination register.
+        dreg: Register,
+    },
+    /// `bitwise` (mask/xor form): `dreg = (sreg & mask) ^ xor`.
+    Bitwise {
+        /// Source register.
+        sreg: Register,
+        /// Destination register.
+        dreg: Register,
+        /// Length in bytes.
+        len: u32,
+        /// Mask bytes (`len` long).
+        mask: Vec<u8>,
+        /// Xor bytes (`len` long).
+        xor: Vec<u8>,
+    },
+    /// `lookup`: look `sreg` up in a set; with `dreg` it is a map lookup (a verdict map uses
+    /// `Register::Verdict`).
+    Lookup {
+        /// Source register.
+        sreg: Register,
+        /// Destination register for maps.
+        dreg: Option<Register>,
+        /// Set name.
+        set: String,
+        /// `NFTA_LOOKUP_SET_ID` when the set is created in the same batch (0 when unused).
+        set_id: u32,
+        /// `NFT_LOOKUP_F_INV` (1) when the match is inverted (`!= @set`).
+        invert: bool,
+    },
+    /// `immediate`: load data or a verdict into `dreg`.
+    Immediate {
+        /// Destination register (`Register::Verdict` for verdicts).
+        dreg: Register,
+        /// Data.
+        data: Data,
+    },
+    /// `nat`.
+    Nat {
+        /// SNAT or DNAT.
+        nat_type: NatType,
+        /// `NFTA_NAT_FAMILY` (`NFPROTO_IPV4` 2 or `NFPROTO_IPV6` 10).
+        family: u8,
+        /// Register holding the minimum address.
+        addr_min: Option<Register>,
+        /// Register holding the maximum address.
+        addr_max: Option<Register>,
+        /// Register holding the minimum port.
+        proto_min: Option<Register>,
+        /// Register holding the maximum port.
+        proto_max: Option<Register>,
+        /// `NFTA_NAT_FLAGS` (`NF_NAT_RANGE_*`), 0 when absent.
+        flags: u32,
+    },
+    /// `masq`.
+    Masq {
+        /// `NFTA_MASQ_FLAGS`, 0 when absent.
+        flags: u32,
+    },
+    /// `counter` (values are what the kernel reports; encoded as zero when adding).
+    Counter {
+        /// Bytes.
+        bytes: u64,
+        /// Packets.
+        packets: u64,
+    },
+    /// `ct`: load a conntrack key into `dreg`.
+    Ct {
+        /// `NFT_CT_*` key (`NFT_CT_STATE` 0, `NFT_CT_STATUS` 3, ...).
+        key: u32,
+        /// Destination register.
+        dreg: Register,
+        /// `NFTA_CT_DIRECTION` when present.
+        direction: Option<u8>,
+    },
+    /// `fib`: routing lookup.
+    Fib {
+        /// `NFTA_FIB_FLAGS` (`NFTA_FIB_F_SADDR` 1, `DADDR` 2, `MARK` 4, `IIF` 8, `OIF` 16, `PRESENT` 32).
+        flags: u32,
+        /// `NFTA_FIB_RESULT` (`NFT_FIB_RESULT_OIF` 1, `OIFNAME` 2, `ADDRTYPE` 3).
+        result: u32,
+        /// Destination register.
+        dreg: Register,
+    },
+    /// An expression this layer does not decode, kept by name so a dump never fails on it.
+    Unknown {
+        /// `NFTA_EXPR_NAME`.
+        name: String,
+    },
+}
+
+/// A rule (`NFT_MSG_NEWRULE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Family of the table.
+    pub family: Family,
+    /// Table name.
+    pub table: String,
+    /// Chain name.
+    pub chain: String,
+    /// Expressions, in order.
+    pub exprs: Vec<Expr>,
+    /// `NFTA_RULE_USERDATA` (comment TLV).
+    pub userdata: Option<Vec<u8>>,
+    /// `NFTA_RULE_HANDLE` (read back; used to delete).
+    pub handle: Option<u64>,
+}
+
+/// `NFT_SET_*` flags.
+pub mod set_flags {
+    /// `NFT_SET_ANONYMOUS`.
+    pub const ANONYMOUS: u32 = 0x1;
+    /// `NFT_SET_CONSTANT`.
+    pub const CONSTANT: u32 = 0x2;
+    /// `NFT_SET_INTERVAL`.
+    pub const INTERVAL: u32 = 0x4;
+    /// `NFT_SET_MAP`.
+    pub const MAP: u32 = 0x8;
+    /// `NFT_SET_TIMEOUT`.
+    pub const TIMEOUT: u32 = 0x10;
+    /// `NFT_SET_EVAL`.
+    pub const EVAL: u32 = 0x20;
+    /// `NFT_SET_OBJECT`.
+    pub const OBJECT: u32 = 0x40;
+    /// `NFT_SET_CONCAT`.
+    pub const CONCAT: u32 = 0x80;
+}
+
+/// `NFT_SET_ELEM_*` flags.
+pub mod elem_flags {
+    /// `NFT_SET_ELEM_INTERVAL_END`.
+    pub const INTERVAL_END: u32 = 0x1;
+}
+
+/// A set or map (`NFT_MSG_NEWSET`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Set {
+    /// Family of the table.
+    pub family: Family,
+    /// Table name.
+    pub table: String,
+    /// Set name.
+    pub name: String,
+    /// `NFTA_SET_FLAGS` ([`set_flags`]).
+    pub flags: u32,
+    /// `NFTA_SET_KEY_TYPE` (nft datatype id; a concatenation is `(t1 << 6) | t2`...).
+    pub key_type: u32,
+    /// `NFTA_SET_KEY_LEN` in bytes.
+    pub key_len: u32,
+    /// `NFTA_SET_DATA_TYPE` for maps (`0xffffff00` for verdict maps).
+    pub data_type: Option<u32>,
+    /// `NFTA_SET_DATA_LEN` for maps.
+    pub data_len: Option<u32>,
+    /// `NFTA_SET_ID`: an id unique in the batch so later messages in it can refer to the new set.
+    pub id: u32,
+    /// `NFTA_SET_DESC_CONCAT` field lengths in bytes (unpadded), empty when not a concatenation.
+    pub concat: Vec<u32>,
+    /// `NFTA_SET_USERDATA` (nft keeps key/data byte order and comment here, see [`crate::udata`]).
+    pub userdata: Option<Vec<u8>>,
+    /// `NFTA_SET_HANDLE` (read back only).
+    pub handle: Option<u64>,
+}
+
+/// A set element (`NFTA_LIST_ELEM`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Element {
+    /// `NFTA_SET_ELEM_KEY` value bytes.
+    pub key: Vec<u8>,
+    /// `NFTA_SET_ELEM_KEY_END` for concatenated ranges.
+    pub key_end: Option<Vec<u8>>,
+    /// `NFTA_SET_ELEM_DATA` for map elements.
+    pub data: Option<Data>,
+    /// `NFTA_SET_ELEM_FLAGS` ([`elem_flags`]).
+    pub flags: u32,
+    /// `NFTA_SET_ELEM_USERDATA` (comment TLV).
+    pub userdata: Option<Vec<u8>>,
+}

@@ -1,0 +1,1 @@
+//! portmap facade (wip)

@@ -170,7 +170,7 @@ pub enum MetaKey {
     IifName,
     /// `NFT_META_OIFNAME` (7).
     OifName,
-    /// `NFT_META_IIFTYPE` (8)... any other key by number.
+    /// Any other `NFT_META_*` key by number (e.g. `NFT_META_IIFTYPE` 8).
     Other(u32),
 }
 
@@ -265,7 +265,8 @@ pub enum Expr {
         dreg: Option<Register>,
         /// Set name.
         set: String,
-        /// `NFTA_LOOKUP_SET_ID` when the set is created in the same batch (0 when unused).
+        /// `NFTA_LOOKUP_SET_ID` when the set is created in the same batch (0 when unused; the
+        /// kernel does not report it back, so dumps have 0).
         set_id: u32,
         /// `NFT_LOOKUP_F_INV` (1) when the match is inverted (`!= @set`).
         invert: bool,
@@ -277,7 +278,9 @@ pub enum Expr {
         /// Data.
         data: Data,
     },
-    /// `nat`.
+    /// `nat`. Read back, the kernel reports `addr_max`/`proto_max` equal to the minimum when
+    /// they were not sent, and adds `NF_NAT_RANGE_MAP_IPS` (1) / `NF_NAT_RANGE_PROTO_SPECIFIED` (2)
+    /// to `flags` for the registers given.
     Nat {
         /// SNAT or DNAT.
         nat_type: NatType,
@@ -299,7 +302,8 @@ pub enum Expr {
         /// `NFTA_MASQ_FLAGS`, 0 when absent.
         flags: u32,
     },
-    /// `counter` (values are what the kernel reports; encoded as zero when adding).
+    /// `counter` (values are what the kernel reports; when adding, zero values are not sent, as
+    /// nft does, and non-zero ones preset the counter).
     Counter {
         /// Bytes.
         bytes: u64,
@@ -308,7 +312,7 @@ pub enum Expr {
     },
     /// `ct`: load a conntrack key into `dreg`.
     Ct {
-        /// `NFT_CT_*` key (`NFT_CT_STATE` 0, `NFT_CT_STATUS` 3, ...).
+        /// `NFT_CT_*` key (`NFT_CT_STATE` 0, `NFT_CT_DIRECTION` 1, `NFT_CT_STATUS` 2, ...).
         key: u32,
         /// Destination register.
         dreg: Register,
@@ -391,11 +395,14 @@ pub struct Set {
     pub key_len: u32,
     /// `NFTA_SET_DATA_TYPE` for maps (`0xffffff00` for verdict maps).
     pub data_type: Option<u32>,
-    /// `NFTA_SET_DATA_LEN` for maps.
+    /// `NFTA_SET_DATA_LEN` for maps (nft sends 0 for verdict maps; the kernel reports 16).
     pub data_len: Option<u32>,
-    /// `NFTA_SET_ID`: an id unique in the batch so later messages in it can refer to the new set.
+    /// `NFTA_SET_ID`: an id unique in the batch so later messages in it can refer to the new set
+    /// (0: not sent; dumps have 0).
     pub id: u32,
     /// `NFTA_SET_DESC_CONCAT` field lengths in bytes (unpadded), empty when not a concatenation.
+    /// Sent only when non-empty; nft 1.0.6 sends it only for interval (pipapo) concatenations,
+    /// not for the hash maps portmap uses, so leave it empty there to match `nft -f`.
     pub concat: Vec<u32>,
     /// `NFTA_SET_USERDATA` (nft keeps key/data byte order and comment here, see [`crate::udata`]).
     pub userdata: Option<Vec<u8>>,
@@ -406,7 +413,7 @@ pub struct Set {
 /// A set element (`NFTA_LIST_ELEM`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Element {
-    /// `NFTA_SET_ELEM_KEY` value bytes.
+    /// `NFTA_SET_ELEM_KEY` value bytes (empty for a catch-all element).
     pub key: Vec<u8>,
     /// `NFTA_SET_ELEM_KEY_END` for concatenated ranges.
     pub key_end: Option<Vec<u8>>,
@@ -416,4 +423,211 @@ pub struct Element {
     pub flags: u32,
     /// `NFTA_SET_ELEM_USERDATA` (comment TLV).
     pub userdata: Option<Vec<u8>>,
+}
+
+impl Hook {
+    /// The `NF_INET_*` hook number.
+    pub fn number(self) -> u32 {
+        match self {
+            Hook::Prerouting => 0,
+            Hook::Input => 1,
+            Hook::Forward => 2,
+            Hook::Output => 3,
+            Hook::Postrouting => 4,
+        }
+    }
+
+    /// The hook for an `NF_INET_*` number (`None` for ingress and others).
+    pub fn from_number(n: u32) -> Option<Self> {
+        Some(match n {
+            0 => Hook::Prerouting,
+            1 => Hook::Input,
+            2 => Hook::Forward,
+            3 => Hook::Output,
+            4 => Hook::Postrouting,
+            _ => return None,
+        })
+    }
+}
+
+impl Policy {
+    /// `NF_ACCEPT` (1) or `NF_DROP` (0).
+    pub fn number(self) -> u32 {
+        match self {
+            Policy::Accept => 1,
+            Policy::Drop => 0,
+        }
+    }
+
+    /// The policy for `NF_ACCEPT`/`NF_DROP`.
+    pub fn from_number(n: u32) -> Option<Self> {
+        match n {
+            1 => Some(Policy::Accept),
+            0 => Some(Policy::Drop),
+            _ => None,
+        }
+    }
+}
+
+impl Register {
+    /// The kernel's register number: `Verdict` 0, `R1`..`R4` 1..4, `R32(n)` 8 + n.
+    pub fn number(self) -> u32 {
+        match self {
+            Register::Verdict => 0,
+            Register::R1 => 1,
+            Register::R2 => 2,
+            Register::R3 => 3,
+            Register::R4 => 4,
+            Register::R32(n) => 8 + u32::from(n),
+        }
+    }
+
+    /// The register for a kernel register number.
+    pub fn from_number(n: u32) -> Option<Self> {
+        Some(match n {
+            0 => Register::Verdict,
+            1 => Register::R1,
+            2 => Register::R2,
+            3 => Register::R3,
+            4 => Register::R4,
+            8..=23 => Register::R32((n - 8) as u8),
+            _ => return None,
+        })
+    }
+
+    /// The form the kernel reports back: it stores registers as 32-bit slots and dumps a slot
+    /// that starts a 128-bit register as that register, so `R32(0)` reads back as `R1`,
+    /// `R32(4)` as `R2`, and so on. Every other register reads back as written.
+    #[must_use]
+    pub fn canonical(self) -> Self {
+        match self {
+            Register::R32(0) => Register::R1,
+            Register::R32(4) => Register::R2,
+            Register::R32(8) => Register::R3,
+            Register::R32(12) => Register::R4,
+            other => other,
+        }
+    }
+}
+
+impl MetaKey {
+    /// The `NFT_META_*` number.
+    pub fn number(self) -> u32 {
+        match self {
+            MetaKey::L4Proto => 16,
+            MetaKey::NfProto => 15,
+            MetaKey::IifName => 6,
+            MetaKey::OifName => 7,
+            MetaKey::Other(n) => n,
+        }
+    }
+
+    /// The key for an `NFT_META_*` number (named variants where there is one).
+    pub fn from_number(n: u32) -> Self {
+        match n {
+            16 => MetaKey::L4Proto,
+            15 => MetaKey::NfProto,
+            6 => MetaKey::IifName,
+            7 => MetaKey::OifName,
+            other => MetaKey::Other(other),
+        }
+    }
+}
+
+impl CmpOp {
+    /// The `NFT_CMP_*` number.
+    pub fn number(self) -> u32 {
+        match self {
+            CmpOp::Eq => 0,
+            CmpOp::Neq => 1,
+            CmpOp::Lt => 2,
+            CmpOp::Lte => 3,
+            CmpOp::Gt => 4,
+            CmpOp::Gte => 5,
+        }
+    }
+
+    /// The operator for an `NFT_CMP_*` number.
+    pub fn from_number(n: u32) -> Option<Self> {
+        Some(match n {
+            0 => CmpOp::Eq,
+            1 => CmpOp::Neq,
+            2 => CmpOp::Lt,
+            3 => CmpOp::Lte,
+            4 => CmpOp::Gt,
+            5 => CmpOp::Gte,
+            _ => return None,
+        })
+    }
+}
+
+impl PayloadBase {
+    /// The `NFT_PAYLOAD_*_HEADER` number.
+    pub fn number(self) -> u32 {
+        match self {
+            PayloadBase::LinkLayer => 0,
+            PayloadBase::Network => 1,
+            PayloadBase::Transport => 2,
+            PayloadBase::Inner => 3,
+        }
+    }
+
+    /// The base for an `NFT_PAYLOAD_*_HEADER` number.
+    pub fn from_number(n: u32) -> Option<Self> {
+        Some(match n {
+            0 => PayloadBase::LinkLayer,
+            1 => PayloadBase::Network,
+            2 => PayloadBase::Transport,
+            3 => PayloadBase::Inner,
+            _ => return None,
+        })
+    }
+}
+
+impl NatType {
+    /// The `NFT_NAT_*` number.
+    pub fn number(self) -> u32 {
+        match self {
+            NatType::Snat => 0,
+            NatType::Dnat => 1,
+        }
+    }
+
+    /// The NAT type for an `NFT_NAT_*` number.
+    pub fn from_number(n: u32) -> Option<Self> {
+        match n {
+            0 => Some(NatType::Snat),
+            1 => Some(NatType::Dnat),
+            _ => None,
+        }
+    }
+}
+
+impl Verdict {
+    /// The verdict code (`NF_ACCEPT` 1, `NF_DROP` 0, `NFT_JUMP` -3, ...).
+    pub fn code(&self) -> i32 {
+        match self {
+            Verdict::Accept => 1,
+            Verdict::Drop => 0,
+            Verdict::Continue => -1,
+            Verdict::Return => -5,
+            Verdict::Jump(_) => -3,
+            Verdict::Goto(_) => -4,
+        }
+    }
+
+    /// The target chain of a jump or goto.
+    pub fn chain(&self) -> Option<&str> {
+        match self {
+            Verdict::Jump(c) | Verdict::Goto(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+impl Set {
+    /// Whether this is a map (`NFT_SET_MAP`).
+    pub fn is_map(&self) -> bool {
+        self.flags & set_flags::MAP != 0
+    }
 }

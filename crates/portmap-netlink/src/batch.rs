@@ -1,0 +1,607 @@
+//! [`Batch`]: the messages of one nftables transaction, built back to back in one buffer, each
+//! remembered well enough to say in words which one the kernel refused (and, for element messages,
+//! which element).
+//!
+//! Message `i` carries sequence number `i + 1`; `Socket::send` frames the buffer with batch begin
+//! (sequence 0) and batch end (sequence `len + 1`). Element lists are split over as many messages
+//! as needed so that no attribute passes the 64 KiB netlink attribute limit. The batch never does
+//! I/O and knows nothing about port mappings.
+
+use crate::attr::{Attrs, Writer, align4};
+use crate::consts::{
+    NFGENMSG_LEN, NFNL_SUBSYS_NFTABLES, NFT_MSG_DELCHAIN, NFT_MSG_DELRULE, NFT_MSG_DELSET,
+    NFT_MSG_DELSETELEM, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWSET,
+    NFT_MSG_NEWSETELEM, NFT_MSG_NEWTABLE, NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE, NFTA_EXPR_NAME, NFTA_RULE_CHAIN,
+    NFTA_RULE_EXPRESSIONS, NFTA_RULE_HANDLE, NFTA_RULE_TABLE, NFTA_SET_ELEM_LIST_ELEMENTS,
+    NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_SET_ID, NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_NAME,
+    NFTA_SET_TABLE, NFTA_TABLE_NAME, NLA_HDRLEN, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+    NLMSG_HDRLEN,
+};
+use crate::encode;
+use crate::object::{Chain, Element, Family, Rule, Set, Table};
+
+/// Largest payload a netlink attribute can describe (its length field is 16 bits).
+const MAX_ATTR_LEN: usize = u16::MAX as usize;
+
+/// What a message does, for [`Batch::describe`].
+#[derive(Debug, Clone)]
+enum Op {
+    AddTable,
+    DelTable,
+    AddChain,
+    DelChain,
+    AddRule,
+    DelRule(u64),
+    AddSet { map: bool },
+    DelSet,
+    AddElements(ElemChunk),
+    DelElements(ElemChunk),
+}
+
+/// Which elements of the caller's slice one element message carries.
+#[derive(Debug, Clone, Copy)]
+struct ElemChunk {
+    map: bool,
+    /// Index of the first element in the slice given to `add_elements`/`del_elements`.
+    first: usize,
+    count: usize,
+    /// Offset of the `NFTA_SET_ELEM_LIST_ELEMENTS` nest from the start of the message.
+    list_offset: usize,
+}
+
+#[derive(Debug, Clone)]
+struct MsgInfo {
+    /// Offset of the message in `Batch::buf`.
+    start: usize,
+    op: Op,
+    family: Family,
+    table: String,
+    /// Chain, set or (for tables) empty.
+    name: String,
+}
+
+/// The messages of one nftables transaction (see [`crate::Socket::send`]).
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    buf: Vec<u8>,
+    msgs: Vec<MsgInfo>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// Number of messages (batch begin/end not counted).
+    pub fn len(&self) -> usize {
+        self.msgs.len()
+    }
+
+    /// Whether the batch has no message (sending it does nothing).
+    pub fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+
+    /// Bytes of the messages (batch begin/end not counted).
+    pub fn message_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The encoded messages, back to back.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Message `index` in words, e.g. `add element to map inet portmap dnat4 (elements
+    /// 2001-4000)` (element numbers count from 1 in the slice that was given).
+    pub fn describe(&self, index: usize) -> String {
+        let Some(m) = self.msgs.get(index) else {
+            return format!("message {index} (not in this batch)");
+        };
+        let fam = m.family.as_str();
+        let (table, name) = (&m.table, &m.name);
+        match &m.op {
+            Op::AddTable => format!("add table {fam} {table}"),
+            Op::DelTable => format!("delete table {fam} {table}"),
+            Op::AddChain => format!("add chain {fam} {table} {name}"),
+            Op::DelChain => format!("delete chain {fam} {table} {name}"),
+            Op::AddRule => format!("add rule to chain {fam} {table} {name}"),
+            Op::DelRule(handle) => {
+                format!("delete rule handle {handle} from chain {fam} {table} {name}")
+            }
+            Op::AddSet { map } => format!("add {} {fam} {table} {name}", kind(*map)),
+            Op::DelSet => format!("delete set {fam} {table} {name}"),
+            Op::AddElements(c) => format!(
+                "add element to {} {fam} {table} {name} ({})",
+                kind(c.map),
+                range(c)
+            ),
+            Op::DelElements(c) => format!(
+                "delete element from {} {fam} {table} {name} ({})",
+                kind(c.map),
+                range(c)
+            ),
+        }
+    }
+
+    /// Adds a table (`NLM_F_CREATE`: no error if it exists).
+    pub fn add_table(&mut self, t: &Table) {
+        let m = self.begin(NFT_MSG_NEWTABLE, NLM_F_CREATE, t.family);
+        encode::table(&mut Writer::new(&mut self.buf), t);
+        self.end(m, Op::AddTable, t.family, &t.name, "");
+    }
+
+    /// Deletes a table and everything in it.
+    pub fn del_table(&mut self, family: Family, name: &str) {
+        let m = self.begin(NFT_MSG_DELTABLE, 0, family);
+        Writer::new(&mut self.buf).put_str(NFTA_TABLE_NAME, name);
+        self.end(m, Op::DelTable, family, name, "");
+    }
+
+    /// Adds a chain (`NLM_F_CREATE`).
+    pub fn add_chain(&mut self, c: &Chain) {
+        let m = self.begin(NFT_MSG_NEWCHAIN, NLM_F_CREATE, c.family);
+        encode::chain(&mut Writer::new(&mut self.buf), c);
+        self.end(m, Op::AddChain, c.family, &c.table, &c.name);
+    }
+
+    /// Deletes an empty chain that nothing jumps to.
+    pub fn del_chain(&mut self, family: Family, table: &str, name: &str) {
+        let m = self.begin(NFT_MSG_DELCHAIN, 0, family);
+        let mut w = Writer::new(&mut self.buf);
+        w.put_str(NFTA_CHAIN_TABLE, table);
+        w.put_str(NFTA_CHAIN_NAME, name);
+        self.end(m, Op::DelChain, family, table, name);
+    }
+
+    /// Appends a rule to the end of its chain (`NLM_F_CREATE | NLM_F_APPEND`).
+    pub fn add_rule(&mut self, r: &Rule) {
+        let m = self.begin(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, r.family);
+        encode::rule(&mut Writer::new(&mut self.buf), r);
+        self.end(m, Op::AddRule, r.family, &r.table, &r.chain);
+    }
+
+    /// Deletes the rule with this handle.
+    pub fn del_rule(&mut self, family: Family, table: &str, chain: &str, handle: u64) {
+        let m = self.begin(NFT_MSG_DELRULE, 0, family);
+        let mut w = Writer::new(&mut self.buf);
+        w.put_str(NFTA_RULE_TABLE, table);
+        w.put_str(NFTA_RULE_CHAIN, chain);
+        w.put_u64(NFTA_RULE_HANDLE, handle);
+        self.end(m, Op::DelRule(handle), family, table, chain);
+    }
+
+    /// Adds a set or map (`NLM_F_CREATE`). Give it a non-zero `id` unique in the batch so that
+    /// rules and elements later in the batch may refer to it (`NFTA_SET_ID`).
+    pub fn add_set(&mut self, s: &Set) {
+        let m = self.begin(NFT_MSG_NEWSET, NLM_F_CREATE, s.family);
+        encode::set(&mut Writer::new(&mut self.buf), s);
+        self.end(m, Op::AddSet { map: s.is_map() }, s.family, &s.table, &s.name);
+    }
+
+    /// Deletes a set or map that no rule uses.
+    pub fn del_set(&mut self, family: Family, table: &str, name: &str) {
+        let m = self.begin(NFT_MSG_DELSET, 0, family);
+        let mut w = Writer::new(&mut self.buf);
+        w.put_str(NFTA_SET_TABLE, table);
+        w.put_str(NFTA_SET_NAME, name);
+        self.end(m, Op::DelSet, family, table, name);
+    }
+
+    /// Adds elements (`NLM_F_CREATE | NLM_F_EXCL`: an existing key is an error), in as many
+    /// messages as the 64 KiB attribute limit needs. `set_id` is the `id` of a set added earlier
+    /// in this batch, or 0. An empty slice adds no message.
+    pub fn add_elements(&mut self, family: Family, table: &str, set: &str, set_id: u32, elems: &[Element]) {
+        self.elements(family, table, set, set_id, elems, false);
+    }
+
+    /// Deletes elements (only their keys, key ends and flags are sent), chunked like
+    /// [`Batch::add_elements`]. An empty slice adds no message.
+    pub fn del_elements(&mut self, family: Family, table: &str, set: &str, elems: &[Element]) {
+        self.elements(family, table, set, 0, elems, true);
+    }
+
+    fn elements(
+        &mut self,
+        family: Family,
+        table: &str,
+        set: &str,
+        set_id: u32,
+        elems: &[Element],
+        delete: bool,
+    ) {
+        let Some(first_elem) = elems.first() else {
+            return;
+        };
+        let map = first_elem.data.is_some();
+        let hint = encode::element_size_hint(first_elem);
+        self.buf
+            .reserve(elems.len().saturating_mul(hint) + 256 * (1 + elems.len() * hint / MAX_ATTR_LEN));
+        let (msg_type, flags) = if delete {
+            (NFT_MSG_DELSETELEM, 0)
+        } else {
+            (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL)
+        };
+        let mut next = 0;
+        while next < elems.len() {
+            let m = self.begin(msg_type, flags, family);
+            let mut w = Writer::new(&mut self.buf);
+            w.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
+            w.put_str(NFTA_SET_ELEM_LIST_SET, set);
+            if set_id != 0 {
+                w.put_u32(NFTA_SET_ELEM_LIST_SET_ID, set_id);
+            }
+            let list = w.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
+            let first = next;
+            while let Some(e) = elems.get(next) {
+                let before = w.buf.len();
+                encode::element(&mut w, e, delete);
+                // A lone element that alone overflows (impossible within the kernel's 64-byte
+                // key/data limit) is still sent, so that the kernel refuses it by message.
+                if w.nest_len(list) > MAX_ATTR_LEN && next > first {
+                    w.buf.truncate(before);
+                    break;
+                }
+                next += 1;
+            }
+            if w.nest_len(list) > MAX_ATTR_LEN {
+                // Make the oversized lone element's list unparsable rather than wrapped.
+                w.buf[list..list + 2].copy_from_slice(&0u16.to_ne_bytes());
+            } else {
+                w.nest_end(list);
+            }
+            let chunk = ElemChunk {
+                map,
+                first,
+                count: next - first,
+                list_offset: list - m,
+            };
+            let op = if delete {
+                Op::DelElements(chunk)
+            } else {
+                Op::AddElements(chunk)
+            };
+            self.end(m, op, family, table, set);
+        }
+    }
+
+    fn begin(&mut self, msg_type: u16, flags: u16, family: Family) -> usize {
+        let seq = (self.msgs.len() + 1) as u32;
+        Writer::new(&mut self.buf).begin_msg(
+            (NFNL_SUBSYS_NFTABLES << 8) | msg_type,
+            NLM_F_REQUEST | flags,
+            seq,
+            family.number(),
+            0,
+        )
+    }
+
+    fn end(&mut self, start: usize, op: Op, family: Family, table: &str, name: &str) {
+        Writer::new(&mut self.buf).end_msg(start);
+        self.msgs.push(MsgInfo {
+            start,
+            op,
+            family,
+            table: table.to_owned(),
+            name: name.to_owned(),
+        });
+    }
+
+    /// For an element message whose byte `offset` (from the message start, as the kernel's
+    /// extended ack gives it) lies inside an element: that element's index in the caller's slice.
+    pub(crate) fn element_at(&self, index: usize, offset: usize) -> Option<usize> {
+        let m = self.msgs.get(index)?;
+        let (Op::AddElements(c) | Op::DelElements(c)) = &m.op else {
+            return None;
+        };
+        let list = m.start + c.list_offset;
+        let list_len = usize::from(u16::from_ne_bytes([self.buf[list], self.buf[list + 1]]));
+        let abs = m.start + offset;
+        let body = list + NLA_HDRLEN;
+        if abs < body || abs >= list + list_len {
+            return None;
+        }
+        let mut pos = body;
+        for (i, attr) in Attrs::new(&self.buf[body..list + list_len]).enumerate() {
+            let attr = attr.ok()?;
+            let end = pos + align4(NLA_HDRLEN + attr.data.len());
+            if abs < end {
+                return (i < c.count).then_some(c.first + i);
+            }
+            pos = end;
+        }
+        None
+    }
+
+    /// Where `offset` (from the start of message `index`, as the kernel's extended ack gives it)
+    /// falls, in words: the element, the rule expression, or the attribute.
+    pub(crate) fn locate(&self, index: usize, offset: usize) -> String {
+        if let Some(e) = self.element_at(index, offset) {
+            return format!("at element {} of the elements given", e + 1);
+        }
+        let Some(m) = self.msgs.get(index) else {
+            return format!("at byte {offset}");
+        };
+        let end = self.msgs.get(index + 1).map_or(self.buf.len(), |n| n.start);
+        let msg = &self.buf[m.start..end];
+        let first = NLMSG_HDRLEN + NFGENMSG_LEN;
+        let Some((_, ty, at, attr)) = attr_at(msg, first, msg.len(), offset) else {
+            return format!("at byte {offset} of the message");
+        };
+        if matches!(m.op, Op::AddRule) && ty == NFTA_RULE_EXPRESSIONS {
+            let body = at + NLA_HDRLEN;
+            if let Some((pos, _, _, expr)) = attr_at(msg, body, body + attr.len(), offset) {
+                let name = Attrs::new(expr)
+                    .filter_map(Result::ok)
+                    .find(|a| a.ty == NFTA_EXPR_NAME)
+                    .and_then(|a| a.str().ok())
+                    .unwrap_or("?");
+                return format!("in expression {} ({name})", pos + 1);
+            }
+        }
+        match attr_name(&m.op, ty) {
+            Some(name) => format!("at attribute {name}"),
+            None => format!("at attribute type {ty}"),
+        }
+    }
+}
+
+/// Among the attributes in `msg[from..to]`, the one that contains byte `offset`: its position
+/// in that stream, its type, its offset in `msg` and its payload.
+fn attr_at(msg: &[u8], from: usize, to: usize, offset: usize) -> Option<(usize, u16, usize, &[u8])> {
+    let mut pos = from;
+    for (i, attr) in Attrs::new(msg.get(from..to)?).enumerate() {
+        let attr = attr.ok()?;
+        let end = pos + align4(NLA_HDRLEN + attr.data.len());
+        if offset >= pos && offset < end {
+            return Some((i, attr.ty, pos, attr.data));
+        }
+        pos = end;
+    }
+    None
+}
+
+/// The kernel's name of a top-level attribute of a message, for error reports.
+fn attr_name(op: &Op, ty: u16) -> Option<&'static str> {
+    let names: &[&str] = match op {
+        Op::AddTable | Op::DelTable => &[
+            "",
+            "NFTA_TABLE_NAME",
+            "NFTA_TABLE_FLAGS",
+            "",
+            "",
+            "",
+            "NFTA_TABLE_USERDATA",
+        ],
+        Op::AddChain | Op::DelChain => &[
+            "",
+            "NFTA_CHAIN_TABLE",
+            "",
+            "NFTA_CHAIN_NAME",
+            "NFTA_CHAIN_HOOK",
+            "NFTA_CHAIN_POLICY",
+            "",
+            "NFTA_CHAIN_TYPE",
+            "",
+            "",
+            "",
+            "",
+            "NFTA_CHAIN_USERDATA",
+        ],
+        Op::AddRule | Op::DelRule(_) => &[
+            "",
+            "NFTA_RULE_TABLE",
+            "NFTA_RULE_CHAIN",
+            "NFTA_RULE_HANDLE",
+            "NFTA_RULE_EXPRESSIONS",
+            "",
+            "",
+            "NFTA_RULE_USERDATA",
+        ],
+        Op::AddSet { .. } | Op::DelSet => &[
+            "",
+            "NFTA_SET_TABLE",
+            "NFTA_SET_NAME",
+            "NFTA_SET_FLAGS",
+            "NFTA_SET_KEY_TYPE",
+            "NFTA_SET_KEY_LEN",
+            "NFTA_SET_DATA_TYPE",
+            "NFTA_SET_DATA_LEN",
+            "",
+            "NFTA_SET_DESC",
+            "NFTA_SET_ID",
+            "",
+            "",
+            "NFTA_SET_USERDATA",
+        ],
+        Op::AddElements(_) | Op::DelElements(_) => &[
+            "",
+            "NFTA_SET_ELEM_LIST_TABLE",
+            "NFTA_SET_ELEM_LIST_SET",
+            "NFTA_SET_ELEM_LIST_ELEMENTS",
+            "NFTA_SET_ELEM_LIST_SET_ID",
+        ],
+    };
+    names.get(usize::from(ty)).copied().filter(|n| !n.is_empty())
+}
+
+fn kind(map: bool) -> &'static str {
+    if map { "map" } else { "set" }
+}
+
+fn range(c: &ElemChunk) -> String {
+    if c.count == 1 {
+        format!("element {}", c.first + 1)
+    } else {
+        format!("elements {}-{}", c.first + 1, c.first + c.count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attr::Msgs;
+    use crate::object::{Data, Verdict};
+
+    fn elem(i: u32) -> Element {
+        let mut key = vec![6, 0, 0, 0];
+        key.extend_from_slice(&(i as u16).to_be_bytes());
+        key.extend_from_slice(&[0, 0]);
+        Element {
+            key,
+            key_end: None,
+            data: Some(Data::Value(vec![192, 168, 1, 66, 0, 80, 0, 0])),
+            flags: 0,
+            userdata: Some(crate::udata::comment("web: web server")),
+        }
+    }
+
+    #[test]
+    fn table_message_matches_nft_bytes() {
+        // `nft --debug=mnl -f` of `table inet portmap { comment "managed by portmap" }`.
+        let mut b = Batch::new();
+        b.add_table(&Table {
+            family: Family::Inet,
+            name: "portmap".into(),
+            flags: 0,
+            userdata: Some(crate::udata::comment("managed by portmap")),
+            handle: None,
+        });
+        let bytes = b.bytes();
+        assert_eq!(bytes.len(), 68);
+        assert_eq!(&bytes[4..6], &0x0a00u16.to_ne_bytes());
+        assert_eq!(&bytes[16..20], &[1, 0, 0, 0]);
+        assert_eq!(&bytes[20..32], b"\x0c\x00\x01\x00portmap\x00");
+        assert_eq!(&bytes[32..40], b"\x08\x00\x02\x00\x00\x00\x00\x00");
+        assert_eq!(&bytes[40..46], b"\x19\x00\x06\x00\x00\x13");
+        assert_eq!(b.describe(0), "add table inet portmap");
+    }
+
+    #[test]
+    fn elements_are_chunked_under_the_attribute_limit() {
+        let elems: Vec<_> = (0..50_000).map(elem).collect();
+        let mut b = Batch::new();
+        b.add_elements(Family::Inet, "portmap", "dnat4", 2, &elems);
+        assert!(b.len() > 1);
+        let mut seen = 0;
+        for (i, msg) in Msgs::new(b.bytes()).enumerate() {
+            let msg = msg.expect("message");
+            assert_eq!(msg.seq as usize, i + 1);
+            for a in msg.attrs() {
+                let a = a.expect("attr");
+                if a.ty == NFTA_SET_ELEM_LIST_ELEMENTS {
+                    assert!(a.data.len() + NLA_HDRLEN <= MAX_ATTR_LEN);
+                    seen += a.nested().count();
+                }
+            }
+        }
+        assert_eq!(seen, 50_000);
+        let first = b.describe(0);
+        assert!(
+            first.starts_with("add element to map inet portmap dnat4 (elements 1-"),
+            "{first}"
+        );
+        let last = b.describe(b.len() - 1);
+        assert!(last.ends_with("-50000)"), "{last}");
+    }
+
+    #[test]
+    fn element_offsets_map_back_to_the_callers_slice() {
+        let elems: Vec<_> = (0..3000).map(elem).collect();
+        let mut b = Batch::new();
+        b.add_table(&Table {
+            family: Family::Inet,
+            name: "t".into(),
+            flags: 0,
+            userdata: None,
+            handle: None,
+        });
+        b.add_elements(Family::Inet, "t", "m", 0, &elems);
+        // Find the message holding element 2500 and that element's offset in it.
+        let (index, chunk) = b
+            .msgs
+            .iter()
+            .enumerate()
+            .find_map(|(i, m)| match &m.op {
+                Op::AddElements(c) if (c.first..c.first + c.count).contains(&2500) => Some((i, *c)),
+                _ => None,
+            })
+            .expect("a message holds element 2500");
+        assert!(index > 1, "3000 elements need more than one message");
+        let m = &b.msgs[index];
+        let list = m.start + chunk.list_offset + NLA_HDRLEN;
+        let mut pos = list;
+        for _ in 0..2500 - chunk.first {
+            let len = usize::from(u16::from_ne_bytes([b.buf[pos], b.buf[pos + 1]]));
+            pos += align4(len);
+        }
+        assert_eq!(b.element_at(index, pos - m.start), Some(2500));
+        assert_eq!(b.element_at(index, pos - m.start + 8), Some(2500));
+        assert_eq!(b.element_at(0, 4), None);
+        assert!(b.locate(index, pos - m.start).contains("element 2501"));
+    }
+
+    #[test]
+    fn locate_names_the_expression_or_attribute() {
+        let mut b = Batch::new();
+        b.add_rule(&Rule {
+            family: Family::Inet,
+            table: "t".into(),
+            chain: "c".into(),
+            exprs: vec![
+                crate::object::Expr::Counter { bytes: 0, packets: 0 },
+                crate::object::Expr::Lookup {
+                    sreg: crate::object::Register::R1,
+                    dreg: None,
+                    set: "s".into(),
+                    set_id: 0,
+                    invert: false,
+                },
+            ],
+            userdata: None,
+            handle: None,
+        });
+        let msg = b.bytes();
+        // The second expression starts after header, table, chain, list header, first expression.
+        let table_at = NLMSG_HDRLEN + NFGENMSG_LEN;
+        assert_eq!(b.locate(0, table_at), "at attribute NFTA_RULE_TABLE");
+        let list = table_at + 8 + 8;
+        let first_len = usize::from(u16::from_ne_bytes([msg[list + 4], msg[list + 5]]));
+        let second = list + NLA_HDRLEN + align4(first_len);
+        assert_eq!(b.locate(0, second), "in expression 2 (lookup)");
+        assert_eq!(b.locate(0, list + NLA_HDRLEN), "in expression 1 (counter)");
+    }
+
+    #[test]
+    fn describe_names_every_kind_of_message() {
+        let mut b = Batch::new();
+        b.del_rule(Family::Inet, "portmap", "prerouting", 7);
+        b.del_elements(
+            Family::Ipv4,
+            "t",
+            "s",
+            &[Element {
+                key: vec![1],
+                key_end: None,
+                data: Some(Data::Verdict(Verdict::Accept)),
+                flags: 0,
+                userdata: None,
+            }],
+        );
+        b.del_set(Family::Inet, "portmap", "dnat4");
+        b.del_chain(Family::Inet, "portmap", "allow_mail");
+        b.del_table(Family::Ipv6, "portmap");
+        b.add_elements(Family::Inet, "portmap", "s", 0, &[]);
+        assert_eq!(b.len(), 5);
+        assert_eq!(
+            b.describe(0),
+            "delete rule handle 7 from chain inet portmap prerouting"
+        );
+        assert_eq!(b.describe(1), "delete element from map ip t s (element 1)");
+        assert_eq!(b.describe(2), "delete set inet portmap dnat4");
+        assert_eq!(b.describe(3), "delete chain inet portmap allow_mail");
+        assert_eq!(b.describe(4), "delete table ip6 portmap");
+        assert!(b.describe(9).contains("not in this batch"));
+    }
+}

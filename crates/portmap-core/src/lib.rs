@@ -3,15 +3,38 @@
 //!
 //! This crate must stay pure: no sockets, no processes, no files read behind the caller's back, no
 //! knowledge of nftables or iptables. Backends see only `Model`, `Observed` and `Plan`.
+//!
+//! ```
+//! let model = portmap_core::load_str("wan: { interfaces: [eth0] }\nmappings:\n  - { name: web, port: 8080, to: 192.168.1.66, to_port: 80 }\n", "inline")?;
+//! let observed = portmap_core::Observed::missing("nft", "inet portmap", None);
+//! let plan = portmap_core::plan(&model, &observed);
+//! assert!(plan.to_string().contains("+ web  tcp  8080 → 192.168.1.66:80"));
+//! # Ok::<(), portmap_core::ConfigErrors>(())
+//! ```
 
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod config;
+pub mod error;
+pub mod load;
 pub mod model;
 pub mod plan;
+pub mod render;
+pub mod validate;
+mod yaml;
 
-pub use model::{
-    Forward, Mapping, Model, Observed, ObservedMapping, PortRange, Protocol, Settings, TableState, Transport,
-};
-pub use plan::{Change, DeleteReason, FieldChange, Plan, SettingChange, TableAction, plan};
 pub use backend::{ApplyReport, Backend};
+pub use config::{CONFIG_VERSION, Config, InterfaceList, MappingConfig, PortSpec};
+pub use error::{ConfigError, ConfigErrors, Error, PlanFileError};
+pub use load::{load_str, parse_config};
+pub use model::{
+    Forward, Mapping, Model, Observed, ObservedMapping, ParsePortRangeError, PortRange, Protocol, Settings,
+    TableState, Transport,
+};
+pub use plan::{
+    Change, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, SettingChange, TableAction,
+    describe_forwards, describe_runs, fold_forwards, plan,
+};
+pub use render::{MappingSummary, plan_json, render_plan, render_status, status_json};
+pub use validate::{MAX_DESCRIPTION_LEN, MAX_INTERFACE_LEN, MAX_NAME_LEN, canonical_prefixes, validate};

@@ -1,15 +1,16 @@
 //! The validated, typed view of a configuration (`Model`) and of what the kernel holds (`Observed`).
 //!
-//! A `Model` is only ever produced by validation (or by a library user through [`crate::validate`]),
+//! A `Model` is only ever produced by validation (or by a library user through [`crate::validate()`]),
 //! so every value in it is already checked: names are safe to put in a kernel object, port ranges are
 //! ordered, a target range has the external range's length, addresses are unicast hosts.
 //! This module does no I/O and knows nothing about nftables.
 
 use std::fmt;
 use std::net::IpAddr;
+use std::str::FromStr;
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 /// Which transport protocols a mapping forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
@@ -94,7 +95,10 @@ impl fmt::Display for Transport {
 }
 
 /// An inclusive range of ports, `start <= end`, neither zero. A single port has `start == end`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Its serde form is the text a configuration uses: `"8080"` or `"6000-6010"` (deserializing also
+/// accepts a number, and refuses port 0 and reversed ranges).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortRange {
     /// First port of the range.
     pub start: u16,
@@ -105,7 +109,10 @@ pub struct PortRange {
 impl PortRange {
     /// A range of one port.
     pub fn single(port: u16) -> Self {
-        PortRange { start: port, end: port }
+        PortRange {
+            start: port,
+            end: port,
+        }
     }
 
     /// Number of ports in the range.
@@ -139,6 +146,68 @@ impl fmt::Display for PortRange {
     }
 }
 
+/// Why a text is not a port range (the message says what would be valid).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsePortRangeError(pub String);
+
+impl fmt::Display for ParsePortRangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParsePortRangeError {}
+
+impl FromStr for PortRange {
+    type Err = ParsePortRangeError;
+
+    /// `"8080"` or `"6000-6010"`, ports 1–65535, start ≤ end.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        crate::validate::parse_port(&crate::config::PortSpec::Text(text.to_owned()))
+            .map_err(ParsePortRangeError)
+    }
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PortRangeVisitor;
+
+        impl de::Visitor<'_> for PortRangeVisitor {
+            type Value = PortRange;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port 1-65535 or a range \"A-B\"")
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PortRange, E> {
+                match u16::try_from(v) {
+                    Ok(p) if p > 0 => Ok(PortRange::single(p)),
+                    _ => Err(E::custom(format_args!("port {v} is out of range; use 1-65535"))),
+                }
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortRange, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom(format_args!("port {v} is out of range; use 1-65535"))),
+                }
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PortRange, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_any(PortRangeVisitor)
+    }
+}
+
 /// One validated port mapping.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mapping {
@@ -165,7 +234,12 @@ impl Mapping {
         let mut out = Vec::with_capacity(self.port.len() as usize * self.protocol.transports().len());
         for &transport in self.protocol.transports() {
             for (port, to_port) in self.port.ports().zip(self.to_port.ports()) {
-                out.push(Forward { transport, port, to: self.to, to_port });
+                out.push(Forward {
+                    transport,
+                    port,
+                    to: self.to,
+                    to_port,
+                });
             }
         }
         out.sort_unstable();
@@ -225,6 +299,18 @@ pub struct ObservedMapping {
     pub allow_from: Vec<IpNet>,
 }
 
+impl ObservedMapping {
+    /// What a backend reads back after creating `mapping` faithfully.
+    pub fn from_mapping(mapping: &Mapping) -> Self {
+        ObservedMapping {
+            name: mapping.name.clone(),
+            description: mapping.description.clone(),
+            forwards: mapping.forwards(),
+            allow_from: mapping.allow_from.clone(),
+        }
+    }
+}
+
 /// Whether portmap's own table is there and intact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -267,6 +353,22 @@ impl Observed {
             state: TableState::Missing,
             settings: Settings::default(),
             mappings: Vec::new(),
+        }
+    }
+
+    /// What a backend reports after applying `model` faithfully into an intact table: the state
+    /// against which `plan` is empty. For tests and dry runs.
+    pub fn from_model(model: &Model, backend: &str, table: &str, generation: Option<u32>) -> Self {
+        let mut mappings: Vec<ObservedMapping> =
+            model.mappings.iter().map(ObservedMapping::from_mapping).collect();
+        mappings.sort_by(|a, b| a.name.cmp(&b.name));
+        Observed {
+            backend: backend.to_owned(),
+            table: table.to_owned(),
+            generation,
+            state: TableState::Intact,
+            settings: model.settings.clone(),
+            mappings,
         }
     }
 }

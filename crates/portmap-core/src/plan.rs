@@ -5,9 +5,19 @@
 //! delete, plus what happens to portmap's own table (create it, or repair it when it was altered by
 //! hand) and router-wide setting changes.
 
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Forward, Mapping, Model, Observed, ObservedMapping, Settings, TableState};
+use crate::config::Config;
+use crate::error::PlanFileError;
+use crate::model::{
+    Forward, Mapping, Model, Observed, ObservedMapping, PortRange, Protocol, Settings, TableState, Transport,
+};
+use crate::validate::{name_problem, validate};
 
 /// Version of the plan file format written by `plan --out`.
 pub const PLAN_FORMAT_VERSION: u32 = 1;
@@ -118,6 +128,9 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// The whole desired state (used to build or rebuild the table).
     pub desired: Model,
+    /// The settings the kernel held when the plan was made (a backend turns setting changes into a
+    /// delta from these).
+    pub observed_settings: Settings,
 }
 
 impl Plan {
@@ -132,7 +145,9 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
     let table_action = match &observed.state {
         TableState::Missing => TableAction::Create,
         TableState::Intact => TableAction::Keep,
-        TableState::Damaged { reasons } => TableAction::Repair { reasons: reasons.clone() },
+        TableState::Damaged { reasons } => TableAction::Repair {
+            reasons: reasons.clone(),
+        },
     };
 
     let settings = if observed.state == TableState::Missing {
@@ -145,23 +160,37 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
     let mut updates = Vec::new();
     let mut creates = Vec::new();
 
+    let wanted: HashSet<&str> = model.mappings.iter().map(|m| m.name.as_str()).collect();
+    let disabled: HashSet<&str> = model.disabled.iter().map(String::as_str).collect();
+    let found: HashMap<&str, &ObservedMapping> =
+        observed.mappings.iter().map(|o| (o.name.as_str(), o)).collect();
+
     for before in &observed.mappings {
-        if !model.mappings.iter().any(|m| m.name == before.name) {
-            let reason = if model.disabled.contains(&before.name) {
+        if !wanted.contains(before.name.as_str()) {
+            let reason = if disabled.contains(before.name.as_str()) {
                 DeleteReason::Disabled
             } else {
                 DeleteReason::NotInConfig
             };
-            deletes.push(Change::Delete { before: before.clone(), reason });
+            deletes.push(Change::Delete {
+                before: before.clone(),
+                reason,
+            });
         }
     }
     for after in &model.mappings {
-        match observed.mappings.iter().find(|o| o.name == after.name) {
-            None => creates.push(Change::Create { mapping: after.clone() }),
+        match found.get(after.name.as_str()) {
+            None => creates.push(Change::Create {
+                mapping: after.clone(),
+            }),
             Some(before) => {
                 let fields = field_changes(before, after);
                 if !fields.is_empty() {
-                    updates.push(Change::Update { before: before.clone(), after: after.clone(), fields });
+                    updates.push(Change::Update {
+                        before: (*before).clone(),
+                        after: after.clone(),
+                        fields,
+                    });
                 }
             }
         }
@@ -183,6 +212,7 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
         changes,
         warnings: Vec::new(),
         desired: model.clone(),
+        observed_settings: observed.settings.clone(),
     }
 }
 
@@ -190,12 +220,28 @@ fn setting_changes(before: &Settings, after: &Settings) -> Vec<SettingChange> {
     let mut out = Vec::new();
     let mut push = |field: &str, b: String, a: String| {
         if b != a {
-            out.push(SettingChange { field: field.to_owned(), before: b, after: a });
+            out.push(SettingChange {
+                field: field.to_owned(),
+                before: b,
+                after: a,
+            });
         }
     };
-    push("wan.interfaces", list(&before.wan_interfaces), list(&after.wan_interfaces));
-    push("lan.interfaces", list(&before.lan_interfaces), list(&after.lan_interfaces));
-    push("masquerade", before.masquerade.to_string(), after.masquerade.to_string());
+    push(
+        "wan.interfaces",
+        list(&before.wan_interfaces),
+        list(&after.wan_interfaces),
+    );
+    push(
+        "lan.interfaces",
+        list(&before.lan_interfaces),
+        list(&after.lan_interfaces),
+    );
+    push(
+        "masquerade",
+        before.masquerade.to_string(),
+        after.masquerade.to_string(),
+    );
     push("hairpin", before.hairpin.to_string(), after.hairpin.to_string());
     out
 }
@@ -209,27 +255,42 @@ fn list<T: ToString>(items: &[T]) -> String {
 fn field_changes(before: &ObservedMapping, after: &Mapping) -> Vec<FieldChange> {
     let mut out = Vec::new();
     let wanted = after.forwards();
-    if before.forwards != wanted {
-        let shape = ForwardShape::of(&before.forwards);
+    let found: Cow<'_, [Forward]> = if before.forwards.is_sorted() {
+        Cow::Borrowed(&before.forwards)
+    } else {
+        let mut sorted = before.forwards.clone();
+        sorted.sort_unstable();
+        Cow::Owned(sorted)
+    };
+    if *found != *wanted {
+        let runs = fold_forwards(&found);
         let mut push = |field: &str, b: String, a: String| {
             if b != a {
-                out.push(FieldChange { field: field.to_owned(), before: b, after: a });
+                out.push(FieldChange {
+                    field: field.to_owned(),
+                    before: b,
+                    after: a,
+                });
             }
         };
-        match shape {
-            Some(s) => {
-                push("protocol", s.protocol, after.protocol.to_string());
-                push("port", s.port, after.port.to_string());
-                push("to", s.to, after.to.to_string());
-                push("to_port", s.to_port, after.to_port.to_string());
+        match runs.as_slice() {
+            [run] => {
+                push("protocol", run.protocol.to_string(), after.protocol.to_string());
+                push("port", run.port.to_string(), after.port.to_string());
+                push("to", run.to.to_string(), after.to.to_string());
+                push("to_port", run.to_port.to_string(), after.to_port.to_string());
             }
-            None => push("forwards", describe_forwards(&before.forwards), describe_forwards(&wanted)),
+            _ => push(
+                "forwards",
+                describe_runs(&runs),
+                describe_runs(&fold_forwards(&wanted)),
+            ),
         }
         if out.is_empty() {
             // Same summary, different elements (should not happen, but never hide a difference).
             out.push(FieldChange {
                 field: "forwards".to_owned(),
-                before: describe_forwards(&before.forwards),
+                before: describe_forwards(&found),
                 after: describe_forwards(&wanted),
             });
         }
@@ -251,52 +312,86 @@ fn field_changes(before: &ObservedMapping, after: &Mapping) -> Vec<FieldChange> 
     out
 }
 
-/// The configuration-level fields a set of forwards corresponds to, when it has that shape.
-struct ForwardShape {
-    protocol: String,
-    port: String,
-    to: String,
-    to_port: String,
+/// A run of forwards that one configuration entry describes: consecutive external ports to
+/// consecutive inner ports on one host, for one protocol or (`both`) for TCP and UDP alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ForwardRun {
+    /// `tcp`, `udp`, or `both` when TCP and UDP have the same run.
+    pub protocol: Protocol,
+    /// External ports.
+    pub port: PortRange,
+    /// Inner host.
+    pub to: IpAddr,
+    /// Inner ports (same length as `port`).
+    pub to_port: PortRange,
 }
 
-impl ForwardShape {
-    /// Fold forwards back into (protocol, port range, to, to_port range); `None` when they do not form
-    /// one mapping (several targets, gaps, different offsets, tcp and udp on different ports).
-    fn of(forwards: &[Forward]) -> Option<ForwardShape> {
-        let first = forwards.first()?;
-        if forwards.iter().any(|f| f.to != first.to) {
-            return None;
+impl fmt::Display for ForwardRun {
+    /// `tcp 8080 → 192.168.1.66:80`, `both 6000-6002 → 192.168.1.70:7000-7002`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to {
+            IpAddr::V4(a) => write!(f, "{} {} → {}:{}", self.protocol, self.port, a, self.to_port),
+            IpAddr::V6(a) => write!(f, "{} {} → [{}]:{}", self.protocol, self.port, a, self.to_port),
         }
-        let mut tcp: Vec<(u16, u16)> = Vec::new();
-        let mut udp: Vec<(u16, u16)> = Vec::new();
-        for f in forwards {
-            match f.transport {
-                crate::model::Transport::Tcp => tcp.push((f.port, f.to_port)),
-                crate::model::Transport::Udp => udp.push((f.port, f.to_port)),
-            }
-        }
-        let (protocol, pairs) = match (tcp.is_empty(), udp.is_empty()) {
-            (false, true) => ("tcp", tcp),
-            (true, false) => ("udp", udp),
-            (false, false) if tcp == udp => ("both", tcp),
-            _ => return None,
-        };
-        let (p0, t0) = pairs[0];
-        for (i, &(p, t)) in pairs.iter().enumerate() {
-            let i = u16::try_from(i).ok()?;
-            if p != p0.checked_add(i)? || t != t0.checked_add(i)? {
-                return None;
-            }
-        }
-        let (pn, tn) = pairs[pairs.len() - 1];
-        let range = |a: u16, b: u16| if a == b { a.to_string() } else { format!("{a}-{b}") };
-        Some(ForwardShape {
-            protocol: protocol.to_owned(),
-            port: range(p0, pn),
-            to: first.to.to_string(),
-            to_port: range(t0, tn),
-        })
     }
+}
+
+/// Fold forwards (sorted or not) back into the fewest runs, ordered by external port then protocol.
+/// Forwards that a mapping created come back as exactly one run; a table edited by hand may give
+/// several (gaps, other targets, TCP and UDP on different ports).
+pub fn fold_forwards(forwards: &[Forward]) -> Vec<ForwardRun> {
+    let mut sorted = forwards.to_vec();
+    sorted.sort_unstable();
+    let mut tcp: Vec<ForwardRun> = Vec::new();
+    let mut udp: Vec<ForwardRun> = Vec::new();
+    for f in &sorted {
+        let (runs, protocol) = match f.transport {
+            Transport::Tcp => (&mut tcp, Protocol::Tcp),
+            Transport::Udp => (&mut udp, Protocol::Udp),
+        };
+        if let Some(last) = runs.last_mut()
+            && last.to == f.to
+            && last.port.end.checked_add(1) == Some(f.port)
+            && last.to_port.end.checked_add(1) == Some(f.to_port)
+        {
+            last.port.end = f.port;
+            last.to_port.end = f.to_port;
+            continue;
+        }
+        runs.push(ForwardRun {
+            protocol,
+            port: PortRange::single(f.port),
+            to: f.to,
+            to_port: PortRange::single(f.to_port),
+        });
+    }
+    // Runs identical for TCP and UDP become one `both` run.
+    let mut out = Vec::with_capacity(tcp.len() + udp.len());
+    let mut udp = udp.into_iter().peekable();
+    for t in tcp {
+        while let Some(u) = udp.next_if(|u| (u.port, u.to, u.to_port) < (t.port, t.to, t.to_port)) {
+            out.push(u);
+        }
+        match udp.next_if(|u| (u.port, u.to, u.to_port) == (t.port, t.to, t.to_port)) {
+            Some(_) => out.push(ForwardRun {
+                protocol: Protocol::Both,
+                ..t
+            }),
+            None => out.push(t),
+        }
+    }
+    out.extend(udp);
+    out.sort_by_key(|r| (r.port, r.protocol));
+    out
+}
+
+/// Runs listed for people: `tcp 8080 → 192.168.1.66:80, tcp 8082 → 192.168.1.66:82`.
+pub fn describe_runs(runs: &[ForwardRun]) -> String {
+    if runs.is_empty() {
+        return "(none)".to_owned();
+    }
+    let parts: Vec<String> = runs.iter().map(ToString::to_string).collect();
+    parts.join(", ")
 }
 
 /// A compact listing of forwards: `tcp/8080→192.168.1.66:80, udp/6000→192.168.1.70:7000`.
@@ -309,4 +404,75 @@ pub fn describe_forwards(forwards: &[Forward]) -> String {
         })
         .collect();
     parts.join(", ")
+}
+
+impl Plan {
+    /// Read a plan saved as JSON (by `plan --out`: [`crate::plan_json`] or plain serde), refusing
+    /// other format versions, and check it as carefully as a configuration: the desired state must
+    /// validate and be canonical, and every create or update must match it.
+    pub fn from_json(text: &str) -> Result<Plan, PlanFileError> {
+        /// Only the version: everything else is skipped without being built.
+        #[derive(Deserialize)]
+        struct Header {
+            format_version: Option<serde_json::Value>,
+        }
+        let header: Header = serde_json::from_str(text).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => PlanFileError::NotAPlan,
+            _ => PlanFileError::Json(e),
+        })?;
+        let Some(found) = header.format_version else {
+            return Err(PlanFileError::NotAPlan);
+        };
+        if found.as_u64() != Some(u64::from(PLAN_FORMAT_VERSION)) {
+            return Err(PlanFileError::UnsupportedVersion {
+                found,
+                supported: PLAN_FORMAT_VERSION,
+            });
+        }
+        let plan: Plan = serde_json::from_str(text).map_err(PlanFileError::Shape)?;
+        plan.check()?;
+        Ok(plan)
+    }
+
+    /// Consistency of a plan read from outside.
+    fn check(&self) -> Result<(), PlanFileError> {
+        let desired = &self.desired;
+        let again = validate(&Config::from(desired)).map_err(PlanFileError::Invalid)?;
+        if again.settings != desired.settings || again.mappings != desired.mappings {
+            return Err(PlanFileError::Inconsistent(
+                "the desired state is not in canonical form (was the file edited?)".to_owned(),
+            ));
+        }
+        let wanted: HashMap<&str, &Mapping> = desired.mappings.iter().map(|m| (m.name.as_str(), m)).collect();
+        for name in &desired.disabled {
+            if let Some(problem) = name_problem(name) {
+                return Err(PlanFileError::Inconsistent(format!(
+                    "a disabled mapping's name is invalid: {problem}"
+                )));
+            }
+            if wanted.contains_key(name.as_str()) {
+                return Err(PlanFileError::Inconsistent(format!(
+                    "mapping `{name}` is both enabled and disabled"
+                )));
+            }
+        }
+        for change in &self.changes {
+            if let Change::Create { mapping } | Change::Update { after: mapping, .. } = change
+                && wanted.get(mapping.name.as_str()) != Some(&mapping)
+            {
+                return Err(PlanFileError::Inconsistent(format!(
+                    "the change to mapping `{}` does not match the desired state",
+                    crate::validate::shown(&mapping.name)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Plan {
+    /// The plan for people, without colour: [`crate::render_plan`]`(self, false)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::render::render_plan(self, false))
+    }
 }

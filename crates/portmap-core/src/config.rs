@@ -1,0 +1,214 @@
+//! The raw configuration schema, version 1: what a YAML (or JSON) file says, before any checking.
+//!
+//! A `Config` can hold nonsense (port 0, `to: "foo"`, a name with a newline); it becomes a typed
+//! [`Model`] only through [`validate()`](crate::validate()) or [`load_str`](crate::load_str()).
+//! Library users build one in code or deserialize it from JSON. This module must not check values
+//! (that is `validate.rs`) nor read files.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Model, Protocol};
+
+/// The only configuration version this crate reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// A whole configuration file (version 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Schema version; must be 1 when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// Interfaces facing the internet (at least one).
+    pub wan: InterfaceList,
+    /// Interfaces facing the LAN (optional; used by hairpin and masquerade).
+    #[serde(default, skip_serializing_if = "InterfaceList::is_empty")]
+    pub lan: InterfaceList,
+    /// Source-NAT LAN traffic leaving through a WAN interface. Default false.
+    #[serde(default)]
+    pub masquerade: bool,
+    /// NAT reflection for LAN hosts and the router itself. Default true.
+    #[serde(default = "default_true")]
+    pub hairpin: bool,
+    /// The port mappings, in file order.
+    #[serde(default)]
+    pub mappings: Vec<MappingConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            version: None,
+            wan: InterfaceList::default(),
+            lan: InterfaceList::default(),
+            masquerade: false,
+            hairpin: true,
+            mappings: Vec::new(),
+        }
+    }
+}
+
+/// `{ interfaces: [...] }`: the interfaces on one side of the router.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceList {
+    /// Linux interface names, e.g. `eth0`, `br-lan`.
+    pub interfaces: Vec<String>,
+}
+
+impl InterfaceList {
+    /// A list of the given interface names.
+    pub fn new<I, S>(names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        InterfaceList {
+            interfaces: names.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// True when no interface is listed.
+    pub fn is_empty(&self) -> bool {
+        self.interfaces.is_empty()
+    }
+}
+
+/// One `mappings:` entry as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// Unique name.
+    pub name: String,
+    /// `tcp`, `udp` or `both`. Default tcp.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// External port or range.
+    pub port: PortSpec,
+    /// The inner host's address, as written.
+    pub to: String,
+    /// Port(s) on the inner host; default: the same as `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_port: Option<PortSpec>,
+    /// Source addresses or CIDR prefixes allowed; empty means everyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_from: Vec<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Whether the mapping is in force. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl MappingConfig {
+    /// A TCP mapping `name`: `port` → `to` on the same port(s), everything else at its default.
+    pub fn new(name: impl Into<String>, port: impl Into<PortSpec>, to: impl Into<String>) -> Self {
+        MappingConfig {
+            name: name.into(),
+            protocol: Protocol::Tcp,
+            port: port.into(),
+            to: to.into(),
+            to_port: None,
+            allow_from: Vec::new(),
+            description: None,
+            enabled: true,
+        }
+    }
+}
+
+impl Default for MappingConfig {
+    /// An empty mapping (no name, port 0, no target): invalid until filled in.
+    fn default() -> Self {
+        MappingConfig::new("", PortSpec::Number(0), "")
+    }
+}
+
+/// A port as written: a number (`8080`) or text (`"8080"`, `"6000-6010"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    /// A plain number; valid when 1–65535.
+    Number(i64),
+    /// `"A"` or `"A-B"`.
+    Text(String),
+}
+
+impl Default for PortSpec {
+    /// Port 0 (invalid until set).
+    fn default() -> Self {
+        PortSpec::Number(0)
+    }
+}
+
+impl From<u16> for PortSpec {
+    fn from(port: u16) -> Self {
+        PortSpec::Number(i64::from(port))
+    }
+}
+
+impl From<&str> for PortSpec {
+    fn from(text: &str) -> Self {
+        PortSpec::Text(text.to_owned())
+    }
+}
+
+impl From<String> for PortSpec {
+    fn from(text: String) -> Self {
+        PortSpec::Text(text)
+    }
+}
+
+impl From<crate::model::PortRange> for PortSpec {
+    fn from(range: crate::model::PortRange) -> Self {
+        if range.start == range.end {
+            PortSpec::from(range.start)
+        } else {
+            PortSpec::Text(range.to_string())
+        }
+    }
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortSpec::Number(n) => write!(f, "{n}"),
+            PortSpec::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+impl From<&Model> for Config {
+    /// The configuration that validates back to `model`'s settings and enabled mappings. Disabled
+    /// mappings are known only by name and are not included.
+    fn from(model: &Model) -> Self {
+        let s = &model.settings;
+        Config {
+            version: Some(CONFIG_VERSION),
+            wan: InterfaceList::new(s.wan_interfaces.iter().cloned()),
+            lan: InterfaceList::new(s.lan_interfaces.iter().cloned()),
+            masquerade: s.masquerade,
+            hairpin: s.hairpin,
+            mappings: model
+                .mappings
+                .iter()
+                .map(|m| MappingConfig {
+                    name: m.name.clone(),
+                    protocol: m.protocol,
+                    port: m.port.into(),
+                    to: m.to.to_string(),
+                    to_port: (m.to_port != m.port).then(|| m.to_port.into()),
+                    allow_from: m.allow_from.iter().map(ToString::to_string).collect(),
+                    description: m.description.clone(),
+                    enabled: true,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}

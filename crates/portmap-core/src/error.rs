@@ -1,0 +1,120 @@
+//! The crate's error types: configuration errors (every one with `file:line:col` when the text is
+//! known, the field, and what would be valid), plan-file errors, and [`Error`] uniting them.
+//!
+//! This module only formats; it must not decide what is valid (that is `validate.rs` and `load.rs`).
+
+use std::fmt;
+
+/// One problem in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConfigError {
+    /// Where the configuration came from (a file name, `-`, or `config` for one built in code).
+    pub origin: String,
+    /// Line and column (both 1-based, the column counted in characters) when known.
+    pub position: Option<(usize, usize)>,
+    /// The field, e.g. `mappings[2].port` or `wan.interfaces[0]`; empty for the file as a whole.
+    pub field: String,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.origin)?;
+        if let Some((line, col)) = self.position {
+            write!(f, ":{line}:{col}")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// All the problems found in a configuration, sorted by position (errors without a position last).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// Number of errors.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there is no error (never the case for a returned `Err`).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The errors, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, ConfigError> {
+        self.0.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a ConfigErrors {
+    type Item = &'a ConfigError;
+    type IntoIter = std::slice::Iter<'a, ConfigError>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    /// One error per line, then a count: `2 errors in portmap.yaml.`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for error in &self.0 {
+            writeln!(f, "{error}")?;
+        }
+        let n = self.0.len();
+        let origin = self.0.first().map_or("the configuration", |e| e.origin.as_str());
+        write!(f, "{n} error{} in {origin}.", if n == 1 { "" } else { "s" })
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Why a saved plan file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanFileError {
+    /// The text is not JSON.
+    #[error("the plan file is not valid JSON")]
+    Json(#[source] serde_json::Error),
+    /// The JSON has no `format_version`.
+    #[error("the file has no format_version: it is not a plan written by `portmap plan --out`")]
+    NotAPlan,
+    /// The plan was written in a format this version does not read.
+    #[error(
+        "plan file format_version {found} is not supported (this portmap reads format_version {supported}); \
+         make the plan again with this portmap"
+    )]
+    UnsupportedVersion {
+        /// The version found in the file.
+        found: serde_json::Value,
+        /// The version this crate reads.
+        supported: u32,
+    },
+    /// The JSON does not have a plan's shape.
+    #[error("the plan file is damaged: its content does not have the shape of a plan")]
+    Shape(#[source] serde_json::Error),
+    /// The desired state inside the plan does not pass validation.
+    #[error("the plan file's desired configuration is not valid")]
+    Invalid(#[source] ConfigErrors),
+    /// The parts of the plan contradict each other.
+    #[error("the plan file is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+/// Every error this crate returns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration did not validate.
+    #[error("invalid configuration")]
+    Config(#[from] ConfigErrors),
+    /// A saved plan could not be read.
+    #[error("unusable plan file")]
+    PlanFile(#[from] PlanFileError),
+}

@@ -1,0 +1,551 @@
+//! `load_str`: YAML text → `Config` (remembering where every value was) → validation → `Model`.
+//!
+//! The walk reports what only the text can show — unknown keys (with "did you mean"), duplicate keys,
+//! wrong types, missing required fields — and keeps going, so that one run reports every problem in
+//! the file; `validate.rs` then checks the values. This module reads no files: the caller hands over
+//! the text and names its origin.
+
+use crate::config::{Config, InterfaceList, MappingConfig, PortSpec};
+use crate::error::ConfigErrors;
+use crate::model::{Model, Protocol};
+use crate::validate::{Field, MappingSpans, Report, Slot, Spans, check, shown};
+use crate::yaml::{self, Node, Pos, Value};
+
+/// Parse and validate a YAML configuration. `origin` names the text in error messages (a file name,
+/// or `-` for standard input). Every problem is reported, sorted by position, as
+/// `origin:line:col: field: message`.
+pub fn load_str(text: &str, origin: &str) -> Result<Model, ConfigErrors> {
+    let mut report = Report::new(origin);
+    let parsed = yaml::parse(text);
+    for e in &parsed.errors {
+        report.push(Some(e.pos), Field::Whole, e.message.clone());
+    }
+    let Some(root) = parsed.root else {
+        if !report.has_errors() {
+            report.push(
+                Some((1, 1)),
+                Field::Whole,
+                "the configuration is empty; it needs at least `wan: { interfaces: [eth0] }`",
+            );
+        }
+        return report.finish(None);
+    };
+    let mut walker = Walker {
+        report: &mut report,
+        spans: Spans::default(),
+    };
+    let config = walker.config(&root);
+    let spans = walker.spans;
+    let model = config.and_then(|c| check(&c, &spans, &mut report));
+    report.finish(model)
+}
+
+/// Parse a YAML configuration into the raw `Config` without checking values (YAML-level problems —
+/// syntax, unknown or duplicate keys, wrong types, missing fields — are still errors).
+pub fn parse_config(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
+    let mut report = Report::new(origin);
+    let parsed = yaml::parse(text);
+    for e in &parsed.errors {
+        report.push(Some(e.pos), Field::Whole, e.message.clone());
+    }
+    let config = parsed.root.as_ref().and_then(|root| {
+        Walker {
+            report: &mut report,
+            spans: Spans::default(),
+        }
+        .config(root)
+    });
+    report.finish(config)
+}
+
+const TOP_KEYS: [&str; 6] = ["version", "wan", "lan", "masquerade", "hairpin", "mappings"];
+const SIDE_KEYS: [&str; 1] = ["interfaces"];
+const MAPPING_KEYS: [&str; 8] = [
+    "name",
+    "protocol",
+    "port",
+    "to",
+    "to_port",
+    "allow_from",
+    "description",
+    "enabled",
+];
+
+/// Words people write for a key, and the key they mean.
+const SYNONYMS: &[(&str, &str)] = &[
+    ("target", "to"),
+    ("host", "to"),
+    ("dest", "to"),
+    ("destination", "to"),
+    ("address", "to"),
+    ("ip", "to"),
+    ("proto", "protocol"),
+    ("external_port", "port"),
+    ("dport", "port"),
+    ("from_port", "port"),
+    ("internal_port", "to_port"),
+    ("target_port", "to_port"),
+    ("dest_port", "to_port"),
+    ("allow", "allow_from"),
+    ("allowed", "allow_from"),
+    ("source", "allow_from"),
+    ("sources", "allow_from"),
+    ("comment", "description"),
+    ("enable", "enabled"),
+    ("disabled", "enabled"),
+    ("interface", "interfaces"),
+    ("nat", "masquerade"),
+    ("snat", "masquerade"),
+    ("reflection", "hairpin"),
+    ("mapping", "mappings"),
+    ("forwards", "mappings"),
+];
+
+struct Walker<'r, 'o> {
+    report: &'r mut Report<'o>,
+    spans: Spans,
+}
+
+/// True for the YAML 1.2 core-schema null forms of a plain scalar.
+fn is_null(text: &str) -> bool {
+    matches!(text, "" | "~" | "null" | "Null" | "NULL")
+}
+
+/// A node described for "expected …, got …" messages.
+fn describe(node: &Node<'_>) -> String {
+    match &node.value {
+        Value::Seq(_) => "a list".to_owned(),
+        Value::Map(_) => "a mapping (key: value pairs)".to_owned(),
+        Value::Alias => "an alias".to_owned(),
+        Value::Scalar { text, plain: false } => format!("the string \"{}\"", shown(text)),
+        Value::Scalar { text, plain: true } if is_null(text) => "nothing (null)".to_owned(),
+        Value::Scalar { text, plain: true } => format!("`{}`", shown(text)),
+    }
+}
+
+/// "did you mean `x`?" for an unknown key, or where the key belongs, or the valid keys.
+fn unknown_key_message(key: &str, keys: &[&str]) -> String {
+    let lower = key.to_ascii_lowercase();
+    if let Some(k) = keys.iter().find(|k| **k == lower) {
+        return format!(
+            "unknown key `{}`; did you mean `{k}`? (keys are lower case)",
+            shown(key)
+        );
+    }
+    let synonym = SYNONYMS
+        .iter()
+        .find(|(word, _)| *word == lower)
+        .map(|(_, k)| *k)
+        .filter(|k| keys.contains(k));
+    let close = keys
+        .iter()
+        .map(|k| (strsim::jaro_winkler(&lower, k), *k))
+        .filter(|(score, _)| *score >= 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k);
+    if let Some(k) = synonym.or(close) {
+        return format!("unknown key `{}`; did you mean `{k}`?", shown(key));
+    }
+    let elsewhere = if keys != MAPPING_KEYS && MAPPING_KEYS.contains(&key) {
+        Some("it belongs in an entry of `mappings:`")
+    } else if keys != SIDE_KEYS && SIDE_KEYS.contains(&key) {
+        Some("it belongs under `wan:` or `lan:`")
+    } else if keys != TOP_KEYS && TOP_KEYS.contains(&key) {
+        Some("it belongs at the top level")
+    } else {
+        None
+    };
+    match elsewhere {
+        Some(hint) => format!("`{key}` is not valid here; {hint}"),
+        None => format!(
+            "unknown key `{}`; valid keys here are: {}",
+            shown(key),
+            keys.join(", ")
+        ),
+    }
+}
+
+impl Walker<'_, '_> {
+    fn error(&mut self, pos: Pos, field: Field, message: impl Into<String>) {
+        self.report.push(Some(pos), field, message);
+    }
+
+    fn wrong_type(&mut self, node: &Node<'_>, field: Field, expected: &str) {
+        if !matches!(node.value, Value::Alias) {
+            let got = describe(node);
+            self.error(node.pos, field, format!("expected {expected}, got {got}"));
+        }
+    }
+
+    /// The values of `keys` in mapping `node`, reporting unknown and duplicate keys. `None` (after
+    /// reporting) when the node is not a mapping.
+    fn entries<'n, 'a, const N: usize>(
+        &mut self,
+        node: &'n Node<'a>,
+        field: Field,
+        keys: [&'static str; N],
+        expected: &str,
+    ) -> Option<[Option<&'n Node<'a>>; N]> {
+        let Value::Map(entries) = &node.value else {
+            self.wrong_type(node, field, expected);
+            return None;
+        };
+        let mut found: [Option<(&'n Node<'a>, Pos)>; N] = [None; N];
+        for (key, value) in entries {
+            let Value::Scalar { text, .. } = &key.value else {
+                self.wrong_type(key, field, "a key name");
+                continue;
+            };
+            let Some(i) = keys.iter().position(|k| *k == text.as_ref()) else {
+                let message = unknown_key_message(text, &keys);
+                self.error(key.pos, field, message);
+                continue;
+            };
+            if let Some((_, first)) = found[i] {
+                let message = format!(
+                    "duplicate key `{text}` (first at line {}); give each key once",
+                    first.0
+                );
+                self.error(key.pos, field, message);
+            } else {
+                found[i] = Some((value, key.pos));
+            }
+        }
+        Some(found.map(|f| f.map(|(v, _)| v)))
+    }
+
+    /// Any non-null scalar, as text.
+    fn string<'n>(&mut self, node: &'n Node<'_>, field: Field, expected: &str) -> Option<&'n str> {
+        match &node.value {
+            Value::Scalar { text, plain } if !(*plain && is_null(text)) => Some(text),
+            _ => {
+                self.wrong_type(node, field, expected);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, node: &Node<'_>, field: Field) -> Option<bool> {
+        if let Value::Scalar { text, plain: true } = &node.value {
+            match text.as_ref() {
+                "true" | "True" | "TRUE" => return Some(true),
+                "false" | "False" | "FALSE" => return Some(false),
+                t if matches!(
+                    t.to_ascii_lowercase().as_str(),
+                    "yes" | "no" | "on" | "off" | "y" | "n"
+                ) =>
+                {
+                    self.error(
+                        node.pos,
+                        field,
+                        format!(
+                            "expected true or false, got `{t}` (YAML 1.1 spellings are not booleans here)"
+                        ),
+                    );
+                    return None;
+                }
+                _ => {}
+            }
+        }
+        if let Value::Scalar { text, plain: false } = &node.value
+            && matches!(text.as_ref(), "true" | "false")
+        {
+            self.error(
+                node.pos,
+                field,
+                format!("expected true or false, got the string \"{text}\"; remove the quotes"),
+            );
+            return None;
+        }
+        self.wrong_type(node, field, "true or false");
+        None
+    }
+
+    fn port(&mut self, node: &Node<'_>, field: Field) -> Option<PortSpec> {
+        const EXPECTED: &str = "a port (1-65535) or a range \"A-B\"";
+        let text = self.string(node, field, EXPECTED)?;
+        let plain_number = matches!(node.value, Value::Scalar { plain: true, .. })
+            && !text.is_empty()
+            && text.len() <= 18
+            && text.bytes().all(|b| b.is_ascii_digit());
+        Some(match text.parse::<i64>() {
+            Ok(n) if plain_number => PortSpec::Number(n),
+            _ => PortSpec::Text(text.to_owned()),
+        })
+    }
+
+    fn config(&mut self, root: &Node<'_>) -> Option<Config> {
+        let [version, wan, lan, masquerade, hairpin, mappings] = self.entries(
+            root,
+            Field::Whole,
+            TOP_KEYS,
+            "a mapping of settings (wan, lan, masquerade, hairpin, mappings)",
+        )?;
+        let mut config = Config::default();
+
+        if let Some(v) = version {
+            self.spans.version.pos = Some(v.pos);
+            match &v.value {
+                Value::Scalar { text, plain: true }
+                    if text.bytes().all(|b| b.is_ascii_digit()) && !text.is_empty() =>
+                {
+                    config.version = Some(text.parse().unwrap_or(u32::MAX));
+                }
+                _ => {
+                    self.wrong_type(v, Field::Top("version"), "1 (the configuration version)");
+                    self.spans.version.bad = true;
+                }
+            }
+        }
+
+        match wan {
+            None => {
+                self.error(
+                    root.pos,
+                    Field::Whole,
+                    "missing required field `wan`; add `wan: { interfaces: [eth0] }` naming the interface(s) facing \
+                     the internet",
+                );
+                self.spans.wan.bad = true;
+            }
+            Some(node) => {
+                let (list, slot, items) = self.side(node, "wan", "wan.interfaces");
+                config.wan = list;
+                self.spans.wan = slot;
+                self.spans.wan_items = items;
+            }
+        }
+        if let Some(node) = lan {
+            let (list, slot, items) = self.side(node, "lan", "lan.interfaces");
+            config.lan = list;
+            self.spans.lan = slot;
+            self.spans.lan_items = items;
+        }
+        if let Some(node) = masquerade
+            && let Some(b) = self.boolean(node, Field::Top("masquerade"))
+        {
+            config.masquerade = b;
+        }
+        if let Some(node) = hairpin
+            && let Some(b) = self.boolean(node, Field::Top("hairpin"))
+        {
+            config.hairpin = b;
+        }
+        if let Some(node) = mappings {
+            match &node.value {
+                Value::Seq(items) => {
+                    config.mappings.reserve(items.len());
+                    self.spans.mappings.reserve(items.len());
+                    for (j, item) in items.iter().enumerate() {
+                        if let Some((m, spans)) = self.mapping(item, j) {
+                            config.mappings.push(m);
+                            self.spans.mappings.push(spans);
+                        }
+                    }
+                }
+                Value::Scalar { text, plain: true } if is_null(text) => {}
+                _ => self.wrong_type(
+                    node,
+                    Field::Top("mappings"),
+                    "a list of mappings (entries starting with `- `)",
+                ),
+            }
+        }
+        Some(config)
+    }
+
+    /// `wan:` or `lan:`: the list, the slot of the list, and each kept entry's position and index.
+    fn side(
+        &mut self,
+        node: &Node<'_>,
+        name: &'static str,
+        path: &'static str,
+    ) -> (InterfaceList, Slot, Vec<(Pos, usize)>) {
+        let mut slot = Slot {
+            pos: Some(node.pos),
+            bad: true,
+        };
+        let mut list = InterfaceList::default();
+        let mut items = Vec::new();
+        let Some([interfaces]) = self.entries(
+            node,
+            Field::Top(name),
+            SIDE_KEYS,
+            &format!("a mapping such as `{name}: {{ interfaces: [eth0] }}`"),
+        ) else {
+            return (list, slot, items);
+        };
+        let Some(seq) = interfaces else {
+            self.error(
+                node.pos,
+                Field::Top(name),
+                format!("missing required field `interfaces`; e.g. `{name}: {{ interfaces: [eth0] }}`"),
+            );
+            return (list, slot, items);
+        };
+        slot.pos = Some(seq.pos);
+        let Value::Seq(entries) = &seq.value else {
+            self.wrong_type(seq, Field::Top(path), "a list of interface names such as [eth0]");
+            return (list, slot, items);
+        };
+        slot.bad = false;
+        for (j, entry) in entries.iter().enumerate() {
+            if let Some(text) = self.string(entry, Field::Item(path, j), "an interface name") {
+                list.interfaces.push(text.to_owned());
+                items.push((entry.pos, j));
+            }
+        }
+        (list, slot, items)
+    }
+
+    fn mapping(&mut self, item: &Node<'_>, j: usize) -> Option<(MappingConfig, MappingSpans)> {
+        let field = Field::Mapping(j);
+        let [
+            name,
+            protocol,
+            port,
+            to,
+            to_port,
+            allow_from,
+            description,
+            enabled,
+        ] = self.entries(
+            item,
+            field,
+            MAPPING_KEYS,
+            "a mapping with at least name, port and to",
+        )?;
+        let mut m = MappingConfig::default();
+        let mut s = MappingSpans {
+            index: j,
+            ..MappingSpans::default()
+        };
+
+        match name {
+            None => {
+                self.error(
+                    item.pos,
+                    field,
+                    "missing required field `name`; give every mapping a unique name such as `web`",
+                );
+                s.name.bad = true;
+            }
+            Some(node) => {
+                s.name.pos = Some(node.pos);
+                match self.string(node, Field::Of(j, "name"), "a name") {
+                    Some(text) => text.clone_into(&mut m.name),
+                    None => s.name.bad = true,
+                }
+            }
+        }
+        if let Some(node) = protocol {
+            s.protocol.pos = Some(node.pos);
+            let text = self.string(node, Field::Of(j, "protocol"), "tcp, udp or both");
+            match text {
+                Some("tcp") => m.protocol = Protocol::Tcp,
+                Some("udp") => m.protocol = Protocol::Udp,
+                Some("both") => m.protocol = Protocol::Both,
+                Some(other) => {
+                    let message = format!("unknown protocol `{}`; use tcp, udp or both", shown(other));
+                    self.error(node.pos, Field::Of(j, "protocol"), message);
+                    s.protocol.bad = true;
+                }
+                None => s.protocol.bad = true,
+            }
+        }
+        match port {
+            None => {
+                self.error(
+                    item.pos,
+                    field,
+                    "missing required field `port`; add the external port, e.g. `port: 8080` or `port: \"6000-6010\"`",
+                );
+                s.port.bad = true;
+            }
+            Some(node) => {
+                s.port.pos = Some(node.pos);
+                match self.port(node, Field::Of(j, "port")) {
+                    Some(spec) => m.port = spec,
+                    None => s.port.bad = true,
+                }
+            }
+        }
+        match to {
+            None => {
+                self.error(
+                    item.pos,
+                    field,
+                    "missing required field `to`; add the inner host's IPv4 address, e.g. `to: 192.168.1.66`",
+                );
+                s.to.bad = true;
+            }
+            Some(node) => {
+                s.to.pos = Some(node.pos);
+                match self.string(node, Field::Of(j, "to"), "an IPv4 address such as 192.168.1.66") {
+                    Some(text) => text.clone_into(&mut m.to),
+                    None => s.to.bad = true,
+                }
+            }
+        }
+        if let Some(node) = to_port {
+            s.to_port.pos = Some(node.pos);
+            match self.port(node, Field::Of(j, "to_port")) {
+                Some(spec) => m.to_port = Some(spec),
+                None => s.to_port.bad = true,
+            }
+        }
+        if let Some(node) = allow_from {
+            s.allow_from.pos = Some(node.pos);
+            s.allow_from.bad = true;
+            match &node.value {
+                Value::Seq(entries) if !entries.is_empty() => {
+                    s.allow_from.bad = false;
+                    m.allow_from.reserve(entries.len());
+                    for (k, entry) in entries.iter().enumerate() {
+                        let f = Field::OfItem(j, "allow_from", k);
+                        if let Some(text) = self.string(entry, f, "an address or CIDR prefix such as 203.0.113.0/24") {
+                            m.allow_from.push(text.to_owned());
+                            s.allow_items.push((entry.pos, k));
+                        }
+                    }
+                }
+                Value::Seq(_) => self.error(
+                    node.pos,
+                    Field::Of(j, "allow_from"),
+                    "allow_from is empty; list the sources allowed to connect (e.g. [203.0.113.0/24]) or remove the \
+                     key to allow everyone",
+                ),
+                Value::Scalar { text, plain: true } if is_null(text) => self.error(
+                    node.pos,
+                    Field::Of(j, "allow_from"),
+                    "allow_from is empty; list the sources allowed to connect (e.g. [203.0.113.0/24]) or remove the \
+                     key to allow everyone",
+                ),
+                Value::Scalar { text, .. } => {
+                    let message = format!(
+                        "expected a list of sources, got a single value; write allow_from: [{}]",
+                        shown(text)
+                    );
+                    self.error(node.pos, Field::Of(j, "allow_from"), message);
+                }
+                _ => self.wrong_type(node, Field::Of(j, "allow_from"), "a list of sources such as [203.0.113.0/24]"),
+            }
+        }
+        if let Some(node) = description {
+            s.description.pos = Some(node.pos);
+            match &node.value {
+                Value::Scalar { text, plain: true } if is_null(text) => {}
+                _ => match self.string(node, Field::Of(j, "description"), "a line of text") {
+                    Some(text) => m.description = Some(text.to_owned()),
+                    None => s.description.bad = true,
+                },
+            }
+        }
+        if let Some(node) = enabled
+            && let Some(b) = self.boolean(node, Field::Of(j, "enabled"))
+        {
+            m.enabled = b;
+        }
+        Some((m, s))
+    }
+}

@@ -1,0 +1,874 @@
+//! `Config` → `Model`: every validation rule, with all errors collected (never only the first) and
+//! each error naming its field and, when the configuration came from text, its line and column.
+//!
+//! Values that reach a `Model` are safe to hand to a kernel backend: names are `[A-Za-z0-9_.-]`,
+//! descriptions and interface names carry no quotes or control characters, ports are ordered and in
+//! range, targets are IPv4 unicast hosts, allow-lists are canonical. This module reads no text (that
+//! is `load.rs`, which also reports YAML-level problems and records positions in `Spans`).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
+
+use crate::config::{CONFIG_VERSION, Config, MappingConfig, PortSpec};
+use crate::error::{ConfigError, ConfigErrors};
+use crate::model::{Mapping, Model, PortRange, Settings, Transport};
+use crate::yaml::Pos;
+
+/// Longest mapping name, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest description, in bytes.
+pub const MAX_DESCRIPTION_LEN: usize = 128;
+/// Longest Linux interface name, in bytes (`IFNAMSIZ` - 1).
+pub const MAX_INTERFACE_LEN: usize = 15;
+
+/// Check a configuration built in code (or deserialized from JSON) and turn it into a `Model`.
+/// Errors carry no position (there is no text) but name the field, e.g. `mappings[2].port`; their
+/// origin is `config`.
+pub fn validate(config: &Config) -> Result<Model, ConfigErrors> {
+    let mut report = Report::new("config");
+    let model = check(config, &Spans::default(), &mut report);
+    report.finish(model)
+}
+
+/// The canonical form of a list of prefixes: host bits cleared, overlapping and adjacent prefixes
+/// merged into the fewest prefixes covering exactly the same addresses, sorted (IPv4 first).
+/// `Mapping::allow_from` is always in this form; a backend reading intervals back calls this too.
+pub fn canonical_prefixes(prefixes: Vec<IpNet>) -> Vec<IpNet> {
+    if prefixes.len() <= 1 {
+        return prefixes.into_iter().map(|p| p.trunc()).collect();
+    }
+    IpNet::aggregate(&prefixes)
+}
+
+/// Where a field's value was found in the text, and whether it was already reported as unusable
+/// (wrong type, missing) so that validation does not report it twice.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Slot {
+    pub pos: Option<Pos>,
+    pub bad: bool,
+}
+
+/// Positions of one mapping's fields. `index` is the entry's index in the file (entries that were
+/// not mappings at all are left out of the `Config`, so it can differ from the `Config` index).
+#[derive(Debug, Default)]
+pub(crate) struct MappingSpans {
+    pub index: usize,
+    pub name: Slot,
+    pub protocol: Slot,
+    pub port: Slot,
+    pub to: Slot,
+    pub to_port: Slot,
+    pub allow_from: Slot,
+    /// Position and file index of each `allow_from` entry kept in the `Config`.
+    pub allow_items: Vec<(Pos, usize)>,
+    pub description: Slot,
+}
+
+/// Positions of a `Config`'s values in the text it was read from. Empty for configs built in code.
+#[derive(Debug, Default)]
+pub(crate) struct Spans {
+    pub version: Slot,
+    pub wan: Slot,
+    pub wan_items: Vec<(Pos, usize)>,
+    pub lan: Slot,
+    pub lan_items: Vec<(Pos, usize)>,
+    /// One per `Config` mapping (or none at all).
+    pub mappings: Vec<MappingSpans>,
+}
+
+/// A field path, formatted only when an error needs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Field {
+    /// The file as a whole.
+    Whole,
+    /// A top-level path such as `wan.interfaces`.
+    Top(&'static str),
+    /// An entry of a top-level list, e.g. `wan.interfaces[1]`.
+    Item(&'static str, usize),
+    /// A mapping as a whole.
+    Mapping(usize),
+    /// A field of a mapping.
+    Of(usize, &'static str),
+    /// An entry of a mapping's list field, e.g. `mappings[0].allow_from[1]`.
+    OfItem(usize, &'static str, usize),
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Field::Whole => Ok(()),
+            Field::Top(path) => f.write_str(path),
+            Field::Item(path, i) => write!(f, "{path}[{i}]"),
+            Field::Mapping(i) => write!(f, "mappings[{i}]"),
+            Field::Of(i, name) => write!(f, "mappings[{i}].{name}"),
+            Field::OfItem(i, name, j) => write!(f, "mappings[{i}].{name}[{j}]"),
+        }
+    }
+}
+
+/// Errors being collected for one origin.
+#[derive(Debug)]
+pub(crate) struct Report<'o> {
+    origin: &'o str,
+    errors: Vec<ConfigError>,
+}
+
+impl<'o> Report<'o> {
+    pub fn new(origin: &'o str) -> Self {
+        Report {
+            origin,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, pos: Option<Pos>, field: Field, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            origin: self.origin.to_owned(),
+            position: pos.map(|(l, c)| (l as usize, c as usize)),
+            field: field.to_string(),
+            message: message.into(),
+        });
+    }
+
+    pub fn has_errors(&self) -> bool {
+        !self.errors.is_empty()
+    }
+
+    /// The model when nothing was reported; otherwise every error, sorted by position.
+    pub fn finish<T>(mut self, value: Option<T>) -> Result<T, ConfigErrors> {
+        match value {
+            Some(v) if self.errors.is_empty() => Ok(v),
+            _ => {
+                self.errors.sort_by_key(|e| (e.position.is_none(), e.position));
+                Err(ConfigErrors(self.errors))
+            }
+        }
+    }
+}
+
+/// A user-supplied string for an error message: escaped (so control characters, quotes and
+/// newlines show as `\n`, `\"`…) and cut at 40 characters.
+pub(crate) fn shown(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == 40 {
+            out.push('…');
+            break;
+        }
+        if c == '`' {
+            out.push_str("\\`");
+        } else if is_unsafe_char(c) || c == '\\' || c == '"' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Control characters and the invisible formatting characters (bidirectional overrides, zero-width
+/// marks) that can make text display differently from what it is.
+pub(crate) fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// "line 12" when the text is known, else the field path.
+fn where_is(pos: Option<Pos>, field: Field) -> String {
+    match pos {
+        Some((line, _)) => format!("line {line}"),
+        None => field.to_string(),
+    }
+}
+
+/// Check `config` against every rule. `spans` gives positions and fields already reported by the
+/// YAML walker. Returns the model when this check found nothing (the caller also looks at errors
+/// reported earlier).
+pub(crate) fn check(config: &Config, spans: &Spans, report: &mut Report<'_>) -> Option<Model> {
+    let errors_before = report.errors.len();
+
+    if !spans.version.bad
+        && let Some(v) = config.version
+        && v != CONFIG_VERSION
+    {
+        report.push(
+            spans.version.pos,
+            Field::Top("version"),
+            format!("unsupported configuration version {v}; this portmap reads version {CONFIG_VERSION}"),
+        );
+    }
+
+    if !spans.wan.bad && config.wan.interfaces.is_empty() {
+        report.push(
+            spans.wan.pos,
+            Field::Top("wan.interfaces"),
+            "no WAN interface is listed; list at least one interface facing the internet, e.g. [eth0]",
+        );
+    }
+    let mut seen: HashMap<&str, (Option<Pos>, Field)> = HashMap::new();
+    check_interfaces(
+        &config.wan.interfaces,
+        &spans.wan_items,
+        "wan.interfaces",
+        &mut seen,
+        report,
+    );
+    check_interfaces(
+        &config.lan.interfaces,
+        &spans.lan_items,
+        "lan.interfaces",
+        &mut seen,
+        report,
+    );
+
+    let mut checked: Vec<Checked> = Vec::with_capacity(config.mappings.len());
+    for (i, m) in config.mappings.iter().enumerate() {
+        let ms = spans.mappings.get(i);
+        checked.push(check_mapping(m, ms.map_or(i, |s| s.index), ms, report));
+    }
+    check_unique_names(config, spans, &checked, report);
+    check_overlaps(config, spans, &checked, report);
+
+    if report.errors.len() > errors_before {
+        return None;
+    }
+    let mut model = Model {
+        settings: Settings {
+            wan_interfaces: config.wan.interfaces.clone(),
+            lan_interfaces: config.lan.interfaces.clone(),
+            masquerade: config.masquerade,
+            hairpin: config.hairpin,
+        },
+        mappings: Vec::with_capacity(config.mappings.len()),
+        disabled: Vec::new(),
+    };
+    for (m, c) in config.mappings.iter().zip(checked) {
+        if m.enabled {
+            model.mappings.push(c.mapping?);
+        } else {
+            model.disabled.push(m.name.clone());
+        }
+    }
+    Some(model)
+}
+
+fn check_interfaces<'c>(
+    names: &'c [String],
+    items: &[(Pos, usize)],
+    path: &'static str,
+    seen: &mut HashMap<&'c str, (Option<Pos>, Field)>,
+    report: &mut Report<'_>,
+) {
+    for (k, name) in names.iter().enumerate() {
+        let (pos, index) = items.get(k).map_or((None, k), |&(p, i)| (Some(p), i));
+        let field = Field::Item(path, index);
+        if let Some(problem) = interface_problem(name) {
+            report.push(
+                pos,
+                field,
+                format!(
+                    "`{}` is not a valid interface name: {problem}; Linux interface names are 1-{MAX_INTERFACE_LEN} \
+                     bytes without `/`, `:`, whitespace, quotes or `*`",
+                    shown(name)
+                ),
+            );
+            continue;
+        }
+        match seen.get(name.as_str()) {
+            None => {
+                seen.insert(name, (pos, field));
+            }
+            Some(&(first_pos, first_field)) => {
+                let first_is_wan = matches!(first_field, Field::Item("wan.interfaces", _));
+                let first = match first_pos {
+                    Some((line, _)) => format!("{first_field}, line {line}"),
+                    None => first_field.to_string(),
+                };
+                let message = if path == "lan.interfaces" && first_is_wan {
+                    format!(
+                        "interface `{name}` is also a WAN interface ({first}); an interface faces either the \
+                         internet or the LAN"
+                    )
+                } else {
+                    format!("interface `{name}` is listed twice (first as {first}); list it once")
+                };
+                report.push(pos, field, message);
+            }
+        }
+    }
+}
+
+/// What is wrong with an interface name, if anything.
+fn interface_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("it is empty".to_owned());
+    }
+    if name.len() > MAX_INTERFACE_LEN {
+        return Some(format!(
+            "it is {} bytes long (the limit is {MAX_INTERFACE_LEN})",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return Some("`.` and `..` are not interface names".to_owned());
+    }
+    for c in name.chars() {
+        let problem = match c {
+            '/' => "it contains `/`",
+            ':' => "it contains `:` (aliases such as eth0:1 are not interfaces)",
+            '*' => "it contains `*` (wildcards are not supported; list each interface)",
+            '"' | '\'' | '`' => "it contains a quote",
+            c if c.is_whitespace() => "it contains whitespace",
+            c if is_unsafe_char(c) => "it contains a control or formatting character",
+            _ => continue,
+        };
+        return Some(problem.to_owned());
+    }
+    None
+}
+
+/// What one mapping came to.
+struct Checked {
+    /// The validated mapping when all its fields are valid.
+    mapping: Option<Mapping>,
+    /// Whether the name is valid (only valid names take part in the uniqueness check).
+    name_ok: bool,
+    /// The external ports when valid (only valid ports take part in the overlap check).
+    port: Option<PortRange>,
+}
+
+fn check_mapping(
+    m: &MappingConfig,
+    index: usize,
+    spans: Option<&MappingSpans>,
+    report: &mut Report<'_>,
+) -> Checked {
+    let sp = |f: fn(&MappingSpans) -> Slot| spans.map(f).unwrap_or_default();
+    let errors_before = report.errors.len();
+
+    // name
+    let name_slot = sp(|s| s.name);
+    let mut name_ok = false;
+    if !name_slot.bad {
+        match name_problem(&m.name) {
+            Some(problem) => report.push(name_slot.pos, Field::Of(index, "name"), problem),
+            None => name_ok = true,
+        }
+    }
+
+    // port and to_port
+    let port_slot = sp(|s| s.port);
+    let port = if port_slot.bad {
+        None
+    } else {
+        parse_port(&m.port)
+            .map_err(|e| report.push(port_slot.pos, Field::Of(index, "port"), e))
+            .ok()
+    };
+    let to_port_slot = sp(|s| s.to_port);
+    let to_port = match &m.to_port {
+        _ if to_port_slot.bad => None,
+        None => port,
+        Some(spec) => match parse_port(spec) {
+            Err(e) => {
+                report.push(to_port_slot.pos, Field::Of(index, "to_port"), e);
+                None
+            }
+            Ok(to_port) => {
+                if let Some(port) = port
+                    && let Some(problem) = length_problem(port, to_port)
+                {
+                    report.push(to_port_slot.pos, Field::Of(index, "to_port"), problem);
+                    None
+                } else {
+                    Some(to_port)
+                }
+            }
+        },
+    };
+
+    // to
+    let to_slot = sp(|s| s.to);
+    let to = if to_slot.bad {
+        None
+    } else {
+        target(&m.to)
+            .map_err(|e| report.push(to_slot.pos, Field::Of(index, "to"), e))
+            .ok()
+    };
+    let to_is_v6 = m.to.contains(':');
+
+    // allow_from
+    let allow_from = if sp(|s| s.allow_from).bad {
+        None
+    } else {
+        let items = spans.map_or(&[][..], |s| s.allow_items.as_slice());
+        check_allow_from(&m.allow_from, items, index, to_is_v6, report)
+    };
+
+    // description
+    let description_slot = sp(|s| s.description);
+    let description = match m.description.as_deref() {
+        _ if description_slot.bad => None,
+        None | Some("") => Some(None),
+        Some(text) => match description_problem(text) {
+            Some(problem) => {
+                report.push(description_slot.pos, Field::Of(index, "description"), problem);
+                None
+            }
+            None => Some(Some(text.to_owned())),
+        },
+    };
+
+    let protocol_bad = sp(|s| s.protocol).bad;
+    let mapping = if report.errors.len() == errors_before && name_ok && !protocol_bad {
+        match (port, to_port, to, allow_from, description) {
+            (Some(port), Some(to_port), Some(to), Some(allow_from), Some(description)) => Some(Mapping {
+                name: m.name.clone(),
+                protocol: m.protocol,
+                port,
+                to,
+                to_port,
+                allow_from,
+                description,
+            }),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    Checked {
+        mapping,
+        name_ok,
+        port: if protocol_bad { None } else { port },
+    }
+}
+
+/// What is wrong with a mapping name, if anything.
+pub(crate) fn name_problem(name: &str) -> Option<String> {
+    const RULE: &str = "use 1-64 characters from A-Z a-z 0-9 _ . - starting with a letter or digit";
+    if name.is_empty() {
+        return Some(format!("the name is empty; {RULE}"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Some(format!(
+            "the name is {} bytes long; the limit is {MAX_NAME_LEN}",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        let c = if c == ' ' {
+            "a space".to_owned()
+        } else {
+            format!("`{}`", shown(c.encode_utf8(&mut [0; 4])))
+        };
+        return Some(format!("the name `{}` contains {c}; {RULE}", shown(name)));
+    }
+    if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        return Some(format!(
+            "the name `{name}` starts with `{}`; start it with a letter or digit",
+            &name[..1]
+        ));
+    }
+    None
+}
+
+/// What is wrong with a description, if anything.
+fn description_problem(text: &str) -> Option<String> {
+    if text.len() > MAX_DESCRIPTION_LEN {
+        return Some(format!(
+            "the description is {} bytes long; the limit is {MAX_DESCRIPTION_LEN}",
+            text.len()
+        ));
+    }
+    if text.contains('"') {
+        return Some("the description contains `\"`, which is not allowed; use ' instead".to_owned());
+    }
+    if let Some(c) = text.chars().find(|&c| is_unsafe_char(c)) {
+        let what = if c.is_control() {
+            "a control character"
+        } else {
+            "an invisible formatting character"
+        };
+        return Some(format!(
+            "the description contains {what} (U+{:04X}); use one line of printable text",
+            u32::from(c)
+        ));
+    }
+    None
+}
+
+const PORT_RULE: &str = "use 1-65535 or \"A-B\"";
+
+/// A port or range as written → a `PortRange`, or a message saying what is wrong.
+pub(crate) fn parse_port(spec: &PortSpec) -> Result<PortRange, String> {
+    match spec {
+        PortSpec::Number(n) => match u16::try_from(*n) {
+            Ok(p) if p > 0 => Ok(PortRange::single(p)),
+            _ => Err(format!("port {n} is out of range; {PORT_RULE}")),
+        },
+        PortSpec::Text(text) => parse_port_text(text),
+    }
+}
+
+fn parse_port_text(text: &str) -> Result<PortRange, String> {
+    let malformed = || {
+        format!(
+            "`{}` is not a port or port range; {PORT_RULE} such as \"6000-6010\"",
+            shown(text)
+        )
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let number = |s: &str| -> Result<u16, String> {
+        match s.parse::<u64>() {
+            Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+            _ => Err(shown(s.trim_start_matches('0'))),
+        }
+    };
+    let shown_number = |s: String| if s.is_empty() { "0".to_owned() } else { s };
+    if digits(text) {
+        return number(text)
+            .map(PortRange::single)
+            .map_err(|n| format!("port {} is out of range; {PORT_RULE}", shown_number(n)));
+    }
+    if let Some(rest) = text.strip_prefix('-')
+        && digits(rest)
+    {
+        return Err(format!("port {text} is out of range; {PORT_RULE}"));
+    }
+    let Some((a, b)) = text.split_once('-') else {
+        return Err(malformed());
+    };
+    if !digits(a) || !digits(b) {
+        return Err(malformed());
+    }
+    let start = number(a).map_err(|n| {
+        format!(
+            "port {} in `{text}` is out of range; ports are 1-65535",
+            shown_number(n)
+        )
+    })?;
+    let end = number(b).map_err(|n| {
+        format!(
+            "port {} in `{text}` is out of range; ports are 1-65535",
+            shown_number(n)
+        )
+    })?;
+    if start > end {
+        return Err(format!(
+            "port range `{text}` is reversed; write \"{end}-{start}\""
+        ));
+    }
+    Ok(PortRange { start, end })
+}
+
+/// Why `to_port` cannot go with `port`, if it cannot.
+fn length_problem(port: PortRange, to_port: PortRange) -> Option<String> {
+    if port.len() == to_port.len() {
+        return None;
+    }
+    let fitting = u16::try_from(u32::from(to_port.start) + port.len() - 1)
+        .ok()
+        .map(|end| PortRange {
+            start: to_port.start,
+            end,
+        });
+    if to_port.start == to_port.end {
+        let fix = match fitting {
+            Some(r) => format!("write to_port: \"{r}\" to shift the range"),
+            None => format!("give to_port a range of {} ports", port.len()),
+        };
+        return Some(format!(
+            "to_port {to_port} is one port but port {port} is a range of {} ports; {fix}, or leave to_port out \
+             to keep the same ports",
+            port.len()
+        ));
+    }
+    let example = fitting.map(|r| format!(", e.g. \"{r}\"")).unwrap_or_default();
+    Some(format!(
+        "to_port {to_port} has {} port{} but port {port} has {}; the ranges must be the same length{example}",
+        to_port.len(),
+        if to_port.len() == 1 { "" } else { "s" },
+        port.len()
+    ))
+}
+
+/// The inner host: an IPv4 unicast host address.
+fn target(text: &str) -> Result<IpAddr, String> {
+    const HINT: &str = "give the inner host's unicast address, e.g. 192.168.1.66";
+    if text.is_empty() {
+        return Err("`to` is empty; give the inner host's IPv4 address, e.g. 192.168.1.66".to_owned());
+    }
+    let addr: IpAddr = match text.parse() {
+        Ok(a) => a,
+        Err(_) if text.parse::<IpNet>().is_ok() => {
+            let host = text.split('/').next().unwrap_or(text);
+            return Err(format!(
+                "`{}` is a prefix; `to` takes one host address, e.g. {host}",
+                shown(text)
+            ));
+        }
+        Err(_) => {
+            return Err(format!(
+                "`{}` is not an IPv4 address; give the inner host's address, e.g. 192.168.1.66 (host names are \
+                 not resolved)",
+                shown(text)
+            ));
+        }
+    };
+    let IpAddr::V4(v4) = addr else {
+        return Err("IPv6 targets are not supported yet (planned: router issue)".to_owned());
+    };
+    let kind = if v4.is_unspecified() {
+        "the unspecified address, not a host".to_owned()
+    } else if v4.octets()[0] == 0 {
+        "in 0.0.0.0/8 (\"this network\"), not a host".to_owned()
+    } else if v4.is_loopback() {
+        "a loopback address (127.0.0.0/8)".to_owned()
+    } else if v4.is_multicast() {
+        "a multicast address (224.0.0.0/4)".to_owned()
+    } else if v4 == Ipv4Addr::BROADCAST {
+        "the broadcast address".to_owned()
+    } else if v4.octets()[0] >= 240 {
+        "in the reserved range 240.0.0.0/4".to_owned()
+    } else {
+        return Ok(addr);
+    };
+    Err(format!("{v4} is {kind}; {HINT}"))
+}
+
+/// Check an allow-list; the canonical prefix list when every entry is valid.
+fn check_allow_from(
+    entries: &[String],
+    items: &[(Pos, usize)],
+    index: usize,
+    to_is_v6: bool,
+    report: &mut Report<'_>,
+) -> Option<Vec<IpNet>> {
+    let errors_before = report.errors.len();
+    let at = |k: usize| items.get(k).map_or((None, k), |&(p, j)| (Some(p), j));
+    let mut nets: Vec<(IpNet, usize)> = Vec::with_capacity(entries.len());
+    for (k, text) in entries.iter().enumerate() {
+        let (pos, j) = at(k);
+        let field = Field::OfItem(index, "allow_from", j);
+        let net = match text.parse::<IpNet>() {
+            Ok(net) => net,
+            Err(_) => {
+                if let Ok(addr) = text.parse::<IpAddr>() {
+                    IpNet::from(addr)
+                } else {
+                    let message = format!(
+                        "`{}` is not an address or CIDR prefix; use e.g. 203.0.113.0/24 or 198.51.100.7",
+                        shown(text)
+                    );
+                    report.push(pos, field, message);
+                    continue;
+                }
+            }
+        };
+        if net.trunc() != net {
+            report.push(
+                pos,
+                field,
+                format!("{net} has host bits set; did you mean {}?", net.trunc()),
+            );
+            continue;
+        }
+        if !to_is_v6 && matches!(net, IpNet::V6(_)) {
+            report.push(
+                pos,
+                field,
+                format!("{net} is IPv6 but `to` is IPv4; allow_from must use the family of `to`"),
+            );
+            continue;
+        }
+        nets.push((net, k));
+    }
+    // Duplicates and overlaps: sorted by network then prefix length, a prefix overlaps an earlier
+    // one exactly when it starts inside the widest prefix seen so far.
+    let mut order: Vec<(IpNet, usize)> = nets.clone();
+    order.sort_unstable();
+    let mut cover: Option<(IpNet, usize)> = None;
+    for &(net, k) in &order {
+        if let Some((c, ck)) = cover
+            && c.contains(&net)
+        {
+            let (later, earlier, later_net, earlier_net) =
+                if k > ck { (k, ck, net, c) } else { (ck, k, c, net) };
+            let (pos, j) = at(later);
+            let (epos, ej) = at(earlier);
+            let first = Field::OfItem(index, "allow_from", ej);
+            let first = match epos {
+                Some((line, _)) => format!("{first}, line {line}"),
+                None => first.to_string(),
+            };
+            let message = if later_net == earlier_net {
+                format!("{later_net} is listed twice (first as {first}); list each source once")
+            } else if later_net.contains(&earlier_net) {
+                format!("{later_net} contains {earlier_net} ({first}); list each source once")
+            } else {
+                format!("{later_net} lies inside {earlier_net} ({first}); list each source once")
+            };
+            report.push(pos, Field::OfItem(index, "allow_from", j), message);
+            continue;
+        }
+        cover = Some((net, k));
+    }
+    if report.errors.len() > errors_before {
+        return None;
+    }
+    Some(canonical_prefixes(nets.into_iter().map(|(n, _)| n).collect()))
+}
+
+fn check_unique_names(config: &Config, spans: &Spans, checked: &[Checked], report: &mut Report<'_>) {
+    let mut first: HashMap<&str, usize> = HashMap::with_capacity(config.mappings.len());
+    for (i, (m, c)) in config.mappings.iter().zip(checked).enumerate() {
+        if !c.name_ok {
+            continue;
+        }
+        if let Some(&f) = first.get(m.name.as_str()) {
+            let (index, pos) = mapping_field(spans, i, |s| s.name.pos);
+            let (findex, fpos) = mapping_field(spans, f, |s| s.name.pos);
+            report.push(
+                pos,
+                Field::Of(index, "name"),
+                format!(
+                    "duplicate mapping name `{}` (first at {}); names must be unique",
+                    m.name,
+                    where_is(fpos, Field::Mapping(findex))
+                ),
+            );
+        } else {
+            first.insert(&m.name, i);
+        }
+    }
+}
+
+/// A mapping's index in the file and the position of one of its fields.
+fn mapping_field(spans: &Spans, i: usize, f: fn(&MappingSpans) -> Option<Pos>) -> (usize, Option<Pos>) {
+    spans.mappings.get(i).map_or((i, None), |s| (s.index, f(s)))
+}
+
+/// Enabled mappings may not forward the same (protocol, external port) twice. Sorting the ranges by
+/// start makes this O(n log n): a range overlaps an earlier one exactly when it starts before the
+/// furthest end seen so far.
+fn check_overlaps(config: &Config, spans: &Spans, checked: &[Checked], report: &mut Report<'_>) {
+    let mut ranges: Vec<(Transport, u16, u16, usize)> = Vec::with_capacity(config.mappings.len());
+    for (i, (m, c)) in config.mappings.iter().zip(checked).enumerate() {
+        if let (true, Some(port)) = (m.enabled, c.port) {
+            for &t in m.protocol.transports() {
+                ranges.push((t, port.start, port.end, i));
+            }
+        }
+    }
+    ranges.sort_unstable();
+    let mut reported: HashSet<(usize, usize)> = HashSet::new();
+    let mut cover: Option<(Transport, u16, usize)> = None;
+    for &(t, start, end, i) in &ranges {
+        match cover {
+            Some((ct, cend, ci)) if ct == t && start <= cend => {
+                let (this, other) = if i > ci { (i, ci) } else { (ci, i) };
+                if reported.insert((this, other)) {
+                    let shared = PortRange {
+                        start,
+                        end: end.min(cend),
+                    };
+                    let other_m = &config.mappings[other];
+                    let (index, pos) = mapping_field(spans, this, |s| s.port.pos);
+                    let (oindex, opos) = mapping_field(spans, other, |s| s.port.pos);
+                    let (ports, verb) = if shared.len() == 1 {
+                        ("port", "is")
+                    } else {
+                        ("ports", "are")
+                    };
+                    report.push(
+                        pos,
+                        Field::Of(index, "port"),
+                        format!(
+                            "{t} {ports} {shared} {verb} also forwarded by mapping `{}` ({}: {} {}); each protocol \
+                             and external port can belong to one enabled mapping",
+                            other_m.name,
+                            where_is(opos, Field::Mapping(oindex)),
+                            other_m.protocol,
+                            other_m.port
+                        ),
+                    );
+                }
+                if end > cend {
+                    cover = Some((t, end, i));
+                }
+            }
+            _ => cover = Some((t, end, i)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().expect("test prefix")
+    }
+
+    #[test]
+    fn canonical_prefixes_merge_and_sort() {
+        let input = vec![
+            net("10.0.0.128/25"),
+            net("192.168.1.7/32"),
+            net("10.0.0.0/25"),
+            net("10.0.0.5/32"),
+        ];
+        assert_eq!(
+            canonical_prefixes(input),
+            vec![net("10.0.0.0/24"), net("192.168.1.7/32")]
+        );
+        assert_eq!(
+            canonical_prefixes(vec![net("10.0.0.5/24")]),
+            vec![net("10.0.0.0/24")]
+        );
+        assert_eq!(canonical_prefixes(vec![]), Vec::<IpNet>::new());
+        assert_eq!(
+            canonical_prefixes(vec![net("0.0.0.0/0"), net("10.0.0.0/8")]),
+            vec![net("0.0.0.0/0")]
+        );
+    }
+
+    #[test]
+    fn port_text_forms() {
+        assert_eq!(parse_port(&"8080".into()), Ok(PortRange::single(8080)));
+        assert_eq!(
+            parse_port(&"6000-6010".into()),
+            Ok(PortRange {
+                start: 6000,
+                end: 6010
+            })
+        );
+        assert_eq!(parse_port(&"00080".into()), Ok(PortRange::single(80)));
+        assert_eq!(
+            parse_port(&"0".into()),
+            Err("port 0 is out of range; use 1-65535 or \"A-B\"".to_owned())
+        );
+        assert_eq!(
+            parse_port(&"99999999999999999999999".into()),
+            Err("port 99999999999999999999999 is out of range; use 1-65535 or \"A-B\"".to_owned())
+        );
+        assert!(parse_port(&"+80".into()).is_err());
+        assert!(parse_port(&"80-".into()).is_err());
+        assert!(parse_port(&"1-2-3".into()).is_err());
+        assert!(parse_port(&" 80".into()).is_err());
+    }
+
+    #[test]
+    fn shown_escapes_hostile_text() {
+        assert_eq!(shown("a\"b\nc`"), "a\\\"b\\nc\\`");
+        assert_eq!(shown(&"x".repeat(50)), format!("{}…", "x".repeat(40)));
+        assert_eq!(shown("\u{202e}evil"), "\\u{202e}evil");
+    }
+}

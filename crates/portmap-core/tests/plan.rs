@@ -1,0 +1,542 @@
+//! `plan()` on hand-built Model/Observed pairs, the plan and status renderings (named insta snapshots
+//! for examples/home-router.yaml), and the plan file round trip.
+
+use std::net::IpAddr;
+
+use portmap_core::{
+    Change, DeleteReason, FieldChange, Forward, ForwardRun, Mapping, MappingSummary, Model, Observed,
+    ObservedMapping, PLAN_FORMAT_VERSION, Plan, PlanFileError, PortRange, Protocol, TableAction, TableState,
+    Transport, fold_forwards, load_str, plan, plan_json, render_plan, render_status, status_json,
+};
+
+const TABLE: &str = "inet portmap";
+
+fn home() -> Model {
+    load_str(
+        include_str!("../../../examples/home-router.yaml"),
+        "home-router.yaml",
+    )
+    .expect("example is valid")
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("address")
+}
+
+fn applied(model: &Model) -> Observed {
+    Observed::from_model(model, "nft", TABLE, Some(42))
+}
+
+fn mapping<'m>(model: &'m Model, name: &str) -> &'m Mapping {
+    model
+        .mappings
+        .iter()
+        .find(|m| m.name == name)
+        .expect("mapping in model")
+}
+
+fn observed_mut<'o>(observed: &'o mut Observed, name: &str) -> &'o mut ObservedMapping {
+    observed
+        .mappings
+        .iter_mut()
+        .find(|m| m.name == name)
+        .expect("mapping observed")
+}
+
+/// The home example, applied, then changed by hand and in the file: a mix of every kind of change.
+fn mixed() -> (Model, Observed) {
+    let mut model = home();
+    let mut observed = applied(&model);
+    // In the kernel: web points elsewhere, mail-imap lost its allow-list entry and its description,
+    // game has a gap, an old mapping and the disabled ssh are still there.
+    observed_mut(&mut observed, "web").forwards[0].to = ip("192.168.1.67");
+    let imap = observed_mut(&mut observed, "mail-imap");
+    imap.allow_from.truncate(1);
+    imap.description = None;
+    observed_mut(&mut observed, "game")
+        .forwards
+        .retain(|f| f.port != 27020);
+    let ssh = Mapping {
+        name: "ssh".into(),
+        protocol: Protocol::Tcp,
+        port: PortRange::single(2222),
+        to: ip("192.168.1.10"),
+        to_port: PortRange::single(22),
+        allow_from: vec![],
+        description: Some("ssh to the NAS (off until needed)".into()),
+    };
+    let old = Mapping {
+        name: "old-ftp".into(),
+        port: PortRange::single(21),
+        to: ip("192.168.1.5"),
+        ..ssh.clone()
+    };
+    observed.mappings.push(ObservedMapping::from_mapping(&ssh));
+    observed.mappings.push(ObservedMapping::from_mapping(&old));
+    observed.mappings.sort_by(|a, b| a.name.cmp(&b.name));
+    observed.settings.masquerade = true;
+    observed.state = TableState::Damaged {
+        reasons: vec!["chain prerouting is missing".into()],
+    };
+    // In the file: a new mapping.
+    let mut vpn = mapping(&model, "dns").clone();
+    vpn.name = "vpn".into();
+    vpn.protocol = Protocol::Udp;
+    vpn.port = PortRange::single(51820);
+    vpn.to_port = vpn.port;
+    vpn.description = Some("WireGuard".into());
+    model.mappings.push(vpn);
+    (model, observed)
+}
+
+#[test]
+fn missing_table_creates_everything() {
+    let model = home();
+    let p = plan(&model, &Observed::missing("nft", TABLE, Some(7)));
+    assert_eq!(p.table_action, TableAction::Create);
+    assert!(p.settings.is_empty());
+    assert_eq!(p.generation, Some(7));
+    let names: Vec<&str> = p.changes.iter().map(Change::name).collect();
+    assert_eq!(
+        names,
+        [
+            "cameras",
+            "dns",
+            "game",
+            "mail-imap",
+            "mail-pop3",
+            "mail-smtp",
+            "web"
+        ]
+    );
+    assert!(p.changes.iter().all(|c| matches!(c, Change::Create { .. })));
+    assert!(!p.is_empty());
+}
+
+#[test]
+fn equal_state_gives_an_empty_plan() {
+    let model = home();
+    let p = plan(&model, &applied(&model));
+    assert!(p.is_empty(), "{p:#?}");
+    assert_eq!(
+        p.to_string(),
+        "No changes. The kernel matches the configuration (7 mappings).\n"
+    );
+    // Warnings are shown but are not changes.
+    let mut p = p;
+    p.warnings
+        .push("table ip nat of iptables-nft also has DNAT rules for port 8080".into());
+    assert!(p.is_empty());
+    assert_eq!(
+        p.to_string(),
+        "No changes. The kernel matches the configuration (7 mappings).\n\nWarnings:\n  - table ip nat of \
+         iptables-nft also has DNAT rules for port 8080\n"
+    );
+}
+
+#[test]
+fn changed_target_is_an_update_of_to() {
+    let model = home();
+    let mut observed = applied(&model);
+    for f in &mut observed_mut(&mut observed, "web").forwards {
+        f.to = ip("192.168.1.67");
+    }
+    let p = plan(&model, &observed);
+    assert_eq!(p.changes.len(), 1);
+    let Change::Update { fields, after, .. } = &p.changes[0] else {
+        panic!("expected an update: {p:#?}")
+    };
+    assert_eq!(after.name, "web");
+    assert_eq!(
+        fields,
+        &[FieldChange {
+            field: "to".into(),
+            before: "192.168.1.67".into(),
+            after: "192.168.1.66".into()
+        }]
+    );
+}
+
+#[test]
+fn deletes_say_why() {
+    let model = home();
+    let mut observed = applied(&model);
+    let extra = |name: &str, port| ObservedMapping {
+        name: name.into(),
+        description: None,
+        forwards: vec![Forward {
+            transport: Transport::Tcp,
+            port,
+            to: ip("192.168.1.10"),
+            to_port: port,
+        }],
+        allow_from: vec![],
+    };
+    observed.mappings.push(extra("ssh", 2222));
+    observed.mappings.push(extra("gone", 9000));
+    let p = plan(&model, &observed);
+    let deletes: Vec<(&str, DeleteReason)> = p
+        .changes
+        .iter()
+        .map(|c| match c {
+            Change::Delete { before, reason } => (before.name.as_str(), *reason),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        deletes,
+        [
+            ("gone", DeleteReason::NotInConfig),
+            ("ssh", DeleteReason::Disabled)
+        ]
+    );
+}
+
+#[test]
+fn repair_carries_the_reasons() {
+    let model = home();
+    let mut observed = applied(&model);
+    observed.state = TableState::Damaged {
+        reasons: vec!["chain prerouting is missing".into(), "map fwd4 has flags".into()],
+    };
+    let p = plan(&model, &observed);
+    assert_eq!(
+        p.table_action,
+        TableAction::Repair {
+            reasons: vec!["chain prerouting is missing".into(), "map fwd4 has flags".into()]
+        }
+    );
+    assert!(p.changes.is_empty());
+    assert!(!p.is_empty());
+}
+
+#[test]
+fn mangled_forwards_show_as_a_forwards_change() {
+    let model = home();
+    let mut observed = applied(&model);
+    observed_mut(&mut observed, "cameras")
+        .forwards
+        .retain(|f| f.port != 6001);
+    let p = plan(&model, &observed);
+    let Change::Update { fields, .. } = &p.changes[0] else {
+        panic!("expected an update: {p:#?}")
+    };
+    assert_eq!(
+        fields,
+        &[FieldChange {
+            field: "forwards".into(),
+            before: "tcp 6000 → 192.168.1.80:7000, tcp 6002 → 192.168.1.80:7002".into(),
+            after: "tcp 6000-6002 → 192.168.1.80:7000-7002".into(),
+        }]
+    );
+}
+
+#[test]
+fn settings_changes_are_listed() {
+    let model = home();
+    let mut observed = applied(&model);
+    observed.settings.hairpin = false;
+    observed.settings.wan_interfaces = vec!["wan0".into(), "wan1".into()];
+    let p = plan(&model, &observed);
+    let fields: Vec<(&str, &str, &str)> = p
+        .settings
+        .iter()
+        .map(|s| (s.field.as_str(), s.before.as_str(), s.after.as_str()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("wan.interfaces", "[wan0, wan1]", "[wan0]"),
+            ("hairpin", "false", "true")
+        ]
+    );
+    assert!(
+        p.to_string()
+            .ends_with("Plan: 0 to create, 0 to change, 0 to delete; 2 settings to change.\n")
+    );
+}
+
+#[test]
+fn fold_forwards_finds_runs() {
+    let f = |transport, port, to: &str, to_port| Forward {
+        transport,
+        port,
+        to: ip(to),
+        to_port,
+    };
+    let a = "10.0.0.1";
+    let runs = fold_forwards(&[
+        f(Transport::Udp, 6001, a, 7001),
+        f(Transport::Tcp, 6000, a, 7000),
+        f(Transport::Tcp, 6001, a, 7001),
+        f(Transport::Udp, 6000, a, 7000),
+        f(Transport::Tcp, 80, "10.0.0.2", 8080),
+        f(Transport::Udp, 80, "10.0.0.3", 80),
+        f(Transport::Tcp, 65535, a, 65535),
+    ]);
+    let shown: Vec<String> = runs.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "tcp 80 → 10.0.0.2:8080",
+            "udp 80 → 10.0.0.3:80",
+            "both 6000-6001 → 10.0.0.1:7000-7001",
+            "tcp 65535 → 10.0.0.1:65535",
+        ]
+    );
+    assert_eq!(
+        runs[2],
+        ForwardRun {
+            protocol: Protocol::Both,
+            port: PortRange {
+                start: 6000,
+                end: 6001
+            },
+            to: ip(a),
+            to_port: PortRange {
+                start: 7000,
+                end: 7001
+            },
+        }
+    );
+    // Every mapping folds back to exactly itself.
+    for m in &home().mappings {
+        let runs = fold_forwards(&m.forwards());
+        assert_eq!(
+            runs,
+            [ForwardRun {
+                protocol: m.protocol,
+                port: m.port,
+                to: m.to,
+                to_port: m.to_port
+            }]
+        );
+    }
+}
+
+#[test]
+fn summaries_fold_or_list() {
+    let model = home();
+    let observed = applied(&model);
+    let cams = MappingSummary::from_observed(
+        observed
+            .mappings
+            .iter()
+            .find(|m| m.name == "cameras")
+            .expect("cameras"),
+    );
+    assert_eq!(
+        (
+            cams.protocol.as_str(),
+            cams.port.as_str(),
+            cams.to.as_str(),
+            cams.to_port.as_str()
+        ),
+        ("tcp", "6000-6002", "192.168.1.80", "7000-7002")
+    );
+    assert!(cams.forwards.is_empty());
+    let mut mangled = observed
+        .mappings
+        .iter()
+        .find(|m| m.name == "game")
+        .expect("game")
+        .clone();
+    mangled.forwards.retain(|f| f.port != 27020);
+    let s = MappingSummary::from_observed(&mangled);
+    assert_eq!(s.port, "27015-27019,27021-27030");
+    assert_eq!(
+        s.forwards,
+        [
+            "udp 27015-27019 → 192.168.1.70:27015-27019",
+            "udp 27021-27030 → 192.168.1.70:27021-27030"
+        ]
+    );
+}
+
+#[test]
+fn colour_only_when_asked() {
+    let model = home();
+    let p = plan(&model, &Observed::missing("nft", TABLE, None));
+    assert!(!render_plan(&p, false).contains('\x1b'));
+    let coloured = render_plan(&p, true);
+    assert!(
+        coloured.contains("\x1b[32m+\x1b[0m \x1b[1mweb\x1b[0m"),
+        "{coloured}"
+    );
+    let (model, observed) = mixed();
+    let coloured = render_plan(&plan(&model, &observed), true);
+    assert!(
+        coloured.contains("\x1b[33m~\x1b[0m \x1b[1mweb\x1b[0m"),
+        "{coloured}"
+    );
+    assert!(
+        coloured.contains("\x1b[31m-\x1b[0m \x1b[1mold-ftp\x1b[0m"),
+        "{coloured}"
+    );
+    assert!(!render_status(&observed, false).contains('\x1b'));
+}
+
+#[test]
+fn kernel_strings_are_escaped_in_output() {
+    let model = home();
+    let mut observed = applied(&model);
+    observed_mut(&mut observed, "web").description = Some("evil\x1b[2J\nline".into());
+    observed.state = TableState::Damaged {
+        reasons: vec!["bad\x1b]0;title\x07".into()],
+    };
+    let text = render_plan(&plan(&model, &observed), false) + &render_status(&observed, false);
+    assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text}");
+    assert!(
+        text.contains("description: \"evil\\u{1b}[2J\\nline\" → \"web server\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn plan_file_round_trip() {
+    let (model, observed) = mixed();
+    let p = plan(&model, &observed);
+    let text = serde_json::to_string_pretty(&plan_json(&p)).expect("json");
+    assert_eq!(Plan::from_json(&text).expect("reads back"), p);
+    let plain = serde_json::to_string(&p).expect("json");
+    assert_eq!(Plan::from_json(&plain).expect("reads back"), p);
+}
+
+#[test]
+fn plan_file_refusals() {
+    let p = plan(&home(), &Observed::missing("nft", TABLE, Some(1)));
+    let mut value = plan_json(&p);
+
+    value["format_version"] = serde_json::json!(2);
+    let err = Plan::from_json(&value.to_string()).expect_err("version 2");
+    assert!(matches!(err, PlanFileError::UnsupportedVersion { .. }));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "plan file format_version 2 is not supported (this portmap reads format_version {PLAN_FORMAT_VERSION}); \
+             make the plan again with this portmap"
+        )
+    );
+
+    value.as_object_mut().expect("object").remove("format_version");
+    assert!(matches!(
+        Plan::from_json(&value.to_string()),
+        Err(PlanFileError::NotAPlan)
+    ));
+    assert!(matches!(
+        Plan::from_json("{ not json"),
+        Err(PlanFileError::Json(_))
+    ));
+    assert!(matches!(
+        Plan::from_json(r#"{"format_version": 1}"#),
+        Err(PlanFileError::Shape(_))
+    ));
+
+    // A hostile name in the desired state is refused like in a configuration.
+    let mut value = plan_json(&p);
+    value["desired"]["mappings"][0]["name"] = serde_json::json!("web\"; flush ruleset");
+    let err = Plan::from_json(&value.to_string()).expect_err("hostile name");
+    let PlanFileError::Invalid(errors) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        errors
+            .to_string()
+            .contains("config: mappings[0].name: the name `web\\\"; flush ruleset` contains"),
+        "{errors}"
+    );
+
+    // A create that does not match the desired state.
+    let mut value = plan_json(&p);
+    value["changes"][0]["mapping"]["to"] = serde_json::json!("192.168.1.99");
+    assert!(matches!(
+        Plan::from_json(&value.to_string()),
+        Err(PlanFileError::Inconsistent(_))
+    ));
+
+    // Port 0 cannot even be read.
+    let mut value = plan_json(&p);
+    value["desired"]["mappings"][0]["port"] = serde_json::json!("0");
+    assert!(matches!(
+        Plan::from_json(&value.to_string()),
+        Err(PlanFileError::Shape(_))
+    ));
+}
+
+#[test]
+fn port_ranges_serialize_as_text() {
+    let r = PortRange {
+        start: 6000,
+        end: 6010,
+    };
+    assert_eq!(serde_json::to_string(&r).expect("json"), "\"6000-6010\"");
+    assert_eq!(
+        serde_json::to_string(&PortRange::single(80)).expect("json"),
+        "\"80\""
+    );
+    assert_eq!(
+        serde_json::from_str::<PortRange>("\"6000-6010\"").expect("range"),
+        r
+    );
+    assert_eq!(
+        serde_json::from_str::<PortRange>("80").expect("number"),
+        PortRange::single(80)
+    );
+    assert!(serde_json::from_str::<PortRange>("\"10-1\"").is_err());
+    assert!(serde_json::from_str::<PortRange>("0").is_err());
+    assert!(serde_json::from_str::<PortRange>("70000").is_err());
+}
+
+#[test]
+fn plan_text_home_router_create() {
+    let out = render_plan(&plan(&home(), &Observed::missing("nft", TABLE, Some(42))), false);
+    insta::assert_snapshot!("plan_text_home_router_create", out);
+}
+
+#[test]
+fn plan_json_home_router_create() {
+    let value = plan_json(&plan(&home(), &Observed::missing("nft", TABLE, Some(42))));
+    insta::assert_json_snapshot!("plan_json_home_router_create", value);
+}
+
+#[test]
+fn plan_text_home_router_mixed() {
+    let (model, observed) = mixed();
+    let mut p = plan(&model, &observed);
+    p.warnings
+        .push("iptables-nft table ip nat also forwards tcp port 8080".into());
+    insta::assert_snapshot!("plan_text_home_router_mixed", render_plan(&p, false));
+}
+
+#[test]
+fn plan_json_home_router_mixed() {
+    let (model, observed) = mixed();
+    insta::assert_json_snapshot!("plan_json_home_router_mixed", plan_json(&plan(&model, &observed)));
+}
+
+#[test]
+fn status_text_home_router() {
+    let out = render_status(&applied(&home()), false);
+    insta::assert_snapshot!("status_text_home_router", out);
+}
+
+#[test]
+fn status_text_home_router_damaged() {
+    let (_, observed) = mixed();
+    insta::assert_snapshot!("status_text_home_router_damaged", render_status(&observed, false));
+}
+
+#[test]
+fn status_text_missing() {
+    let out = render_status(&Observed::missing("nft", TABLE, None), false);
+    assert_eq!(
+        out,
+        "Table inet portmap (backend nft) does not exist: portmap forwards nothing. Applying a configuration creates it.\n"
+    );
+}
+
+#[test]
+fn status_json_home_router() {
+    let (_, observed) = mixed();
+    insta::assert_json_snapshot!("status_json_home_router_damaged", status_json(&observed));
+}

@@ -162,9 +162,7 @@ pub(crate) fn chain(msg: &Msg<'_>, want_table: &str) -> Result<Option<Chain>, Er
                 Ok(())
             })?;
             let num = required(num, "hook number")?;
-            let hook = Hook::from_number(num).ok_or_else(|| {
-                Error::decode(format!("chain {name} uses hook {num}, which is not modelled"))
-            })?;
+            let hook = Hook::from_number(num);
             let policy = match policy {
                 Some(p) => {
                     let n = p.u32()?;

@@ -74,6 +74,9 @@ pub enum Hook {
     Output,
     /// `NF_INET_POST_ROUTING` (4).
     Postrouting,
+    /// Any other hook (`NF_INET_INGRESS` 5, ...), kept by number so a dump of a table someone
+    /// extended by hand still decodes.
+    Other(u32),
 }
 
 /// Verdict a base chain applies when no rule decided.
@@ -434,19 +437,20 @@ impl Hook {
             Hook::Forward => 2,
             Hook::Output => 3,
             Hook::Postrouting => 4,
+            Hook::Other(n) => n,
         }
     }
 
-    /// The hook for an `NF_INET_*` number (`None` for ingress and others).
-    pub fn from_number(n: u32) -> Option<Self> {
-        Some(match n {
+    /// The hook for an `NF_INET_*` number.
+    pub fn from_number(n: u32) -> Self {
+        match n {
             0 => Hook::Prerouting,
             1 => Hook::Input,
             2 => Hook::Forward,
             3 => Hook::Output,
             4 => Hook::Postrouting,
-            _ => return None,
-        })
+            n => Hook::Other(n),
+        }
     }
 }
 

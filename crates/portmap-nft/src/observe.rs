@@ -1,0 +1,316 @@
+//! Read portmap's table back into `Observed`: the mappings (names travel in element comments), the
+//! settings, and every way the structure differs from what portmap builds (reported as reasons for a
+//! repair). Reading is retried until the ruleset generation is the same before and after, so the
+//! picture is consistent. `observe` never decides what to do about what it finds.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+use portmap_core::{Forward, Observed, ObservedMapping, Settings, TableState, Transport};
+use portmap_netlink::{Chain, Rule, Set, Socket, udata};
+
+use crate::Error;
+use crate::element::{self, parse_mapping_comment};
+use crate::layout::{self, Contents, Shape, TableId};
+
+/// Read the table consistently and analyse it.
+pub fn observe(socket: &mut Socket, t: &TableId) -> Result<Observed, Error> {
+    for _ in 0..5 {
+        let generation = socket.generation()?;
+        if socket.table(t.family, &t.name)?.is_none() {
+            if socket.generation()? == generation {
+                return Ok(Observed::missing("nft", &t.display(), Some(generation)));
+            }
+            continue;
+        }
+        let chains = socket.chains(t.family, &t.name)?;
+        let rules = socket.rules(t.family, &t.name)?;
+        let sets: Vec<Set> = socket
+            .sets(t.family, &t.name)?
+            .into_iter()
+            .filter(|s| s.flags & portmap_netlink::set_flags::ANONYMOUS == 0)
+            .collect();
+        let mut elements = BTreeMap::new();
+        for set in &sets {
+            elements.insert(set.name.clone(), socket.elements(t.family, &t.name, &set.name)?);
+        }
+        if socket.generation()? != generation {
+            continue;
+        }
+        let contents = Contents {
+            chains,
+            rules,
+            sets,
+            elements,
+        };
+        return Ok(analyse(t, &contents, Some(generation)));
+    }
+    Err(Error::Unstable)
+}
+
+/// Turn a snapshot of the table into mappings, settings and structure findings. Pure.
+pub fn analyse(t: &TableId, snap: &Contents, generation: Option<u32>) -> Observed {
+    let mut reasons: Vec<String> = Vec::new();
+    let elements = |name: &str| snap.elements.get(name).map_or(&[][..], Vec::as_slice);
+
+    // Static sets and maps.
+    for want in layout::static_sets(t) {
+        match snap.sets.iter().find(|s| s.name == want.name) {
+            None => reasons.push(format!("{} {} is missing", kind(&want), want.name)),
+            Some(found) if !same_set_type(found, &want) => {
+                reasons.push(format!(
+                    "{} {} has the wrong type or flags",
+                    kind(&want),
+                    want.name
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+
+    // Settings read back from the interface sets and the structure.
+    let interfaces = |name: &str| -> Vec<String> {
+        let mut v: Vec<String> = elements(name).iter().map(layout::ifname_of).collect();
+        v.sort();
+        v
+    };
+    let shape = find_shape(t, snap, &mut reasons);
+    let settings = Settings {
+        wan_interfaces: interfaces(layout::WAN_SET),
+        lan_interfaces: interfaces(layout::LAN_SET),
+        masquerade: shape.masquerade,
+        hairpin: shape.hairpin,
+    };
+
+    // Allow-list chains and sets, by mapping name.
+    let mut allow: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
+    let static_chains: BTreeSet<&str> = [layout::PREROUTING, layout::FORWARD, layout::POSTROUTING].into();
+    for chain in &snap.chains {
+        if static_chains.contains(chain.name.as_str()) {
+            continue;
+        }
+        let Some(name) = chain.userdata.as_deref().and_then(udata::parse_comment) else {
+            reasons.push(format!("chain {} was not written by portmap", chain.name));
+            continue;
+        };
+        if chain.name != layout::allow_chain(&name) || chain.base.is_some() {
+            reasons.push(format!("chain {} was not written by portmap", chain.name));
+            continue;
+        }
+        let rules: Vec<&Rule> = snap.rules.iter().filter(|r| r.chain == chain.name).collect();
+        let want = layout::allow_rule(t, &name, 0);
+        if rules.len() != 1 || !layout::same_exprs(&rules[0].exprs, &want.exprs) {
+            reasons.push(format!("chain {} (allow-list of {name}) was changed", chain.name));
+        }
+        let set_name = layout::allow_set(&name);
+        match snap.sets.iter().find(|s| s.name == set_name) {
+            None => reasons.push(format!("set {set_name} (allow-list of {name}) is missing")),
+            Some(found) => {
+                if !same_set_type(found, &layout::allow_set_object(t, &name, 0)) {
+                    reasons.push(format!("set {set_name} has the wrong type or flags"));
+                }
+                match element::prefixes_of(elements(&set_name)) {
+                    Some(prefixes) => {
+                        allow.insert(name.clone(), prefixes);
+                    }
+                    None => reasons.push(format!("set {set_name} holds malformed intervals")),
+                }
+            }
+        }
+    }
+    let known_sets: BTreeSet<String> = layout::static_sets(t)
+        .into_iter()
+        .map(|s| s.name)
+        .chain(allow.keys().map(|n| layout::allow_set(n)))
+        .collect();
+    for set in &snap.sets {
+        if !known_sets.contains(&set.name) && !reasons.iter().any(|r| r.contains(&set.name)) {
+            reasons.push(format!("set {} was not written by portmap", set.name));
+        }
+    }
+
+    // Mappings from the DNAT map.
+    let mut mappings: BTreeMap<String, ObservedMapping> = BTreeMap::new();
+    for e in elements(layout::DNAT4) {
+        match element::parse_dnat_element(e) {
+            Some((forward, Some(comment))) => {
+                let (name, description) = parse_mapping_comment(&comment);
+                let m = mappings.entry(name.clone()).or_insert_with(|| ObservedMapping {
+                    name,
+                    description: description.clone(),
+                    forwards: Vec::new(),
+                    allow_from: Vec::new(),
+                });
+                if m.description != description {
+                    reasons.push(format!(
+                        "map dnat4: elements of {} disagree on the description",
+                        m.name
+                    ));
+                }
+                m.forwards.push(forward);
+            }
+            Some((forward, None)) => reasons.push(format!(
+                "map dnat4 holds {} . {} without a portmap comment",
+                forward.transport, forward.port
+            )),
+            None => reasons.push("map dnat4 holds an element portmap cannot read".to_owned()),
+        }
+    }
+
+    // Guards must cover exactly the forwards of mappings with an allow-list.
+    let mut guards: BTreeMap<String, BTreeSet<(Transport, u16)>> = BTreeMap::new();
+    for e in elements(layout::GUARD4) {
+        match element::parse_guard_element(e) {
+            Some((key, chain)) => {
+                let owner = chain.strip_prefix("allow_").unwrap_or(&chain).to_owned();
+                guards.entry(owner).or_default().insert(key);
+            }
+            None => reasons.push("map guard4 holds an element portmap did not write".to_owned()),
+        }
+    }
+    for (name, prefixes) in &allow {
+        let Some(m) = mappings.get_mut(name) else {
+            reasons.push(format!("allow-list of {name} is left over without a mapping"));
+            continue;
+        };
+        m.allow_from.clone_from(prefixes);
+        let keys: BTreeSet<(Transport, u16)> = m.forwards.iter().map(|f| (f.transport, f.port)).collect();
+        if guards.get(name) != Some(&keys) {
+            reasons.push(format!("map guard4 does not cover exactly the ports of {name}"));
+        }
+    }
+    for name in guards.keys() {
+        if !allow.contains_key(name) {
+            reasons.push(format!(
+                "map guard4 sends ports to a missing allow-list of {name}"
+            ));
+        }
+    }
+
+    let mut mappings: Vec<ObservedMapping> = mappings.into_values().collect();
+    for m in &mut mappings {
+        m.forwards.sort_unstable();
+    }
+    reasons.sort();
+    reasons.dedup();
+    Observed {
+        backend: "nft".to_owned(),
+        table: t.display(),
+        generation,
+        state: if reasons.is_empty() {
+            TableState::Intact
+        } else {
+            TableState::Damaged { reasons }
+        },
+        settings,
+        mappings,
+    }
+}
+
+fn kind(set: &Set) -> &'static str {
+    if set.data_type.is_some() { "map" } else { "set" }
+}
+
+fn same_set_type(found: &Set, want: &Set) -> bool {
+    found.flags & !portmap_netlink::set_flags::EVAL == want.flags
+        && found.key_type == want.key_type
+        && found.key_len == want.key_len
+        && found.data_type == want.data_type
+        // The kernel reports a verdict map's data length as 16 whatever was sent.
+        && (want.data_type.is_none_or(|d| d == portmap_netlink::datatype::VERDICT)
+            || found.data_len == want.data_len)
+}
+
+/// Which shape (masquerade, hairpin) the base chains hold; when none matches exactly, report why and
+/// guess from what is there.
+fn find_shape(t: &TableId, snap: &Contents, reasons: &mut Vec<String>) -> Shape {
+    let base: Vec<&Chain> = snap.chains.iter().filter(|c| c.base.is_some()).collect();
+    for shape in Shape::ALL {
+        if shape_matches(t, snap, &base, shape) {
+            return shape;
+        }
+    }
+    // No exact match: take the shape whose rules are most alike what is there, and say what is off.
+    let found_before = reasons.len();
+    let guess = Shape::ALL
+        .into_iter()
+        .max_by_key(|&shape| {
+            let wanted = layout::static_rules(t, shape);
+            let matching = wanted
+                .iter()
+                .filter(|w| {
+                    snap.rules
+                        .iter()
+                        .any(|r| r.chain == w.chain && layout::same_exprs(&r.exprs, &w.exprs))
+                })
+                .count();
+            // Prefer matches, then fewer rules the shape would not have.
+            (matching, usize::MAX - wanted.len())
+        })
+        .unwrap_or(Shape {
+            masquerade: false,
+            hairpin: false,
+        });
+    for want in layout::static_chains(t, guess) {
+        match base.iter().find(|c| c.name == want.name) {
+            None => reasons.push(format!("chain {} is missing", want.name)),
+            Some(found) if found.base != want.base => {
+                reasons.push(format!(
+                    "chain {} has the wrong hook, priority, type or policy",
+                    want.name
+                ));
+            }
+            Some(_) => {
+                let found: Vec<&Rule> = snap.rules.iter().filter(|r| r.chain == want.name).collect();
+                let wanted: Vec<Rule> = layout::static_rules(t, guess)
+                    .into_iter()
+                    .filter(|r| r.chain == want.name)
+                    .collect();
+                if found.len() != wanted.len()
+                    || found
+                        .iter()
+                        .zip(&wanted)
+                        .any(|(a, b)| !layout::same_exprs(&a.exprs, &b.exprs))
+                {
+                    reasons.push(format!(
+                        "chain {} does not hold the rules portmap writes",
+                        want.name
+                    ));
+                }
+            }
+        }
+    }
+    for c in &base {
+        if !layout::static_chains(t, guess).iter().any(|w| w.name == c.name) {
+            reasons.push(format!("base chain {} was not written by portmap", c.name));
+        }
+    }
+    if reasons.len() == found_before {
+        reasons.push("base chains do not match any layout portmap writes".to_owned());
+    }
+    guess
+}
+
+fn shape_matches(t: &TableId, snap: &Contents, base: &[&Chain], shape: Shape) -> bool {
+    let want_chains = layout::static_chains(t, shape);
+    if want_chains.len() != base.len() {
+        return false;
+    }
+    let want_rules = layout::static_rules(t, shape);
+    want_chains.iter().all(|w| {
+        base.iter().any(|c| c.name == w.name && c.base == w.base) && {
+            let found: Vec<&Rule> = snap.rules.iter().filter(|r| r.chain == w.name).collect();
+            let wanted: Vec<&Rule> = want_rules.iter().filter(|r| r.chain == w.name).collect();
+            found.len() == wanted.len()
+                && found
+                    .iter()
+                    .zip(&wanted)
+                    .all(|(a, b)| layout::same_exprs(&a.exprs, &b.exprs))
+        }
+    })
+}
+
+/// The forwards of an observed mapping grouped by key, for building deletes.
+pub fn forward_keys(forwards: &[Forward]) -> Vec<(Transport, u16)> {
+    forwards.iter().map(|f| (f.transport, f.port)).collect()
+}

@@ -1,1 +1,119 @@
-//! portmap facade (wip)
+//! portmap: declarative port forwarding for Linux routers.
+//!
+//! A configuration (YAML, or built in code) declares port mappings; [`plan()`] compares it with what the
+//! kernel holds and [`Backends::apply`] makes the kernel match in one atomic transaction, touching only
+//! portmap's own table. This crate is the library facade: it re-exports the public API of the
+//! workspace crates and chooses a backend by [`BackendKind`]. It holds no logic a library user would
+//! need that is not reachable from here.
+//!
+//! ```no_run
+//! use portmap::{BackendKind, Backends, Netns};
+//!
+//! let model = portmap::load_str("wan: { interfaces: [eth0] }\nmappings: []\n", "inline")?;
+//! let mut backend = Backends::open(BackendKind::Nft, &Netns::Current, portmap::DEFAULT_TABLE)?;
+//! let outcome = backend.converge(&model)?;
+//! println!("{}", outcome.plan);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
+
+pub use portmap_core::*;
+pub use portmap_netlink::Netns;
+pub use portmap_nft::{DEFAULT_TABLE, NftBackend};
+
+/// Which kernel backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// nftables over netlink (the default).
+    #[default]
+    Nft,
+}
+
+impl BackendKind {
+    /// Render the ruleset the backend would build for `model` in table `table`. Needs no privileges.
+    pub fn render(self, model: &Model, table: &str) -> String {
+        match self {
+            BackendKind::Nft => portmap_nft::render_script(model, table),
+        }
+    }
+}
+
+/// Errors of the facade.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The nft backend failed.
+    #[error(transparent)]
+    Nft(#[from] portmap_nft::Error),
+    /// After applying, the kernel still differs from the configuration.
+    #[error(
+        "apply did not converge: the kernel still differs from the configuration after the transaction:\n{0}"
+    )]
+    NotConverged(Box<Plan>),
+}
+
+/// A backend chosen at run time.
+#[derive(Debug)]
+pub enum Backends {
+    /// nftables.
+    Nft(NftBackend),
+}
+
+/// What [`Backends::converge`] did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The plan that was carried out (empty when nothing had to change).
+    pub plan: Plan,
+    /// What the transaction touched.
+    pub report: ApplyReport,
+}
+
+impl Backends {
+    /// Open a backend in a network namespace, managing table `table`.
+    pub fn open(kind: BackendKind, netns: &Netns, table: &str) -> Result<Self, Error> {
+        match kind {
+            BackendKind::Nft => Ok(Backends::Nft(NftBackend::open(netns, table)?)),
+        }
+    }
+
+    /// Backend name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backends::Nft(b) => b.name(),
+        }
+    }
+
+    /// Read the owned state back.
+    pub fn observe(&mut self) -> Result<Observed, Error> {
+        match self {
+            Backends::Nft(b) => Ok(b.observe()?),
+        }
+    }
+
+    /// Carry out a plan in one transaction, then read the kernel back and require that nothing is
+    /// left to do.
+    pub fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, Error> {
+        let report = match self {
+            Backends::Nft(b) => b.apply(plan)?,
+        };
+        let after = portmap_core::plan(&plan.desired, &self.observe()?);
+        if !after.is_empty() {
+            return Err(Error::NotConverged(Box::new(after)));
+        }
+        Ok(report)
+    }
+
+    /// Observe, plan and apply `model` in one go (what `portmap apply --auto-approve` does).
+    pub fn converge(&mut self, model: &Model) -> Result<Outcome, Error> {
+        let plan = portmap_core::plan(model, &self.observe()?);
+        let report = self.apply(&plan)?;
+        Ok(Outcome { plan, report })
+    }
+
+    /// Remove the owned table; false when it was not there.
+    pub fn destroy(&mut self) -> Result<bool, Error> {
+        match self {
+            Backends::Nft(b) => Ok(b.destroy()?),
+        }
+    }
+}

@@ -1,1 +1,339 @@
-fn main() {}
+//! The `portmap` binary: parses the command line, sets up logging, calls the library and maps the
+//! result to an exit code (0 success / no changes, 1 error, 2 changes pending with
+//! `--detailed-exitcode`). It holds no logic a library user would need.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use portmap::{BackendKind, Backends, Model, Netns, Plan};
+
+/// Declarative port forwarding for Linux routers: plan and atomically apply nftables DNAT mappings.
+#[derive(Debug, Parser)]
+#[command(name = "portmap", version, about, propagate_version = true)]
+struct Cli {
+    /// Network namespace to work in: a name under /run/netns, or a path.
+    #[arg(long, global = true, value_name = "NAME")]
+    netns: Option<String>,
+
+    /// Name of the table portmap owns (family inet).
+    #[arg(long, global = true, value_name = "NAME", default_value = portmap::DEFAULT_TABLE)]
+    table: String,
+
+    /// Kernel backend.
+    #[arg(long, global = true, value_enum, default_value_t = BackendArg::Nft)]
+    backend: BackendArg,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Nft,
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// Configuration file (`-` reads standard input).
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        default_value = "/etc/portmap/portmap.yaml"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a configuration file and report every error with its position.
+    Validate(ConfigArg),
+    /// Print the nft script for a configuration (`nft -f` loads the same table apply builds).
+    Render(ConfigArg),
+    /// Show how the kernel differs from the configuration.
+    Plan {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Exit 2 when there are changes (0 none, 1 error).
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Save the plan to apply it later with `portmap apply PLANFILE`.
+        #[arg(long, value_name = "PLANFILE")]
+        out: Option<PathBuf>,
+    },
+    /// Make the kernel match the configuration (or a saved plan) in one transaction.
+    Apply {
+        /// Configuration file (`-` reads standard input); ignored when PLANFILE is given.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// A plan saved by `portmap plan --out`.
+        #[arg(value_name = "PLANFILE", conflicts_with = "config")]
+        planfile: Option<PathBuf>,
+        /// Apply without asking.
+        #[arg(long)]
+        auto_approve: bool,
+    },
+    /// Show the mappings the kernel holds now.
+    Status {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove portmap's table and every mapping in it.
+    Destroy {
+        /// Destroy without asking.
+        #[arg(long)]
+        auto_approve: bool,
+    },
+}
+
+/// How the process ends.
+enum ExitStatus {
+    Success,
+    Error,
+    Changes,
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(s: ExitStatus) -> ExitCode {
+        match s {
+            ExitStatus::Success => ExitCode::SUCCESS,
+            ExitStatus::Error => ExitCode::from(1),
+            ExitStatus::Changes => ExitCode::from(2),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // Usage errors exit 1, not clap's 2: scripts read 2 as "changes pending".
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitStatus::Error.into()
+            } else {
+                ExitStatus::Success.into()
+            };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("PORTMAP_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(&cli) {
+        Ok(status) => status.into(),
+        Err(err) => {
+            let color = use_color(&std::io::stderr());
+            let prefix = if color { "\x1b[1;31merror\x1b[0m" } else { "error" };
+            eprintln!("{prefix}: {err:#}");
+            ExitStatus::Error.into()
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<ExitStatus> {
+    let kind = match cli.backend {
+        BackendArg::Nft => BackendKind::Nft,
+    };
+    let out = std::io::stdout();
+    let color = use_color(&out);
+    match &cli.command {
+        Command::Validate(c) => {
+            let model = load(&c.config)?;
+            println!(
+                "{}: valid ({} mappings enabled, {} disabled)",
+                display_path(&c.config),
+                model.mappings.len(),
+                model.disabled.len()
+            );
+            Ok(ExitStatus::Success)
+        }
+        Command::Render(c) => {
+            let model = load(&c.config)?;
+            print!("{}", kind.render(&model, &cli.table));
+            Ok(ExitStatus::Success)
+        }
+        Command::Plan {
+            config,
+            json,
+            detailed_exitcode,
+            out: out_file,
+        } => {
+            let model = load(&config.config)?;
+            let mut backend = open(cli, kind)?;
+            let plan = portmap::plan(&model, &backend.observe()?);
+            if let Some(path) = out_file {
+                let text = serde_json::to_string_pretty(&plan)?;
+                std::fs::write(path, text + "\n")
+                    .with_context(|| format!("cannot write plan file {}", path.display()))?;
+            }
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&portmap::plan_json(&plan))?);
+            } else {
+                print!("{}", portmap::render_plan(&plan, color));
+                if let Some(path) = out_file {
+                    println!(
+                        "\nSaved the plan to {}; apply it with `portmap apply {}`.",
+                        path.display(),
+                        path.display()
+                    );
+                }
+            }
+            Ok(if *detailed_exitcode && !plan.is_empty() {
+                ExitStatus::Changes
+            } else {
+                ExitStatus::Success
+            })
+        }
+        Command::Apply {
+            config,
+            planfile,
+            auto_approve,
+        } => {
+            let (plan, mut backend) = if let Some(path) = planfile {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read plan file {}", path.display()))?;
+                let plan = Plan::from_json(&text)
+                    .with_context(|| format!("{} is not a portmap plan", path.display()))?;
+                (plan, open(cli, kind)?)
+            } else {
+                let path = config
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("/etc/portmap/portmap.yaml"));
+                let model = load(&path)?;
+                let mut backend = open(cli, kind)?;
+                (portmap::plan(&model, &backend.observe()?), backend)
+            };
+            print!("{}", portmap::render_plan(&plan, color));
+            if plan.is_empty() {
+                return Ok(ExitStatus::Success);
+            }
+            // A saved plan is the approval (as with terraform); a fresh plan is confirmed.
+            if !*auto_approve && planfile.is_none() {
+                confirm(&format!("Apply these changes to table {}?", plan.table))?;
+            }
+            let started = Instant::now();
+            let report = backend.apply(&plan)?;
+            let elapsed = started.elapsed();
+            let (create, update, delete) = counts(&plan);
+            println!(
+                "\nApply complete: {create} created, {update} changed, {delete} deleted{} — {} kernel objects in one transaction ({} messages, {:.1} ms).",
+                if report.rebuilt { ", table rebuilt" } else { "" },
+                report.objects,
+                report.messages,
+                elapsed.as_secs_f64() * 1000.0
+            );
+            Ok(ExitStatus::Success)
+        }
+        Command::Status { json } => {
+            let mut backend = open(cli, kind)?;
+            let observed = backend.observe()?;
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&portmap::status_json(&observed))?
+                );
+            } else {
+                print!("{}", portmap::render_status(&observed, color));
+            }
+            Ok(ExitStatus::Success)
+        }
+        Command::Destroy { auto_approve } => {
+            let mut backend = open(cli, kind)?;
+            let observed = backend.observe()?;
+            if observed.state == portmap::TableState::Missing {
+                println!("Nothing to destroy: table {} does not exist.", observed.table);
+                return Ok(ExitStatus::Success);
+            }
+            println!(
+                "portmap will delete table {} with its {} mappings; other tables are not touched.",
+                observed.table,
+                observed.mappings.len()
+            );
+            if !*auto_approve {
+                confirm(&format!("Destroy table {}?", observed.table))?;
+            }
+            backend.destroy()?;
+            println!("Destroyed table {}.", observed.table);
+            Ok(ExitStatus::Success)
+        }
+    }
+}
+
+fn open(cli: &Cli, kind: BackendKind) -> Result<Backends> {
+    let netns = match &cli.netns {
+        None => Netns::Current,
+        Some(s) if s.contains('/') => Netns::Path(PathBuf::from(s)),
+        Some(s) => Netns::Named(s.clone()),
+    };
+    Ok(Backends::open(kind, &netns, &cli.table)?)
+}
+
+/// Read and validate a configuration; `-` is standard input.
+fn load(path: &Path) -> Result<Model> {
+    let (text, origin) = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the configuration from standard input")?;
+        (text, "<stdin>".to_owned())
+    } else {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+        (text, path.display().to_string())
+    };
+    match portmap::load_str(&text, &origin) {
+        Ok(model) => Ok(model),
+        Err(errors) => bail!("{origin} is not a valid portmap configuration; nothing was changed:\n{errors}"),
+    }
+}
+
+fn display_path(path: &Path) -> String {
+    if path == Path::new("-") {
+        "<stdin>".to_owned()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// Ask on the terminal; refuse when there is none.
+fn confirm(question: &str) -> Result<()> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!(
+            "refusing to change the kernel without confirmation: there is no terminal to ask on; pass --auto-approve"
+        );
+    }
+    print!("\n{question} Only 'yes' will be accepted: ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        bail!("cancelled; nothing was changed");
+    }
+    Ok(())
+}
+
+fn counts(plan: &Plan) -> (usize, usize, usize) {
+    let mut c = (0, 0, 0);
+    for change in &plan.changes {
+        match change {
+            portmap::Change::Create { .. } => c.0 += 1,
+            portmap::Change::Update { .. } => c.1 += 1,
+            portmap::Change::Delete { .. } => c.2 += 1,
+        }
+    }
+    c
+}
+
+fn use_color(stream: &impl IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}

@@ -1,0 +1,375 @@
+//! CLI contract tests: exit codes, the `FILE:LINE:COL: field: message` error format, `-c -` (stdin),
+//! plan JSON, `render` output that nft loads, and `--netns`. Each test that touches a kernel uses its own
+//! namespace with `wan0` and `lan0` links; nothing runs against the host.
+
+mod support;
+
+use std::path::Path;
+
+use support::topology::path_str;
+use support::{
+    BAD_FIXTURES, GOOD_FIXTURES, Netns, RunOptions, change_actions, config, fixture, portmap, portmap_with,
+    table_action,
+};
+
+fn router(tag: &str) -> Netns {
+    Netns::with_links(tag, &["wan0", "lan0"])
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+#[test]
+fn validate_accepts_the_good_fixtures() {
+    support::require_root!();
+    let ns = router("val-good");
+    for name in GOOD_FIXTURES {
+        let path = fixture(name);
+        let run = portmap(&["--netns", ns.name(), "validate", "-c", path_str(&path)]);
+        run.success();
+        assert!(
+            run.stderr.trim().is_empty(),
+            "{name}: a valid config prints no errors\n{run}"
+        );
+    }
+    assert_eq!(
+        support::nft::ruleset(&ns),
+        "",
+        "validate must not touch the kernel"
+    );
+}
+
+#[test]
+fn validate_rejects_the_bad_fixtures_with_positions() {
+    support::require_root!();
+    let ns = router("val-bad");
+    for bad in BAD_FIXTURES {
+        let path = bad.path();
+        let run = portmap(&["--netns", ns.name(), "validate", "-c", path_str(&path)]);
+        bad.check(&run, Some(path_str(&path)));
+    }
+}
+
+#[test]
+fn validate_reports_every_error_at_once() {
+    support::require_root!();
+    let ns = router("val-all");
+    let path = fixture("bad/several-errors.yaml");
+    let run = portmap(&["--netns", ns.name(), "validate", "-c", path_str(&path)]);
+    run.expect_code(1);
+    let lines: std::collections::BTreeSet<u32> =
+        support::diagnostics(&run.stderr).iter().map(|d| d.line).collect();
+    assert!(
+        lines.is_superset(&[9, 13, 15].into()),
+        "expected errors on lines 9, 13 and 15, got {lines:?}\n{run}"
+    );
+}
+
+#[test]
+fn validate_suggests_the_key_that_was_meant() {
+    support::require_root!();
+    let ns = router("val-dym");
+    let path = fixture("bad/unknown-key.yaml");
+    let run = portmap(&["--netns", ns.name(), "validate", "-c", path_str(&path)]);
+    run.expect_code(1);
+    let hint = support::diagnostics(&run.stderr)
+        .into_iter()
+        .find(|d| d.line == 8);
+    assert!(
+        hint.as_ref()
+            .is_some_and(|d| d.text.contains("protocl") && d.text.contains("protocol")),
+        "expected `protocl` with a did-you-mean `protocol` on line 8\n{run}"
+    );
+}
+
+#[test]
+fn validate_reads_the_config_from_stdin() {
+    support::require_root!();
+    let ns = router("val-stdin");
+    let good = read(&fixture("both.yaml"));
+    let opts = RunOptions {
+        stdin: Some(&good),
+        ..RunOptions::default()
+    };
+    portmap_with(&opts, &["--netns", ns.name(), "validate", "-c", "-"]).success();
+
+    for bad in BAD_FIXTURES {
+        let text = read(&bad.path());
+        let opts = RunOptions {
+            stdin: Some(&text),
+            ..RunOptions::default()
+        };
+        let run = portmap_with(&opts, &["--netns", ns.name(), "validate", "-c", "-"]);
+        bad.check(&run, None);
+    }
+}
+
+#[test]
+fn validate_names_a_relative_file_as_given() {
+    support::require_root!();
+    let ns = router("val-rel");
+    let dir = fixture("");
+    let opts = RunOptions {
+        cwd: Some(&dir),
+        ..RunOptions::default()
+    };
+    let run = portmap_with(
+        &opts,
+        &["--netns", ns.name(), "validate", "-c", "bad/port-zero.yaml"],
+    );
+    run.expect_code(1);
+    assert!(
+        support::diagnostics(&run.stderr)
+            .iter()
+            .any(|d| d.file == "bad/port-zero.yaml" && d.line == 9),
+        "expected `bad/port-zero.yaml:9:COL: …`\n{run}"
+    );
+}
+
+#[test]
+fn validate_fails_on_a_missing_file() {
+    support::require_root!();
+    let ns = router("val-miss");
+    let run = portmap(&[
+        "--netns",
+        ns.name(),
+        "validate",
+        "-c",
+        "/nonexistent/portmap.yaml",
+    ]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("/nonexistent/portmap.yaml"),
+        "the error should name the file\n{run}"
+    );
+}
+
+#[test]
+fn plan_json_is_an_object_with_changes_and_summary() {
+    support::require_root!();
+    let ns = router("plan-json");
+    let path = fixture("allow-lists.yaml");
+    let run = portmap(&["--netns", ns.name(), "plan", "-c", path_str(&path), "--json"]);
+    run.success();
+    let plan = run.json();
+    assert!(plan.is_object(), "{plan:#}");
+    assert_eq!(table_action(&plan), "create", "{plan:#}");
+    let mut actions = change_actions(&plan);
+    actions.sort();
+    let want: Vec<(String, String)> = ["ssh", "vnc", "voip", "web"]
+        .iter()
+        .map(|n| ((*n).to_owned(), "create".to_owned()))
+        .collect();
+    assert_eq!(actions, want, "{plan:#}");
+    assert_eq!(plan["summary"]["create"], 4, "{plan:#}");
+    assert_eq!(plan["summary"]["update"], 0, "{plan:#}");
+    assert_eq!(plan["summary"]["delete"], 0, "{plan:#}");
+    assert!(
+        !plan["summary"]["table"].is_null(),
+        "summary.table is missing: {plan:#}"
+    );
+    assert_eq!(support::nft::ruleset(&ns), "", "plan must not touch the kernel");
+}
+
+#[test]
+fn plan_detailed_exitcode_says_changes_are_pending() {
+    support::require_root!();
+    let ns = router("plan-exit");
+    let path = fixture("ranges.yaml");
+    let path = path_str(&path);
+    portmap(&["--netns", ns.name(), "plan", "-c", path, "--detailed-exitcode"]).expect_code(2);
+    portmap(&["--netns", ns.name(), "plan", "-c", path]).expect_code(0);
+    portmap(&["--netns", ns.name(), "apply", "-c", path, "--auto-approve"]).success();
+    portmap(&["--netns", ns.name(), "plan", "-c", path, "--detailed-exitcode"]).expect_code(0);
+}
+
+#[test]
+fn plan_reads_the_config_from_stdin() {
+    support::require_root!();
+    let ns = router("plan-stdin");
+    let yaml = config("\n  - name: web\n    port: 8080\n    to: 192.168.1.66\n    to_port: 80\n");
+    let opts = RunOptions {
+        stdin: Some(&yaml),
+        ..RunOptions::default()
+    };
+    let run = portmap_with(&opts, &["--netns", ns.name(), "plan", "-c", "-", "--json"]);
+    run.success();
+    assert_eq!(
+        change_actions(&run.json()),
+        [("web".into(), "create".into())],
+        "{run}"
+    );
+
+    // apply from stdin, then the same config from stdin plans nothing.
+    portmap_with(
+        &opts,
+        &["--netns", ns.name(), "apply", "-c", "-", "--auto-approve"],
+    )
+    .success();
+    portmap_with(
+        &opts,
+        &["--netns", ns.name(), "plan", "-c", "-", "--detailed-exitcode"],
+    )
+    .expect_code(0);
+}
+
+#[test]
+fn render_prints_a_script_nft_loads() {
+    support::require_root!();
+    let ns = router("render");
+    for name in GOOD_FIXTURES {
+        let path = fixture(name);
+        let run = portmap(&["--netns", ns.name(), "render", "-c", path_str(&path)]);
+        run.success();
+        assert!(
+            run.stdout.contains("table inet portmap"),
+            "{name}: render output\n{run}"
+        );
+        assert_eq!(
+            support::nft::ruleset(&ns),
+            "",
+            "{name}: render must not touch the kernel"
+        );
+        let check = ns.exec_with_stdin("nft", &["-c", "-f", "-"], Some(&run.stdout));
+        assert!(
+            check.ok(),
+            "{name}: nft -c refuses the rendered script\n{check}\n{}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn render_reads_the_config_from_stdin() {
+    support::require_root!();
+    let ns = router("render-in");
+    let path = fixture("both.yaml");
+    let from_file = portmap(&["--netns", ns.name(), "render", "-c", path_str(&path)]);
+    from_file.success();
+    let text = read(&path);
+    let opts = RunOptions {
+        stdin: Some(&text),
+        ..RunOptions::default()
+    };
+    let from_stdin = portmap_with(&opts, &["--netns", ns.name(), "render", "-c", "-"]);
+    from_stdin.success();
+    assert!(from_file.stdout.contains("table inet portmap"), "{from_file}");
+    assert_eq!(from_stdin.stdout, from_file.stdout);
+}
+
+#[test]
+fn netns_option_selects_the_namespace() {
+    support::require_root!();
+    let target = router("netns-tgt");
+    let elsewhere = router("netns-oth");
+    let path = fixture("both.yaml");
+    // Started in one namespace, told to work in another.
+    let opts = RunOptions {
+        exec_in: Some(elsewhere.name()),
+        ..RunOptions::default()
+    };
+    portmap_with(
+        &opts,
+        &[
+            "--netns",
+            target.name(),
+            "apply",
+            "-c",
+            path_str(&path),
+            "--auto-approve",
+        ],
+    )
+    .success();
+    assert!(
+        support::nft_list(&target, "inet portmap").is_ok(),
+        "the table belongs in --netns"
+    );
+    assert_eq!(
+        support::nft::ruleset(&elsewhere),
+        "",
+        "the namespace the process started in is untouched"
+    );
+    // Global options work after the subcommand too.
+    let run = portmap_with(&opts, &["status", "--json", "--netns", target.name()]);
+    run.success();
+    assert_eq!(run.json()["mappings"].as_array().map(Vec::len), Some(3), "{run}");
+}
+
+#[test]
+fn usage_errors_exit_1_not_2() {
+    support::require_root!();
+    let ns = router("usage");
+    // 2 means "changes pending"; a mistyped command line must not look like that to a script.
+    let run = portmap(&["--netns", ns.name(), "frobnicate"]);
+    run.expect_code(1);
+    let run = portmap(&["--netns", ns.name(), "plan", "--no-such-flag"]);
+    run.expect_code(1);
+}
+
+/// Standard error of `validate` on a bad fixture, for the inline snapshots of the messages people read.
+/// The binary runs in `tests/fixtures/` with a relative path, so the text does not depend on where the
+/// checkout lives.
+fn validate_stderr(fixture_file: &str) -> String {
+    let ns = router("snap");
+    let dir = fixture("");
+    let opts = RunOptions {
+        cwd: Some(&dir),
+        ..RunOptions::default()
+    };
+    let run = portmap_with(&opts, &["--netns", ns.name(), "validate", "-c", fixture_file]);
+    run.expect_code(1);
+    run.stderr
+}
+
+#[test]
+fn validate_message_unknown_key() {
+    support::require_root!();
+    insta::assert_snapshot!(validate_stderr("bad/unknown-key.yaml"), @"
+    error: bad/unknown-key.yaml is not a valid portmap configuration; nothing was changed:
+    bad/unknown-key.yaml:8:5: mappings[0]: unknown key `protocl`; did you mean `protocol`?
+    1 error in bad/unknown-key.yaml.
+    ");
+}
+
+#[test]
+fn validate_message_port_zero() {
+    support::require_root!();
+    insta::assert_snapshot!(validate_stderr("bad/port-zero.yaml"), @r#"
+    error: bad/port-zero.yaml is not a valid portmap configuration; nothing was changed:
+    bad/port-zero.yaml:9:11: mappings[0].port: port 0 is out of range; use 1-65535 or "A-B"
+    1 error in bad/port-zero.yaml.
+    "#);
+}
+
+#[test]
+fn validate_message_overlapping_ports() {
+    support::require_root!();
+    insta::assert_snapshot!(validate_stderr("bad/overlapping-ports.yaml"), @"
+    error: bad/overlapping-ports.yaml is not a valid portmap configuration; nothing was changed:
+    bad/overlapping-ports.yaml:14:11: mappings[1].port: tcp port 8080 is also forwarded by mapping `web` (line 9: tcp 8080); each protocol and external port can belong to one enabled mapping
+    1 error in bad/overlapping-ports.yaml.
+    ");
+}
+
+#[test]
+fn validate_message_hostile_name() {
+    support::require_root!();
+    insta::assert_snapshot!(validate_stderr("bad/hostile-name.yaml"), @r#"
+    error: bad/hostile-name.yaml is not a valid portmap configuration; nothing was changed:
+    bad/hostile-name.yaml:7:11: mappings[0].name: the name `web\"; flush ruleset; add table ip pwned;…` contains `\"`; use 1-64 characters from A-Z a-z 0-9 _ . - starting with a letter or digit
+    1 error in bad/hostile-name.yaml.
+    "#);
+}
+
+#[test]
+fn validate_message_several_errors() {
+    support::require_root!();
+    insta::assert_snapshot!(validate_stderr("bad/several-errors.yaml"), @r#"
+    error: bad/several-errors.yaml is not a valid portmap configuration; nothing was changed:
+    bad/several-errors.yaml:9:11: mappings[0].port: port 70000 is out of range; use 1-65535 or "A-B"
+    bad/several-errors.yaml:13:15: mappings[1].protocol: unknown protocol `sctp`; use tcp, udp or both
+    bad/several-errors.yaml:15:9: mappings[1].to: `192.168.1.300` is not an IPv4 address; give the inner host's address, e.g. 192.168.1.66 (host names are not resolved)
+    3 errors in bad/several-errors.yaml.
+    "#);
+}

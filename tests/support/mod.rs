@@ -1,0 +1,68 @@
+//! Test harness shared by the end-to-end, conformance and CLI tests (`mod support;` in each test file).
+//!
+//! Its job: make throw-away network namespaces (an internet client, the router, the LAN) and remove them
+//! again even when a test panics; run code, servers and clients inside them; run the `portmap` binary
+//! against them; read the router's ruleset back in a comparable form.
+//!
+//! What it must not do: touch the host's network namespace. Every address, link, rule and socket lives
+//! in a namespace a test created, and the `portmap` binary is only ever started inside such a namespace
+//! (with `--netns` pointing at one), so even a binary that ignored `--netns` could not reach the host.
+//!
+//! Needs root (`CAP_NET_ADMIN`). Without it every test fails with the reason, unless
+//! `PORTMAP_TEST_ALLOW_SKIP=1` is set outside CI, in which case tests print "skipped: needs root" and
+//! return.
+
+#![allow(dead_code, unused_imports, unused_macros)]
+
+pub mod command;
+pub mod fixtures;
+pub mod netns;
+pub mod nft;
+pub mod portmap;
+pub mod topology;
+pub mod traffic;
+
+pub use command::{Run, run};
+pub use fixtures::{BAD_FIXTURES, BadFixture, GOOD_FIXTURES};
+pub use netns::Netns;
+pub use nft::{FOREIGN_TABLE, nft_list, normalize};
+pub use portmap::{
+    Diagnostic, RunOptions, TempDir, change_actions, config, diagnostics, fixture, portmap, portmap_with,
+    scalar, status_mapping, table_action,
+};
+pub use topology::{CLIENT, LAN_HOSTS, OTHER_CLIENT, ROUTER_LAN, Topology, WAN};
+pub use traffic::{ConnError, Reply, Server};
+
+/// Environment variable that lets a test run without root print "skipped: needs root" and pass.
+pub const ALLOW_SKIP_ENV: &str = "PORTMAP_TEST_ALLOW_SKIP";
+
+/// Whether this process may create network namespaces. Returns `false` (after printing "skipped: needs
+/// root") only when `PORTMAP_TEST_ALLOW_SKIP=1` is set and `CI` is not; otherwise a missing privilege is
+/// a test failure, so CI can never go green by skipping.
+pub fn has_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let allowed = std::env::var(ALLOW_SKIP_ENV).is_ok_and(|v| v == "1");
+    let in_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+    if allowed && !in_ci {
+        eprintln!("skipped: needs root");
+        return false;
+    }
+    panic!(
+        "needs root (CAP_NET_ADMIN) to create network namespaces: run the tests as root \
+         (e.g. `sudo -E cargo test`), or set {ALLOW_SKIP_ENV}=1 outside CI to skip them"
+    );
+}
+
+/// First line of every privileged test: `support::require_root!();` returns early when skipping is
+/// explicitly allowed and panics with the reason otherwise.
+macro_rules! require_root {
+    () => {
+        if !$crate::support::has_root() {
+            return;
+        }
+    };
+}
+pub(crate) use require_root;

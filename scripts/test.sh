@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every check and test of portmap on a fresh Debian machine: installs what the tests need
+# (nftables, iproute2), then formatting, lints, docs and the whole test suite. The end-to-end tests
+# create their own network namespaces and need root (CAP_NET_ADMIN + CAP_SYS_ADMIN); they fail loudly
+# without it unless PORTMAP_TEST_ALLOW_SKIP=1 is set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v nft >/dev/null || need+=(nftables)
+command -v ip >/dev/null || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing packages: ${need[*]} (run this script as root to install them)" >&2
+        exit 1
+    fi
+    echo "installing: ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ "$(id -u)" -ne 0 ] && [ "${PORTMAP_TEST_ALLOW_SKIP:-}" != 1 ]; then
+    echo "the test suite needs root (it builds network namespaces); run: sudo $0" >&2
+    exit 1
+fi
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+set -x
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+cargo test --workspace --locked

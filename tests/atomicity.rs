@@ -69,7 +69,19 @@ fn a_batch_rejected_part_way_changes_nothing() {
     assert_eq!(p.changes.len(), 2, "{p:?}");
 
     let err = backend.apply(&p).expect_err("the kernel must reject the batch");
-    let text = err.to_string();
+    // The whole chain of causes, as the CLI prints it.
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    eprintln!("rejected as expected: {text}");
+    assert!(
+        text.contains("creating mapping web"),
+        "error names the change: {text}"
+    );
     assert!(
         text.contains("add element") && text.contains("dnat4"),
         "error names the message: {text}"

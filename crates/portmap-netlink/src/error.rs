@@ -16,7 +16,7 @@ pub enum Error {
         context: String,
     },
     /// The network namespace could not be opened or entered.
-    #[error("cannot enter network namespace {name}: {source}")]
+    #[error("cannot enter network namespace {name}")]
     Netns {
         /// The namespace as the caller named it (a name under `/run/netns` or a path).
         name: String,
@@ -25,7 +25,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A socket operation failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,

@@ -20,6 +20,19 @@ pub struct Built {
     pub objects: usize,
     /// Whether the table is rebuilt whole.
     pub rebuilt: bool,
+    /// Which messages of the batch carry which change, for naming the change a kernel error is
+    /// about: (first message index, end index exclusive, e.g. "creating mapping web").
+    pub owners: Vec<(usize, usize, String)>,
+}
+
+impl Built {
+    /// The change that message `index` of the batch belongs to, if it belongs to one mapping.
+    pub fn owner(&self, index: usize) -> Option<&str> {
+        self.owners
+            .iter()
+            .find(|(start, end, _)| (*start..*end).contains(&index))
+            .map(|(_, _, what)| what.as_str())
+    }
 }
 
 /// Hands out batch-local set ids for per-mapping allow-list sets.
@@ -48,17 +61,30 @@ pub fn build(plan: &Plan, t: &TableId) -> Built {
     };
     b.interfaces(layout::WAN_SET, &before.wan_interfaces, &after.wan_interfaces);
     b.interfaces(layout::LAN_SET, &before.lan_interfaces, &after.lan_interfaces);
+    let mut owners = Vec::new();
     for change in &plan.changes {
-        match change {
-            Change::Create { mapping } => b.create(mapping),
-            Change::Delete { before, .. } => b.delete(before),
-            Change::Update { before, after, .. } => b.update(before, after),
-        }
+        let start = b.batch.len();
+        let what = match change {
+            Change::Create { mapping } => {
+                b.create(mapping);
+                format!("creating mapping {}", mapping.name)
+            }
+            Change::Delete { before, .. } => {
+                b.delete(before);
+                format!("deleting mapping {}", before.name)
+            }
+            Change::Update { before, after, .. } => {
+                b.update(before, after);
+                format!("changing mapping {}", after.name)
+            }
+        };
+        owners.push((start, b.batch.len(), what));
     }
     Built {
         batch: b.batch,
         objects: b.objects,
         rebuilt: false,
+        owners,
     }
 }
 
@@ -114,6 +140,7 @@ fn rebuild(plan: &Plan, t: &TableId) -> Built {
         batch,
         objects,
         rebuilt: true,
+        owners: Vec::new(),
     }
 }
 

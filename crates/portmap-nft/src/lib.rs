@@ -48,6 +48,16 @@ pub enum Error {
     /// The ruleset kept changing while it was being read.
     #[error("the ruleset kept changing while portmap read it (another program is busy with it); try again")]
     Unstable,
+    /// The kernel refused part of the transaction that carries one mapping's change; nothing of the
+    /// plan was applied.
+    #[error("the kernel refused the transaction while {what}; nothing was applied")]
+    Rejected {
+        /// The change, e.g. "creating mapping web".
+        what: String,
+        /// The kernel's refusal.
+        #[source]
+        source: portmap_netlink::Error,
+    },
     /// A plan from another backend.
     #[error("this plan was made for the {0} backend, not nft")]
     WrongBackend(String),
@@ -118,6 +128,15 @@ impl Backend for NftBackend {
             Err(portmap_netlink::Error::GenerationChanged) => {
                 return Err(Error::Stale {
                     planned: plan.generation,
+                });
+            }
+            Err(e @ portmap_netlink::Error::Kernel { index, .. }) => {
+                return Err(match built.owner(index) {
+                    Some(what) => Error::Rejected {
+                        what: what.to_owned(),
+                        source: e,
+                    },
+                    None => e.into(),
                 });
             }
             Err(e) => return Err(e.into()),

@@ -373,3 +373,41 @@ fn validate_message_several_errors() {
     3 errors in bad/several-errors.yaml.
     "#);
 }
+
+#[test]
+fn without_cap_net_admin_says_so_in_one_sentence() {
+    support::require_root!();
+    let ns = router("noperm");
+    let before = support::nft::ruleset(&ns);
+    // The same binary, run as `nobody` with every capability dropped, inside the test's namespace.
+    let bin = env!("CARGO_BIN_EXE_portmap");
+    let path = fixture("both.yaml");
+    for args in [
+        vec!["status"],
+        vec!["plan", "-c", path_str(&path)],
+        vec!["apply", "-c", path_str(&path), "--auto-approve"],
+    ] {
+        let mut argv = vec![
+            "netns",
+            "exec",
+            ns.name(),
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            bin,
+        ];
+        argv.extend(args.iter().copied());
+        let run = support::command::run("ip", &argv, None, None);
+        assert_eq!(run.code, 1, "{run}");
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line, no backtrace: {run}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains("CAP_NET_ADMIN"),
+            "{run}"
+        );
+    }
+    assert_eq!(support::nft::ruleset(&ns), before);
+}

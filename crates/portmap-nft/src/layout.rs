@@ -271,12 +271,12 @@ pub fn allow_chain_object(t: &TableId, mapping: &str) -> Chain {
 /// The rules of the static structure, in chain order.
 pub fn static_rules(t: &TableId, shape: Shape) -> Vec<Rule> {
     let mut rules = vec![
-        rule(t, PREROUTING, dispatch(Side::Wan, Lookup::Guard)),
-        rule(t, PREROUTING, dispatch(Side::Wan, Lookup::Dnat)),
+        rule(t, PREROUTING, dispatch(Iface::InWan, Lookup::Guard)),
+        rule(t, PREROUTING, dispatch(Iface::InWan, Lookup::Dnat)),
     ];
     if shape.hairpin {
-        rules.push(rule(t, PREROUTING, dispatch(Side::Lan, Lookup::Guard)));
-        rules.push(rule(t, PREROUTING, dispatch(Side::Lan, Lookup::Dnat)));
+        rules.push(rule(t, PREROUTING, dispatch(Iface::InLan, Lookup::Guard)));
+        rules.push(rule(t, PREROUTING, dispatch(Iface::InLan, Lookup::Dnat)));
     }
     rules.push(rule(t, FORWARD, forward_accept_dnat()));
     if shape.masquerade {
@@ -338,23 +338,30 @@ enum Lookup {
     Dnat,
 }
 
+/// Which interface set a rule matches, and on which side of the packet.
 #[derive(Clone, Copy)]
-enum Side {
-    Wan,
-    Lan,
+enum Iface {
+    /// `iifname @wan_ifaces`.
+    InWan,
+    /// `iifname @lan_ifaces`.
+    InLan,
+    /// `oifname @wan_ifaces`.
+    OutWan,
+    /// `oifname @lan_ifaces`.
+    OutLan,
 }
 
-/// `iifname @wan_ifaces fib daddr type local meta nfproto ipv4` (for the LAN side also
-/// `fib daddr . iif type != local`, so the router's own LAN-side addresses are never taken over)
-/// followed by the guard vmap or the DNAT.
-fn dispatch(side: Side, which: Lookup) -> Vec<Expr> {
-    let (set, set_id) = match side {
-        Side::Wan => (WAN_SET, WAN_SET_ID),
-        Side::Lan => (LAN_SET, LAN_SET_ID),
+/// `iifname @set` / `oifname @set`.
+fn iface(which: Iface) -> [Expr; 2] {
+    let (key, set, set_id) = match which {
+        Iface::InWan => (MetaKey::IifName, WAN_SET, WAN_SET_ID),
+        Iface::InLan => (MetaKey::IifName, LAN_SET, LAN_SET_ID),
+        Iface::OutWan => (MetaKey::OifName, WAN_SET, WAN_SET_ID),
+        Iface::OutLan => (MetaKey::OifName, LAN_SET, LAN_SET_ID),
     };
-    let mut exprs = vec![
+    [
         Expr::Meta {
-            key: MetaKey::IifName,
+            key,
             dreg: Register::R1,
         },
         Expr::Lookup {
@@ -364,6 +371,15 @@ fn dispatch(side: Side, which: Lookup) -> Vec<Expr> {
             set_id,
             invert: false,
         },
+    ]
+}
+
+/// `iifname @wan_ifaces fib daddr type local meta nfproto ipv4` (for the LAN side also
+/// `fib daddr . iif type != local`, so the router's own LAN-side addresses are never taken over)
+/// followed by the guard vmap or the DNAT.
+fn dispatch(side: Iface, which: Lookup) -> Vec<Expr> {
+    let mut exprs = iface(side).to_vec();
+    exprs.extend([
         Expr::Fib {
             flags: NFTA_FIB_F_DADDR,
             result: NFT_FIB_RESULT_ADDRTYPE,
@@ -374,8 +390,8 @@ fn dispatch(side: Side, which: Lookup) -> Vec<Expr> {
             op: CmpOp::Eq,
             data: RTN_LOCAL.to_ne_bytes().to_vec(),
         },
-    ];
-    if matches!(side, Side::Lan) {
+    ]);
+    if matches!(side, Iface::InLan) {
         exprs.push(Expr::Fib {
             flags: NFTA_FIB_F_DADDR | NFTA_FIB_F_IIF,
             result: NFT_FIB_RESULT_ADDRTYPE,
@@ -475,30 +491,8 @@ fn forward_accept_dnat() -> Vec<Expr> {
 /// `iifname @lan_ifaces oifname @lan_ifaces ct status dnat masquerade`: reflected (hairpin) flows
 /// are source-NATed so the inner host answers through the router.
 fn masquerade_reflected() -> Vec<Expr> {
-    let mut exprs = vec![
-        Expr::Meta {
-            key: MetaKey::IifName,
-            dreg: Register::R1,
-        },
-        Expr::Lookup {
-            sreg: Register::R1,
-            dreg: None,
-            set: LAN_SET.to_owned(),
-            set_id: LAN_SET_ID,
-            invert: false,
-        },
-        Expr::Meta {
-            key: MetaKey::OifName,
-            dreg: Register::R1,
-        },
-        Expr::Lookup {
-            sreg: Register::R1,
-            dreg: None,
-            set: LAN_SET.to_owned(),
-            set_id: LAN_SET_ID,
-            invert: false,
-        },
-    ];
+    let mut exprs = iface(Iface::InLan).to_vec();
+    exprs.extend(iface(Iface::OutLan));
     exprs.extend(ct_status_dnat());
     exprs.push(Expr::Masq { flags: 0 });
     exprs
@@ -506,31 +500,10 @@ fn masquerade_reflected() -> Vec<Expr> {
 
 /// `iifname @lan_ifaces oifname @wan_ifaces masquerade`.
 fn masquerade_lan_to_wan() -> Vec<Expr> {
-    vec![
-        Expr::Meta {
-            key: MetaKey::IifName,
-            dreg: Register::R1,
-        },
-        Expr::Lookup {
-            sreg: Register::R1,
-            dreg: None,
-            set: LAN_SET.to_owned(),
-            set_id: LAN_SET_ID,
-            invert: false,
-        },
-        Expr::Meta {
-            key: MetaKey::OifName,
-            dreg: Register::R1,
-        },
-        Expr::Lookup {
-            sreg: Register::R1,
-            dreg: None,
-            set: WAN_SET.to_owned(),
-            set_id: WAN_SET_ID,
-            invert: false,
-        },
-        Expr::Masq { flags: 0 },
-    ]
+    let mut exprs = iface(Iface::InLan).to_vec();
+    exprs.extend(iface(Iface::OutWan));
+    exprs.push(Expr::Masq { flags: 0 });
+    exprs
 }
 
 /// Compare two expression lists the way `observe` must: counters' values do not matter, nor do the

@@ -730,3 +730,35 @@ fn saved_plan_is_refused_after_the_ruleset_changed() {
     t.portmap(&["apply", plan_file]).success();
     assert!(t.table().is_some());
 }
+
+#[test]
+fn a_new_wan_address_is_forwarded_without_a_reapply() {
+    support::require_root!();
+    let t = Topology::new("wan-addr");
+    let _web = t.tcp_server("192.168.1.66:80");
+    t.apply(&config(WEB)).success();
+    let table = t.table().expect("table exists");
+    assert!(
+        !table.contains("203.0.113"),
+        "the WAN address must not be pinned in the ruleset:\n{table}"
+    );
+
+    // The ISP hands out a new address (DHCP/PPPoE): the old one goes, a new one comes.
+    t.router
+        .ip(&["addr", "del", "203.0.113.1/24", "dev", "wan0"])
+        .success();
+    t.router
+        .ip(&["addr", "add", "203.0.113.10/24", "dev", "wan0"])
+        .success();
+    let new_wan = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 8080);
+    let reply =
+        tcp_request(&t.client, CLIENT, new_wan, REPLY_TIMEOUT).expect("forwarded via the new address");
+    let reply = Reply::parse(&reply).expect("a reply from a LAN server");
+    assert_eq!(
+        reply.server,
+        "192.168.1.66:80".parse::<SocketAddr>().unwrap(),
+        "{reply:?}"
+    );
+    // Nothing to re-apply.
+    t.plan_json().expect_code(0);
+}

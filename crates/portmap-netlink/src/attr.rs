@@ -32,15 +32,22 @@ impl<'a> Writer<'a> {
         family: u8,
         res_id: u16,
     ) -> usize {
+        let r = res_id.to_be_bytes();
+        // nfgenmsg: family, NFNETLINK_V0, resource id.
+        self.begin_msg_with(msg_type, flags, seq, &[family, 0, r[0], r[1]])
+    }
+
+    /// Starts a message with `nlmsghdr` and a family header of another protocol (e.g.
+    /// rtnetlink's `ifinfomsg`), copied as given; returns its offset for [`Writer::end_msg`].
+    pub(crate) fn begin_msg_with(&mut self, msg_type: u16, flags: u16, seq: u32, header: &[u8]) -> usize {
         let start = self.buf.len();
         self.buf.extend_from_slice(&0u32.to_ne_bytes()); // length, patched by end_msg
         self.buf.extend_from_slice(&msg_type.to_ne_bytes());
         self.buf.extend_from_slice(&flags.to_ne_bytes());
         self.buf.extend_from_slice(&seq.to_ne_bytes());
         self.buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
-        self.buf.push(family);
-        self.buf.push(0); // NFNETLINK_V0
-        self.buf.extend_from_slice(&res_id.to_be_bytes());
+        self.buf.extend_from_slice(header);
+        self.pad();
         start
     }
 
@@ -68,6 +75,21 @@ impl<'a> Writer<'a> {
     /// A big-endian `u32` attribute (nftables' `NLA_BE32`).
     pub(crate) fn put_u32(&mut self, ty: u16, v: u32) {
         self.put(ty, &v.to_be_bytes());
+    }
+
+    /// A big-endian `u16` attribute (ports, conntrack zones).
+    pub(crate) fn put_u16(&mut self, ty: u16, v: u16) {
+        self.put(ty, &v.to_be_bytes());
+    }
+
+    /// A one-byte attribute.
+    pub(crate) fn put_u8(&mut self, ty: u16, v: u8) {
+        self.put(ty, &[v]);
+    }
+
+    /// A host-order `u32` attribute (rtnetlink's integers).
+    pub(crate) fn put_u32_ne(&mut self, ty: u16, v: u32) {
+        self.put(ty, &v.to_ne_bytes());
     }
 
     /// A big-endian `u64` attribute (handles).
@@ -126,7 +148,12 @@ impl<'a> Msg<'a> {
 
     /// The attributes after `nfgenmsg`.
     pub(crate) fn attrs(&self) -> Attrs<'a> {
-        Attrs::new(self.payload.get(NFGENMSG_LEN..).unwrap_or(&[]))
+        self.attrs_after(NFGENMSG_LEN)
+    }
+
+    /// The attributes after a family header of `header_len` bytes (padded to 4).
+    pub(crate) fn attrs_after(&self, header_len: usize) -> Attrs<'a> {
+        Attrs::new(self.payload.get(align4(header_len)..).unwrap_or(&[]))
     }
 }
 
@@ -177,6 +204,15 @@ impl<'a> Attr<'a> {
             Some(b) if self.data.len() == 4 => Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
             _ => Err(Error::decode("a 32-bit attribute of the wrong size")),
         }
+    }
+
+    /// A big-endian `u16` (ports, conntrack zones).
+    pub(crate) fn u16(&self) -> Result<u16, Error> {
+        let arr: [u8; 2] = self
+            .data
+            .try_into()
+            .map_err(|_| Error::decode("a 16-bit attribute of the wrong size"))?;
+        Ok(u16::from_be_bytes(arr))
     }
 
     pub(crate) fn i32(&self) -> Result<i32, Error> {

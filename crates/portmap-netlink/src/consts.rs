@@ -1,11 +1,13 @@
-//! Wire numbers from `linux/netlink.h`, `linux/netfilter/nfnetlink.h` and
-//! `linux/netfilter/nf_tables.h` that this crate uses, named as the kernel names them.
+//! Wire numbers from `linux/netlink.h`, `linux/netfilter/nfnetlink.h`,
+//! `linux/netfilter/nf_tables.h`, `linux/netfilter/nfnetlink_conntrack.h`, `linux/rtnetlink.h`,
+//! `linux/if_link.h` and `linux/if_addr.h` that this crate uses, named as the kernel names them.
 //!
 //! Only numbers live here: no encoding, no decoding, nothing about port mappings.
 
 #![allow(dead_code)]
 
 // netlink.h
+pub const NETLINK_ROUTE: i32 = 0;
 pub const NETLINK_NETFILTER: i32 = 12;
 pub const NLMSG_HDRLEN: usize = 16;
 pub const NLMSG_ERROR: u16 = 2;
@@ -31,6 +33,7 @@ pub const NLA_TYPE_MASK: u16 = 0x3fff;
 
 // nfnetlink.h
 pub const NFGENMSG_LEN: usize = 4;
+pub const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
 pub const NFNL_MSG_BATCH_BEGIN: u16 = 16;
 pub const NFNL_MSG_BATCH_END: u16 = 17;
@@ -176,3 +179,58 @@ pub const NFT_GOTO: i32 = -4;
 pub const NFT_RETURN: i32 = -5;
 pub const NFT_LOOKUP_F_INV: u32 = 1;
 pub const NFT_BITWISE_BOOL: u32 = 0;
+
+// nfnetlink_conntrack.h: messages
+pub const IPCTNL_MSG_CT_NEW: u16 = 0;
+pub const IPCTNL_MSG_CT_GET: u16 = 1;
+pub const IPCTNL_MSG_CT_DELETE: u16 = 2;
+
+// nfnetlink_conntrack.h: attributes
+pub const CTA_TUPLE_ORIG: u16 = 1;
+pub const CTA_TUPLE_REPLY: u16 = 2;
+pub const CTA_STATUS: u16 = 3;
+pub const CTA_MARK: u16 = 8;
+pub const CTA_ID: u16 = 12;
+pub const CTA_ZONE: u16 = 18;
+
+pub const CTA_TUPLE_IP: u16 = 1;
+pub const CTA_TUPLE_PROTO: u16 = 2;
+pub const CTA_TUPLE_ZONE: u16 = 3;
+
+pub const CTA_IP_V4_SRC: u16 = 1;
+pub const CTA_IP_V4_DST: u16 = 2;
+pub const CTA_IP_V6_SRC: u16 = 3;
+pub const CTA_IP_V6_DST: u16 = 4;
+
+pub const CTA_PROTO_NUM: u16 = 1;
+pub const CTA_PROTO_SRC_PORT: u16 = 2;
+pub const CTA_PROTO_DST_PORT: u16 = 3;
+pub const CTA_PROTO_ICMP_ID: u16 = 4;
+pub const CTA_PROTO_ICMP_TYPE: u16 = 5;
+pub const CTA_PROTO_ICMP_CODE: u16 = 6;
+pub const CTA_PROTO_ICMPV6_ID: u16 = 7;
+pub const CTA_PROTO_ICMPV6_TYPE: u16 = 8;
+pub const CTA_PROTO_ICMPV6_CODE: u16 = 9;
+
+// rtnetlink.h: messages
+pub const RTM_NEWLINK: u16 = 16;
+pub const RTM_GETLINK: u16 = 18;
+pub const RTM_NEWADDR: u16 = 20;
+pub const RTM_GETADDR: u16 = 22;
+
+/// `struct ifinfomsg`: family, pad, type, index, flags, change.
+pub const IFINFOMSG_LEN: usize = 16;
+/// `struct ifaddrmsg`: family, prefix length, flags, scope, index.
+pub const IFADDRMSG_LEN: usize = 8;
+
+// if_link.h
+pub const IFLA_IFNAME: u16 = 3;
+pub const IFLA_EXT_MASK: u16 = 29;
+pub const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
+
+// if_addr.h
+pub const IFA_ADDRESS: u16 = 1;
+pub const IFA_LOCAL: u16 = 2;
+
+// if.h
+pub const IFF_UP: u32 = 0x1;

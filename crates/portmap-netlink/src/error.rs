@@ -70,6 +70,14 @@ pub enum Error {
         /// What was looked for, e.g. `set inet portmap dnat4`.
         what: String,
     },
+    /// An argument was refused before anything reached the kernel or the file system.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was given, e.g. `sysctl key "../etc/shadow"`.
+        what: String,
+        /// Why it was refused and what would be valid.
+        reason: String,
+    },
     /// The kernel sent something this crate cannot decode.
     #[error("cannot decode the kernel's reply: {what}")]
     Decode {

@@ -1,4 +1,5 @@
-//! Test support: scratch network namespaces (deleted by a guard even on panic), running `nft` in
+//! Test support: scratch network namespaces (deleted by a guard even on panic), running `nft`,
+//! `ip` and other programs in them, running code on a thread inside them, veth pairs between
 //! them, and the reference ruleset built both as objects (for `Batch`) and as an `nft -f` script.
 //!
 //! Never touches the host namespace's ruleset. Tests that need root fail (never pass silently)
@@ -92,6 +93,58 @@ impl TestNetns {
             "nft -f failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+impl TestNetns {
+    /// Runs `program ARGS` inside the namespace and returns stdout; panics on failure.
+    pub fn exec(&self, program: &str, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .output()
+            .expect("run a program in the test namespace");
+        assert!(
+            out.status.success(),
+            "{program} {args:?} in {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `ip ARGS` inside the namespace.
+    pub fn ip(&self, args: &[&str]) -> String {
+        self.exec("ip", args)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace: sockets it creates live here.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    let ns = std::fs::File::open(&path).expect("open the namespace file");
+                    // SAFETY: an open namespace file; setns moves only this scoped thread.
+                    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                    f()
+                })
+                .join()
+                .expect("the namespace thread panicked")
+        })
+    }
+}
+
+/// Connects `a` and `b` with a veth pair (`a_if` in `a`, `b_if` in `b`), both ends up, and brings
+/// up `lo` in both.
+pub fn veth_pair(a: &TestNetns, a_if: &str, b: &TestNetns, b_if: &str) {
+    a.ip(&[
+        "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name,
+    ]);
+    for (ns, ifname) in [(a, a_if), (b, b_if)] {
+        ns.ip(&["link", "set", ifname, "up"]);
+        ns.ip(&["link", "set", "lo", "up"]);
     }
 }
 

@@ -13,6 +13,8 @@ pub struct ApplyReport {
     pub objects: usize,
     /// Whether the whole table was (re)built rather than changed in place.
     pub rebuilt: bool,
+    /// Tracked connections removed because the plan made them stale.
+    pub flows_cleared: usize,
 }
 
 /// A kernel backend: reads the owned state back, carries out plans, and prints the ruleset it builds.
@@ -30,8 +32,13 @@ pub trait Backend {
     /// a generation the kernel has moved past is refused.
     fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, Self::Error>;
 
-    /// The ruleset `apply` builds for `model`, as text the native tool loads (`nft -f`).
-    fn render(&self, model: &Model) -> String;
+    /// Remove the tracked connections the kernel DNAT-ed through these forwards (after an apply
+    /// changed or removed them), so their next packet meets the new rules. Returns how many went.
+    fn clear_flows(&mut self, stale: &[crate::plan::StaleFlows]) -> Result<usize, Self::Error>;
+
+    /// The ruleset `apply` builds for `model`, as text the native tool loads (`nft -f`). It may read
+    /// facts about the router the configuration does not hold (e.g. its LAN-side addresses).
+    fn render(&self, model: &Model) -> Result<String, Self::Error>;
 
     /// Remove the owned table and everything in it. Returns false when there was nothing to remove.
     fn destroy(&mut self) -> Result<bool, Self::Error>;

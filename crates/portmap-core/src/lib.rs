@@ -29,12 +29,12 @@ pub use config::{CONFIG_VERSION, Config, InterfaceList, MappingConfig, PortSpec}
 pub use error::{ConfigError, ConfigErrors, Error, PlanFileError};
 pub use load::{load_str, parse_config};
 pub use model::{
-    Forward, Mapping, Model, Observed, ObservedMapping, ParsePortRangeError, PortRange, Protocol, Settings,
-    TableState, Transport,
+    Environment, Forward, Mapping, Model, Observed, ObservedMapping, ParsePortRangeError, PortRange,
+    Protocol, Settings, TableState, Transport,
 };
 pub use plan::{
-    Change, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, SettingChange, TableAction,
-    describe_forwards, describe_runs, fold_forwards, plan,
+    Change, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, SettingChange, StaleFlows,
+    TableAction, describe_forwards, describe_runs, fold_forwards, plan,
 };
-pub use render::{MappingSummary, plan_json, render_plan, render_status, status_json};
+pub use render::{MappingSummary, plan_json, render_plan, render_status, render_warnings, status_json};
 pub use validate::{MAX_DESCRIPTION_LEN, MAX_INTERFACE_LEN, MAX_NAME_LEN, canonical_prefixes, validate};

@@ -321,10 +321,12 @@ impl Walker<'_, '_> {
             self.spans.lan = slot;
             self.spans.lan_items = items;
         }
-        if let Some(node) = masquerade
-            && let Some(b) = self.boolean(node, Field::Top("masquerade"))
-        {
-            config.masquerade = b;
+        if let Some(node) = masquerade {
+            self.spans.masquerade.pos = Some(node.pos);
+            match self.boolean(node, Field::Top("masquerade")) {
+                Some(b) => config.masquerade = b,
+                None => self.spans.masquerade.bad = true,
+            }
         }
         if let Some(node) = hairpin
             && let Some(b) = self.boolean(node, Field::Top("hairpin"))

@@ -341,6 +341,24 @@ pub struct Observed {
     pub settings: Settings,
     /// Mappings found, sorted by name.
     pub mappings: Vec<ObservedMapping>,
+    /// What the backend found around its table that can stop forwards from working.
+    #[serde(default)]
+    pub environment: Environment,
+}
+
+/// Facts about the router outside portmap's table that decide whether its forwards can work. A
+/// backend fills in what it can read; `None` means it was not read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Environment {
+    /// Names of the network interfaces that exist now.
+    pub interfaces: Option<Vec<String>>,
+    /// `net.ipv4.ip_forward`.
+    pub ipv4_forwarding: Option<bool>,
+    /// `net.ipv6.conf.all.forwarding`.
+    pub ipv6_forwarding: Option<bool>,
+    /// Other tables' forward chains that drop (by policy or a final drop rule) without accepting
+    /// DNAT-ed traffic, each described in a sentence naming the table and chain.
+    pub blocking_forward_chains: Vec<String>,
 }
 
 impl Observed {
@@ -353,6 +371,7 @@ impl Observed {
             state: TableState::Missing,
             settings: Settings::default(),
             mappings: Vec::new(),
+            environment: Environment::default(),
         }
     }
 
@@ -369,6 +388,7 @@ impl Observed {
             state: TableState::Intact,
             settings: model.settings.clone(),
             mappings,
+            environment: Environment::default(),
         }
     }
 }

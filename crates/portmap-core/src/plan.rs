@@ -138,6 +138,52 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.table_action == TableAction::Keep && self.settings.is_empty() && self.changes.is_empty()
     }
+
+    /// The tracked connections that applying this plan makes stale: flows DNAT-ed by a forward that
+    /// goes away or now leads elsewhere, and flows from sources an allow-list no longer admits.
+    /// Forwards the plan leaves as they are keep their flows.
+    pub fn stale_flows(&self) -> Vec<StaleFlows> {
+        let mut out = Vec::new();
+        for change in &self.changes {
+            match change {
+                Change::Create { .. } => {}
+                Change::Delete { before, .. } => {
+                    out.extend(before.forwards.iter().map(|&forward| StaleFlows {
+                        forward,
+                        unless_from: None,
+                    }));
+                }
+                Change::Update { before, after, .. } => {
+                    let kept: std::collections::HashSet<Forward> = after.forwards().into_iter().collect();
+                    let narrowed = before.allow_from != after.allow_from && !after.allow_from.is_empty();
+                    for &forward in &before.forwards {
+                        if !kept.contains(&forward) {
+                            out.push(StaleFlows {
+                                forward,
+                                unless_from: None,
+                            });
+                        } else if narrowed {
+                            out.push(StaleFlows {
+                                forward,
+                                unless_from: Some(after.allow_from.clone()),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Tracked connections made stale by a plan: those the kernel DNAT-ed through `forward` (original
+/// destination port and protocol, reply from the old target), except those from `unless_from`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleFlows {
+    /// The forward the flows went through.
+    pub forward: Forward,
+    /// Sources whose flows stay (an allow-list that was narrowed); `None`: every source's flow goes.
+    pub unless_from: Option<Vec<ipnet::IpNet>>,
 }
 
 /// Compare the configuration with the kernel. Pure and total.
@@ -210,10 +256,52 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
         table_action,
         settings,
         changes,
-        warnings: Vec::new(),
+        warnings: warnings(model, &observed.environment),
         desired: model.clone(),
         observed_settings: observed.settings.clone(),
     }
+}
+
+/// What stands in the way of the forwards working, in sentences naming what was found. Never blocks.
+pub fn warnings(model: &Model, env: &crate::model::Environment) -> Vec<String> {
+    let mut out = Vec::new();
+    for chain in &env.blocking_forward_chains {
+        out.push(format!(
+            "{chain}: forwarded connections to the mappings will be dropped there (an accept in portmap's own \
+             table does not carry over to another table); add `ct status dnat accept` to that chain — see \
+             docs/coexistence.md"
+        ));
+    }
+    if env.ipv4_forwarding == Some(false) && !model.mappings.is_empty() {
+        out.push(
+            "IPv4 forwarding is disabled (net.ipv4.ip_forward = 0): the router will not pass forwarded \
+             connections; enable it with `sysctl -w net.ipv4.ip_forward=1` (and in /etc/sysctl.d)"
+                .to_owned(),
+        );
+    }
+    let has_v6 = model.mappings.iter().any(|m| m.to.is_ipv6());
+    if env.ipv6_forwarding == Some(false) && has_v6 {
+        out.push(
+            "IPv6 forwarding is disabled (net.ipv6.conf.all.forwarding = 0): IPv6 mappings will not pass; \
+             enable it with `sysctl -w net.ipv6.conf.all.forwarding=1`"
+                .to_owned(),
+        );
+    }
+    if let Some(present) = &env.interfaces {
+        let sides = [
+            ("wan", &model.settings.wan_interfaces),
+            ("lan", &model.settings.lan_interfaces),
+        ];
+        for (side, names) in sides {
+            for name in names.iter().filter(|n| !present.contains(n)) {
+                out.push(format!(
+                    "{side} interface {name} does not exist (yet): the rules are in place and take effect when it \
+                     appears"
+                ));
+            }
+        }
+    }
+    out
 }
 
 fn setting_changes(before: &Settings, after: &Settings) -> Vec<SettingChange> {
@@ -471,8 +559,10 @@ impl Plan {
 }
 
 impl fmt::Display for Plan {
-    /// The plan for people, without colour: [`crate::render_plan`]`(self, false)`.
+    /// The plan for people, without colour: [`crate::render_plan`] followed by
+    /// [`crate::render_warnings`].
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::render::render_plan(self, false))
+        f.write_str(&crate::render::render_plan(self, false))?;
+        f.write_str(&crate::render::render_warnings(self, false))
     }
 }

@@ -188,7 +188,7 @@ fn write_row(out: &mut String, row: &Row, w: [usize; 4], paint: Paint) {
 /// A plan for people, Terraform-like: the table action, setting changes, one block per mapping
 /// change (`+` create, `~` change with `field: before → after` lines, `-` delete with its reason),
 /// then `Plan: 2 to create, 1 to change, 1 to delete.`; for an empty plan, `No changes. …`.
-/// Warnings follow under `Warnings:`. ANSI colour only when `color` is true.
+/// Warnings are not included (see [`render_warnings`]). ANSI colour only when `color` is true.
 pub fn render_plan(plan: &Plan, color: bool) -> String {
     let paint = Paint(color);
     let mut out = String::new();
@@ -198,7 +198,6 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
             "No changes. The kernel matches the configuration ({}).",
             plural(plan.desired.mappings.len(), "mapping", "mappings")
         );
-        write_warnings(&mut out, plan, paint);
         return out;
     }
     let generation = plan
@@ -308,7 +307,14 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
         );
     }
     let _ = writeln!(out, "{}.", paint.wrap(BOLD, &summary));
-    write_warnings(&mut out, plan, paint);
+    out
+}
+
+/// The plan's warnings under a `Warnings:` heading (empty when there are none). The CLI prints them
+/// to standard error; `Display` for `Plan` appends them to [`render_plan`].
+pub fn render_warnings(plan: &Plan, color: bool) -> String {
+    let mut out = String::new();
+    write_warnings(&mut out, plan, Paint(color));
     out
 }
 

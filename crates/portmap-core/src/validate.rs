@@ -75,6 +75,7 @@ pub(crate) struct Spans {
     pub wan_items: Vec<(Pos, usize)>,
     pub lan: Slot,
     pub lan_items: Vec<(Pos, usize)>,
+    pub masquerade: Slot,
     /// One per `Config` mapping (or none at all).
     pub mappings: Vec<MappingSpans>,
 }
@@ -223,6 +224,15 @@ pub(crate) fn check(config: &Config, spans: &Spans, report: &mut Report<'_>) -> 
         &mut seen,
         report,
     );
+
+    if config.masquerade && config.lan.interfaces.is_empty() && !spans.lan.bad {
+        report.push(
+            spans.masquerade.pos,
+            Field::Top("masquerade"),
+            "masquerade needs the LAN side: list the interfaces whose traffic is masqueraded in \
+             `lan: { interfaces: [...] }`, or set `masquerade: false`",
+        );
+    }
 
     let mut checked: Vec<Checked> = Vec::with_capacity(config.mappings.len());
     for (i, m) in config.mappings.iter().enumerate() {

@@ -505,7 +505,8 @@ fn plan_text_home_router_mixed() {
     let mut p = plan(&model, &observed);
     p.warnings
         .push("iptables-nft table ip nat also forwards tcp port 8080".into());
-    insta::assert_snapshot!("plan_text_home_router_mixed", render_plan(&p, false));
+    // Display: the plan, then its warnings.
+    insta::assert_snapshot!("plan_text_home_router_mixed", p.to_string());
 }
 
 #[test]
@@ -539,4 +540,78 @@ fn status_text_missing() {
 fn status_json_home_router() {
     let (_, observed) = mixed();
     insta::assert_json_snapshot!("status_json_home_router_damaged", status_json(&observed));
+}
+
+#[test]
+fn stale_flows_follow_changed_and_removed_forwards_only() {
+    let model = home();
+    let mut observed = applied(&model);
+    // web pointed elsewhere; game is gone from the file; mail-pop3's allow-list was wider.
+    observed_mut(&mut observed, "web").forwards[0].to = ip("192.168.1.67");
+    observed_mut(&mut observed, "mail-pop3").allow_from = vec!["0.0.0.0/0".parse().unwrap()];
+    let mut wanted = model.clone();
+    wanted.mappings.retain(|m| m.name != "game");
+    let stale = plan(&wanted, &observed).stale_flows();
+
+    let web = stale
+        .iter()
+        .filter(|s| s.forward.port == 8080)
+        .collect::<Vec<_>>();
+    assert_eq!(web.len(), 1);
+    assert_eq!(web[0].forward.to, ip("192.168.1.67"), "the old target's flows go");
+    assert_eq!(web[0].unless_from, None);
+    assert_eq!(
+        stale
+            .iter()
+            .filter(|s| s.forward.transport == Transport::Udp && s.forward.port >= 27015)
+            .count(),
+        16
+    );
+    let pop3 = stale
+        .iter()
+        .find(|s| s.forward.port == 110)
+        .expect("narrowed allow-list");
+    assert_eq!(
+        pop3.unless_from,
+        Some(mapping(&model, "mail-pop3").allow_from.clone())
+    );
+    // Untouched mappings keep their flows.
+    for port in [25, 143, 53, 6000] {
+        assert!(
+            stale.iter().all(|s| s.forward.port != port),
+            "port {port} is untouched"
+        );
+    }
+    assert!(plan(&model, &applied(&model)).stale_flows().is_empty());
+}
+
+#[test]
+fn warnings_name_what_stands_in_the_way() {
+    let model = home();
+    let mut observed = applied(&model);
+    observed.environment = portmap_core::Environment {
+        interfaces: Some(vec!["lo".into(), "wan0".into()]),
+        ipv4_forwarding: Some(false),
+        ipv6_forwarding: Some(false),
+        blocking_forward_chains: vec![
+            "table inet filter, chain forward has policy drop and does not accept `ct status dnat`".into(),
+        ],
+    };
+    let p = plan(&model, &observed);
+    assert!(p.is_empty(), "warnings are not changes");
+    let text = p.warnings.join("\n");
+    assert!(
+        text.contains("table inet filter, chain forward has policy drop"),
+        "{text}"
+    );
+    assert!(text.contains("net.ipv4.ip_forward = 0"), "{text}");
+    assert!(
+        !text.contains("IPv6 forwarding"),
+        "no IPv6 mapping, no IPv6 warning: {text}"
+    );
+    assert!(text.contains("lan interface lan0 does not exist"), "{text}");
+    assert!(!text.contains("wan interface"), "{text}");
+    assert_eq!(plan_json(&p)["warnings"].as_array().map(Vec::len), Some(3));
+    assert!(render_plan(&p, false).contains("No changes"));
+    assert!(portmap_core::render_warnings(&p, false).contains("Warnings:"));
 }

@@ -165,6 +165,13 @@ const CASES: &[(&str, &str, &[&str])] = &[
         ],
     ),
     (
+        "masquerade without a LAN side",
+        "wan: { interfaces: [wan0] }\nmasquerade: true\n",
+        &[
+            "portmap.yaml:2:13: masquerade: masquerade needs the LAN side: list the interfaces whose traffic is masqueraded in `lan: { interfaces: [...] }`, or set `masquerade: false`",
+        ],
+    ),
+    (
         "mappings not a list",
         "wan: { interfaces: [wan0] }\nmappings:\n  web: 80\n",
         &[

@@ -31,10 +31,11 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
-    /// Render the ruleset the backend would build for `model` in table `table`. Needs no privileges.
-    pub fn render(self, model: &Model, table: &str) -> String {
+    /// Render the ruleset the backend would build for `model` in table `table` of network namespace
+    /// `netns` (whose LAN-side addresses it reads; the process's own namespace needs no privileges).
+    pub fn render(self, model: &Model, table: &str, netns: &Netns) -> Result<String, Error> {
         match self {
-            BackendKind::Nft => portmap_nft::render_script(model, table),
+            BackendKind::Nft => Ok(portmap_nft::render_script(model, table, netns)?),
         }
     }
 }
@@ -57,6 +58,14 @@ pub enum Error {
 pub enum Backends {
     /// nftables.
     Nft(NftBackend),
+}
+
+/// How to apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Leave tracked connections alone: flows of changed or removed mappings keep going to their
+    /// old target until they end (`apply --keep-conntrack`).
+    pub keep_conntrack: bool,
 }
 
 /// What [`Backends::converge`] did.
@@ -90,15 +99,27 @@ impl Backends {
         }
     }
 
-    /// Carry out a plan in one transaction, then read the kernel back and require that nothing is
-    /// left to do.
+    /// Carry out a plan in one transaction, read the kernel back and require that nothing is left
+    /// to do, then remove the tracked connections the plan made stale (so a live flow meets the new
+    /// rules on its next packet).
     pub fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, Error> {
-        let report = match self {
+        self.apply_with(plan, &ApplyOptions::default())
+    }
+
+    /// [`Backends::apply`] with options.
+    pub fn apply_with(&mut self, plan: &Plan, options: &ApplyOptions) -> Result<ApplyReport, Error> {
+        let mut report = match self {
             Backends::Nft(b) => b.apply(plan)?,
         };
         let after = portmap_core::plan(&plan.desired, &self.observe()?);
         if !after.is_empty() {
             return Err(Error::NotConverged(Box::new(after)));
+        }
+        if !options.keep_conntrack {
+            let stale = plan.stale_flows();
+            report.flows_cleared = match self {
+                Backends::Nft(b) => b.clear_flows(&stale)?,
+            };
         }
         Ok(report)
     }

@@ -79,6 +79,10 @@ enum Command {
         /// Apply without asking.
         #[arg(long)]
         auto_approve: bool,
+        /// Leave tracked connections of changed or removed mappings alone (they keep going to the
+        /// old target until they end).
+        #[arg(long)]
+        keep_conntrack: bool,
     },
     /// Show the mappings the kernel holds now.
     Status {
@@ -158,7 +162,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
         }
         Command::Render(c) => {
             let model = load(&c.config)?;
-            print!("{}", kind.render(&model, &cli.table));
+            print!("{}", kind.render(&model, &cli.table, &netns_of(cli))?);
             Ok(ExitStatus::Success)
         }
         Command::Plan {
@@ -178,7 +182,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&portmap::plan_json(&plan))?);
             } else {
-                print!("{}", portmap::render_plan(&plan, color));
+                print_plan(&plan, color);
                 if let Some(path) = out_file {
                     println!(
                         "\nSaved the plan to {}; apply it with `portmap apply {}`.",
@@ -197,6 +201,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             config,
             planfile,
             auto_approve,
+            keep_conntrack,
         } => {
             let (plan, mut backend) = if let Some(path) = planfile {
                 let text = std::fs::read_to_string(path)
@@ -212,7 +217,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 let mut backend = open(cli, kind)?;
                 (portmap::plan(&model, &backend.observe()?), backend)
             };
-            print!("{}", portmap::render_plan(&plan, color));
+            print_plan(&plan, color);
             if plan.is_empty() {
                 return Ok(ExitStatus::Success);
             }
@@ -221,15 +226,25 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 confirm(&format!("Apply these changes to table {}?", plan.table))?;
             }
             let started = Instant::now();
-            let report = backend.apply(&plan)?;
+            let report = backend.apply_with(
+                &plan,
+                &portmap::ApplyOptions {
+                    keep_conntrack: *keep_conntrack,
+                },
+            )?;
             let elapsed = started.elapsed();
             let (create, update, delete) = counts(&plan);
             println!(
-                "\nApply complete: {create} created, {update} changed, {delete} deleted{} — {} kernel objects in one transaction ({} messages, {:.1} ms).",
+                "\nApply complete: {create} created, {update} changed, {delete} deleted{} — {} kernel objects in one transaction ({} messages, {:.1} ms){}.",
                 if report.rebuilt { ", table rebuilt" } else { "" },
                 report.objects,
                 report.messages,
-                elapsed.as_secs_f64() * 1000.0
+                elapsed.as_secs_f64() * 1000.0,
+                match report.flows_cleared {
+                    0 => String::new(),
+                    1 => "; 1 stale tracked connection removed".to_owned(),
+                    n => format!("; {n} stale tracked connections removed"),
+                }
             );
             Ok(ExitStatus::Success)
         }
@@ -268,13 +283,16 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
     }
 }
 
-fn open(cli: &Cli, kind: BackendKind) -> Result<Backends> {
-    let netns = match &cli.netns {
+fn netns_of(cli: &Cli) -> Netns {
+    match &cli.netns {
         None => Netns::Current,
         Some(s) if s.contains('/') => Netns::Path(PathBuf::from(s)),
         Some(s) => Netns::Named(s.clone()),
-    };
-    Ok(Backends::open(kind, &netns, &cli.table)?)
+    }
+}
+
+fn open(cli: &Cli, kind: BackendKind) -> Result<Backends> {
+    Ok(Backends::open(kind, &netns_of(cli), &cli.table)?)
 }
 
 /// Read and validate a configuration; `-` is standard input.
@@ -320,6 +338,16 @@ fn confirm(question: &str) -> Result<()> {
         bail!("cancelled; nothing was changed");
     }
     Ok(())
+}
+
+/// The plan on standard output, its warnings on standard error.
+fn print_plan(plan: &Plan, color: bool) {
+    print!("{}", portmap::render_plan(plan, color));
+    let warnings = portmap::render_warnings(plan, use_color(&std::io::stderr()));
+    if !warnings.is_empty() {
+        let _ = std::io::stdout().flush();
+        eprint!("{warnings}");
+    }
 }
 
 fn counts(plan: &Plan) -> (usize, usize, usize) {

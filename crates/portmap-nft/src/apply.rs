@@ -9,6 +9,7 @@ use portmap_core::{Change, Mapping, Model, ObservedMapping, Plan, Settings, Tabl
 use portmap_netlink::{Batch, Element, Table, udata};
 
 use crate::element::{self, mapping_comment};
+use crate::lan_side::LanSide;
 use crate::layout::{self, Contents, Shape, TableId};
 
 /// A batch and how many kernel objects it touches.
@@ -46,12 +47,13 @@ impl Ids {
 }
 
 /// Build the batch that carries out `plan` (which must not be empty).
-pub fn build(plan: &Plan, t: &TableId) -> Built {
+pub fn build(plan: &Plan, t: &TableId, env: &LanSide) -> Built {
     let before = &plan.observed_settings;
     let after = &plan.desired.settings;
-    let shape_changes = shape_of(before) != shape_of(after);
-    if plan.table_action != TableAction::Keep || shape_changes {
-        return rebuild(plan, t);
+    // A change of shape, or of the LAN side (whose addresses the table holds), rebuilds the table.
+    let restructure = shape_of(before) != shape_of(after) || before.lan_interfaces != after.lan_interfaces;
+    if plan.table_action != TableAction::Keep || restructure {
+        return rebuild(plan, t, env);
     }
     let mut b = Builder {
         batch: Batch::new(),
@@ -108,8 +110,8 @@ pub fn table_object(t: &TableId) -> Table {
 }
 
 /// Delete whatever is there and build the whole table from the desired model, in one batch.
-fn rebuild(plan: &Plan, t: &TableId) -> Built {
-    let contents = contents(&plan.desired, t);
+fn rebuild(plan: &Plan, t: &TableId, env: &LanSide) -> Built {
+    let contents = contents(&plan.desired, t, env);
     let mut batch = Batch::new();
     let table = table_object(t);
     batch.add_table(&table);
@@ -145,7 +147,7 @@ fn rebuild(plan: &Plan, t: &TableId) -> Built {
 }
 
 /// Everything the table holds for `model`: what a rebuild sends and what `observe` should find.
-pub fn contents(model: &Model, t: &TableId) -> Contents {
+pub fn contents(model: &Model, t: &TableId, env: &LanSide) -> Contents {
     let shape = shape_of(&model.settings);
     let mut sets = layout::static_sets(t);
     let mut chains = layout::static_chains(t, shape);
@@ -184,6 +186,10 @@ pub fn contents(model: &Model, t: &TableId) -> Contents {
     }
     elements.insert(layout::DNAT4.to_owned(), dnat);
     elements.insert(layout::GUARD4.to_owned(), guards);
+    elements.insert(
+        layout::LAN_SIDE4.to_owned(),
+        element::interval_elements(&env.lan_side4),
+    );
     rules.extend(layout::static_rules(t, shape));
     Contents {
         chains,

@@ -40,6 +40,11 @@ pub const LAN_SET: &str = "lan_ifaces";
 pub const DNAT4: &str = "dnat4";
 /// Name of the IPv4 allow-list dispatch verdict map.
 pub const GUARD4: &str = "guard4";
+/// Name of the set of addresses that always stay the router's: loopback and the router's own
+/// addresses on LAN interfaces. Hairpin never DNATs traffic addressed to them.
+pub const LAN_SIDE4: &str = "lan_side4";
+/// Name of the nat output base chain (router-local hairpin).
+pub const OUTPUT: &str = "output";
 /// Name of the nat prerouting base chain.
 pub const PREROUTING: &str = "prerouting";
 /// Name of the filter forward base chain.
@@ -57,6 +62,7 @@ const WAN_SET_ID: u32 = 1;
 const LAN_SET_ID: u32 = 2;
 const DNAT4_ID: u32 = 3;
 const GUARD4_ID: u32 = 4;
+const LAN_SIDE4_ID: u32 = 5;
 /// First id for per-mapping allow-list sets.
 pub const ALLOW_SET_ID_BASE: u32 = 100;
 
@@ -136,6 +142,16 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             datatype::concat(&[datatype::INET_PROTO, datatype::INET_SERVICE]),
             8,
             Some(datatype::VERDICT),
+            None,
+        ),
+        set(
+            t,
+            LAN_SIDE4,
+            LAN_SIDE4_ID,
+            set_flags::INTERVAL,
+            datatype::IPV4_ADDR,
+            4,
+            None,
             None,
         ),
     ]
@@ -234,6 +250,9 @@ pub fn static_chains(t: &TableId, shape: Shape) -> Vec<Chain> {
         base_chain(t, PREROUTING, Hook::Prerouting, -100, "nat"),
         base_chain(t, FORWARD, Hook::Forward, 0, "filter"),
     ];
+    if shape.hairpin {
+        chains.push(base_chain(t, OUTPUT, Hook::Output, -100, "nat"));
+    }
     if shape.has_postrouting() {
         chains.push(base_chain(t, POSTROUTING, Hook::Postrouting, 100, "nat"));
     }
@@ -271,14 +290,18 @@ pub fn allow_chain_object(t: &TableId, mapping: &str) -> Chain {
 /// The rules of the static structure, in chain order.
 pub fn static_rules(t: &TableId, shape: Shape) -> Vec<Rule> {
     let mut rules = vec![
-        rule(t, PREROUTING, dispatch(Iface::InWan, Lookup::Guard)),
-        rule(t, PREROUTING, dispatch(Iface::InWan, Lookup::Dnat)),
+        rule(t, PREROUTING, dispatch(From::Wan, Lookup::Guard)),
+        rule(t, PREROUTING, dispatch(From::Wan, Lookup::Dnat)),
     ];
     if shape.hairpin {
-        rules.push(rule(t, PREROUTING, dispatch(Iface::InLan, Lookup::Guard)));
-        rules.push(rule(t, PREROUTING, dispatch(Iface::InLan, Lookup::Dnat)));
+        rules.push(rule(t, PREROUTING, dispatch(From::Lan, Lookup::Guard)));
+        rules.push(rule(t, PREROUTING, dispatch(From::Lan, Lookup::Dnat)));
     }
     rules.push(rule(t, FORWARD, forward_accept_dnat()));
+    if shape.hairpin {
+        rules.push(rule(t, OUTPUT, dispatch(From::Router, Lookup::Guard)));
+        rules.push(rule(t, OUTPUT, dispatch(From::Router, Lookup::Dnat)));
+    }
     if shape.masquerade {
         rules.push(rule(t, POSTROUTING, masquerade_lan_to_wan()));
     }
@@ -351,6 +374,17 @@ enum Iface {
     OutLan,
 }
 
+/// Where the traffic a DNAT rule handles comes from.
+#[derive(Clone, Copy)]
+enum From {
+    /// Arriving on a WAN interface.
+    Wan,
+    /// Arriving on a LAN interface (hairpin).
+    Lan,
+    /// The router's own processes (nat output, hairpin).
+    Router,
+}
+
 /// `iifname @set` / `oifname @set`.
 fn iface(which: Iface) -> [Expr; 2] {
     let (key, set, set_id) = match which {
@@ -374,34 +408,22 @@ fn iface(which: Iface) -> [Expr; 2] {
     ]
 }
 
-/// `iifname @wan_ifaces fib daddr type local meta nfproto ipv4` (for the LAN side also
-/// `fib daddr . iif type != local`, so the router's own LAN-side addresses are never taken over)
-/// followed by the guard vmap or the DNAT.
-fn dispatch(side: Iface, which: Lookup) -> Vec<Expr> {
-    let mut exprs = iface(side).to_vec();
-    exprs.extend([
-        Expr::Fib {
-            flags: NFTA_FIB_F_DADDR,
-            result: NFT_FIB_RESULT_ADDRTYPE,
-            dreg: Register::R1,
-        },
-        Expr::Cmp {
-            sreg: Register::R1,
-            op: CmpOp::Eq,
-            data: RTN_LOCAL.to_ne_bytes().to_vec(),
-        },
-    ]);
-    if matches!(side, Iface::InLan) {
-        exprs.push(Expr::Fib {
-            flags: NFTA_FIB_F_DADDR | NFTA_FIB_F_IIF,
-            result: NFT_FIB_RESULT_ADDRTYPE,
-            dreg: Register::R1,
-        });
-        exprs.push(Expr::Cmp {
-            sreg: Register::R1,
-            op: CmpOp::Neq,
-            data: RTN_LOCAL.to_ne_bytes().to_vec(),
-        });
+/// The match part of a DNAT rule, followed by the guard vmap or the DNAT:
+/// - from the WAN: `iifname @wan_ifaces fib daddr type local meta nfproto ipv4`;
+/// - from the LAN (hairpin): `iifname @lan_ifaces fib daddr type local fib daddr . iif type != local
+///   meta nfproto ipv4 ip daddr != @lan_side4`, so the router's own LAN-side addresses are never
+///   taken over (the fib check needs no addresses; the set also covers the router's other LANs);
+/// - from the router itself (hairpin, nat output): `fib daddr type local meta nfproto ipv4
+///   ip daddr != @lan_side4` (the set holds loopback and the LAN-side addresses).
+fn dispatch(from: From, which: Lookup) -> Vec<Expr> {
+    let mut exprs = match from {
+        From::Wan => iface(Iface::InWan).to_vec(),
+        From::Lan => iface(Iface::InLan).to_vec(),
+        From::Router => Vec::new(),
+    };
+    exprs.extend(fib_type_local(NFTA_FIB_F_DADDR, CmpOp::Eq));
+    if matches!(from, From::Lan) {
+        exprs.extend(fib_type_local(NFTA_FIB_F_DADDR | NFTA_FIB_F_IIF, CmpOp::Neq));
     }
     exprs.extend([
         Expr::Meta {
@@ -413,6 +435,25 @@ fn dispatch(side: Iface, which: Lookup) -> Vec<Expr> {
             op: CmpOp::Eq,
             data: vec![NFPROTO_IPV4],
         },
+    ]);
+    if !matches!(from, From::Wan) {
+        exprs.extend([
+            Expr::Payload {
+                base: PayloadBase::Network,
+                offset: 16,
+                len: 4,
+                dreg: Register::R1,
+            },
+            Expr::Lookup {
+                sreg: Register::R1,
+                dreg: None,
+                set: LAN_SIDE4.to_owned(),
+                set_id: LAN_SIDE4_ID,
+                invert: true,
+            },
+        ]);
+    }
+    exprs.extend([
         Expr::Meta {
             key: MetaKey::L4Proto,
             dreg: Register::R1,
@@ -452,6 +493,22 @@ fn dispatch(side: Iface, which: Lookup) -> Vec<Expr> {
         }
     }
     exprs
+}
+
+/// `fib daddr [. iif] type local` (or `!= local`).
+fn fib_type_local(flags: u32, op: CmpOp) -> [Expr; 2] {
+    [
+        Expr::Fib {
+            flags,
+            result: NFT_FIB_RESULT_ADDRTYPE,
+            dreg: Register::R1,
+        },
+        Expr::Cmp {
+            sreg: Register::R1,
+            op,
+            data: RTN_LOCAL.to_ne_bytes().to_vec(),
+        },
+    ]
 }
 
 /// `ct status dnat`.

@@ -8,16 +8,20 @@
 #![warn(missing_docs)]
 
 pub mod apply;
+pub mod coexistence;
 pub mod element;
+pub mod lan_side;
 pub mod layout;
 pub mod observe;
 pub mod render;
 #[cfg(test)]
 mod tests;
 
-use portmap_core::{ApplyReport, Backend, Model, Observed, Plan};
+use portmap_core::{ApplyReport, Backend, Model, Observed, Plan, StaleFlows};
+use portmap_netlink::conntrack::{self, Conntrack, Flow};
 use portmap_netlink::{Family, Netns, Socket};
 
+pub use lan_side::LanSide;
 pub use layout::TableId;
 
 /// Default name of the owned table.
@@ -67,6 +71,7 @@ pub enum Error {
 #[derive(Debug)]
 pub struct NftBackend {
     socket: Socket,
+    netns: Netns,
     table: TableId,
 }
 
@@ -75,6 +80,7 @@ impl NftBackend {
     pub fn open(netns: &Netns, table: &str) -> Result<Self, Error> {
         Ok(NftBackend {
             socket: Socket::open(netns)?,
+            netns: netns.clone(),
             table: table_id(table),
         })
     }
@@ -85,6 +91,21 @@ impl NftBackend {
     }
 }
 
+/// Whether `flow` was DNAT-ed through the forward `stale` names: same protocol and original
+/// destination port, answered by the forward's target, and not from a source that may stay.
+fn flow_is_stale(flow: &Flow, stale: &StaleFlows) -> bool {
+    let f = &stale.forward;
+    flow.status & conntrack::status::DST_NAT != 0
+        && flow.original.proto == f.transport.number()
+        && flow.original.dst_port == Some(f.port)
+        && flow.reply.src == f.to
+        && flow.reply.src_port == Some(f.to_port)
+        && !stale
+            .unless_from
+            .as_ref()
+            .is_some_and(|keep| keep.iter().any(|net| net.contains(&flow.original.src)))
+}
+
 /// The id of `inet <name>`.
 pub fn table_id(name: &str) -> TableId {
     TableId {
@@ -93,9 +114,13 @@ pub fn table_id(name: &str) -> TableId {
     }
 }
 
-/// Render `model` as an nft script for table `inet <table>` (no kernel access, no privileges needed).
-pub fn render_script(model: &Model, table: &str) -> String {
-    render::render(model, &table_id(table))
+/// Render `model` as an nft script for table `inet <table>`.
+///
+/// The router's LAN-side addresses (which hairpin leaves alone) are read from `netns`; reading the
+/// namespace the process runs in needs no privileges.
+pub fn render_script(model: &Model, table: &str, netns: &Netns) -> Result<String, Error> {
+    let env = LanSide::read(netns, &model.settings)?;
+    Ok(render::render(model, &table_id(table), &env))
 }
 
 impl Backend for NftBackend {
@@ -106,7 +131,7 @@ impl Backend for NftBackend {
     }
 
     fn observe(&mut self) -> Result<Observed, Error> {
-        observe::observe(&mut self.socket, &self.table)
+        observe::observe(&mut self.socket, &self.netns, &self.table)
     }
 
     fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, Error> {
@@ -122,7 +147,8 @@ impl Backend for NftBackend {
         if plan.is_empty() {
             return Ok(ApplyReport::default());
         }
-        let built = apply::build(plan, &self.table);
+        let env = LanSide::read(&self.netns, &plan.desired.settings)?;
+        let built = apply::build(plan, &self.table, &env);
         match self.socket.send(&built.batch, plan.generation) {
             Ok(()) => {}
             Err(portmap_netlink::Error::GenerationChanged) => {
@@ -145,11 +171,21 @@ impl Backend for NftBackend {
             messages: built.batch.len(),
             objects: built.objects,
             rebuilt: built.rebuilt,
+            flows_cleared: 0,
         })
     }
 
-    fn render(&self, model: &Model) -> String {
-        render::render(model, &self.table)
+    fn clear_flows(&mut self, stale: &[StaleFlows]) -> Result<usize, Error> {
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        let mut conntrack = Conntrack::open(&self.netns)?;
+        Ok(conntrack.delete_where(None, |flow| stale.iter().any(|s| flow_is_stale(flow, s)))?)
+    }
+
+    fn render(&self, model: &Model) -> Result<String, Error> {
+        let env = LanSide::read(&self.netns, &model.settings)?;
+        Ok(render::render(model, &self.table, &env))
     }
 
     fn destroy(&mut self) -> Result<bool, Error> {

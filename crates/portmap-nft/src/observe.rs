@@ -6,15 +6,35 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
-use portmap_core::{Forward, Observed, ObservedMapping, Settings, TableState, Transport};
-use portmap_netlink::{Chain, Rule, Set, Socket, udata};
+use portmap_core::{Environment, Forward, Observed, ObservedMapping, Settings, TableState, Transport};
+use portmap_netlink::link::{self, Interface};
+use portmap_netlink::{Chain, Netns, Rule, Set, Socket, sysctl, udata};
 
-use crate::Error;
 use crate::element::{self, parse_mapping_comment};
+use crate::lan_side::LanSide;
 use crate::layout::{self, Contents, Shape, TableId};
+use crate::{Error, coexistence};
 
-/// Read the table consistently and analyse it.
-pub fn observe(socket: &mut Socket, t: &TableId) -> Result<Observed, Error> {
+/// Read the table consistently and analyse it, then look around it (interfaces, forwarding
+/// sysctls, other tables' forward chains) for what would stop the forwards from working.
+pub fn observe(socket: &mut Socket, netns: &Netns, t: &TableId) -> Result<Observed, Error> {
+    let interfaces = link::interfaces(netns)?;
+    let mut observed = observe_table(socket, &interfaces, t)?;
+    observed.environment = Environment {
+        interfaces: Some(interfaces.iter().map(|i| i.name.clone()).collect()),
+        ipv4_forwarding: read_flag(netns, "net.ipv4.ip_forward"),
+        ipv6_forwarding: read_flag(netns, "net.ipv6.conf.all.forwarding"),
+        blocking_forward_chains: coexistence::blocking_forward_chains(socket, t)?,
+    };
+    Ok(observed)
+}
+
+/// A 0/1 sysctl; `None` when it cannot be read (e.g. IPv6 disabled), which is never a warning.
+fn read_flag(netns: &Netns, key: &str) -> Option<bool> {
+    sysctl::read(netns, key).ok().map(|v| v.trim() != "0")
+}
+
+fn observe_table(socket: &mut Socket, interfaces: &[Interface], t: &TableId) -> Result<Observed, Error> {
     for _ in 0..5 {
         let generation = socket.generation()?;
         if socket.table(t.family, &t.name)?.is_none() {
@@ -43,13 +63,26 @@ pub fn observe(socket: &mut Socket, t: &TableId) -> Result<Observed, Error> {
             sets,
             elements,
         };
-        return Ok(analyse(t, &contents, Some(generation)));
+        // The LAN-side addresses the table should hold, for the LAN interfaces it names.
+        let lan_interfaces: Vec<String> = contents
+            .elements
+            .get(layout::LAN_SET)
+            .map(|e| e.iter().map(layout::ifname_of).collect())
+            .unwrap_or_default();
+        let lan_side = LanSide::from_interfaces(
+            interfaces,
+            &Settings {
+                lan_interfaces,
+                ..Settings::default()
+            },
+        );
+        return Ok(analyse(t, &contents, &lan_side, Some(generation)));
     }
     Err(Error::Unstable)
 }
 
 /// Turn a snapshot of the table into mappings, settings and structure findings. Pure.
-pub fn analyse(t: &TableId, snap: &Contents, generation: Option<u32>) -> Observed {
+pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u32>) -> Observed {
     let mut reasons: Vec<String> = Vec::new();
     let elements = |name: &str| snap.elements.get(name).map_or(&[][..], Vec::as_slice);
 
@@ -65,6 +98,20 @@ pub fn analyse(t: &TableId, snap: &Contents, generation: Option<u32>) -> Observe
                 ));
             }
             Some(_) => {}
+        }
+    }
+
+    // The addresses hairpin must leave alone follow the router's LAN interfaces.
+    if snap.sets.iter().any(|s| s.name == layout::LAN_SIDE4) {
+        match element::prefixes_of(elements(layout::LAN_SIDE4)) {
+            Some(found) if found == env.lan_side4 => {}
+            Some(found) => reasons.push(format!(
+                "set {} holds {} but the router's loopback and LAN-side addresses are now {}; it is refreshed",
+                layout::LAN_SIDE4,
+                list(&found),
+                list(&env.lan_side4)
+            )),
+            None => reasons.push(format!("set {} holds malformed intervals", layout::LAN_SIDE4)),
         }
     }
 
@@ -84,7 +131,13 @@ pub fn analyse(t: &TableId, snap: &Contents, generation: Option<u32>) -> Observe
 
     // Allow-list chains and sets, by mapping name.
     let mut allow: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
-    let static_chains: BTreeSet<&str> = [layout::PREROUTING, layout::FORWARD, layout::POSTROUTING].into();
+    let static_chains: BTreeSet<&str> = [
+        layout::PREROUTING,
+        layout::FORWARD,
+        layout::OUTPUT,
+        layout::POSTROUTING,
+    ]
+    .into();
     for chain in &snap.chains {
         if static_chains.contains(chain.name.as_str()) {
             continue;
@@ -204,7 +257,13 @@ pub fn analyse(t: &TableId, snap: &Contents, generation: Option<u32>) -> Observe
         },
         settings,
         mappings,
+        environment: Environment::default(),
     }
+}
+
+fn list(prefixes: &[IpNet]) -> String {
+    let parts: Vec<String> = prefixes.iter().map(ToString::to_string).collect();
+    format!("[{}]", parts.join(", "))
 }
 
 fn kind(set: &Set) -> &'static str {

@@ -10,10 +10,11 @@ use portmap_core::{Mapping, Model};
 
 use crate::apply::shape_of;
 use crate::element::mapping_comment;
+use crate::lan_side::LanSide;
 use crate::layout::{self, TableId};
 
 /// Render the whole table for `model`.
-pub fn render(model: &Model, t: &TableId) -> String {
+pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
     let mut out = String::with_capacity(256 + model.mappings.len() * 96);
     let fam = t.family.as_str();
     let name = &t.name;
@@ -80,41 +81,40 @@ pub fn render(model: &Model, t: &TableId) -> String {
     elements(&mut out, &elems);
     let _ = writeln!(out, "\t}}");
 
+    // Addresses hairpin leaves to the router.
+    let _ = writeln!(out, "\n\tset {} {{", layout::LAN_SIDE4);
+    let _ = writeln!(out, "\t\ttype ipv4_addr");
+    let _ = writeln!(out, "\t\tflags interval");
+    elements(&mut out, &prefix_texts(&env.lan_side4));
+    let _ = writeln!(out, "\t}}");
+
     // Allow-lists.
     for m in &guarded {
         let _ = writeln!(out, "\n\tset {} {{", layout::allow_set(&m.name));
         let _ = writeln!(out, "\t\ttype ipv4_addr");
         let _ = writeln!(out, "\t\tflags interval");
         let _ = writeln!(out, "\t\tcomment \"{}\"", m.name);
-        let prefixes: Vec<String> = m
-            .allow_from
-            .iter()
-            .map(|p| {
-                if p.prefix_len() == p.max_prefix_len() {
-                    p.addr().to_string()
-                } else {
-                    p.to_string()
-                }
-            })
-            .collect();
+        let prefixes = prefix_texts(&m.allow_from);
         elements(&mut out, &prefixes);
         let _ = writeln!(out, "\t}}");
     }
 
     // Base chains.
-    let wan = format!("iifname @{} fib daddr type local", layout::WAN_SET);
+    let wan = format!(
+        "iifname @{} fib daddr type local meta nfproto ipv4",
+        layout::WAN_SET
+    );
     let lan = format!(
-        "iifname @{} fib daddr type local fib daddr . iif type != local",
-        layout::LAN_SET
+        "iifname @{} fib daddr type local fib daddr . iif type != local meta nfproto ipv4 ip daddr != @{}",
+        layout::LAN_SET,
+        layout::LAN_SIDE4
     );
-    let guard = format!(
-        "meta nfproto ipv4 meta l4proto . th dport vmap @{}",
-        layout::GUARD4
+    let router = format!(
+        "fib daddr type local meta nfproto ipv4 ip daddr != @{}",
+        layout::LAN_SIDE4
     );
-    let dnat = format!(
-        "meta nfproto ipv4 dnat ip to meta l4proto . th dport map @{}",
-        layout::DNAT4
-    );
+    let guard = format!("meta l4proto . th dport vmap @{}", layout::GUARD4);
+    let dnat = format!("dnat ip to meta l4proto . th dport map @{}", layout::DNAT4);
     let _ = writeln!(out, "\n\tchain {} {{", layout::PREROUTING);
     let _ = writeln!(
         out,
@@ -134,6 +134,13 @@ pub fn render(model: &Model, t: &TableId) -> String {
     );
     let _ = writeln!(out, "\t\tct status dnat counter accept");
     let _ = writeln!(out, "\t}}");
+    if shape.hairpin {
+        let _ = writeln!(out, "\n\tchain {} {{", layout::OUTPUT);
+        let _ = writeln!(out, "\t\ttype nat hook output priority -100; policy accept;");
+        let _ = writeln!(out, "\t\t{router} {guard}");
+        let _ = writeln!(out, "\t\t{router} {dnat}");
+        let _ = writeln!(out, "\t}}");
+    }
     if shape.masquerade || shape.hairpin {
         let _ = writeln!(out, "\n\tchain {} {{", layout::POSTROUTING);
         let _ = writeln!(
@@ -168,6 +175,20 @@ pub fn render(model: &Model, t: &TableId) -> String {
     }
     let _ = writeln!(out, "}}");
     out
+}
+
+/// Prefixes as nft prints them: a host prefix as a bare address.
+fn prefix_texts(prefixes: &[ipnet::IpNet]) -> Vec<String> {
+    prefixes
+        .iter()
+        .map(|p| {
+            if p.prefix_len() == p.max_prefix_len() {
+                p.addr().to_string()
+            } else {
+                p.to_string()
+            }
+        })
+        .collect()
 }
 
 fn ifname_set(out: &mut String, name: &str, interfaces: &[String]) {

@@ -7,8 +7,13 @@ use portmap_core::{Mapping, Model, Observed, PortRange, Protocol, Settings, Tabl
 use portmap_netlink::Expr;
 
 use crate::apply::{self, contents};
+use crate::lan_side::LanSide;
 use crate::layout::{self, TableId};
 use crate::observe::analyse;
+
+fn env() -> LanSide {
+    LanSide::default()
+}
 
 fn t() -> TableId {
     crate::table_id("portmap")
@@ -81,7 +86,7 @@ fn model() -> Model {
 }
 
 fn observed(model: &Model) -> Observed {
-    analyse(&t(), &contents(model, &t()), Some(1))
+    analyse(&t(), &contents(model, &t(), &env()), &env(), Some(1))
 }
 
 #[test]
@@ -126,14 +131,14 @@ fn contents_read_back_as_the_model() {
 fn damage_is_reported() {
     let m = model();
     // A base-chain rule changed by hand.
-    let mut c = contents(&m, &t());
+    let mut c = contents(&m, &t(), &env());
     let r = c
         .rules
         .iter_mut()
         .find(|r| r.chain == layout::PREROUTING)
         .unwrap();
     r.exprs.pop();
-    let o = analyse(&t(), &c, None);
+    let o = analyse(&t(), &c, &env(), None);
     let TableState::Damaged { reasons } = &o.state else {
         panic!("{o:?}")
     };
@@ -141,10 +146,10 @@ fn damage_is_reported() {
     assert!(matches!(plan(&m, &o).table_action, TableAction::Repair { .. }));
 
     // An allow-list chain removed by hand.
-    let mut c = contents(&m, &t());
+    let mut c = contents(&m, &t(), &env());
     c.chains.retain(|ch| ch.name != "allow_mail");
     c.rules.retain(|r| r.chain != "allow_mail");
-    let TableState::Damaged { reasons } = analyse(&t(), &c, None).state else {
+    let TableState::Damaged { reasons } = analyse(&t(), &c, &env(), None).state else {
         panic!()
     };
     assert!(
@@ -155,23 +160,23 @@ fn damage_is_reported() {
     );
 
     // An element someone added without a comment.
-    let mut c = contents(&m, &t());
+    let mut c = contents(&m, &t(), &env());
     let mut stray = c.elements[layout::DNAT4][0].clone();
     stray.userdata = None;
     stray.key = crate::element::key_bytes(portmap_core::Transport::Tcp, 9999);
     c.elements.get_mut(layout::DNAT4).unwrap().push(stray);
-    let TableState::Damaged { reasons } = analyse(&t(), &c, None).state else {
+    let TableState::Damaged { reasons } = analyse(&t(), &c, &env(), None).state else {
         panic!()
     };
     assert!(reasons.iter().any(|r| r.contains("tcp . 9999")), "{reasons:?}");
 
     // A foreign chain in our table.
-    let mut c = contents(&m, &t());
+    let mut c = contents(&m, &t(), &env());
     let mut extra = layout::allow_chain_object(&t(), "x");
     extra.name = "mine".into();
     extra.userdata = None;
     c.chains.push(extra);
-    let TableState::Damaged { reasons } = analyse(&t(), &c, None).state else {
+    let TableState::Damaged { reasons } = analyse(&t(), &c, &env(), None).state else {
         panic!()
     };
     assert!(reasons.iter().any(|r| r.contains("chain mine")), "{reasons:?}");
@@ -184,7 +189,7 @@ fn a_changed_target_touches_only_its_elements() {
     after.mappings[2].to = "192.168.1.80".parse().unwrap();
     let p = plan(&after, &observed(&before));
     assert_eq!(p.changes.len(), 1);
-    let built = apply::build(&p, &t());
+    let built = apply::build(&p, &t(), &env());
     assert!(!built.rebuilt);
     // Three ports: three deletes and three adds.
     assert_eq!(built.objects, 6);
@@ -197,7 +202,7 @@ fn adding_an_allow_list_creates_its_chain_set_and_guards() {
     let mut after = model();
     after.mappings[0].allow_from = vec!["192.0.2.0/24".parse().unwrap()];
     let p = plan(&after, &observed(&before));
-    let built = apply::build(&p, &t());
+    let built = apply::build(&p, &t(), &env());
     // set + 1 interval (start, end) + chain + rule + 1 guard element.
     assert_eq!(built.objects, 1 + 2 + 2 + 1);
     // Read back as applied, the plan is empty.
@@ -211,7 +216,7 @@ fn shape_change_rebuilds() {
     let mut after = model();
     after.settings.masquerade = true;
     let p = plan(&after, &observed(&before));
-    assert!(apply::build(&p, &t()).rebuilt);
+    assert!(apply::build(&p, &t(), &env()).rebuilt);
 }
 
 #[test]
@@ -219,7 +224,40 @@ fn rules_use_the_expected_expressions() {
     let rules = layout::static_rules(&t(), apply::shape_of(&model().settings));
     let pre = &rules[1].exprs;
     assert!(matches!(pre.last(), Some(Expr::Nat { .. })));
-    let render = crate::render::render(&model(), &t());
+    let render = crate::render::render(&model(), &t(), &env());
     assert!(render.contains("dnat ip to meta l4proto . th dport map @dnat4"));
     assert!(render.contains("tcp . 8080 comment \"web: web server: main\" : 192.168.1.66 . 80"));
+}
+
+#[test]
+fn changed_lan_addresses_are_drift() {
+    use portmap_netlink::link::Interface;
+    let m = model();
+    let lan = |addr: &str| Interface {
+        index: 2,
+        name: "lan0".into(),
+        up: true,
+        addrs: vec![(addr.parse().unwrap(), 24)],
+    };
+    let then = LanSide::from_interfaces(&[lan("192.168.1.1")], &m.settings);
+    assert_eq!(
+        then.lan_side4.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["127.0.0.0/8", "192.168.1.1/32"]
+    );
+    let now = LanSide::from_interfaces(&[lan("192.168.2.1")], &m.settings);
+    let c = contents(&m, &t(), &then);
+    assert_eq!(analyse(&t(), &c, &then, None).state, TableState::Intact);
+    let TableState::Damaged { reasons } = analyse(&t(), &c, &now, None).state else {
+        panic!()
+    };
+    assert!(reasons.iter().any(|r| r.contains("192.168.2.1")), "{reasons:?}");
+    // A WAN interface's address never matters.
+    let wan = Interface {
+        name: "wan0".into(),
+        ..lan("203.0.113.1")
+    };
+    assert_eq!(
+        LanSide::from_interfaces(&[wan, lan("192.168.1.1")], &m.settings),
+        then
+    );
 }

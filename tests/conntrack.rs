@@ -1,0 +1,144 @@
+//! Changes that take effect for flows already in flight: after an apply that retargets a mapping, a
+//! UDP flow from a fixed source port follows the new target on its next datagram, while a TCP
+//! connection of an untouched mapping carries on. `--keep-conntrack` leaves flows alone.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use support::{CLIENT, Reply, Topology, WAN};
+
+fn config(voip_target: &str) -> String {
+    format!(
+        "wan: {{ interfaces: [wan0] }}\nlan: {{ interfaces: [lan0] }}\nhairpin: false\n\
+         mappings:\n\
+         \x20 - name: web\n    port: 8080\n    to: 192.168.1.66\n    to_port: 80\n\
+         \x20 - name: voip\n    protocol: udp\n    port: 5060\n    to: {voip_target}\n"
+    )
+}
+
+/// A UDP socket on the client with a fixed source port, like a phone or a game client.
+fn fixed_port_client(t: &Topology) -> UdpSocket {
+    let sock = t
+        .client
+        .enter(|| UdpSocket::bind(SocketAddrV4::new(CLIENT, 40_000)))
+        .expect("bind 40000");
+    sock.connect(SocketAddrV4::new(WAN, 5060)).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    sock
+}
+
+/// Send one datagram and say which LAN server answered.
+fn ask(sock: &UdpSocket) -> SocketAddr {
+    sock.send(b"hello").expect("send");
+    let mut buf = [0u8; 1500];
+    let n = sock.recv(&mut buf).expect("an answer");
+    Reply::parse(&String::from_utf8_lossy(&buf[..n]))
+        .expect("identity reply")
+        .server
+}
+
+/// A TCP echo server on the LAN that keeps its connections open.
+fn echo_server(t: &Topology, addr: SocketAddrV4) {
+    let listener = t
+        .lan
+        .enter(move || TcpListener::bind(addr))
+        .expect("bind echo server");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().expect("clone");
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if writeln!(writer, "echo {line}").is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn echo(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream, text: &str) -> String {
+    writeln!(writer, "{text}").expect("write");
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read");
+    line.trim_end().to_owned()
+}
+
+#[test]
+fn a_live_udp_flow_follows_a_changed_target_and_tcp_of_others_survives() {
+    support::require_root!();
+    let t = Topology::new("ct-follow");
+    let _old = t.udp_server("192.168.1.66:5060");
+    let _new = t.udp_server("192.168.1.71:5060");
+    echo_server(&t, "192.168.1.66:80".parse().expect("addr"));
+    t.apply(&config("192.168.1.66")).success();
+
+    // A TCP connection of the untouched mapping, open across the apply.
+    let stream = t
+        .client
+        .enter(|| {
+            TcpStream::connect_timeout(
+                &SocketAddr::V4(SocketAddrV4::new(WAN, 8080)),
+                Duration::from_secs(2),
+            )
+        })
+        .expect("connect to web");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    assert_eq!(echo(&mut reader, &mut writer, "before"), "echo before");
+
+    let phone = fixed_port_client(&t);
+    assert_eq!(ask(&phone), "192.168.1.66:5060".parse().unwrap());
+    assert_eq!(ask(&phone), "192.168.1.66:5060".parse().unwrap());
+
+    let run = t.apply(&config("192.168.1.71"));
+    run.success();
+    assert!(run.stdout.contains("stale tracked connection"), "{run}");
+
+    // The very next datagram from the same source port reaches the new target.
+    assert_eq!(ask(&phone), "192.168.1.71:5060".parse().unwrap());
+    // The untouched mapping's TCP connection is still the same, working connection.
+    assert_eq!(echo(&mut reader, &mut writer, "after"), "echo after");
+}
+
+#[test]
+fn keep_conntrack_leaves_live_flows_on_the_old_target() {
+    support::require_root!();
+    let t = Topology::new("ct-keep");
+    let _old = t.udp_server("192.168.1.66:5060");
+    let _new = t.udp_server("192.168.1.71:5060");
+    t.apply(&config("192.168.1.66")).success();
+    let phone = fixed_port_client(&t);
+    assert_eq!(ask(&phone), "192.168.1.66:5060".parse().unwrap());
+
+    let path = t.write_config(&config("192.168.1.71"));
+    t.portmap(&[
+        "apply",
+        "-c",
+        support::topology::path_str(&path),
+        "--auto-approve",
+        "--keep-conntrack",
+    ])
+    .success();
+    assert_eq!(
+        ask(&phone),
+        "192.168.1.66:5060".parse().unwrap(),
+        "the tracked flow keeps its old translation"
+    );
+    // A new flow (another source port) meets the new rule.
+    let fresh = support::traffic::udp_request(
+        &t.client,
+        CLIENT,
+        SocketAddrV4::new(WAN, 5060),
+        Duration::from_secs(2),
+    );
+    let fresh = Reply::parse(&fresh.expect("answer")).expect("identity");
+    assert_eq!(fresh.server, "192.168.1.71:5060".parse().unwrap());
+}

@@ -29,4 +29,6 @@ set -x
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+# The benchmark suite at small N, so it cannot rot (ratios are printed, not asserted).
+./scripts/bench.sh --quick
 cargo test --workspace --locked

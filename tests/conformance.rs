@@ -116,6 +116,14 @@ fn home_router_example() {
 }
 
 #[test]
+fn dual_stack_example() {
+    support::require_root!();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dual-stack.yaml");
+    let table = same_table_both_ways(&path);
+    assert!(table.contains("map dnat6 {"), "{table}");
+}
+
+#[test]
 fn home_router_fixture() {
     support::require_root!();
     let table = same_table_both_ways(&fixture("home-router.yaml"));
@@ -175,6 +183,35 @@ fn both_protocols() {
     assert!(!table.contains("tcp . 514 "), "syslog is UDP only:\n{table}");
 }
 
+#[test]
+fn ipv6_and_dual_stack() {
+    support::require_root!();
+    let table = same_table_both_ways(&fixture("ipv6.yaml"));
+    // The dual-stack pair: tcp 80 in both maps, each to its own target.
+    assert!(
+        table.contains(r#"tcp . 80 comment "web: web server" : 192.168.1.66 . 80"#),
+        "{table}"
+    );
+    assert!(
+        table.contains(r#"tcp . 80 comment "web6: web server over IPv6" : 2001:db8:2::66 . 80"#),
+        "{table}"
+    );
+    for proto in ["tcp", "udp"] {
+        for (port, to_port) in (6000..=6002).zip(7000..=7002) {
+            assert!(
+                table.contains(&format!(
+                    "{proto} . {port} comment \"game6\" : 2001:db8:2::70 . {to_port}"
+                )),
+                "{table}"
+            );
+        }
+    }
+    assert!(table.contains("ip6 saddr != @allow_game6_src accept"), "{table}");
+    assert!(table.contains("ip saddr != @allow_ssh_src accept"), "{table}");
+    // Adjacent hosts merge into one prefix in the kernel too.
+    assert!(table.contains("2001:db8:1::2/127"), "{table}");
+}
+
 /// The kernel layout per fixture, for review (`cargo insta review`). Separate from the equality tests
 /// above so a layout change shows up as a snapshot diff, not as a conformance failure.
 fn layout(fixture_file: &str) -> String {
@@ -215,6 +252,12 @@ fn layout_ranges() {
 fn layout_both() {
     support::require_root!();
     insta::assert_snapshot!("layout_both", layout("both.yaml"));
+}
+
+#[test]
+fn layout_ipv6() {
+    support::require_root!();
+    insta::assert_snapshot!("layout_ipv6", layout("ipv6.yaml"));
 }
 
 #[test]

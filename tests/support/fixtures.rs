@@ -37,7 +37,13 @@ pub const BAD_FIXTURES: &[BadFixture] = &[
 ];
 
 /// The valid fixtures directly under `tests/fixtures/`.
-pub const GOOD_FIXTURES: &[&str] = &["home-router.yaml", "allow-lists.yaml", "ranges.yaml", "both.yaml"];
+pub const GOOD_FIXTURES: &[&str] = &[
+    "home-router.yaml",
+    "allow-lists.yaml",
+    "ranges.yaml",
+    "both.yaml",
+    "ipv6.yaml",
+];
 
 impl BadFixture {
     /// Absolute path of the fixture.

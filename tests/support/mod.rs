@@ -1,8 +1,9 @@
 //! Test harness shared by the end-to-end, conformance and CLI tests (`mod support;` in each test file).
 //!
-//! Its job: make throw-away network namespaces (an internet client, the router, the LAN) and remove them
-//! again even when a test panics; run code, servers and clients inside them; run the `portmap` binary
-//! against them; read the router's ruleset back in a comparable form.
+//! Its job: make throw-away network namespaces (an internet client, the router, the LAN; IPv4, and
+//! IPv6 on request) and remove them again even when a test panics; run code, servers and clients
+//! inside them; run the `portmap` binary against them; read the router's ruleset back in a
+//! comparable form.
 //!
 //! What it must not do: touch the host's network namespace. Every address, link, rule and socket lives
 //! in a namespace a test created, and the `portmap` binary is only ever started inside such a namespace
@@ -30,7 +31,10 @@ pub use portmap::{
     Diagnostic, RunOptions, TempDir, change_actions, config, diagnostics, fixture, portmap, portmap_with,
     scalar, status_mapping, table_action,
 };
-pub use topology::{CLIENT, LAN_HOSTS, OTHER_CLIENT, ROUTER_LAN, Topology, WAN};
+pub use topology::{
+    CLIENT, CLIENT6, LAN_HOSTS, LAN_HOSTS6, OTHER_CLIENT, OTHER_CLIENT6, ROUTER_LAN, ROUTER_LAN6, Topology,
+    WAN, WAN6, WAN6_LINK_LOCAL,
+};
 pub use traffic::{ConnError, Reply, Server};
 
 /// Environment variable that lets a test run without root print "skipped: needs root" and pass.

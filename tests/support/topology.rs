@@ -12,11 +12,24 @@
 //! the LAN: it can only reach LAN hosts through portmap's DNAT on 203.0.113.1 (replies are un-DNATed by
 //! the router's conntrack). 203.0.113.3 is the "disallowed" source for allow-list tests.
 //!
+//! [`Topology::with_ipv6`] adds IPv6 on the same links (addresses added with `nodad`, so they are
+//! usable at once; `net.ipv6.conf.all.forwarding=1` in the router only):
+//!
+//! ```text
+//!  eth0 2001:db8:1::2/64 ── wan0 2001:db8:1::1/64, fe80::1
+//!       2001:db8:1::3/64     lan0 2001:db8:2::1/64, fe80::1 ── eth0 2001:db8:2::66/64 (+ ::25 ::70 ::71)
+//!                                                                  default via 2001:db8:2::1
+//! ```
+//!
+//! The router's `fe80::1` addresses matter: it solicits a neighbour for a forwarded packet only
+//! from a link-local address that has passed duplicate address detection, which the automatic ones
+//! need a second or two for.
+//!
 //! The lab also owns a scratch directory for configuration files and runs the `portmap` binary with
-//! `--netns <router>`.
+//! `--netns <router>`. Clients reach the router's WAN address of their own family.
 
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,6 +53,25 @@ pub const LAN_HOSTS: [Ipv4Addr; 4] = [
     Ipv4Addr::new(192, 168, 1, 25),
     Ipv4Addr::new(192, 168, 1, 70),
     Ipv4Addr::new(192, 168, 1, 71),
+];
+
+/// The router's IPv6 WAN address (with [`Topology::with_ipv6`]).
+pub const WAN6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+/// A link-local address of the router's WAN interface, and of its LAN interface (with
+/// [`Topology::with_ipv6`]).
+pub const WAN6_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+/// The internet client's main IPv6 address.
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
+/// The internet client's second IPv6 address (the source an allow-list does not admit).
+pub const OTHER_CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 3);
+/// The router's IPv6 LAN address (the LAN hosts' IPv6 gateway).
+pub const ROUTER_LAN6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
+/// The LAN hosts' IPv6 addresses, all on `eth0` of the LAN namespace.
+pub const LAN_HOSTS6: [Ipv6Addr; 4] = [
+    Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x66),
+    Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x25),
+    Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x70),
+    Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x71),
 ];
 
 /// Name of the config file [`Topology::write_config`] writes.
@@ -97,6 +129,38 @@ impl Topology {
         }
     }
 
+    /// The lab of [`Topology::new`] with IPv6 on every link as well (see the module docs).
+    #[track_caller]
+    pub fn with_ipv6(tag: &str) -> Topology {
+        let t = Topology::new(tag);
+        t.router.ip_batch(&format!(
+            "addr add {WAN6}/64 dev wan0 nodad\n\
+             addr add {WAN6_LINK_LOCAL}/64 dev wan0 nodad\n\
+             addr add {ROUTER_LAN6}/64 dev lan0 nodad\n\
+             addr add {WAN6_LINK_LOCAL}/64 dev lan0 nodad\n"
+        ));
+        t.router.sysctl("net.ipv6.conf.all.forwarding=1");
+        t.client.ip_batch(&format!(
+            "addr add {CLIENT6}/64 dev eth0 nodad\n\
+             addr add {OTHER_CLIENT6}/64 dev eth0 nodad\n"
+        ));
+        let mut lan_cmds = String::new();
+        for host in LAN_HOSTS6 {
+            let _ = writeln!(lan_cmds, "addr add {host}/64 dev eth0 nodad");
+        }
+        let _ = writeln!(lan_cmds, "route add default via {ROUTER_LAN6}");
+        t.lan.ip_batch(&lan_cmds);
+        t
+    }
+
+    /// The router's WAN address of `from`'s family: where a client at `from` sends its traffic.
+    pub fn wan_for(from: IpAddr) -> IpAddr {
+        match from {
+            IpAddr::V4(_) => IpAddr::V4(WAN),
+            IpAddr::V6(_) => IpAddr::V6(WAN6),
+        }
+    }
+
     /// Give the client a route to the LAN through the router (only for the harness self-test: plain
     /// routing without any DNAT).
     #[track_caller]
@@ -105,54 +169,75 @@ impl Topology {
             .ip(&["route", "add", "192.168.1.0/24", "via", &WAN.to_string()]);
     }
 
-    /// A TCP identity server on a LAN address, e.g. `"192.168.1.66:80"`.
+    /// A TCP identity server on a LAN address, e.g. `"192.168.1.66:80"` or
+    /// `"[2001:db8:2::66]:80"`.
     #[track_caller]
     pub fn tcp_server(&self, addr: &str) -> Server {
-        Server::tcp(&self.lan, parse_v4(addr))
+        Server::tcp(&self.lan, parse_addr(addr))
     }
 
     /// A UDP identity server on a LAN address.
     #[track_caller]
     pub fn udp_server(&self, addr: &str) -> Server {
-        Server::udp(&self.lan, parse_v4(addr))
+        Server::udp(&self.lan, parse_addr(addr))
     }
 
-    /// TCP from the client (source `from`) to the router's WAN address on `port`.
-    pub fn tcp(&self, from: Ipv4Addr, port: u16) -> Result<String, ConnError> {
-        tcp_request(&self.client, from, SocketAddrV4::new(WAN, port), REPLY_TIMEOUT)
+    /// TCP from the client (source `from`) to the router's WAN address (of `from`'s family) on
+    /// `port`.
+    pub fn tcp(&self, from: impl Into<IpAddr>, port: u16) -> Result<String, ConnError> {
+        let from = from.into();
+        tcp_request(
+            &self.client,
+            from,
+            SocketAddr::new(Self::wan_for(from), port),
+            REPLY_TIMEOUT,
+        )
     }
 
-    /// UDP from the client (source `from`) to the router's WAN address on `port`.
-    pub fn udp(&self, from: Ipv4Addr, port: u16) -> Result<String, ConnError> {
-        udp_request(&self.client, from, SocketAddrV4::new(WAN, port), REPLY_TIMEOUT)
+    /// UDP from the client (source `from`) to the router's WAN address (of `from`'s family) on
+    /// `port`.
+    pub fn udp(&self, from: impl Into<IpAddr>, port: u16) -> Result<String, ConnError> {
+        let from = from.into();
+        udp_request(
+            &self.client,
+            from,
+            SocketAddr::new(Self::wan_for(from), port),
+            REPLY_TIMEOUT,
+        )
     }
 
     /// Assert that TCP from `from` to WAN:`port` is answered by the LAN server `server`
     /// (e.g. `"192.168.1.66:80"`) and that the server saw the client's own address (no SNAT).
     #[track_caller]
-    pub fn assert_tcp(&self, from: Ipv4Addr, port: u16, server: &str) {
+    pub fn assert_tcp(&self, from: impl Into<IpAddr>, port: u16, server: &str) {
+        let from = from.into();
         let got = self.tcp(from, port);
         self.check_reply("tcp", from, port, server, &got);
     }
 
     /// UDP variant of [`Topology::assert_tcp`].
     #[track_caller]
-    pub fn assert_udp(&self, from: Ipv4Addr, port: u16, server: &str) {
+    pub fn assert_udp(&self, from: impl Into<IpAddr>, port: u16, server: &str) {
+        let from = from.into();
         let got = self.udp(from, port);
         self.check_reply("udp", from, port, server, &got);
     }
 
     /// Assert that TCP from `from` to WAN:`port` gets no answer from anyone (refused or timed out).
     #[track_caller]
-    pub fn assert_tcp_blocked(&self, from: Ipv4Addr, port: u16) {
-        let got = tcp_request(&self.client, from, SocketAddrV4::new(WAN, port), BLOCKED_TIMEOUT);
+    pub fn assert_tcp_blocked(&self, from: impl Into<IpAddr>, port: u16) {
+        let from = from.into();
+        let to = SocketAddr::new(Self::wan_for(from), port);
+        let got = tcp_request(&self.client, from, to, BLOCKED_TIMEOUT);
         self.check_blocked("tcp", from, port, &got);
     }
 
     /// UDP variant of [`Topology::assert_tcp_blocked`].
     #[track_caller]
-    pub fn assert_udp_blocked(&self, from: Ipv4Addr, port: u16) {
-        let got = udp_request(&self.client, from, SocketAddrV4::new(WAN, port), BLOCKED_TIMEOUT);
+    pub fn assert_udp_blocked(&self, from: impl Into<IpAddr>, port: u16) {
+        let from = from.into();
+        let to = SocketAddr::new(Self::wan_for(from), port);
+        let got = udp_request(&self.client, from, to, BLOCKED_TIMEOUT);
         self.check_blocked("udp", from, port, &got);
     }
 
@@ -160,11 +245,12 @@ impl Topology {
     fn check_reply(
         &self,
         proto: &str,
-        from: Ipv4Addr,
+        from: IpAddr,
         port: u16,
         server: &str,
         got: &Result<String, ConnError>,
     ) {
+        let wan = SocketAddr::new(Self::wan_for(from), port);
         let want: SocketAddr = server
             .parse()
             .unwrap_or_else(|e| panic!("bad server address {server}: {e}"));
@@ -174,17 +260,18 @@ impl Topology {
         };
         assert!(
             ok,
-            "{proto} {from} -> {WAN}:{port}: expected an answer from {want} that saw {from} (no SNAT), \
+            "{proto} {from} -> {wan}: expected an answer from {want} that saw {from} (no SNAT), \
              got {got:?}\n--- router ruleset ---\n{}",
             self.router_ruleset()
         );
     }
 
     #[track_caller]
-    fn check_blocked(&self, proto: &str, from: Ipv4Addr, port: u16, got: &Result<String, ConnError>) {
+    fn check_blocked(&self, proto: &str, from: IpAddr, port: u16, got: &Result<String, ConnError>) {
+        let wan = SocketAddr::new(Self::wan_for(from), port);
         assert!(
             matches!(got, Err(ConnError::Refused | ConnError::Timeout)),
-            "{proto} {from} -> {WAN}:{port}: expected refused or timeout, got {got:?}\n\
+            "{proto} {from} -> {wan}: expected refused or timeout, got {got:?}\n\
              --- router ruleset ---\n{}",
             self.router_ruleset()
         );
@@ -242,9 +329,9 @@ pub fn path_str(path: &Path) -> &str {
 }
 
 #[track_caller]
-fn parse_v4(addr: &str) -> SocketAddrV4 {
+fn parse_addr(addr: &str) -> SocketAddr {
     addr.parse()
-        .unwrap_or_else(|e| panic!("bad IPv4 socket address {addr}: {e}"))
+        .unwrap_or_else(|e| panic!("bad socket address {addr}: {e}"))
 }
 
 /// Wait up to `limit` for `check` to become true, polling with a short back-off. For kernel state

@@ -1,5 +1,5 @@
 //! Real traffic inside namespaces: identity servers on LAN addresses and clients that connect from a
-//! chosen source address with short timeouts.
+//! chosen source address with short timeouts, over IPv4 or IPv6.
 //!
 //! A server answers every TCP connection or UDP datagram with `lan <its address> saw <peer address>`
 //! and records the peer, so a test can tell WHICH host answered, on which port, and what source address
@@ -12,7 +12,7 @@
 use std::fmt;
 use std::io::{self, Read};
 use std::mem::size_of;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -119,12 +119,13 @@ impl Server {
     /// A TCP server listening on `addr` inside `ns`: accepts, records the peer, writes the identity
     /// line, closes. Listening before this returns.
     #[track_caller]
-    pub fn tcp(ns: &Netns, addr: SocketAddrV4) -> Server {
+    pub fn tcp(ns: &Netns, addr: impl Into<SocketAddr>) -> Server {
+        let addr = addr.into();
         let listener = ns
             .enter(|| TcpListener::bind(addr))
             .unwrap_or_else(|e| panic!("bind tcp {addr} in {}: {e}", ns.name()));
         let socket = Arc::new(Socket::Tcp(listener));
-        Server::start(socket, SocketAddr::V4(addr), |socket, local, seen, stop| {
+        Server::start(socket, addr, |socket, local, seen, stop| {
             let Socket::Tcp(listener) = socket else {
                 unreachable!()
             };
@@ -151,12 +152,13 @@ impl Server {
     /// A UDP server on `addr` inside `ns`: answers each datagram with the identity line. Bound before
     /// this returns.
     #[track_caller]
-    pub fn udp(ns: &Netns, addr: SocketAddrV4) -> Server {
+    pub fn udp(ns: &Netns, addr: impl Into<SocketAddr>) -> Server {
+        let addr = addr.into();
         let sock = ns
             .enter(|| UdpSocket::bind(addr))
             .unwrap_or_else(|e| panic!("bind udp {addr} in {}: {e}", ns.name()));
         let socket = Arc::new(Socket::Udp(sock));
-        Server::start(socket, SocketAddr::V4(addr), |socket, local, seen, stop| {
+        Server::start(socket, addr, |socket, local, seen, stop| {
             let Socket::Udp(sock) = socket else { unreachable!() };
             let mut buf = [0u8; 1500];
             loop {
@@ -222,16 +224,18 @@ impl Drop for Server {
 }
 
 /// Connect over TCP from `from` (port chosen by the kernel) to `to` inside `ns`, read the reply until
-/// the server closes. The whole exchange is bounded by `timeout`.
+/// the server closes. The whole exchange is bounded by `timeout`. A link-local IPv6 `to` carries its
+/// interface as the scope id.
 pub fn tcp_request(
     ns: &Netns,
-    from: Ipv4Addr,
-    to: SocketAddrV4,
+    from: impl Into<IpAddr>,
+    to: impl Into<SocketAddr>,
     timeout: Duration,
 ) -> Result<String, ConnError> {
+    let (from, to) = (from.into(), to.into());
     ns.enter(move || {
         let deadline = Instant::now() + timeout;
-        let mut stream = connect_from(SocketAddrV4::new(from, 0), to, timeout)?;
+        let mut stream = connect_from(SocketAddr::new(from, 0), to, timeout)?;
         let left = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
@@ -246,12 +250,13 @@ pub fn tcp_request(
 /// Send one UDP datagram from `from` to `to` inside `ns` and wait up to `timeout` for the answer.
 pub fn udp_request(
     ns: &Netns,
-    from: Ipv4Addr,
-    to: SocketAddrV4,
+    from: impl Into<IpAddr>,
+    to: impl Into<SocketAddr>,
     timeout: Duration,
 ) -> Result<String, ConnError> {
+    let (from, to) = (from.into(), to.into());
     ns.enter(move || {
-        let sock = UdpSocket::bind(SocketAddrV4::new(from, 0))?;
+        let sock = UdpSocket::bind(SocketAddr::new(from, 0))?;
         // Connected, so an ICMP port unreachable comes back as ECONNREFUSED.
         sock.connect(to)?;
         sock.set_read_timeout(Some(timeout))?;
@@ -263,25 +268,54 @@ pub fn udp_request(
     .map_err(|e: io::Error| ConnError::from_io(&e))
 }
 
-fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::sa_family_t::try_from(libc::AF_INET).expect("AF_INET fits sa_family_t"),
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*addr.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
+/// A socket address as the C API takes it, with its length.
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data for which all zero bytes are a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::sa_family_t::try_from(libc::AF_INET).expect("AF_INET fits sa_family_t"),
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::sa_family_t::try_from(libc::AF_INET6).expect("AF_INET6 fits sa_family_t"),
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
 }
 
 /// A TCP connection from a chosen local address (std cannot bind before connect): non-blocking
 /// connect, then poll for at most `timeout`.
-fn connect_from(from: SocketAddrV4, to: SocketAddrV4, timeout: Duration) -> io::Result<TcpStream> {
-    const SA_LEN: libc::socklen_t = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+fn connect_from(from: SocketAddr, to: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let domain = if to.is_ipv6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
     // SAFETY: socket(2) with constant arguments; the result is checked and owned right away.
     let raw = unsafe {
         libc::socket(
-            libc::AF_INET,
+            domain,
             libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
             0,
         )
@@ -291,14 +325,14 @@ fn connect_from(from: SocketAddrV4, to: SocketAddrV4, timeout: Duration) -> io::
     }
     // SAFETY: `raw` is a fresh descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let local = sockaddr(from);
-    // SAFETY: `local` is a valid sockaddr_in and SA_LEN is its size.
-    if unsafe { libc::bind(fd.as_raw_fd(), (&raw const local).cast(), SA_LEN) } != 0 {
+    let (local, local_len) = sockaddr(from);
+    // SAFETY: `local` holds a valid socket address of `local_len` bytes.
+    if unsafe { libc::bind(fd.as_raw_fd(), (&raw const local).cast(), local_len) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let remote = sockaddr(to);
+    let (remote, remote_len) = sockaddr(to);
     // SAFETY: as above.
-    if unsafe { libc::connect(fd.as_raw_fd(), (&raw const remote).cast(), SA_LEN) } != 0 {
+    if unsafe { libc::connect(fd.as_raw_fd(), (&raw const remote).cast(), remote_len) } != 0 {
         let err = io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::EINPROGRESS) {
             return Err(err);

@@ -477,13 +477,13 @@ impl Walker<'_, '_> {
                 self.error(
                     item.pos,
                     field,
-                    "missing required field `to`; add the inner host's IPv4 address, e.g. `to: 192.168.1.66`",
+                    "missing required field `to`; add the inner host's IPv4 or IPv6 address, e.g. `to: 192.168.1.66`",
                 );
                 s.to.bad = true;
             }
             Some(node) => {
                 s.to.pos = Some(node.pos);
-                match self.string(node, Field::Of(j, "to"), "an IPv4 address such as 192.168.1.66") {
+                match self.string(node, Field::Of(j, "to"), "an IP address such as 192.168.1.66") {
                     Some(text) => text.clone_into(&mut m.to),
                     None => s.to.bad = true,
                 }

@@ -272,7 +272,8 @@ pub fn warnings(model: &Model, env: &crate::model::Environment) -> Vec<String> {
              docs/coexistence.md"
         ));
     }
-    if env.ipv4_forwarding == Some(false) && !model.mappings.is_empty() {
+    let has_v4 = model.mappings.iter().any(|m| m.to.is_ipv4());
+    if env.ipv4_forwarding == Some(false) && has_v4 {
         out.push(
             "IPv4 forwarding is disabled (net.ipv4.ip_forward = 0): the router will not pass forwarded \
              connections; enable it with `sysctl -w net.ipv4.ip_forward=1` (and in /etc/sysctl.d)"

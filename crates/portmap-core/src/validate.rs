@@ -3,12 +3,13 @@
 //!
 //! Values that reach a `Model` are safe to hand to a kernel backend: names are `[A-Za-z0-9_.-]`,
 //! descriptions and interface names carry no quotes or control characters, ports are ordered and in
-//! range, targets are IPv4 unicast hosts, allow-lists are canonical. This module reads no text (that
-//! is `load.rs`, which also reports YAML-level problems and records positions in `Spans`).
+//! range, targets are IPv4 or IPv6 unicast hosts, allow-lists are canonical and of the target's
+//! family. This module reads no text (that is `load.rs`, which also reports YAML-level problems and
+//! records positions in `Spans`).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
@@ -348,6 +349,9 @@ struct Checked {
     name_ok: bool,
     /// The external ports when valid (only valid ports take part in the overlap check).
     port: Option<PortRange>,
+    /// Whether the mapping forwards IPv6 (its `to` is, or looks like, an IPv6 address). Ports
+    /// overlap only between mappings of the same family.
+    v6: bool,
 }
 
 fn check_mapping(
@@ -409,7 +413,8 @@ fn check_mapping(
             .map_err(|e| report.push(to_slot.pos, Field::Of(index, "to"), e))
             .ok()
     };
-    let to_is_v6 = m.to.contains(':');
+    // The family of `to`; when `to` is unusable, a colon is the best guess at what was meant.
+    let to_is_v6 = to.map_or_else(|| m.to.contains(':'), |a| a.is_ipv6());
 
     // allow_from
     let allow_from = if sp(|s| s.allow_from).bad {
@@ -454,6 +459,7 @@ fn check_mapping(
         mapping,
         name_ok,
         port: if protocol_bad { None } else { port },
+        v6: to_is_v6,
     }
 }
 
@@ -609,11 +615,12 @@ fn length_problem(port: PortRange, to_port: PortRange) -> Option<String> {
     ))
 }
 
-/// The inner host: an IPv4 unicast host address.
+/// The inner host: an IPv4 or IPv6 unicast host address.
 fn target(text: &str) -> Result<IpAddr, String> {
-    const HINT: &str = "give the inner host's unicast address, e.g. 192.168.1.66";
     if text.is_empty() {
-        return Err("`to` is empty; give the inner host's IPv4 address, e.g. 192.168.1.66".to_owned());
+        return Err(
+            "`to` is empty; give the inner host's IPv4 or IPv6 address, e.g. 192.168.1.66".to_owned(),
+        );
     }
     let addr: IpAddr = match text.parse() {
         Ok(a) => a,
@@ -624,17 +631,45 @@ fn target(text: &str) -> Result<IpAddr, String> {
                 shown(text)
             ));
         }
-        Err(_) => {
-            return Err(format!(
-                "`{}` is not an IPv4 address; give the inner host's address, e.g. 192.168.1.66 (host names are \
-                 not resolved)",
-                shown(text)
-            ));
-        }
+        Err(_) => return Err(not_an_address(text)),
     };
-    let IpAddr::V4(v4) = addr else {
-        return Err("IPv6 targets are not supported yet (planned: router issue)".to_owned());
-    };
+    match addr {
+        IpAddr::V4(v4) => target_v4(v4),
+        IpAddr::V6(v6) => target_v6(v6),
+    }
+    .map(|()| addr)
+}
+
+/// Why `text` (which does not parse) is not a target. Text with a colon was meant as IPv6, other
+/// text as IPv4 or a host name.
+fn not_an_address(text: &str) -> String {
+    if let Some((addr, zone)) = text.split_once('%')
+        && addr.parse::<Ipv6Addr>().is_ok()
+    {
+        return format!(
+            "`{}` carries a zone (`%{}`); portmap forwards to global or unique local IPv6 addresses, \
+             which need none: give the inner host's address without it, e.g. 2001:db8::66",
+            shown(text),
+            shown(zone)
+        );
+    }
+    if text.contains(':') {
+        format!(
+            "`{}` is not an IPv6 address; give the inner host's address, e.g. 2001:db8::66 (host names are \
+             not resolved)",
+            shown(text)
+        )
+    } else {
+        format!(
+            "`{}` is not an IPv4 address; give the inner host's address, e.g. 192.168.1.66 (host names are \
+             not resolved)",
+            shown(text)
+        )
+    }
+}
+
+/// Whether an IPv4 address is a unicast host portmap can forward to.
+fn target_v4(v4: Ipv4Addr) -> Result<(), String> {
     let kind = if v4.is_unspecified() {
         "the unspecified address, not a host".to_owned()
     } else if v4.octets()[0] == 0 {
@@ -648,9 +683,33 @@ fn target(text: &str) -> Result<IpAddr, String> {
     } else if v4.octets()[0] >= 240 {
         "in the reserved range 240.0.0.0/4".to_owned()
     } else {
-        return Ok(addr);
+        return Ok(());
     };
-    Err(format!("{v4} is {kind}; {HINT}"))
+    Err(format!(
+        "{v4} is {kind}; give the inner host's unicast address, e.g. 192.168.1.66"
+    ))
+}
+
+/// Whether an IPv6 address is a unicast host portmap can forward to. Link-local addresses are
+/// refused: without a zone (an interface) they do not say which host is meant.
+fn target_v6(v6: Ipv6Addr) -> Result<(), String> {
+    const HINT: &str = "give the inner host's global or unique local address, e.g. 2001:db8::66";
+    let kind = if v6.is_unspecified() {
+        "the unspecified address (::), not a host"
+    } else if v6.is_loopback() {
+        "the loopback address (::1)"
+    } else if v6.is_multicast() {
+        "a multicast address (ff00::/8)"
+    } else if let Some(v4) = v6.to_ipv4_mapped() {
+        return Err(format!(
+            "{v6} is an IPv4-mapped IPv6 address (::ffff:0:0/96); write the IPv4 address itself: to: {v4}"
+        ));
+    } else if v6.is_unicast_link_local() {
+        "a link-local address (fe80::/10), which names no host without an interface zone"
+    } else {
+        return Ok(());
+    };
+    Err(format!("{v6} is {kind}; {HINT}"))
 }
 
 /// Check an allow-list; the canonical prefix list when every entry is valid.
@@ -690,11 +749,18 @@ fn check_allow_from(
             );
             continue;
         }
-        if !to_is_v6 && matches!(net, IpNet::V6(_)) {
+        if to_is_v6 != matches!(net, IpNet::V6(_)) {
+            let (net_family, to_family) = if to_is_v6 {
+                ("IPv4", "IPv6")
+            } else {
+                ("IPv6", "IPv4")
+            };
             report.push(
                 pos,
                 field,
-                format!("{net} is IPv6 but `to` is IPv4; allow_from must use the family of `to`"),
+                format!(
+                    "{net} is {net_family} but `to` is {to_family}; allow_from must use the family of `to`"
+                ),
             );
             continue;
         }
@@ -765,24 +831,27 @@ fn mapping_field(spans: &Spans, i: usize, f: fn(&MappingSpans) -> Option<Pos>) -
     spans.mappings.get(i).map_or((i, None), |s| (s.index, f(s)))
 }
 
-/// Enabled mappings may not forward the same (protocol, external port) twice. Sorting the ranges by
-/// start makes this O(n log n): a range overlaps an earlier one exactly when it starts before the
-/// furthest end seen so far.
+/// Enabled mappings of one address family may not forward the same (protocol, external port) twice;
+/// an IPv4 and an IPv6 mapping may (IPv4 packets look up the IPv4 map, IPv6 packets the IPv6 map),
+/// which is how one service is published on both. Sorting the ranges by start makes this
+/// O(n log n): a range overlaps an earlier one exactly when it starts before the furthest end seen
+/// so far.
 fn check_overlaps(config: &Config, spans: &Spans, checked: &[Checked], report: &mut Report<'_>) {
-    let mut ranges: Vec<(Transport, u16, u16, usize)> = Vec::with_capacity(config.mappings.len());
+    let mut ranges: Vec<((bool, Transport), u16, u16, usize)> = Vec::with_capacity(config.mappings.len());
     for (i, (m, c)) in config.mappings.iter().zip(checked).enumerate() {
         if let (true, Some(port)) = (m.enabled, c.port) {
             for &t in m.protocol.transports() {
-                ranges.push((t, port.start, port.end, i));
+                ranges.push(((c.v6, t), port.start, port.end, i));
             }
         }
     }
     ranges.sort_unstable();
     let mut reported: HashSet<(usize, usize)> = HashSet::new();
-    let mut cover: Option<(Transport, u16, usize)> = None;
-    for &(t, start, end, i) in &ranges {
+    let mut cover: Option<((bool, Transport), u16, usize)> = None;
+    for &(key, start, end, i) in &ranges {
+        let (v6, t) = key;
         match cover {
-            Some((ct, cend, ci)) if ct == t && start <= cend => {
+            Some((ckey, cend, ci)) if ckey == key && start <= cend => {
                 let (this, other) = if i > ci { (i, ci) } else { (ci, i) };
                 if reported.insert((this, other)) {
                     let shared = PortRange {
@@ -797,12 +866,14 @@ fn check_overlaps(config: &Config, spans: &Spans, checked: &[Checked], report: &
                     } else {
                         ("ports", "are")
                     };
+                    let (family, other_family) = if v6 { ("IPv6", "IPv4") } else { ("IPv4", "IPv6") };
                     report.push(
                         pos,
                         Field::Of(index, "port"),
                         format!(
                             "{t} {ports} {shared} {verb} also forwarded by mapping `{}` ({}: {} {}); each protocol \
-                             and external port can belong to one enabled mapping",
+                             and external port can belong to one enabled {family} mapping (and one {other_family} \
+                             mapping)",
                             other_m.name,
                             where_is(opos, Field::Mapping(oindex)),
                             other_m.protocol,
@@ -811,10 +882,10 @@ fn check_overlaps(config: &Config, spans: &Spans, checked: &[Checked], report: &
                     );
                 }
                 if end > cend {
-                    cover = Some((t, end, i));
+                    cover = Some((key, end, i));
                 }
             }
-            _ => cover = Some((t, end, i)),
+            _ => cover = Some((key, end, i)),
         }
     }
 }

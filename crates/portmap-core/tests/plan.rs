@@ -614,4 +614,20 @@ fn warnings_name_what_stands_in_the_way() {
     assert_eq!(plan_json(&p)["warnings"].as_array().map(Vec::len), Some(3));
     assert!(render_plan(&p, false).contains("No changes"));
     assert!(portmap_core::render_warnings(&p, false).contains("Warnings:"));
+
+    // Each family's forwarding switch matters only for that family's mappings.
+    let v6_only = portmap_core::load_str(
+        "wan: { interfaces: [wan0] }\nmappings:\n  - { name: web6, port: 80, to: 2001:db8:2::66 }\n",
+        "v6.yaml",
+    )
+    .expect("valid");
+    let mut observed = applied(&v6_only);
+    observed.environment.ipv4_forwarding = Some(false);
+    observed.environment.ipv6_forwarding = Some(false);
+    let text = plan(&v6_only, &observed).warnings.join("\n");
+    assert!(text.contains("net.ipv6.conf.all.forwarding = 0"), "{text}");
+    assert!(
+        !text.contains("IPv4 forwarding"),
+        "no IPv4 mapping, no IPv4 warning: {text}"
+    );
 }

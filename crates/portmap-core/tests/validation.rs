@@ -80,7 +80,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
             "  - name: web\n    port: 80\n    target: 192.168.1.66\n"
         ),
         &[
-            "portmap.yaml:3:5: mappings[0]: missing required field `to`; add the inner host's IPv4 address, e.g. `to: 192.168.1.66`",
+            "portmap.yaml:3:5: mappings[0]: missing required field `to`; add the inner host's IPv4 or IPv6 address, e.g. `to: 192.168.1.66`",
             "portmap.yaml:5:5: mappings[0]: unknown key `target`; did you mean `to`?",
         ],
     ),
@@ -189,7 +189,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
         &[
             "portmap.yaml:3:5: mappings[0]: missing required field `name`; give every mapping a unique name such as `web`",
             "portmap.yaml:3:5: mappings[0]: missing required field `port`; add the external port, e.g. `port: 8080` or `port: \"6000-6010\"`",
-            "portmap.yaml:3:5: mappings[0]: missing required field `to`; add the inner host's IPv4 address, e.g. `to: 192.168.1.66`",
+            "portmap.yaml:3:5: mappings[0]: missing required field `to`; add the inner host's IPv4 or IPv6 address, e.g. `to: 192.168.1.66`",
         ],
     ),
     (
@@ -308,14 +308,60 @@ const CASES: &[(&str, &str, &[&str])] = &[
             HEAD_FLOW!(),
             "  - { name: a, port: 1, to: nas.lan }\n",
             "  - { name: b, port: 2, to: 192.168.1.0/24 }\n",
-            "  - { name: c, port: 3, to: \"fd00::1\" }\n",
+            "  - { name: c, port: 3, to: \"2001:db8::1::2\" }\n",
             "  - { name: d, port: 4, to: 192.168.1.300 }\n",
+            "  - { name: e, port: 5, to: \"2001:db8::/64\" }\n",
+            "  - { name: f, port: 6, to: \"fe80::1%lan0\" }\n",
         ),
         &[
             "portmap.yaml:3:29: mappings[0].to: `nas.lan` is not an IPv4 address; give the inner host's address, e.g. 192.168.1.66 (host names are not resolved)",
             "portmap.yaml:4:29: mappings[1].to: `192.168.1.0/24` is a prefix; `to` takes one host address, e.g. 192.168.1.0",
-            "portmap.yaml:5:29: mappings[2].to: IPv6 targets are not supported yet (planned: router issue)",
+            "portmap.yaml:5:29: mappings[2].to: `2001:db8::1::2` is not an IPv6 address; give the inner host's address, e.g. 2001:db8::66 (host names are not resolved)",
             "portmap.yaml:6:29: mappings[3].to: `192.168.1.300` is not an IPv4 address; give the inner host's address, e.g. 192.168.1.66 (host names are not resolved)",
+            "portmap.yaml:7:29: mappings[4].to: `2001:db8::/64` is a prefix; `to` takes one host address, e.g. 2001:db8::",
+            "portmap.yaml:8:29: mappings[5].to: `fe80::1%lan0` carries a zone (`%lan0`); portmap forwards to global or unique local IPv6 addresses, which need none: give the inner host's address without it, e.g. 2001:db8::66",
+        ],
+    ),
+    (
+        "IPv6 targets that are not unicast hosts",
+        concat!(
+            HEAD_FLOW!(),
+            "  - { name: a, port: 1, to: \"::\" }\n",
+            "  - { name: b, port: 2, to: \"::1\" }\n",
+            "  - { name: c, port: 3, to: \"ff02::fb\" }\n",
+            "  - { name: d, port: 4, to: \"::ffff:192.168.1.66\" }\n",
+            "  - { name: e, port: 5, to: \"fe80::66\" }\n",
+        ),
+        &[
+            "portmap.yaml:3:29: mappings[0].to: :: is the unspecified address (::), not a host; give the inner host's global or unique local address, e.g. 2001:db8::66",
+            "portmap.yaml:4:29: mappings[1].to: ::1 is the loopback address (::1); give the inner host's global or unique local address, e.g. 2001:db8::66",
+            "portmap.yaml:5:29: mappings[2].to: ff02::fb is a multicast address (ff00::/8); give the inner host's global or unique local address, e.g. 2001:db8::66",
+            "portmap.yaml:6:29: mappings[3].to: ::ffff:192.168.1.66 is an IPv4-mapped IPv6 address (::ffff:0:0/96); write the IPv4 address itself: to: 192.168.1.66",
+            "portmap.yaml:7:29: mappings[4].to: fe80::66 is a link-local address (fe80::/10), which names no host without an interface zone; give the inner host's global or unique local address, e.g. 2001:db8::66",
+        ],
+    ),
+    (
+        "allow_from of the other family than an IPv6 `to`",
+        concat!(
+            HEAD_FLOW!(),
+            "  - name: web6\n    port: 80\n    to: 2001:db8:2::66\n    allow_from:\n",
+            "      - 2001:db8:1::/48\n",
+            "      - 203.0.113.0/24\n",
+            "      - 2001:db8:1:5::1/64\n",
+        ),
+        &[
+            "portmap.yaml:8:9: mappings[0].allow_from[1]: 203.0.113.0/24 is IPv4 but `to` is IPv6; allow_from must use the family of `to`",
+            "portmap.yaml:9:9: mappings[0].allow_from[2]: 2001:db8:1:5::1/64 has host bits set; did you mean 2001:db8:1:5::/64?",
+        ],
+    ),
+    (
+        "IPv6 allow_from duplicates and overlaps",
+        concat!(
+            HEAD_FLOW!(),
+            "  - { name: a, port: 1, to: \"2001:db8:2::1\", allow_from: [\"2001:db8::/32\", \"2001:db8:1::2\"] }\n",
+        ),
+        &[
+            "portmap.yaml:3:76: mappings[0].allow_from[1]: 2001:db8:1::2/128 lies inside 2001:db8::/32 (mappings[0].allow_from[0], line 3); list each source once",
         ],
     ),
     (
@@ -389,11 +435,14 @@ const CASES: &[(&str, &str, &[&str])] = &[
             "  - { name: games2, protocol: udp, port: 27050-27200, to: 10.0.0.6 }\n",
             "  - { name: old, port: 8080, to: 10.0.0.7, enabled: false }\n",
             "  - { name: web-udp, protocol: udp, port: 8080, to: 10.0.0.8 }\n",
+            "  - { name: web6, port: 8080, to: \"2001:db8::1\" }\n",
+            "  - { name: web6b, port: 8079-8081, to: \"2001:db8::2\" }\n",
         ),
         &[
-            "portmap.yaml:4:25: mappings[1].port: tcp port 8080 is also forwarded by mapping `web` (line 3: tcp 8080); each protocol and external port can belong to one enabled mapping",
-            "portmap.yaml:6:43: mappings[3].port: udp port 53 is also forwarded by mapping `dns` (line 5: both 53); each protocol and external port can belong to one enabled mapping",
-            "portmap.yaml:8:42: mappings[5].port: udp ports 27050-27100 are also forwarded by mapping `games` (line 7: udp 27000-27100); each protocol and external port can belong to one enabled mapping",
+            "portmap.yaml:4:25: mappings[1].port: tcp port 8080 is also forwarded by mapping `web` (line 3: tcp 8080); each protocol and external port can belong to one enabled IPv4 mapping (and one IPv6 mapping)",
+            "portmap.yaml:6:43: mappings[3].port: udp port 53 is also forwarded by mapping `dns` (line 5: both 53); each protocol and external port can belong to one enabled IPv4 mapping (and one IPv6 mapping)",
+            "portmap.yaml:8:42: mappings[5].port: udp ports 27050-27100 are also forwarded by mapping `games` (line 7: udp 27000-27100); each protocol and external port can belong to one enabled IPv4 mapping (and one IPv6 mapping)",
+            "portmap.yaml:12:26: mappings[9].port: tcp port 8080 is also forwarded by mapping `web6` (line 11: tcp 8080); each protocol and external port can belong to one enabled IPv6 mapping (and one IPv4 mapping)",
         ],
     ),
     (
@@ -604,6 +653,56 @@ fn mapping_defaults_ranges_and_canonical_allow_from() {
 }
 
 #[test]
+fn ipv6_mappings_and_the_dual_stack_pattern_are_valid() {
+    // `web` and `web6` share tcp 80: IPv4 packets use the IPv4 map, IPv6 packets the IPv6 map.
+    let text = concat!(
+        "wan: { interfaces: [wan0] }\n",
+        "lan: { interfaces: [lan0] }\n",
+        "mappings:\n",
+        "  - { name: web, port: 80, to: 192.168.1.66 }\n",
+        "  - { name: web6, port: 80, to: 2001:db8:2::66 }\n",
+        "  - name: game6\n    protocol: both\n    port: 6000-6001\n    to: \"fd00::70\"\n    to_port: 7000-7001\n",
+        "    allow_from: [\"2001:db8:1::3\", \"2001:db8:1::2\", 2001:db8:100::/48]\n",
+        "  - { name: Upper, port: 81, to: \"2001:DB8:2:0:0:0:0:66\" }\n",
+    );
+    let model = load_str(text, "x").expect("valid");
+    assert_eq!(model.mappings[1].to, ip("2001:db8:2::66"));
+    assert_eq!(
+        model.mappings[2],
+        Mapping {
+            name: "game6".into(),
+            protocol: Protocol::Both,
+            port: PortRange {
+                start: 6000,
+                end: 6001
+            },
+            to: ip("fd00::70"),
+            to_port: PortRange {
+                start: 7000,
+                end: 7001
+            },
+            // Adjacent hosts merge; the list is sorted.
+            allow_from: vec![net("2001:db8:1::2/127"), net("2001:db8:100::/48")],
+            description: None,
+        }
+    );
+    assert_eq!(model.mappings[3].to, ip("2001:db8:2::66"));
+    // The same family, transport and port twice is still an error.
+    let errors = errors(concat!(
+        HEAD_FLOW!(),
+        "  - { name: web6, port: 80, to: 2001:db8:2::66 }\n",
+        "  - { name: web6b, protocol: both, port: 80, to: 2001:db8:2::67 }\n",
+        "  - { name: web4, protocol: udp, port: 80, to: 192.168.1.66 }\n",
+    ));
+    assert_eq!(
+        errors,
+        [
+            "portmap.yaml:4:42: mappings[1].port: tcp port 80 is also forwarded by mapping `web6` (line 3: tcp 80); each protocol and external port can belong to one enabled IPv6 mapping (and one IPv4 mapping)",
+        ]
+    );
+}
+
+#[test]
 fn example_file_loads() {
     let model = load_str(
         include_str!("../../../examples/home-router.yaml"),
@@ -626,6 +725,29 @@ fn example_file_loads() {
     assert_eq!(model.disabled, ["ssh"]);
     assert_eq!(model.settings.wan_interfaces, ["wan0"]);
     assert_eq!(model.settings.lan_interfaces, ["lan0"]);
+}
+
+#[test]
+fn dual_stack_example_loads() {
+    let model = load_str(
+        include_str!("../../../examples/dual-stack.yaml"),
+        "dual-stack.yaml",
+    )
+    .expect("valid");
+    let names: Vec<(&str, bool)> = model
+        .mappings
+        .iter()
+        .map(|m| (m.name.as_str(), m.to.is_ipv6()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("web", false),
+            ("web6", true),
+            ("nas-ssh6", true),
+            ("game6", true)
+        ]
+    );
 }
 
 #[test]
@@ -679,11 +801,11 @@ fn configs_built_in_code_get_field_paths_without_positions() {
             "config: version: unsupported configuration version 3; this portmap reads version 1",
             "config: wan.interfaces: no WAN interface is listed; list at least one interface facing the internet, e.g. [eth0]",
             "config: mappings[1].port: port 0 is out of range; use 1-65535 or \"A-B\"",
-            "config: mappings[1].to: IPv6 targets are not supported yet (planned: router issue)",
+            "config: mappings[1].to: ::1 is the loopback address (::1); give the inner host's global or unique local address, e.g. 2001:db8::66",
             "config: mappings[1].allow_from[0]: 10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8?",
             "config: mappings[2].name: the name is empty; use 1-64 characters from A-Z a-z 0-9 _ . - starting with a letter or digit",
             "config: mappings[2].port: port 0 is out of range; use 1-65535 or \"A-B\"",
-            "config: mappings[2].to: `to` is empty; give the inner host's IPv4 address, e.g. 192.168.1.66",
+            "config: mappings[2].to: `to` is empty; give the inner host's IPv4 or IPv6 address, e.g. 192.168.1.66",
         ]
     );
 }

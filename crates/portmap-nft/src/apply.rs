@@ -1,16 +1,22 @@
 //! Plan → one netlink batch. A table that is missing, damaged or changing shape is rebuilt whole
 //! (`add table; delete table; add table …` in the same transaction, so it works whether or not the
 //! table exists); otherwise only the delta is sent: the elements, chains and sets of the mappings that
-//! change. Builds the batch only; sending it is the caller's.
+//! change. A mapping's elements live in the maps of its family (`dnat4`/`guard4` or
+//! `dnat6`/`guard6`); a mapping whose target changes family moves between them, and its allow-list
+//! set is recreated with the other address type. Builds the batch only; sending it is the caller's.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use portmap_core::{Change, Mapping, Model, ObservedMapping, Plan, Settings, TableAction, Transport};
+use ipnet::IpNet;
+use portmap_core::{
+    Change, Forward, Mapping, Model, ObservedMapping, Plan, Settings, TableAction, Transport,
+};
 use portmap_netlink::{Batch, Element, Table, udata};
 
 use crate::element::{self, mapping_comment};
 use crate::lan_side::LanSide;
-use crate::layout::{self, Contents, Shape, TableId};
+use crate::layout::{self, Contents, IpFamily, Shape, TableId};
+use crate::observe::forward_keys;
 
 /// A batch and how many kernel objects it touches.
 #[derive(Debug)]
@@ -162,34 +168,37 @@ pub fn contents(model: &Model, t: &TableId, env: &LanSide) -> Contents {
         layout::LAN_SET.to_owned(),
         ifnames(&model.settings.lan_interfaces),
     );
-    let mut dnat = Vec::new();
-    let mut guards = Vec::new();
+    for family in IpFamily::ALL {
+        elements.insert(family.dnat_map().to_owned(), Vec::new());
+        elements.insert(family.guard_map().to_owned(), Vec::new());
+        elements.insert(
+            family.lan_side_set().to_owned(),
+            element::interval_elements(env.prefixes(family)),
+        );
+    }
     let mut ids = Ids(layout::ALLOW_SET_ID_BASE);
     for m in &model.mappings {
-        dnat.extend(element::mapping_dnat_elements(m));
+        let family = IpFamily::of(m.to);
+        let mut add = |set: &str, new: Vec<Element>| {
+            elements.entry(set.to_owned()).or_default().extend(new);
+        };
+        add(family.dnat_map(), element::mapping_dnat_elements(m));
         if m.allow_from.is_empty() {
             continue;
         }
+        add(
+            family.guard_map(),
+            guard_elements(&m.name, &forward_keys(&m.forwards())),
+        );
         let id = ids.next();
-        sets.push(layout::allow_set_object(t, &m.name, id));
+        sets.push(layout::allow_set_object(t, &m.name, family, id));
         elements.insert(
             layout::allow_set(&m.name),
             element::interval_elements(&m.allow_from),
         );
         chains.push(layout::allow_chain_object(t, &m.name));
-        rules.push(layout::allow_rule(t, &m.name, id));
-        guards.extend(
-            m.forwards()
-                .iter()
-                .map(|f| element::guard_element(f.transport, f.port, &m.name)),
-        );
+        rules.push(layout::allow_rule(t, &m.name, family, id));
     }
-    elements.insert(layout::DNAT4.to_owned(), dnat);
-    elements.insert(layout::GUARD4.to_owned(), guards);
-    elements.insert(
-        layout::LAN_SIDE4.to_owned(),
-        element::interval_elements(&env.lan_side4),
-    );
     rules.extend(layout::static_rules(t, shape));
     Contents {
         chains,
@@ -238,10 +247,33 @@ impl Builder<'_> {
         self.add_elements(set, 0, &new);
     }
 
-    /// Allow-list set (with its intervals), chain and rule of a mapping.
-    fn add_allow_list(&mut self, name: &str, prefixes: &[ipnet::IpNet]) {
+    /// Add (or delete) the DNAT elements of `forwards`, each in the map of its family.
+    fn dnat_elements(&mut self, add: bool, forwards: &[Forward], comment: &str) {
+        for family in IpFamily::ALL {
+            let elements: Vec<Element> = forwards
+                .iter()
+                .filter(|f| IpFamily::of(f.to) == family)
+                .map(|f| element::dnat_element(f, comment))
+                .collect();
+            if add {
+                self.add_elements(family.dnat_map(), 0, &elements);
+            } else {
+                self.del_elements(family.dnat_map(), &elements);
+            }
+        }
+    }
+
+    /// Allow-list set (with its intervals), chain and rule of a mapping, and its guard elements.
+    fn add_allow_list(
+        &mut self,
+        name: &str,
+        family: IpFamily,
+        prefixes: &[IpNet],
+        keys: &[(Transport, u16)],
+    ) {
         let id = self.ids.next();
-        self.batch.add_set(&layout::allow_set_object(self.t, name, id));
+        self.batch
+            .add_set(&layout::allow_set_object(self.t, name, family, id));
         self.objects += 1;
         self.add_elements(
             &layout::allow_set(name),
@@ -249,17 +281,14 @@ impl Builder<'_> {
             &element::interval_elements(prefixes),
         );
         self.batch.add_chain(&layout::allow_chain_object(self.t, name));
-        self.batch.add_rule(&layout::allow_rule(self.t, name, id));
+        self.batch.add_rule(&layout::allow_rule(self.t, name, family, id));
         self.objects += 2;
+        self.add_elements(family.guard_map(), 0, &guard_elements(name, keys));
     }
 
     /// Guards must go first, then the chain (its rule goes with it), then the set the rule used.
-    fn del_allow_list(&mut self, name: &str, guard_keys: &[(Transport, u16)]) {
-        let guards: Vec<Element> = guard_keys
-            .iter()
-            .map(|&(tr, p)| element::guard_element(tr, p, name))
-            .collect();
-        self.del_elements(layout::GUARD4, &guards);
+    fn del_allow_list(&mut self, name: &str, family: IpFamily, keys: &[(Transport, u16)]) {
+        self.del_elements(family.guard_map(), &guard_elements(name, keys));
         self.batch
             .del_chain(self.t.family, &self.t.name, &layout::allow_chain(name));
         self.batch
@@ -268,29 +297,23 @@ impl Builder<'_> {
     }
 
     fn create(&mut self, m: &Mapping) {
+        let family = IpFamily::of(m.to);
+        let forwards = m.forwards();
         if !m.allow_from.is_empty() {
-            self.add_allow_list(&m.name, &m.allow_from);
-            let guards: Vec<Element> = m
-                .forwards()
-                .iter()
-                .map(|f| element::guard_element(f.transport, f.port, &m.name))
-                .collect();
-            self.add_elements(layout::GUARD4, 0, &guards);
+            self.add_allow_list(&m.name, family, &m.allow_from, &forward_keys(&forwards));
         }
-        self.add_elements(layout::DNAT4, 0, &element::mapping_dnat_elements(m));
+        self.add_elements(family.dnat_map(), 0, &element::mapping_dnat_elements(m));
     }
 
     fn delete(&mut self, before: &ObservedMapping) {
         let comment = mapping_comment(&before.name, before.description.as_deref());
-        let elems: Vec<Element> = before
-            .forwards
-            .iter()
-            .filter_map(|f| element::dnat_element(f, &comment))
-            .collect();
-        self.del_elements(layout::DNAT4, &elems);
+        self.dnat_elements(false, &before.forwards, &comment);
         if !before.allow_from.is_empty() {
-            let keys: Vec<(Transport, u16)> = before.forwards.iter().map(|f| (f.transport, f.port)).collect();
-            self.del_allow_list(&before.name, &keys);
+            self.del_allow_list(
+                &before.name,
+                observed_family(before),
+                &forward_keys(&before.forwards),
+            );
         }
     }
 
@@ -301,57 +324,67 @@ impl Builder<'_> {
         let old: BTreeSet<_> = before.forwards.iter().copied().collect();
         let new: BTreeSet<_> = wanted.iter().copied().collect();
         let comment_changed = old_comment != new_comment;
+        let (old_family, new_family) = (observed_family(before), IpFamily::of(after.to));
 
         // DNAT elements: drop what is gone or differs, add what is new or differs. A key whose target
-        // changes is deleted and re-added in the same transaction.
-        let gone: Vec<Element> = before
+        // changes is deleted and re-added in the same transaction (moving between the maps when the
+        // target changes family).
+        let gone: Vec<Forward> = before
             .forwards
             .iter()
             .filter(|f| comment_changed || !new.contains(f))
-            .filter_map(|f| element::dnat_element(f, &old_comment))
+            .copied()
             .collect();
-        let added: Vec<Element> = wanted
+        let added: Vec<Forward> = wanted
             .iter()
             .filter(|f| comment_changed || !old.contains(f))
-            .filter_map(|f| element::dnat_element(f, &new_comment))
+            .copied()
             .collect();
 
-        let old_keys: BTreeSet<(Transport, u16)> =
-            before.forwards.iter().map(|f| (f.transport, f.port)).collect();
-        let new_keys: BTreeSet<(Transport, u16)> = wanted.iter().map(|f| (f.transport, f.port)).collect();
-        match (before.allow_from.is_empty(), after.allow_from.is_empty()) {
-            (true, true) => {}
-            (true, false) => {
-                self.add_allow_list(&after.name, &after.allow_from);
-                let guards: Vec<Element> = new_keys
-                    .iter()
-                    .map(|&(tr, p)| element::guard_element(tr, p, &after.name))
-                    .collect();
-                self.add_elements(layout::GUARD4, 0, &guards);
+        let old_keys: BTreeSet<(Transport, u16)> = forward_keys(&before.forwards).into_iter().collect();
+        let new_keys: BTreeSet<(Transport, u16)> = forward_keys(&wanted).into_iter().collect();
+        let had_list = !before.allow_from.is_empty();
+        let has_list = !after.allow_from.is_empty();
+        if had_list && has_list && old_family == new_family {
+            if before.allow_from != after.allow_from {
+                let set = layout::allow_set(&after.name);
+                self.del_elements(&set, &element::interval_elements(&before.allow_from));
+                self.add_elements(&set, 0, &element::interval_elements(&after.allow_from));
             }
-            (false, true) => {
+            let guard_map = new_family.guard_map();
+            let gone_guards: Vec<_> = old_keys.difference(&new_keys).copied().collect();
+            let new_guards: Vec<_> = new_keys.difference(&old_keys).copied().collect();
+            self.del_elements(guard_map, &guard_elements(&after.name, &gone_guards));
+            self.add_elements(guard_map, 0, &guard_elements(&after.name, &new_guards));
+        } else {
+            // Gained, lost, or changed family (the set's address type changes): the old list goes
+            // and the new one comes, in the same transaction.
+            if had_list {
                 let keys: Vec<_> = old_keys.iter().copied().collect();
-                self.del_allow_list(&before.name, &keys);
+                self.del_allow_list(&before.name, old_family, &keys);
             }
-            (false, false) => {
-                if before.allow_from != after.allow_from {
-                    let set = layout::allow_set(&after.name);
-                    self.del_elements(&set, &element::interval_elements(&before.allow_from));
-                    self.add_elements(&set, 0, &element::interval_elements(&after.allow_from));
-                }
-                let gone_guards: Vec<Element> = old_keys
-                    .difference(&new_keys)
-                    .map(|&(tr, p)| element::guard_element(tr, p, &after.name))
-                    .collect();
-                let new_guards: Vec<Element> = new_keys
-                    .difference(&old_keys)
-                    .map(|&(tr, p)| element::guard_element(tr, p, &after.name))
-                    .collect();
-                self.del_elements(layout::GUARD4, &gone_guards);
-                self.add_elements(layout::GUARD4, 0, &new_guards);
+            if has_list {
+                let keys: Vec<_> = new_keys.iter().copied().collect();
+                self.add_allow_list(&after.name, new_family, &after.allow_from, &keys);
             }
         }
-        self.del_elements(layout::DNAT4, &gone);
-        self.add_elements(layout::DNAT4, 0, &added);
+        self.dnat_elements(false, &gone, &old_comment);
+        self.dnat_elements(true, &added, &new_comment);
     }
+}
+
+/// The guard elements sending `keys` to `mapping`'s allow-list chain.
+fn guard_elements(mapping: &str, keys: &[(Transport, u16)]) -> Vec<Element> {
+    keys.iter()
+        .map(|&(transport, port)| element::guard_element(transport, port, mapping))
+        .collect()
+}
+
+/// The family of a mapping read back from the kernel: that of its forwards (`observe` reports a
+/// mapping with forwards of both families as damage, which rebuilds the table instead).
+fn observed_family(mapping: &ObservedMapping) -> IpFamily {
+    mapping
+        .forwards
+        .first()
+        .map_or(IpFamily::V4, |f| IpFamily::of(f.to))
 }

@@ -1,15 +1,16 @@
-//! Mapping data ↔ set elements: DNAT map elements (key `l4proto . dport`, data `addr . port`), guard
-//! verdict-map elements, allow-list interval elements, and the comment that carries a mapping's name
-//! and description. Pure conversions; no kernel access.
+//! Mapping data ↔ set elements: DNAT map elements (key `l4proto . dport`, data `addr . port`, the
+//! address 4 or 16 bytes), guard verdict-map elements, allow-list and LAN-side interval elements
+//! of either family, and the comment that carries a mapping's name and description. Pure
+//! conversions; no kernel access.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use portmap_core::{Forward, Mapping, Transport};
 use portmap_netlink::interval::{self, Interval};
 use portmap_netlink::{Data, Element, Verdict, udata};
 
-use crate::layout;
+use crate::layout::{self, IpFamily};
 
 /// The comment a mapping's elements carry: `name` or `name: description`. Names never contain `:`,
 /// so the first `": "` splits them.
@@ -43,33 +44,36 @@ pub fn parse_key(key: &[u8]) -> Option<(Transport, u16)> {
     Some((transport, u16::from_be_bytes([key[4], key[5]])))
 }
 
-/// The DNAT map element for one IPv4 forward.
-pub fn dnat_element(forward: &Forward, comment: &str) -> Option<Element> {
-    let IpAddr::V4(addr) = forward.to else { return None };
-    let mut data = Vec::with_capacity(8);
-    data.extend_from_slice(&addr.octets());
+/// The element of the DNAT map of the forward's family (`dnat4` or `dnat6`, see
+/// [`IpFamily::of`]): data is the address (4 or 16 bytes) and the port padded to 4 bytes.
+pub fn dnat_element(forward: &Forward, comment: &str) -> Element {
+    let mut data = match forward.to {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
     data.extend_from_slice(&forward.to_port.to_be_bytes());
     data.extend_from_slice(&[0, 0]);
-    Some(Element {
+    Element {
         key: key_bytes(forward.transport, forward.port),
         key_end: None,
         data: Some(Data::Value(data)),
         flags: 0,
         userdata: Some(udata::comment(comment)),
-    })
+    }
 }
 
-/// Decode a DNAT map element into its forward and comment.
-pub fn parse_dnat_element(element: &Element) -> Option<(Forward, Option<String>)> {
+/// Decode an element of `family`'s DNAT map into its forward and comment.
+pub fn parse_dnat_element(element: &Element, family: IpFamily) -> Option<(Forward, Option<String>)> {
     let (transport, port) = parse_key(&element.key)?;
     let Some(Data::Value(data)) = &element.data else {
         return None;
     };
-    if data.len() != 8 {
+    let len = family.addr_len() as usize;
+    if data.len() != len + 4 {
         return None;
     }
-    let to = IpAddr::V4(Ipv4Addr::new(data[0], data[1], data[2], data[3]));
-    let to_port = u16::from_be_bytes([data[4], data[5]]);
+    let to = addr_of(&data[..len])?;
+    let to_port = u16::from_be_bytes([data[len], data[len + 1]]);
     let comment = element.userdata.as_deref().and_then(udata::parse_comment);
     Some((
         Forward {
@@ -102,67 +106,104 @@ pub fn parse_guard_element(element: &Element) -> Option<((Transport, u16), Strin
     }
 }
 
-/// All DNAT elements of a mapping.
+/// All DNAT elements of a mapping (all in the map of the mapping's family).
 pub fn mapping_dnat_elements(mapping: &Mapping) -> Vec<Element> {
     let comment = mapping_comment(&mapping.name, mapping.description.as_deref());
     mapping
         .forwards()
         .iter()
-        .filter_map(|f| dnat_element(f, &comment))
+        .map(|f| dnat_element(f, &comment))
         .collect()
 }
 
-/// The interval-set elements for IPv4 prefixes (canonical: sorted, disjoint, non-adjacent).
+/// The interval-set elements for prefixes of one family (canonical: sorted, disjoint,
+/// non-adjacent). Keys are the addresses' bytes, 4 or 16 long.
 pub fn interval_elements(prefixes: &[IpNet]) -> Vec<Element> {
     let intervals: Vec<Interval> = prefixes
         .iter()
-        .filter_map(|p| match p {
-            IpNet::V4(n) => Some(Interval {
-                start: n.network().octets().to_vec(),
-                end: n.broadcast().octets().to_vec(),
+        .map(|p| {
+            let (start, end) = match p {
+                IpNet::V4(n) => (n.network().octets().to_vec(), n.broadcast().octets().to_vec()),
+                IpNet::V6(n) => (n.network().octets().to_vec(), n.broadcast().octets().to_vec()),
+            };
+            Interval {
+                start,
+                end,
                 comment: None,
-            }),
-            IpNet::V6(_) => None,
+            }
         })
         .collect();
     interval::to_elements(&intervals)
 }
 
-/// Read interval-set elements back into canonical prefixes; `None` when a key is not an IPv4 address.
-pub fn prefixes_of(elements: &[Element]) -> Option<Vec<IpNet>> {
+/// Read the elements of an interval set of `family`'s addresses back into canonical prefixes;
+/// `None` when a key is not an address of that family or a range is reversed.
+pub fn prefixes_of(elements: &[Element], family: IpFamily) -> Option<Vec<IpNet>> {
+    let len = family.addr_len() as usize;
     let mut nets = Vec::new();
     for iv in interval::from_elements(elements) {
-        let start: [u8; 4] = iv.start.as_slice().try_into().ok()?;
-        let end: [u8; 4] = iv.end.as_slice().try_into().ok()?;
-        let (start, end) = (u32::from_be_bytes(start), u32::from_be_bytes(end));
+        if iv.start.len() != len || iv.end.len() != len {
+            return None;
+        }
+        let (start, end) = (number_of(&iv.start), number_of(&iv.end));
         if start > end {
             return None;
         }
-        nets.extend(range_to_prefixes(start, end).into_iter().map(IpNet::V4));
+        nets.extend(range_to_prefixes(start, end, family));
     }
     Some(portmap_core::canonical_prefixes(nets))
 }
 
-/// The minimal list of prefixes covering `start..=end`.
-fn range_to_prefixes(start: u32, end: u32) -> Vec<Ipv4Net> {
-    let mut out = Vec::new();
-    let mut cur = u64::from(start);
-    let end = u64::from(end);
-    while cur <= end {
-        // The largest block aligned at `cur` that fits.
-        let mut size: u64 = if cur == 0 {
-            1 << 32
+/// An address from its 4 or 16 network-order bytes.
+fn addr_of(bytes: &[u8]) -> Option<IpAddr> {
+    if let Ok(b) = <[u8; 4]>::try_from(bytes) {
+        Some(IpAddr::V4(Ipv4Addr::from(b)))
+    } else {
+        <[u8; 16]>::try_from(bytes)
+            .ok()
+            .map(|b| IpAddr::V6(Ipv6Addr::from(b)))
+    }
+}
+
+/// Big-endian bytes (at most 16) as a number.
+fn number_of(bytes: &[u8]) -> u128 {
+    bytes.iter().fold(0, |n, &b| (n << 8) | u128::from(b))
+}
+
+/// The minimal list of prefixes covering the addresses `start..=end` of `family` (both given as
+/// numbers below 2^32 for IPv4).
+fn range_to_prefixes(start: u128, end: u128, family: IpFamily) -> Vec<IpNet> {
+    let bits = family.addr_len() * 8;
+    // The addresses a block of `host_bits` host bits starting at `at` ends at.
+    let last = |at: u128, host_bits: u32| {
+        if host_bits >= 128 {
+            u128::MAX
         } else {
-            1 << cur.trailing_zeros().min(32)
+            at | ((1u128 << host_bits) - 1)
+        }
+    };
+    let mut out = Vec::new();
+    let mut cur = start;
+    loop {
+        // The largest block aligned at `cur` that does not run past `end`.
+        let mut host_bits = cur.trailing_zeros().min(bits);
+        while last(cur, host_bits) > end {
+            host_bits -= 1;
+        }
+        let prefix_len = (bits - host_bits) as u8;
+        let net = match family {
+            IpFamily::V4 => u32::try_from(cur)
+                .ok()
+                .and_then(|a| Ipv4Net::new(Ipv4Addr::from(a), prefix_len).ok())
+                .map(IpNet::V4),
+            IpFamily::V6 => Ipv6Net::new(Ipv6Addr::from(cur), prefix_len).ok().map(IpNet::V6),
         };
-        while cur + size - 1 > end {
-            size >>= 1;
+        out.extend(net);
+        let block_end = last(cur, host_bits);
+        if block_end >= end {
+            break;
         }
-        let prefix_len = 32 - size.trailing_zeros() as u8;
-        if let Ok(net) = Ipv4Net::new(Ipv4Addr::from(cur as u32), prefix_len) {
-            out.push(net);
-        }
-        cur += size;
+        cur = block_end + 1;
     }
     out
 }
@@ -186,7 +227,27 @@ mod tests {
         ] {
             let want = nets(&case);
             let elems = interval_elements(&want);
-            assert_eq!(prefixes_of(&elems), Some(want.clone()), "{case:?}");
+            assert_eq!(prefixes_of(&elems, IpFamily::V4), Some(want.clone()), "{case:?}");
+            // Keys of the wrong length are not read as the other family.
+            assert_eq!(prefixes_of(&elems, IpFamily::V6), None, "{case:?}");
+        }
+    }
+
+    #[test]
+    fn ipv6_intervals_round_trip() {
+        for case in [
+            vec!["::1/128", "2001:db8:2::1/128"],
+            vec!["::/0"],
+            vec!["::/8", "2001:db8::/32"],
+            vec!["ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"],
+            vec!["2001:db8:1::2/127", "2001:db8:100::/48", "fd00::/8"],
+            vec!["8000::/1"],
+        ] {
+            let want = nets(&case);
+            let elems = interval_elements(&want);
+            assert!(elems.iter().all(|e| e.key.len() == 16), "{case:?}");
+            assert_eq!(prefixes_of(&elems, IpFamily::V6), Some(want.clone()), "{case:?}");
+            assert_eq!(prefixes_of(&elems, IpFamily::V4), None, "{case:?}");
         }
     }
 
@@ -198,10 +259,36 @@ mod tests {
             to: "192.168.1.66".parse().unwrap(),
             to_port: 80,
         };
-        let e = dnat_element(&f, "web").unwrap();
+        let e = dnat_element(&f, "web");
         assert_eq!(e.key, vec![6, 0, 0, 0, 0x1f, 0x90, 0, 0]);
         assert_eq!(e.data, Some(Data::Value(vec![192, 168, 1, 66, 0, 80, 0, 0])));
-        assert_eq!(parse_dnat_element(&e), Some((f, Some("web".into()))));
+        assert_eq!(
+            parse_dnat_element(&e, IpFamily::V4),
+            Some((f, Some("web".into())))
+        );
+        assert_eq!(parse_dnat_element(&e, IpFamily::V6), None);
+    }
+
+    #[test]
+    fn ipv6_dnat_element_layout() {
+        // What nft 1.0.6 sends for `tcp . 80 : 2001:db8:2::66 . 8080`: 16 address bytes, then the
+        // port padded to 4.
+        let f = Forward {
+            transport: Transport::Tcp,
+            port: 80,
+            to: "2001:db8:2::66".parse().unwrap(),
+            to_port: 8080,
+        };
+        let e = dnat_element(&f, "web6");
+        assert_eq!(e.key, vec![6, 0, 0, 0, 0, 80, 0, 0]);
+        let mut data = vec![0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x66];
+        data.extend([0x1f, 0x90, 0, 0]);
+        assert_eq!(e.data, Some(Data::Value(data)));
+        assert_eq!(
+            parse_dnat_element(&e, IpFamily::V6),
+            Some((f, Some("web6".into())))
+        );
+        assert_eq!(parse_dnat_element(&e, IpFamily::V4), None);
     }
 
     #[test]
@@ -216,16 +303,41 @@ mod tests {
 
     #[test]
     fn ranges_split_into_prefixes() {
-        let got: Vec<String> = range_to_prefixes(
-            u32::from(Ipv4Addr::new(10, 0, 0, 1)),
-            u32::from(Ipv4Addr::new(10, 0, 0, 6)),
-        )
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+        let split = |start: IpAddr, end: IpAddr| -> Vec<String> {
+            let number = |a: IpAddr| match a {
+                IpAddr::V4(a) => u128::from(u32::from(a)),
+                IpAddr::V6(a) => u128::from(a),
+            };
+            range_to_prefixes(number(start), number(end), IpFamily::of(start))
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(
-            got,
+            split(ip("10.0.0.1"), ip("10.0.0.6")),
             vec!["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]
+        );
+        assert_eq!(split(ip("0.0.0.0"), ip("255.255.255.255")), vec!["0.0.0.0/0"]);
+        assert_eq!(
+            split(ip("2001:db8::1"), ip("2001:db8::6")),
+            vec![
+                "2001:db8::1/128",
+                "2001:db8::2/127",
+                "2001:db8::4/127",
+                "2001:db8::6/128"
+            ]
+        );
+        assert_eq!(
+            split(ip("::"), ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")),
+            vec!["::/0"]
+        );
+        assert_eq!(
+            split(
+                ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe"),
+                ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
+            ),
+            vec!["ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127"]
         );
     }
 }

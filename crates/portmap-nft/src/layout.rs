@@ -5,15 +5,23 @@
 //! The table holds:
 //! - sets `wan_ifaces` / `lan_ifaces` (type ifname);
 //! - map `dnat4`: `meta l4proto . th dport : ipv4_addr . inet_service`, one element per forwarded
-//!   (protocol, port), its comment carrying the mapping name (and description);
-//! - verdict map `guard4`: `meta l4proto . th dport : jump allow_<name>` for mappings with an
-//!   allow-list; chain `allow_<name>` accepts (ends NAT processing, no DNAT) sources outside set
-//!   `allow_<name>_src`, so only allowed sources fall through to the DNAT rule;
-//! - base chains `prerouting` (nat, dstnat) and `forward` (filter), and `postrouting` (nat, srcnat)
-//!   when masquerade is on.
+//!   (protocol, port), its comment carrying the mapping name (and description); `dnat6` the same
+//!   with `ipv6_addr` for mappings whose target is IPv6;
+//! - verdict maps `guard4` / `guard6`: `meta l4proto . th dport : jump allow_<name>` for mappings
+//!   with an allow-list; chain `allow_<name>` accepts (ends NAT processing, no DNAT) sources outside
+//!   set `allow_<name>_src` (of the mapping's family), so only allowed sources fall through to the
+//!   DNAT rule;
+//! - sets `lan_side4` / `lan_side6`: destinations hairpin leaves to the router;
+//! - base chains `prerouting` (nat, dstnat), `forward` (filter), `output` (nat, hairpin) and
+//!   `postrouting` (nat, srcnat, masquerade or hairpin). Every DNAT rule exists once per family
+//!   (`meta nfproto ipv4` / `ipv6`), in the same order; the IPv6 rules skip link-local
+//!   destinations (`ip6 daddr != fe80::/10`).
 //!
 //! This module builds values only; it must not talk to the kernel.
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 use portmap_netlink::{
     BaseChain, Chain, CmpOp, Data, Element, Expr, Family, Hook, MetaKey, NatType, PayloadBase, Policy,
     Register, Rule, Set, Verdict, datatype, set_flags, udata,
@@ -43,6 +51,13 @@ pub const GUARD4: &str = "guard4";
 /// Name of the set of addresses that always stay the router's: loopback and the router's own
 /// addresses on LAN interfaces. Hairpin never DNATs traffic addressed to them.
 pub const LAN_SIDE4: &str = "lan_side4";
+/// Name of the IPv6 DNAT data map.
+pub const DNAT6: &str = "dnat6";
+/// Name of the IPv6 allow-list dispatch verdict map.
+pub const GUARD6: &str = "guard6";
+/// IPv6 twin of [`LAN_SIDE4`]: `::1` and the router's (non-link-local) IPv6 addresses on LAN
+/// interfaces.
+pub const LAN_SIDE6: &str = "lan_side6";
 /// Name of the nat output base chain (router-local hairpin).
 pub const OUTPUT: &str = "output";
 /// Name of the nat prerouting base chain.
@@ -63,17 +78,155 @@ const LAN_SET_ID: u32 = 2;
 const DNAT4_ID: u32 = 3;
 const GUARD4_ID: u32 = 4;
 const LAN_SIDE4_ID: u32 = 5;
+const DNAT6_ID: u32 = 6;
+const GUARD6_ID: u32 = 7;
+const LAN_SIDE6_ID: u32 = 8;
 /// First id for per-mapping allow-list sets.
 pub const ALLOW_SET_ID_BASE: u32 = 100;
 
 /// `NF_INET_*` and nft constants used in expressions.
 const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
 const RTN_LOCAL: u32 = 2;
 const NFTA_FIB_F_DADDR: u32 = 2;
 const NFTA_FIB_F_IIF: u32 = 8;
 const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
 const NFT_CT_STATUS: u32 = 2;
 const IPS_DST_NAT: u32 = 0x20;
+
+/// The IP version of a map, set or rule. A mapping has exactly one: that of its target (validation
+/// keeps `allow_from` in the same family).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IpFamily {
+    /// IPv4: `dnat4`, `guard4`, `lan_side4`, `meta nfproto ipv4`.
+    V4,
+    /// IPv6: `dnat6`, `guard6`, `lan_side6`, `meta nfproto ipv6`.
+    V6,
+}
+
+impl IpFamily {
+    /// Both, in the order the table holds their objects and rules.
+    pub const ALL: [IpFamily; 2] = [IpFamily::V4, IpFamily::V6];
+
+    /// The family of an address.
+    pub fn of(addr: IpAddr) -> Self {
+        match addr {
+            IpAddr::V4(_) => IpFamily::V4,
+            IpAddr::V6(_) => IpFamily::V6,
+        }
+    }
+
+    /// The family of a prefix.
+    pub fn of_net(net: &IpNet) -> Self {
+        IpFamily::of(net.addr())
+    }
+
+    /// `IPv4` or `IPv6`, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "IPv4",
+            IpFamily::V6 => "IPv6",
+        }
+    }
+
+    /// Name of the family's DNAT data map.
+    pub fn dnat_map(self) -> &'static str {
+        match self {
+            IpFamily::V4 => DNAT4,
+            IpFamily::V6 => DNAT6,
+        }
+    }
+
+    /// Name of the family's allow-list dispatch verdict map.
+    pub fn guard_map(self) -> &'static str {
+        match self {
+            IpFamily::V4 => GUARD4,
+            IpFamily::V6 => GUARD6,
+        }
+    }
+
+    /// Name of the family's set of destinations hairpin leaves to the router.
+    pub fn lan_side_set(self) -> &'static str {
+        match self {
+            IpFamily::V4 => LAN_SIDE4,
+            IpFamily::V6 => LAN_SIDE6,
+        }
+    }
+
+    /// Bytes of an address: 4 or 16.
+    pub fn addr_len(self) -> u32 {
+        match self {
+            IpFamily::V4 => 4,
+            IpFamily::V6 => 16,
+        }
+    }
+
+    /// nft's name of the address type: `ipv4_addr` or `ipv6_addr`.
+    pub fn nft_addr_type(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "ipv4_addr",
+            IpFamily::V6 => "ipv6_addr",
+        }
+    }
+
+    /// nft's name of the network header in rules: `ip` or `ip6` (`ip6 saddr`, `dnat ip6 to`).
+    pub fn nft_header(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "ip",
+            IpFamily::V6 => "ip6",
+        }
+    }
+
+    /// nft's name of the family in `meta nfproto`: `ipv4` or `ipv6`.
+    pub fn nft_nfproto(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "ipv4",
+            IpFamily::V6 => "ipv6",
+        }
+    }
+
+    /// nft's datatype id of an address.
+    fn addr_type(self) -> u32 {
+        match self {
+            IpFamily::V4 => datatype::IPV4_ADDR,
+            IpFamily::V6 => datatype::IPV6_ADDR,
+        }
+    }
+
+    /// `NFPROTO_IPV4` or `NFPROTO_IPV6`: the `meta nfproto` value and the nat expression's family.
+    fn nfproto(self) -> u8 {
+        match self {
+            IpFamily::V4 => NFPROTO_IPV4,
+            IpFamily::V6 => NFPROTO_IPV6,
+        }
+    }
+
+    /// Offsets of the source and destination address in the network header.
+    fn addr_offsets(self) -> (u32, u32) {
+        match self {
+            IpFamily::V4 => (12, 16),
+            IpFamily::V6 => (8, 24),
+        }
+    }
+
+    /// Batch-local ids of the DNAT map, the guard map and the LAN-side set.
+    fn set_ids(self) -> (u32, u32, u32) {
+        match self {
+            IpFamily::V4 => (DNAT4_ID, GUARD4_ID, LAN_SIDE4_ID),
+            IpFamily::V6 => (DNAT6_ID, GUARD6_ID, LAN_SIDE6_ID),
+        }
+    }
+
+    /// Where the DNAT map lookup leaves the target port: right after the address, i.e. 32-bit
+    /// register 1 for IPv4 (what nft uses) and 128-bit register 2 for IPv6 (nft sends `NFT_REG_2`,
+    /// the same slot as `NFT_REG32_04`, and the kernel reports it back that way).
+    fn port_register(self) -> Register {
+        match self {
+            IpFamily::V4 => Register::R32(1),
+            IpFamily::V6 => Register::R2,
+        }
+    }
+}
 
 /// Who the layout is for: the table's family and name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,16 +254,18 @@ pub fn allow_set(mapping: &str) -> String {
     format!("allow_{mapping}_src")
 }
 
-/// The static sets and maps every table has.
+/// The static sets and maps every table has: the interface sets, then per family (IPv4 first) the
+/// DNAT map, the guard map and the LAN-side set.
 pub fn static_sets(t: &TableId) -> Vec<Set> {
-    vec![
+    let key = datatype::concat(&[datatype::INET_PROTO, datatype::INET_SERVICE]);
+    let key_len = datatype::concat_len(&[1, 2]);
+    let mut sets = vec![
         set(
             t,
             WAN_SET,
             WAN_SET_ID,
             0,
-            datatype::IFNAME,
-            IFNAME_LEN,
+            (datatype::IFNAME, IFNAME_LEN),
             None,
             None,
         ),
@@ -119,76 +274,80 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             LAN_SET,
             LAN_SET_ID,
             0,
-            datatype::IFNAME,
-            IFNAME_LEN,
+            (datatype::IFNAME, IFNAME_LEN),
             None,
             None,
         ),
-        set(
+    ];
+    for family in IpFamily::ALL {
+        let (dnat_id, guard_id, lan_side_id) = family.set_ids();
+        let target = (
+            datatype::concat(&[family.addr_type(), datatype::INET_SERVICE]),
+            datatype::concat_len(&[family.addr_len(), 2]),
+        );
+        sets.push(set(
             t,
-            DNAT4,
-            DNAT4_ID,
+            family.dnat_map(),
+            dnat_id,
             set_flags::MAP,
-            datatype::concat(&[datatype::INET_PROTO, datatype::INET_SERVICE]),
-            8,
-            Some(datatype::concat(&[datatype::IPV4_ADDR, datatype::INET_SERVICE])),
+            (key, key_len),
+            Some(target),
             None,
-        ),
-        set(
+        ));
+        sets.push(set(
             t,
-            GUARD4,
-            GUARD4_ID,
+            family.guard_map(),
+            guard_id,
             set_flags::MAP,
-            datatype::concat(&[datatype::INET_PROTO, datatype::INET_SERVICE]),
-            8,
-            Some(datatype::VERDICT),
+            (key, key_len),
+            Some((datatype::VERDICT, 0)),
             None,
-        ),
-        set(
+        ));
+        sets.push(set(
             t,
-            LAN_SIDE4,
-            LAN_SIDE4_ID,
+            family.lan_side_set(),
+            lan_side_id,
             set_flags::INTERVAL,
-            datatype::IPV4_ADDR,
-            4,
+            (family.addr_type(), family.addr_len()),
             None,
             None,
-        ),
-    ]
+        ));
+    }
+    sets
 }
 
-/// The set of one mapping's allowed IPv4 source prefixes.
-pub fn allow_set_object(t: &TableId, mapping: &str, id: u32) -> Set {
+/// The set of one mapping's allowed source prefixes, of the mapping's family.
+pub fn allow_set_object(t: &TableId, mapping: &str, family: IpFamily, id: u32) -> Set {
     set(
         t,
         &allow_set(mapping),
         id,
         set_flags::INTERVAL,
-        datatype::IPV4_ADDR,
-        4,
+        (family.addr_type(), family.addr_len()),
         None,
         Some(mapping),
     )
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A named set: `key` and `data` are (nft datatype id, length in bytes); a verdict map's data
+/// length is 0.
 fn set(
     t: &TableId,
     name: &str,
     id: u32,
     flags: u32,
-    key_type: u32,
-    key_len: u32,
-    data_type: Option<u32>,
+    (key_type, key_len): (u32, u32),
+    data: Option<(u32, u32)>,
     comment: Option<&str>,
 ) -> Set {
-    let data_len = data_type.map(|d| if d == datatype::VERDICT { 0 } else { 8 });
+    let data_type = data.map(|(d, _)| d);
+    let data_len = data.map(|(_, len)| len);
     // nft 1.0.6 records the key byte order of every typed set (host order for ifname, big endian for
     // an address, "invalid" for concatenations) and, for maps, the data byte order ("invalid" for
     // concatenations and verdicts).
     let key_order = match key_type {
         datatype::IFNAME => udata::BYTEORDER_HOST,
-        datatype::IPV4_ADDR => udata::BYTEORDER_BIG,
+        datatype::IPV4_ADDR | datatype::IPV6_ADDR => udata::BYTEORDER_BIG,
         _ => udata::BYTEORDER_INVALID,
     };
     let data_order = data_type.map(|_| udata::BYTEORDER_INVALID);
@@ -287,20 +446,24 @@ pub fn allow_chain_object(t: &TableId, mapping: &str) -> Chain {
     }
 }
 
-/// The rules of the static structure, in chain order.
+/// The rules of the static structure, in chain order. Each source of traffic gets its guard and
+/// DNAT rule for IPv4, then the same pair for IPv6.
 pub fn static_rules(t: &TableId, shape: Shape) -> Vec<Rule> {
-    let mut rules = vec![
-        rule(t, PREROUTING, dispatch(From::Wan, Lookup::Guard)),
-        rule(t, PREROUTING, dispatch(From::Wan, Lookup::Dnat)),
-    ];
+    let pairs = |chain: &str, from: Origin| -> Vec<Rule> {
+        IpFamily::ALL
+            .into_iter()
+            .flat_map(|family| {
+                [Lookup::Guard, Lookup::Dnat].map(|which| rule(t, chain, dispatch(from, family, which)))
+            })
+            .collect()
+    };
+    let mut rules = pairs(PREROUTING, Origin::Wan);
     if shape.hairpin {
-        rules.push(rule(t, PREROUTING, dispatch(From::Lan, Lookup::Guard)));
-        rules.push(rule(t, PREROUTING, dispatch(From::Lan, Lookup::Dnat)));
+        rules.extend(pairs(PREROUTING, Origin::Lan));
     }
     rules.push(rule(t, FORWARD, forward_accept_dnat()));
     if shape.hairpin {
-        rules.push(rule(t, OUTPUT, dispatch(From::Router, Lookup::Guard)));
-        rules.push(rule(t, OUTPUT, dispatch(From::Router, Lookup::Dnat)));
+        rules.extend(pairs(OUTPUT, Origin::Router));
     }
     if shape.masquerade {
         rules.push(rule(t, POSTROUTING, masquerade_lan_to_wan()));
@@ -311,22 +474,15 @@ pub fn static_rules(t: &TableId, shape: Shape) -> Vec<Rule> {
     rules
 }
 
-/// The one rule in a mapping's allow-list chain: sources outside the set are accepted without DNAT.
-pub fn allow_rule(t: &TableId, mapping: &str, set_id: u32) -> Rule {
-    let exprs = vec![
-        Expr::Meta {
-            key: MetaKey::NfProto,
-            dreg: Register::R1,
-        },
-        Expr::Cmp {
-            sreg: Register::R1,
-            op: CmpOp::Eq,
-            data: vec![NFPROTO_IPV4],
-        },
+/// The one rule in a mapping's allow-list chain: sources outside the set are accepted without DNAT
+/// (`ip saddr != @allow_<name>_src accept`, or `ip6 saddr` for an IPv6 mapping).
+pub fn allow_rule(t: &TableId, mapping: &str, family: IpFamily, set_id: u32) -> Rule {
+    let mut exprs = nfproto_is(family).to_vec();
+    exprs.extend([
         Expr::Payload {
             base: PayloadBase::Network,
-            offset: 12,
-            len: 4,
+            offset: family.addr_offsets().0,
+            len: family.addr_len(),
             dreg: Register::R1,
         },
         Expr::Lookup {
@@ -340,8 +496,53 @@ pub fn allow_rule(t: &TableId, mapping: &str, set_id: u32) -> Rule {
             dreg: Register::Verdict,
             data: Data::Verdict(Verdict::Accept),
         },
-    ];
+    ]);
     rule(t, &allow_chain(mapping), exprs)
+}
+
+/// `meta nfproto ipv4` / `meta nfproto ipv6`.
+fn nfproto_is(family: IpFamily) -> [Expr; 2] {
+    [
+        Expr::Meta {
+            key: MetaKey::NfProto,
+            dreg: Register::R1,
+        },
+        Expr::Cmp {
+            sreg: Register::R1,
+            op: CmpOp::Eq,
+            data: vec![family.nfproto()],
+        },
+    ]
+}
+
+/// `ip6 daddr != fe80::/10`: the IPv6 rules leave link-local destinations alone. `fib daddr type
+/// local` is true for the router's link-local addresses too, but they are not the address a
+/// mapping publishes, and a flow from a link-local source cannot be forwarded to another link.
+fn not_link_local() -> [Expr; 3] {
+    let mut mask = vec![0u8; 16];
+    mask[..2].copy_from_slice(&[0xff, 0xc0]);
+    let mut prefix = vec![0u8; 16];
+    prefix[..2].copy_from_slice(&[0xfe, 0x80]);
+    [
+        Expr::Payload {
+            base: PayloadBase::Network,
+            offset: IpFamily::V6.addr_offsets().1,
+            len: 16,
+            dreg: Register::R1,
+        },
+        Expr::Bitwise {
+            sreg: Register::R1,
+            dreg: Register::R1,
+            len: 16,
+            mask,
+            xor: vec![0; 16],
+        },
+        Expr::Cmp {
+            sreg: Register::R1,
+            op: CmpOp::Neq,
+            data: prefix,
+        },
+    ]
 }
 
 fn rule(t: &TableId, chain: &str, exprs: Vec<Expr>) -> Rule {
@@ -374,14 +575,15 @@ enum Iface {
     OutLan,
 }
 
-/// Where the traffic a DNAT rule handles comes from.
-#[derive(Clone, Copy)]
-enum From {
-    /// Arriving on a WAN interface.
+/// Where the traffic a DNAT rule handles comes from: each origin has a guard and a DNAT rule per
+/// family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Arriving on a WAN interface (`prerouting`).
     Wan,
-    /// Arriving on a LAN interface (hairpin).
+    /// Arriving on a LAN interface (hairpin, `prerouting`).
     Lan,
-    /// The router's own processes (nat output, hairpin).
+    /// The router's own processes (hairpin, `output`).
     Router,
 }
 
@@ -408,47 +610,43 @@ fn iface(which: Iface) -> [Expr; 2] {
     ]
 }
 
-/// The match part of a DNAT rule, followed by the guard vmap or the DNAT:
+/// The match part of a DNAT rule, followed by the guard vmap or the DNAT (shown for IPv4; the IPv6
+/// rule has `meta nfproto ipv6 ip6 daddr != fe80::/10`, `ip6 daddr != @lan_side6`, `@guard6`,
+/// `dnat ip6 to … map @dnat6`):
 /// - from the WAN: `iifname @wan_ifaces fib daddr type local meta nfproto ipv4`;
 /// - from the LAN (hairpin): `iifname @lan_ifaces fib daddr type local fib daddr . iif type != local
 ///   meta nfproto ipv4 ip daddr != @lan_side4`, so the router's own LAN-side addresses are never
 ///   taken over (the fib check needs no addresses; the set also covers the router's other LANs);
 /// - from the router itself (hairpin, nat output): `fib daddr type local meta nfproto ipv4
 ///   ip daddr != @lan_side4` (the set holds loopback and the LAN-side addresses).
-fn dispatch(from: From, which: Lookup) -> Vec<Expr> {
+fn dispatch(from: Origin, family: IpFamily, which: Lookup) -> Vec<Expr> {
+    let (dnat_id, guard_id, lan_side_id) = family.set_ids();
     let mut exprs = match from {
-        From::Wan => iface(Iface::InWan).to_vec(),
-        From::Lan => iface(Iface::InLan).to_vec(),
-        From::Router => Vec::new(),
+        Origin::Wan => iface(Iface::InWan).to_vec(),
+        Origin::Lan => iface(Iface::InLan).to_vec(),
+        Origin::Router => Vec::new(),
     };
     exprs.extend(fib_type_local(NFTA_FIB_F_DADDR, CmpOp::Eq));
-    if matches!(from, From::Lan) {
+    if matches!(from, Origin::Lan) {
         exprs.extend(fib_type_local(NFTA_FIB_F_DADDR | NFTA_FIB_F_IIF, CmpOp::Neq));
     }
-    exprs.extend([
-        Expr::Meta {
-            key: MetaKey::NfProto,
-            dreg: Register::R1,
-        },
-        Expr::Cmp {
-            sreg: Register::R1,
-            op: CmpOp::Eq,
-            data: vec![NFPROTO_IPV4],
-        },
-    ]);
-    if !matches!(from, From::Wan) {
+    exprs.extend(nfproto_is(family));
+    if family == IpFamily::V6 {
+        exprs.extend(not_link_local());
+    }
+    if !matches!(from, Origin::Wan) {
         exprs.extend([
             Expr::Payload {
                 base: PayloadBase::Network,
-                offset: 16,
-                len: 4,
+                offset: family.addr_offsets().1,
+                len: family.addr_len(),
                 dreg: Register::R1,
             },
             Expr::Lookup {
                 sreg: Register::R1,
                 dreg: None,
-                set: LAN_SIDE4.to_owned(),
-                set_id: LAN_SIDE4_ID,
+                set: family.lan_side_set().to_owned(),
+                set_id: lan_side_id,
                 invert: true,
             },
         ]);
@@ -469,24 +667,24 @@ fn dispatch(from: From, which: Lookup) -> Vec<Expr> {
         Lookup::Guard => exprs.push(Expr::Lookup {
             sreg: Register::R1,
             dreg: Some(Register::Verdict),
-            set: GUARD4.to_owned(),
-            set_id: GUARD4_ID,
+            set: family.guard_map().to_owned(),
+            set_id: guard_id,
             invert: false,
         }),
         Lookup::Dnat => {
             exprs.push(Expr::Lookup {
                 sreg: Register::R1,
                 dreg: Some(Register::R1),
-                set: DNAT4.to_owned(),
-                set_id: DNAT4_ID,
+                set: family.dnat_map().to_owned(),
+                set_id: dnat_id,
                 invert: false,
             });
             exprs.push(Expr::Nat {
                 nat_type: NatType::Dnat,
-                family: NFPROTO_IPV4,
+                family: family.nfproto(),
                 addr_min: Some(Register::R1),
                 addr_max: None,
-                proto_min: Some(Register::R32(1)),
+                proto_min: Some(family.port_register()),
                 proto_max: None,
                 flags: 0,
             });

@@ -1,7 +1,8 @@
-//! Read portmap's table back into `Observed`: the mappings (names travel in element comments), the
-//! settings, and every way the structure differs from what portmap builds (reported as reasons for a
-//! repair). Reading is retried until the ruleset generation is the same before and after, so the
-//! picture is consistent. `observe` never decides what to do about what it finds.
+//! Read portmap's table back into `Observed`: the mappings (names travel in element comments; an
+//! element of `dnat6` gives a forward to an IPv6 target), the settings, and every way the structure
+//! differs from what portmap builds (reported as reasons for a repair). Reading is retried until the
+//! ruleset generation is the same before and after, so the picture is consistent. `observe` never
+//! decides what to do about what it finds.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,7 +13,7 @@ use portmap_netlink::{Chain, Netns, Rule, Set, Socket, sysctl, udata};
 
 use crate::element::{self, parse_mapping_comment};
 use crate::lan_side::LanSide;
-use crate::layout::{self, Contents, Shape, TableId};
+use crate::layout::{self, Contents, IpFamily, Shape, TableId};
 use crate::{Error, coexistence};
 
 /// Read the table consistently and analyse it, then look around it (interfaces, forwarding
@@ -102,16 +103,20 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
     }
 
     // The addresses hairpin must leave alone follow the router's LAN interfaces.
-    if snap.sets.iter().any(|s| s.name == layout::LAN_SIDE4) {
-        match element::prefixes_of(elements(layout::LAN_SIDE4)) {
-            Some(found) if found == env.lan_side4 => {}
+    for family in IpFamily::ALL {
+        let name = family.lan_side_set();
+        if !snap.sets.iter().any(|s| s.name == name) {
+            continue;
+        }
+        let want = env.prefixes(family);
+        match element::prefixes_of(elements(name), family) {
+            Some(found) if found == want => {}
             Some(found) => reasons.push(format!(
-                "set {} holds {} but the router's loopback and LAN-side addresses are now {}; it is refreshed",
-                layout::LAN_SIDE4,
+                "set {name} holds {} but the router's loopback and LAN-side addresses are now {}; it is refreshed",
                 list(&found),
-                list(&env.lan_side4)
+                list(want)
             )),
-            None => reasons.push(format!("set {} holds malformed intervals", layout::LAN_SIDE4)),
+            None => reasons.push(format!("set {name} holds malformed intervals")),
         }
     }
 
@@ -129,8 +134,8 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
         hairpin: shape.hairpin,
     };
 
-    // Allow-list chains and sets, by mapping name.
-    let mut allow: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
+    // Allow-list chains and sets, by mapping name, with the family of the set's addresses.
+    let mut allow: BTreeMap<String, (IpFamily, Vec<IpNet>)> = BTreeMap::new();
     let static_chains: BTreeSet<&str> = [
         layout::PREROUTING,
         layout::FORWARD,
@@ -150,21 +155,27 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
             reasons.push(format!("chain {} was not written by portmap", chain.name));
             continue;
         }
+        let set_name = layout::allow_set(&name);
+        let set = snap.sets.iter().find(|s| s.name == set_name);
+        // The set's address type says the family; the rule and the set must both be of it.
+        let family = match set {
+            Some(s) if s.key_type == portmap_netlink::datatype::IPV6_ADDR => IpFamily::V6,
+            _ => IpFamily::V4,
+        };
         let rules: Vec<&Rule> = snap.rules.iter().filter(|r| r.chain == chain.name).collect();
-        let want = layout::allow_rule(t, &name, 0);
+        let want = layout::allow_rule(t, &name, family, 0);
         if rules.len() != 1 || !layout::same_exprs(&rules[0].exprs, &want.exprs) {
             reasons.push(format!("chain {} (allow-list of {name}) was changed", chain.name));
         }
-        let set_name = layout::allow_set(&name);
-        match snap.sets.iter().find(|s| s.name == set_name) {
+        match set {
             None => reasons.push(format!("set {set_name} (allow-list of {name}) is missing")),
             Some(found) => {
-                if !same_set_type(found, &layout::allow_set_object(t, &name, 0)) {
+                if !same_set_type(found, &layout::allow_set_object(t, &name, family, 0)) {
                     reasons.push(format!("set {set_name} has the wrong type or flags"));
                 }
-                match element::prefixes_of(elements(&set_name)) {
+                match element::prefixes_of(elements(&set_name), family) {
                     Some(prefixes) => {
-                        allow.insert(name.clone(), prefixes);
+                        allow.insert(name.clone(), (family, prefixes));
                     }
                     None => reasons.push(format!("set {set_name} holds malformed intervals")),
                 }
@@ -182,60 +193,98 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
         }
     }
 
-    // Mappings from the DNAT map.
+    // Mappings from the DNAT maps, with the family whose map holds them.
     let mut mappings: BTreeMap<String, ObservedMapping> = BTreeMap::new();
-    for e in elements(layout::DNAT4) {
-        match element::parse_dnat_element(e) {
-            Some((forward, Some(comment))) => {
-                let (name, description) = parse_mapping_comment(&comment);
-                let m = mappings.entry(name.clone()).or_insert_with(|| ObservedMapping {
-                    name,
-                    description: description.clone(),
-                    forwards: Vec::new(),
-                    allow_from: Vec::new(),
-                });
-                if m.description != description {
-                    reasons.push(format!(
-                        "map dnat4: elements of {} disagree on the description",
-                        m.name
-                    ));
+    let mut families: BTreeMap<String, BTreeSet<IpFamily>> = BTreeMap::new();
+    for family in IpFamily::ALL {
+        let map = family.dnat_map();
+        for e in elements(map) {
+            match element::parse_dnat_element(e, family) {
+                Some((forward, Some(comment))) => {
+                    let (name, description) = parse_mapping_comment(&comment);
+                    let m = mappings.entry(name.clone()).or_insert_with(|| ObservedMapping {
+                        name,
+                        description: description.clone(),
+                        forwards: Vec::new(),
+                        allow_from: Vec::new(),
+                    });
+                    if m.description != description {
+                        reasons.push(format!(
+                            "map {map}: elements of {} disagree on the description",
+                            m.name
+                        ));
+                    }
+                    m.forwards.push(forward);
+                    families.entry(m.name.clone()).or_default().insert(family);
                 }
-                m.forwards.push(forward);
+                Some((forward, None)) => reasons.push(format!(
+                    "map {map} holds {} . {} without a portmap comment",
+                    forward.transport, forward.port
+                )),
+                None => reasons.push(format!("map {map} holds an element portmap cannot read")),
             }
-            Some((forward, None)) => reasons.push(format!(
-                "map dnat4 holds {} . {} without a portmap comment",
-                forward.transport, forward.port
-            )),
-            None => reasons.push("map dnat4 holds an element portmap cannot read".to_owned()),
         }
+    }
+    // A mapping has one family: its elements are all in dnat4 or all in dnat6.
+    let mut family_of: BTreeMap<&str, IpFamily> = BTreeMap::new();
+    for (name, found) in &families {
+        if found.len() > 1 {
+            reasons.push(format!(
+                "mapping {name} has elements in both {} and {}",
+                layout::DNAT4,
+                layout::DNAT6
+            ));
+        }
+        family_of.insert(name, found.first().copied().unwrap_or(IpFamily::V4));
     }
 
-    // Guards must cover exactly the forwards of mappings with an allow-list.
-    let mut guards: BTreeMap<String, BTreeSet<(Transport, u16)>> = BTreeMap::new();
-    for e in elements(layout::GUARD4) {
-        match element::parse_guard_element(e) {
-            Some((key, chain)) => {
-                let owner = chain.strip_prefix("allow_").unwrap_or(&chain).to_owned();
-                guards.entry(owner).or_default().insert(key);
+    // Guards must cover exactly the forwards of mappings with an allow-list, in the guard map of
+    // the mapping's family.
+    let mut guards: BTreeMap<(IpFamily, String), BTreeSet<(Transport, u16)>> = BTreeMap::new();
+    for family in IpFamily::ALL {
+        for e in elements(family.guard_map()) {
+            match element::parse_guard_element(e) {
+                Some((key, chain)) => {
+                    let owner = chain.strip_prefix("allow_").unwrap_or(&chain).to_owned();
+                    guards.entry((family, owner)).or_default().insert(key);
+                }
+                None => reasons.push(format!(
+                    "map {} holds an element portmap did not write",
+                    family.guard_map()
+                )),
             }
-            None => reasons.push("map guard4 holds an element portmap did not write".to_owned()),
         }
     }
-    for (name, prefixes) in &allow {
+    let mut guarded: BTreeSet<(IpFamily, &str)> = BTreeSet::new();
+    for (name, (list_family, prefixes)) in &allow {
         let Some(m) = mappings.get_mut(name) else {
             reasons.push(format!("allow-list of {name} is left over without a mapping"));
             continue;
         };
+        let family = family_of.get(name.as_str()).copied().unwrap_or(IpFamily::V4);
+        if *list_family != family {
+            reasons.push(format!(
+                "set {} holds {} sources but mapping {name} forwards to {}",
+                layout::allow_set(name),
+                list_family.name(),
+                family.name()
+            ));
+        }
         m.allow_from.clone_from(prefixes);
-        let keys: BTreeSet<(Transport, u16)> = m.forwards.iter().map(|f| (f.transport, f.port)).collect();
-        if guards.get(name) != Some(&keys) {
-            reasons.push(format!("map guard4 does not cover exactly the ports of {name}"));
+        guarded.insert((family, name));
+        let keys: BTreeSet<(Transport, u16)> = forward_keys(&m.forwards).into_iter().collect();
+        if guards.get(&(family, name.clone())) != Some(&keys) {
+            reasons.push(format!(
+                "map {} does not cover exactly the ports of {name}",
+                family.guard_map()
+            ));
         }
     }
-    for name in guards.keys() {
-        if !allow.contains_key(name) {
+    for (family, name) in guards.keys() {
+        if !guarded.contains(&(*family, name.as_str())) {
             reasons.push(format!(
-                "map guard4 sends ports to a missing allow-list of {name}"
+                "map {} sends ports to a missing allow-list of {name}",
+                family.guard_map()
             ));
         }
     }
@@ -369,7 +418,7 @@ fn shape_matches(t: &TableId, snap: &Contents, base: &[&Chain], shape: Shape) ->
     })
 }
 
-/// The forwards of an observed mapping grouped by key, for building deletes.
+/// The (protocol, port) keys of some forwards, in their order: what a guard map holds for them.
 pub fn forward_keys(forwards: &[Forward]) -> Vec<(Transport, u16)> {
     forwards.iter().map(|f| (f.transport, f.port)).collect()
 }

@@ -4,14 +4,13 @@
 //! control characters), so quoting cannot be broken. Text only; no kernel access.
 
 use std::fmt::Write as _;
-use std::net::IpAddr;
 
 use portmap_core::{Mapping, Model};
 
 use crate::apply::shape_of;
 use crate::element::mapping_comment;
 use crate::lan_side::LanSide;
-use crate::layout::{self, TableId};
+use crate::layout::{self, IpFamily, Origin, TableId};
 
 /// Render the whole table for `model`.
 pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
@@ -37,61 +36,61 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
     ifname_set(&mut out, layout::WAN_SET, &model.settings.wan_interfaces);
     ifname_set(&mut out, layout::LAN_SET, &model.settings.lan_interfaces);
 
-    // DNAT map.
-    let _ = writeln!(out, "\n\tmap {} {{", layout::DNAT4);
-    let _ = writeln!(
-        out,
-        "\t\ttype inet_proto . inet_service : ipv4_addr . inet_service"
-    );
-    let mut elems = Vec::new();
-    for m in &model.mappings {
-        let comment = mapping_comment(&m.name, m.description.as_deref());
-        for f in m.forwards() {
-            if let IpAddr::V4(a) = f.to {
-                elems.push(format!(
-                    "{} . {} comment \"{comment}\" : {a} . {}",
-                    f.transport, f.port, f.to_port
-                ));
-            }
-        }
-    }
-    elements(&mut out, &elems);
-    let _ = writeln!(out, "\t}}");
-
-    // Guard verdict map.
-    let _ = writeln!(out, "\n\tmap {} {{", layout::GUARD4);
-    let _ = writeln!(out, "\t\ttype inet_proto . inet_service : verdict");
+    // Per family: DNAT map, guard verdict map, addresses hairpin leaves to the router.
     let guarded: Vec<&Mapping> = model
         .mappings
         .iter()
         .filter(|m| !m.allow_from.is_empty())
         .collect();
-    let mut elems = Vec::new();
-    for m in &guarded {
-        for f in m.forwards() {
-            elems.push(format!(
-                "{} . {} comment \"{}\" : jump {}",
-                f.transport,
-                f.port,
-                m.name,
-                layout::allow_chain(&m.name)
-            ));
+    for family in IpFamily::ALL {
+        let ours = |m: &Mapping| IpFamily::of(m.to) == family;
+        let _ = writeln!(out, "\n\tmap {} {{", family.dnat_map());
+        let _ = writeln!(
+            out,
+            "\t\ttype inet_proto . inet_service : {} . inet_service",
+            family.nft_addr_type()
+        );
+        let mut elems = Vec::new();
+        for m in model.mappings.iter().filter(|m| ours(m)) {
+            let comment = mapping_comment(&m.name, m.description.as_deref());
+            for f in m.forwards() {
+                elems.push(format!(
+                    "{} . {} comment \"{comment}\" : {} . {}",
+                    f.transport, f.port, f.to, f.to_port
+                ));
+            }
         }
-    }
-    elements(&mut out, &elems);
-    let _ = writeln!(out, "\t}}");
+        elements(&mut out, &elems);
+        let _ = writeln!(out, "\t}}");
 
-    // Addresses hairpin leaves to the router.
-    let _ = writeln!(out, "\n\tset {} {{", layout::LAN_SIDE4);
-    let _ = writeln!(out, "\t\ttype ipv4_addr");
-    let _ = writeln!(out, "\t\tflags interval");
-    elements(&mut out, &prefix_texts(&env.lan_side4));
-    let _ = writeln!(out, "\t}}");
+        let _ = writeln!(out, "\n\tmap {} {{", family.guard_map());
+        let _ = writeln!(out, "\t\ttype inet_proto . inet_service : verdict");
+        let mut elems = Vec::new();
+        for m in guarded.iter().filter(|m| ours(m)) {
+            for f in m.forwards() {
+                elems.push(format!(
+                    "{} . {} comment \"{}\" : jump {}",
+                    f.transport,
+                    f.port,
+                    m.name,
+                    layout::allow_chain(&m.name)
+                ));
+            }
+        }
+        elements(&mut out, &elems);
+        let _ = writeln!(out, "\t}}");
+
+        let _ = writeln!(out, "\n\tset {} {{", family.lan_side_set());
+        let _ = writeln!(out, "\t\ttype {}", family.nft_addr_type());
+        let _ = writeln!(out, "\t\tflags interval");
+        elements(&mut out, &prefix_texts(env.prefixes(family)));
+        let _ = writeln!(out, "\t}}");
+    }
 
     // Allow-lists.
     for m in &guarded {
         let _ = writeln!(out, "\n\tset {} {{", layout::allow_set(&m.name));
-        let _ = writeln!(out, "\t\ttype ipv4_addr");
+        let _ = writeln!(out, "\t\ttype {}", IpFamily::of(m.to).nft_addr_type());
         let _ = writeln!(out, "\t\tflags interval");
         let _ = writeln!(out, "\t\tcomment \"{}\"", m.name);
         let prefixes = prefix_texts(&m.allow_from);
@@ -99,32 +98,31 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
         let _ = writeln!(out, "\t}}");
     }
 
-    // Base chains.
-    let wan = format!(
-        "iifname @{} fib daddr type local meta nfproto ipv4",
-        layout::WAN_SET
-    );
-    let lan = format!(
-        "iifname @{} fib daddr type local fib daddr . iif type != local meta nfproto ipv4 ip daddr != @{}",
-        layout::LAN_SET,
-        layout::LAN_SIDE4
-    );
-    let router = format!(
-        "fib daddr type local meta nfproto ipv4 ip daddr != @{}",
-        layout::LAN_SIDE4
-    );
-    let guard = format!("meta l4proto . th dport vmap @{}", layout::GUARD4);
-    let dnat = format!("dnat ip to meta l4proto . th dport map @{}", layout::DNAT4);
+    // Base chains: each source of traffic gets its guard and DNAT rule for IPv4, then for IPv6.
+    let pairs = |out: &mut String, from: Origin| {
+        for family in IpFamily::ALL {
+            let matches = dispatch_match(from, family);
+            let _ = writeln!(
+                out,
+                "\t\t{matches} meta l4proto . th dport vmap @{}",
+                family.guard_map()
+            );
+            let _ = writeln!(
+                out,
+                "\t\t{matches} dnat {} to meta l4proto . th dport map @{}",
+                family.nft_header(),
+                family.dnat_map()
+            );
+        }
+    };
     let _ = writeln!(out, "\n\tchain {} {{", layout::PREROUTING);
     let _ = writeln!(
         out,
         "\t\ttype nat hook prerouting priority dstnat; policy accept;"
     );
-    let _ = writeln!(out, "\t\t{wan} {guard}");
-    let _ = writeln!(out, "\t\t{wan} {dnat}");
+    pairs(&mut out, Origin::Wan);
     if shape.hairpin {
-        let _ = writeln!(out, "\t\t{lan} {guard}");
-        let _ = writeln!(out, "\t\t{lan} {dnat}");
+        pairs(&mut out, Origin::Lan);
     }
     let _ = writeln!(out, "\t}}");
     let _ = writeln!(out, "\n\tchain {} {{", layout::FORWARD);
@@ -137,8 +135,7 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
     if shape.hairpin {
         let _ = writeln!(out, "\n\tchain {} {{", layout::OUTPUT);
         let _ = writeln!(out, "\t\ttype nat hook output priority -100; policy accept;");
-        let _ = writeln!(out, "\t\t{router} {guard}");
-        let _ = writeln!(out, "\t\t{router} {dnat}");
+        pairs(&mut out, Origin::Router);
         let _ = writeln!(out, "\t}}");
     }
     if shape.masquerade || shape.hairpin {
@@ -170,11 +167,41 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
     for m in &guarded {
         let _ = writeln!(out, "\n\tchain {} {{", layout::allow_chain(&m.name));
         let _ = writeln!(out, "\t\tcomment \"{}\"", m.name);
-        let _ = writeln!(out, "\t\tip saddr != @{} accept", layout::allow_set(&m.name));
+        let _ = writeln!(
+            out,
+            "\t\t{} saddr != @{} accept",
+            IpFamily::of(m.to).nft_header(),
+            layout::allow_set(&m.name)
+        );
         let _ = writeln!(out, "\t}}");
     }
     let _ = writeln!(out, "}}");
     out
+}
+
+/// The match part of a DNAT rule, as `layout::static_rules` builds it.
+fn dispatch_match(from: Origin, family: IpFamily) -> String {
+    let mut text = match from {
+        Origin::Wan => format!("iifname @{} fib daddr type local", layout::WAN_SET),
+        Origin::Lan => format!(
+            "iifname @{} fib daddr type local fib daddr . iif type != local",
+            layout::LAN_SET
+        ),
+        Origin::Router => "fib daddr type local".to_owned(),
+    };
+    let _ = write!(text, " meta nfproto {}", family.nft_nfproto());
+    if family == IpFamily::V6 {
+        text.push_str(" ip6 daddr != fe80::/10");
+    }
+    if !matches!(from, Origin::Wan) {
+        let _ = write!(
+            text,
+            " {} daddr != @{}",
+            family.nft_header(),
+            family.lan_side_set()
+        );
+    }
+    text
 }
 
 /// Prefixes as nft prints them: a host prefix as a bare address.

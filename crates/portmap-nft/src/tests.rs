@@ -1,14 +1,15 @@
 //! Pure tests of the backend: what a rebuild would send, read back by `analyse`, gives the model's
-//! mappings and settings; hand damage is reported; a delta touches only the changed mapping.
+//! mappings and settings (IPv4, IPv6 and dual-stack); hand damage is reported; a delta touches only
+//! the changed mapping, in the maps of its family.
 
 use std::net::IpAddr;
 
 use portmap_core::{Mapping, Model, Observed, PortRange, Protocol, Settings, TableAction, TableState, plan};
-use portmap_netlink::Expr;
+use portmap_netlink::{Expr, Rule};
 
 use crate::apply::{self, contents};
 use crate::lan_side::LanSide;
-use crate::layout::{self, TableId};
+use crate::layout::{self, IpFamily, TableId};
 use crate::observe::analyse;
 
 fn env() -> LanSide {
@@ -259,5 +260,323 @@ fn changed_lan_addresses_are_drift() {
     assert_eq!(
         LanSide::from_interfaces(&[wan, lan("192.168.1.1")], &m.settings),
         then
+    );
+}
+
+/// The dual-stack router: `model()` plus IPv6 mappings, one of them on the same port as `web`.
+fn dual_stack() -> Model {
+    let mut m = model();
+    let mut web6 = mapping(
+        "web6",
+        Protocol::Tcp,
+        (8080, 8080),
+        "2001:db8:2::66",
+        (80, 80),
+        &[],
+    );
+    web6.description = Some("web server over IPv6".to_owned());
+    m.mappings.extend([
+        web6,
+        mapping(
+            "game6",
+            Protocol::Both,
+            (6000, 6002),
+            "2001:db8:2::70",
+            (7000, 7002),
+            &["2001:db8:1::2/128", "2001:db8:100::/48"],
+        ),
+        mapping("mail6", Protocol::Tcp, (25, 25), "fd00::25", (25, 25), &["::/0"]),
+    ]);
+    m
+}
+
+/// What each message of a batch does, in words.
+fn described(built: &apply::Built) -> Vec<String> {
+    (0..built.batch.len()).map(|i| built.batch.describe(i)).collect()
+}
+
+#[test]
+fn ipv6_and_dual_stack_contents_read_back_as_the_model() {
+    for (masquerade, hairpin) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut m = dual_stack();
+        m.settings.masquerade = masquerade;
+        m.settings.hairpin = hairpin;
+        let o = observed(&m);
+        assert_eq!(
+            o.state,
+            TableState::Intact,
+            "masquerade={masquerade} hairpin={hairpin}"
+        );
+        assert_eq!(o.settings, m.settings);
+        let p = plan(&m, &o);
+        assert!(p.is_empty(), "{p:?}");
+        let game6 = o.mappings.iter().find(|x| x.name == "game6").unwrap();
+        assert_eq!(game6.forwards.len(), 6);
+        assert!(game6.forwards.iter().all(|f| f.to.is_ipv6()));
+        assert_eq!(game6.allow_from, m.mappings[5].allow_from);
+        let web6 = o.mappings.iter().find(|x| x.name == "web6").unwrap();
+        assert_eq!(web6.description.as_deref(), Some("web server over IPv6"));
+    }
+    // Each family's map holds exactly its mappings' elements; tcp 8080 is in both.
+    let c = contents(&dual_stack(), &t(), &env());
+    assert_eq!(c.elements[layout::DNAT4].len(), 1 + 1 + 3 + 2);
+    assert_eq!(c.elements[layout::DNAT6].len(), 1 + 6 + 1);
+    assert_eq!(c.elements[layout::GUARD4].len(), 1 + 2);
+    assert_eq!(c.elements[layout::GUARD6].len(), 6 + 1);
+    let key = crate::element::key_bytes(portmap_core::Transport::Tcp, 8080);
+    for map in [layout::DNAT4, layout::DNAT6] {
+        assert!(c.elements[map].iter().any(|e| e.key == key), "{map}");
+    }
+    // The allow-list set of an IPv6 mapping holds IPv6 addresses.
+    let set = c.sets.iter().find(|s| s.name == "allow_game6_src").unwrap();
+    assert_eq!(set.key_type, portmap_netlink::datatype::IPV6_ADDR);
+    assert_eq!(set.key_len, 16);
+}
+
+#[test]
+fn ipv6_rules_use_the_expressions_nft_builds() {
+    let shape = apply::shape_of(&Settings {
+        hairpin: true,
+        ..Settings::default()
+    });
+    let rules = layout::static_rules(&t(), shape);
+    let prerouting: Vec<&Vec<Expr>> = rules
+        .iter()
+        .filter(|r| r.chain == layout::PREROUTING)
+        .map(|r| &r.exprs)
+        .collect();
+    // WAN: guard4, dnat4, guard6, dnat6; then the same four from the LAN.
+    assert_eq!(prerouting.len(), 8);
+    let dnat6 = prerouting[3];
+    // `dnat ip6 to meta l4proto . th dport map @dnat6`: the lookup fills register 1 with the
+    // 16-byte address and the next 32-bit slot (128-bit register 2) with the port.
+    assert!(matches!(
+        dnat6.last(),
+        Some(Expr::Nat {
+            family: 10,
+            addr_min: Some(portmap_netlink::Register::R1),
+            proto_min: Some(portmap_netlink::Register::R2),
+            ..
+        })
+    ));
+    assert!(
+        dnat6
+            .iter()
+            .any(|e| matches!(e, Expr::Lookup { set, .. } if set == layout::DNAT6))
+    );
+    // `ip6 daddr != fe80::/10`: the destination masked to 10 bits is not fe80::.
+    assert!(dnat6.iter().any(|e| matches!(
+        e,
+        Expr::Cmp { op: portmap_netlink::CmpOp::Neq, data, .. } if data[..2] == [0xfe, 0x80] && data.len() == 16
+    )));
+    let lan6 = prerouting[7];
+    assert!(lan6.iter().any(|e| matches!(
+        e,
+        Expr::Lookup { set, invert: true, .. } if set == layout::LAN_SIDE6
+    )));
+    assert!(lan6.iter().any(|e| matches!(
+        e,
+        Expr::Payload {
+            offset: 24,
+            len: 16,
+            ..
+        }
+    )));
+    let output: Vec<&Rule> = rules.iter().filter(|r| r.chain == layout::OUTPUT).collect();
+    assert_eq!(output.len(), 4);
+
+    let allow = layout::allow_rule(&t(), "game6", IpFamily::V6, 0);
+    assert!(allow.exprs.iter().any(|e| matches!(
+        e,
+        Expr::Payload {
+            offset: 8,
+            len: 16,
+            ..
+        }
+    )));
+
+    let render = crate::render::render(&dual_stack(), &t(), &env());
+    for line in [
+        "type inet_proto . inet_service : ipv6_addr . inet_service",
+        "tcp . 8080 comment \"web6: web server over IPv6\" : 2001:db8:2::66 . 80",
+        "iifname @wan_ifaces fib daddr type local meta nfproto ipv6 ip6 daddr != fe80::/10 dnat ip6 to meta l4proto . th dport map @dnat6",
+        "ip6 saddr != @allow_game6_src accept",
+        "udp . 6002 comment \"game6\" : jump allow_game6",
+    ] {
+        assert!(render.contains(line), "missing `{line}` in\n{render}");
+    }
+}
+
+#[test]
+fn an_ipv6_change_touches_only_the_ipv6_maps() {
+    let before = dual_stack();
+    let mut after = dual_stack();
+    after.mappings[5].to = "2001:db8:2::71".parse().unwrap();
+    let p = plan(&after, &observed(&before));
+    assert_eq!(p.changes.len(), 1);
+    let built = apply::build(&p, &t(), &env());
+    assert!(!built.rebuilt);
+    // Six forwards: six deletes and six adds, in dnat6 only.
+    assert_eq!(built.objects, 12);
+    let messages = described(&built);
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(messages.iter().all(|m| m.contains(" dnat6 ")), "{messages:?}");
+
+    // A new IPv6 mapping with an allow-list: set, intervals, chain, rule, guards in guard6.
+    let mut after = dual_stack();
+    after.mappings.push(mapping(
+        "ssh6",
+        Protocol::Tcp,
+        (2222, 2222),
+        "2001:db8:2::22",
+        (22, 22),
+        &["2001:db8:1::/64"],
+    ));
+    let built = apply::build(&plan(&after, &observed(&before)), &t(), &env());
+    let messages = described(&built);
+    assert!(messages.iter().any(|m| m.contains("guard6")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("dnat6")), "{messages:?}");
+    assert!(
+        !messages
+            .iter()
+            .any(|m| m.contains("dnat4") || m.contains("guard4")),
+        "{messages:?}"
+    );
+    assert_eq!(built.objects, 1 + 2 + 2 + 1 + 1);
+}
+
+#[test]
+fn a_mapping_that_changes_family_moves_between_the_maps() {
+    // `mail` (IPv4, allow-listed) becomes IPv6: its elements leave dnat4/guard4 and its allow-list
+    // set is recreated with IPv6 addresses, all in one delta.
+    let before = model();
+    let mut after = model();
+    after.mappings[1].to = "2001:db8:2::25".parse().unwrap();
+    after.mappings[1].allow_from = vec!["2001:db8:1::/64".parse().unwrap()];
+    let p = plan(&after, &observed(&before));
+    let built = apply::build(&p, &t(), &env());
+    assert!(!built.rebuilt);
+    let messages = described(&built);
+    for wanted in [
+        "delete element from map inet portmap guard4",
+        "delete chain inet portmap allow_mail",
+        "delete set inet portmap allow_mail_src",
+        "add set inet portmap allow_mail_src",
+        "add chain inet portmap allow_mail",
+        "add element to map inet portmap guard6",
+        "delete element from map inet portmap dnat4",
+        "add element to map inet portmap dnat6",
+    ] {
+        assert!(
+            messages.iter().any(|m| m.starts_with(wanted)),
+            "no `{wanted}` in {messages:#?}"
+        );
+    }
+    // The deletes of the old list come before the adds of the new one.
+    let pos = |prefix: &str| messages.iter().position(|m| m.starts_with(prefix)).unwrap();
+    assert!(pos("delete set inet portmap allow_mail_src") < pos("add set inet portmap allow_mail_src"));
+    // Read back as applied, the plan is empty.
+    assert!(plan(&after, &observed(&after)).is_empty());
+}
+
+#[test]
+fn ipv6_damage_is_reported() {
+    let m = dual_stack();
+    // An IPv6 forward without a portmap comment.
+    let mut c = contents(&m, &t(), &env());
+    let mut stray = c.elements[layout::DNAT6][0].clone();
+    stray.userdata = None;
+    stray.key = crate::element::key_bytes(portmap_core::Transport::Udp, 9999);
+    c.elements.get_mut(layout::DNAT6).unwrap().push(stray);
+    let TableState::Damaged { reasons } = analyse(&t(), &c, &env(), None).state else {
+        panic!()
+    };
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("dnat6") && r.contains("udp . 9999")),
+        "{reasons:?}"
+    );
+
+    // A guard moved to the other family's map.
+    let mut c = contents(&m, &t(), &env());
+    let guard = c.elements.get_mut(layout::GUARD6).unwrap().pop().unwrap();
+    c.elements.get_mut(layout::GUARD4).unwrap().push(guard);
+    let TableState::Damaged { reasons } = analyse(&t(), &c, &env(), None).state else {
+        panic!()
+    };
+    assert!(reasons.iter().any(|r| r.contains("guard6")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("guard4")), "{reasons:?}");
+
+    // One mapping with elements in both maps.
+    let mut c = contents(&m, &t(), &env());
+    let mut twin = c.elements[layout::DNAT4][0].clone();
+    let (forward, comment) = crate::element::parse_dnat_element(&twin, IpFamily::V4).unwrap();
+    twin = crate::element::dnat_element(
+        &portmap_core::Forward {
+            port: 9998,
+            to: "2001:db8:2::9".parse().unwrap(),
+            ..forward
+        },
+        &comment.unwrap(),
+    );
+    c.elements.get_mut(layout::DNAT6).unwrap().push(twin);
+    let TableState::Damaged { reasons } = analyse(&t(), &c, &env(), None).state else {
+        panic!()
+    };
+    assert!(
+        reasons.iter().any(|r| r.contains("both dnat4 and dnat6")),
+        "{reasons:?}"
+    );
+
+    // An IPv6 DNAT rule removed by hand.
+    let mut c = contents(&m, &t(), &env());
+    let i = c
+        .rules
+        .iter()
+        .position(|r| {
+            r.exprs
+                .iter()
+                .any(|e| matches!(e, Expr::Lookup { set, .. } if set == layout::DNAT6))
+        })
+        .unwrap();
+    c.rules.remove(i);
+    let TableState::Damaged { reasons } = analyse(&t(), &c, &env(), None).state else {
+        panic!()
+    };
+    assert!(reasons.iter().any(|r| r.contains("prerouting")), "{reasons:?}");
+}
+
+#[test]
+fn lan_side6_holds_loopback_and_the_lan_addresses_but_no_link_local() {
+    use portmap_netlink::link::Interface;
+    let m = dual_stack();
+    let lan = |addrs: &[&str]| Interface {
+        index: 2,
+        name: "lan0".into(),
+        up: true,
+        addrs: addrs.iter().map(|a| (a.parse().unwrap(), 64)).collect(),
+    };
+    let then = LanSide::from_interfaces(&[lan(&["192.168.1.1", "2001:db8:2::1", "fe80::1"])], &m.settings);
+    assert_eq!(
+        then.lan_side6.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["::1/128", "2001:db8:2::1/128"]
+    );
+    assert_eq!(LanSide::default().lan_side6.len(), 1);
+    // A new IPv6 LAN address is drift, named in the reason.
+    let now = LanSide::from_interfaces(
+        &[lan(&["192.168.1.1", "2001:db8:2::1", "2001:db8:3::1"])],
+        &m.settings,
+    );
+    let c = contents(&m, &t(), &then);
+    assert_eq!(analyse(&t(), &c, &then, None).state, TableState::Intact);
+    let TableState::Damaged { reasons } = analyse(&t(), &c, &now, None).state else {
+        panic!()
+    };
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("lan_side6") && r.contains("2001:db8:3::1")),
+        "{reasons:?}"
     );
 }

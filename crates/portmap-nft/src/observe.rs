@@ -4,7 +4,7 @@
 //! ruleset generation is the same before and after, so the picture is consistent. `observe` never
 //! decides what to do about what it finds.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::IpNet;
 use portmap_core::{Environment, Forward, Observed, ObservedMapping, Settings, TableState, Transport};
@@ -86,10 +86,16 @@ fn observe_table(socket: &mut Socket, interfaces: &[Interface], t: &TableId) -> 
 pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u32>) -> Observed {
     let mut reasons: Vec<String> = Vec::new();
     let elements = |name: &str| snap.elements.get(name).map_or(&[][..], Vec::as_slice);
+    // Indexes, so a table with thousands of allow-lists is read in linear time.
+    let sets_by_name: HashMap<&str, &Set> = snap.sets.iter().map(|s| (s.name.as_str(), s)).collect();
+    let mut rules_by_chain: HashMap<&str, Vec<&Rule>> = HashMap::new();
+    for rule in &snap.rules {
+        rules_by_chain.entry(rule.chain.as_str()).or_default().push(rule);
+    }
 
     // Static sets and maps.
     for want in layout::static_sets(t) {
-        match snap.sets.iter().find(|s| s.name == want.name) {
+        match sets_by_name.get(want.name.as_str()) {
             None => reasons.push(format!("{} {} is missing", kind(&want), want.name)),
             Some(found) if !same_set_type(found, &want) => {
                 reasons.push(format!(
@@ -105,7 +111,7 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
     // The addresses hairpin must leave alone follow the router's LAN interfaces.
     for family in IpFamily::ALL {
         let name = family.lan_side_set();
-        if !snap.sets.iter().any(|s| s.name == name) {
+        if !sets_by_name.contains_key(name) {
             continue;
         }
         let want = env.prefixes(family);
@@ -156,13 +162,13 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
             continue;
         }
         let set_name = layout::allow_set(&name);
-        let set = snap.sets.iter().find(|s| s.name == set_name);
+        let set = sets_by_name.get(set_name.as_str()).copied();
         // The set's address type says the family; the rule and the set must both be of it.
         let family = match set {
             Some(s) if s.key_type == portmap_netlink::datatype::IPV6_ADDR => IpFamily::V6,
             _ => IpFamily::V4,
         };
-        let rules: Vec<&Rule> = snap.rules.iter().filter(|r| r.chain == chain.name).collect();
+        let rules: &[&Rule] = rules_by_chain.get(chain.name.as_str()).map_or(&[], Vec::as_slice);
         let want = layout::allow_rule(t, &name, family, 0);
         if rules.len() != 1 || !layout::same_exprs(&rules[0].exprs, &want.exprs) {
             reasons.push(format!("chain {} (allow-list of {name}) was changed", chain.name));
@@ -187,8 +193,16 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
         .map(|s| s.name)
         .chain(allow.keys().map(|n| layout::allow_set(n)))
         .collect();
+    // Sets already named by a finding (e.g. an allow-list set whose chain is gone) are not repeated.
+    let named: BTreeSet<&str> = snap
+        .sets
+        .iter()
+        .filter(|s| !known_sets.contains(&s.name))
+        .map(|s| s.name.as_str())
+        .filter(|n| reasons.iter().any(|r| r.contains(n)))
+        .collect();
     for set in &snap.sets {
-        if !known_sets.contains(&set.name) && !reasons.iter().any(|r| r.contains(&set.name)) {
+        if !known_sets.contains(&set.name) && !named.contains(set.name.as_str()) {
             reasons.push(format!("set {} was not written by portmap", set.name));
         }
     }

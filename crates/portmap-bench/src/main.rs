@@ -217,14 +217,7 @@ fn measure_size(o: &Options, lab: &Lab, dir: &Path, n: usize) -> Row {
     // Dataplane: one mapping, N mappings, then the same forwards as N linear rules, back to back so
     // they share the machine's state; the rate at 1 is measured before and after, the better kept.
     let rate_1_before = rate_with_portmap(o, lab, dir, 1);
-    destroy(o, lab);
-    run(
-        portmap(o, lab, &["apply", "-c", &cfg, "--auto-approve"]),
-        "portmap apply",
-    );
-    flush_conntrack(lab);
-    let rate_n = connection_rate(lab, workload::last_port(n), o.dataplane);
-    destroy(o, lab);
+    let rate_n = rate_with_portmap(o, lab, dir, n);
     let linear = write(dir, &format!("n{n}-linear.nft"), &workload::linear_ruleset(n));
     let mut cmd = lab.router.command("nft");
     cmd.args(["-f", &linear]);

@@ -68,6 +68,15 @@ pub struct ApplyOptions {
     pub keep_conntrack: bool,
 }
 
+/// What [`Backends::destroy`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Destroyed {
+    /// Mappings the table held.
+    pub mappings: usize,
+    /// Tracked connections removed with them.
+    pub flows_cleared: usize,
+}
+
 /// What [`Backends::converge`] did.
 #[derive(Debug)]
 pub struct Outcome {
@@ -131,10 +140,35 @@ impl Backends {
         Ok(Outcome { plan, report })
     }
 
-    /// Remove the owned table; false when it was not there.
-    pub fn destroy(&mut self) -> Result<bool, Error> {
-        match self {
-            Backends::Nft(b) => Ok(b.destroy()?),
+    /// Remove the owned table, then the tracked connections its forwards had made (unless
+    /// `keep_conntrack`). Returns how many mappings were removed, `None` when there was no table.
+    pub fn destroy(&mut self, options: &ApplyOptions) -> Result<Option<Destroyed>, Error> {
+        let observed = self.observe()?;
+        let removed = match self {
+            Backends::Nft(b) => b.destroy()?,
+        };
+        if !removed {
+            return Ok(None);
         }
+        let mut flows_cleared = 0;
+        if !options.keep_conntrack {
+            let stale: Vec<StaleFlows> = observed
+                .mappings
+                .iter()
+                .flat_map(|m| {
+                    m.forwards.iter().map(|&forward| StaleFlows {
+                        forward,
+                        unless_from: None,
+                    })
+                })
+                .collect();
+            flows_cleared = match self {
+                Backends::Nft(b) => b.clear_flows(&stale)?,
+            };
+        }
+        Ok(Some(Destroyed {
+            mappings: observed.mappings.len(),
+            flows_cleared,
+        }))
     }
 }

@@ -95,6 +95,9 @@ enum Command {
         /// Destroy without asking.
         #[arg(long)]
         auto_approve: bool,
+        /// Leave the tracked connections of the removed mappings alone.
+        #[arg(long)]
+        keep_conntrack: bool,
     },
 }
 
@@ -261,7 +264,10 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             }
             Ok(ExitStatus::Success)
         }
-        Command::Destroy { auto_approve } => {
+        Command::Destroy {
+            auto_approve,
+            keep_conntrack,
+        } => {
             let mut backend = open(cli, kind)?;
             let observed = backend.observe()?;
             if observed.state == portmap::TableState::Missing {
@@ -276,8 +282,17 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             if !*auto_approve {
                 confirm(&format!("Destroy table {}?", observed.table))?;
             }
-            backend.destroy()?;
-            println!("Destroyed table {}.", observed.table);
+            let options = portmap::ApplyOptions {
+                keep_conntrack: *keep_conntrack,
+            };
+            match backend.destroy(&options)? {
+                None => println!("Nothing to destroy: table {} was already gone.", observed.table),
+                Some(d) if d.flows_cleared > 0 => println!(
+                    "Destroyed table {}; {} tracked connections of its mappings removed.",
+                    observed.table, d.flows_cleared
+                ),
+                Some(_) => println!("Destroyed table {}.", observed.table),
+            }
             Ok(ExitStatus::Success)
         }
     }

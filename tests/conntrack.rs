@@ -142,3 +142,29 @@ fn keep_conntrack_leaves_live_flows_on_the_old_target() {
     let fresh = Reply::parse(&fresh.expect("answer")).expect("identity");
     assert_eq!(fresh.server, "192.168.1.71:5060".parse().unwrap());
 }
+
+#[test]
+fn destroy_ends_live_flows_too() {
+    support::require_root!();
+    let t = Topology::new("ct-destroy");
+    let old = t.udp_server("192.168.1.66:5060");
+    t.apply(&config("192.168.1.66")).success();
+    let phone = fixed_port_client(&t);
+    assert_eq!(ask(&phone), "192.168.1.66:5060".parse().unwrap());
+    let seen = old.seen().len();
+
+    let run = t.portmap(&["destroy", "--auto-approve"]);
+    run.success();
+    assert!(
+        run.stdout.contains("tracked connections of its mappings removed"),
+        "{run}"
+    );
+    // The next datagram is no longer translated: the inner host never sees it.
+    phone.send(b"hello").expect("send");
+    let mut buf = [0u8; 64];
+    assert!(
+        phone.recv(&mut buf).is_err(),
+        "nobody should answer after destroy"
+    );
+    assert_eq!(old.seen().len(), seen, "the old target must not get the datagram");
+}

@@ -184,6 +184,15 @@ fn both_protocols() {
 }
 
 #[test]
+fn masquerade_and_hairpin() {
+    support::require_root!();
+    let table = same_table_both_ways(&fixture("masquerade.yaml"));
+    assert!(table.contains("meta nfproto ipv4 masquerade"), "{table}");
+    assert!(table.contains("ct status dnat masquerade"), "{table}");
+    assert!(table.contains("chain output {"), "{table}");
+}
+
+#[test]
 fn ipv6_and_dual_stack() {
     support::require_root!();
     let table = same_table_both_ways(&fixture("ipv6.yaml"));

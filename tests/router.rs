@@ -191,3 +191,34 @@ fn a_new_lan_address_is_drift_until_applied() {
     ));
     assert_eq!(got.server, SocketAddr::V4(own));
 }
+
+#[test]
+fn masquerade_leaves_ipv6_routed() {
+    support::require_root!();
+    let t = Topology::with_ipv6("masq6");
+    let lan_host = std::net::Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x70);
+    let client6 = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
+    let wan6 = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+    // The internet side routes the LAN's IPv6 prefix to the router, as a provider would.
+    t.client
+        .ip(&["-6", "route", "add", "2001:db8:2::/64", "via", &wan6.to_string()])
+        .success();
+    let _internet = Server::tcp(&t.client, std::net::SocketAddrV6::new(client6, 9000, 0, 0));
+    t.apply(&config(false, true)).success();
+    let to = std::net::SocketAddrV6::new(client6, 9000, 0, 0);
+    let got = reply(&tcp_request(&t.lan, lan_host, to, REPLY_TIMEOUT));
+    assert_eq!(
+        got.peer.ip(),
+        std::net::IpAddr::V6(lan_host),
+        "IPv6 must not be masqueraded: {got:?}"
+    );
+    // IPv4 from the same LAN still is.
+    let _v4 = Server::tcp(&t.client, SocketAddrV4::new(CLIENT, 9001));
+    let got = reply(&tcp_request(
+        &t.lan,
+        LAN_CLIENT,
+        SocketAddrV4::new(CLIENT, 9001),
+        REPLY_TIMEOUT,
+    ));
+    assert_eq!(got.peer.ip(), std::net::IpAddr::V4(WAN), "{got:?}");
+}

@@ -43,6 +43,7 @@ pub const GOOD_FIXTURES: &[&str] = &[
     "ranges.yaml",
     "both.yaml",
     "ipv6.yaml",
+    "masquerade.yaml",
 ];
 
 impl BadFixture {

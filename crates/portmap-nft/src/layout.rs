@@ -753,10 +753,12 @@ fn masquerade_reflected() -> Vec<Expr> {
     exprs
 }
 
-/// `iifname @lan_ifaces oifname @wan_ifaces masquerade`.
+/// `iifname @lan_ifaces oifname @wan_ifaces meta nfproto ipv4 masquerade`.
 fn masquerade_lan_to_wan() -> Vec<Expr> {
     let mut exprs = iface(Iface::InLan).to_vec();
     exprs.extend(iface(Iface::OutWan));
+    // IPv4 only: LAN IPv6 addresses are routed, not hidden behind the router's.
+    exprs.extend(nfproto_is(IpFamily::V4));
     exprs.push(Expr::Masq { flags: 0 });
     exprs
 }

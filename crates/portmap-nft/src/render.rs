@@ -147,7 +147,7 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
         if shape.masquerade {
             let _ = writeln!(
                 out,
-                "\t\tiifname @{} oifname @{} masquerade",
+                "\t\tiifname @{} oifname @{} meta nfproto ipv4 masquerade",
                 layout::LAN_SET,
                 layout::WAN_SET
             );

@@ -411,3 +411,50 @@ fn without_cap_net_admin_says_so_in_one_sentence() {
     }
     assert_eq!(support::nft::ruleset(&ns), before);
 }
+
+#[test]
+fn hostile_table_names_are_refused_before_anything_runs() {
+    support::require_root!();
+    let ns = router("badtable");
+    let before = support::nft::ruleset(&ns);
+    let path = fixture("both.yaml");
+    let overlong = "a".repeat(300);
+    for name in [
+        r#"x"; flush ruleset; #"#,
+        "with space",
+        "1starts-with-digit",
+        "",
+        overlong.as_str(),
+    ] {
+        for args in [
+            vec![
+                "--netns",
+                ns.name(),
+                "--table",
+                name,
+                "render",
+                "-c",
+                path_str(&path),
+            ],
+            vec![
+                "--netns",
+                ns.name(),
+                "--table",
+                name,
+                "apply",
+                "-c",
+                path_str(&path),
+                "--auto-approve",
+            ],
+        ] {
+            let run = portmap(&args);
+            assert_eq!(run.code, 1, "{run}");
+            assert!(run.stderr.contains("is not valid: use 1-64 characters"), "{run}");
+            assert!(
+                run.stdout.is_empty(),
+                "nothing may be printed for a bad name: {run}"
+            );
+        }
+    }
+    assert_eq!(support::nft::ruleset(&ns), before, "the kernel is unchanged");
+}

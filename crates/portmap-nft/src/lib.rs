@@ -62,6 +62,9 @@ pub enum Error {
         #[source]
         source: portmap_netlink::Error,
     },
+    /// A table name that is not a plain identifier.
+    #[error("table name `{0}` is not valid: use 1-64 characters from A-Z a-z 0-9 _ - starting with a letter")]
+    BadTableName(String),
     /// A plan from another backend.
     #[error("this plan was made for the {0} backend, not nft")]
     WrongBackend(String),
@@ -79,9 +82,9 @@ impl NftBackend {
     /// Open a netlink socket in `netns` for managing table `inet <table>`.
     pub fn open(netns: &Netns, table: &str) -> Result<Self, Error> {
         Ok(NftBackend {
+            table: checked_table_id(table)?,
             socket: Socket::open(netns)?,
             netns: netns.clone(),
-            table: table_id(table),
         })
     }
 
@@ -106,7 +109,25 @@ fn flow_is_stale(flow: &Flow, stale: &StaleFlows) -> bool {
             .is_some_and(|keep| keep.iter().any(|net| net.contains(&flow.original.src)))
 }
 
-/// The id of `inet <name>`.
+/// Longest table name portmap accepts.
+pub const MAX_TABLE_NAME_LEN: usize = 64;
+
+/// The id of `inet <name>` for a name given by a user: 1–64 characters from `A-Z a-z 0-9 _ -`,
+/// starting with a letter, so it can never break out of a rule or an nft script.
+pub fn checked_table_id(name: &str) -> Result<TableId, Error> {
+    let ok = name.len() <= MAX_TABLE_NAME_LEN
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(table_id(name))
+    } else {
+        Err(Error::BadTableName(name.chars().take(40).collect()))
+    }
+}
+
+/// The id of `inet <name>` (the name is not checked: see [`checked_table_id`]).
 pub fn table_id(name: &str) -> TableId {
     TableId {
         family: Family::Inet,
@@ -120,7 +141,8 @@ pub fn table_id(name: &str) -> TableId {
 /// namespace the process runs in needs no privileges.
 pub fn render_script(model: &Model, table: &str, netns: &Netns) -> Result<String, Error> {
     let env = LanSide::read(netns, &model.settings)?;
-    Ok(render::render(model, &table_id(table), &env))
+    let table = checked_table_id(table)?;
+    Ok(render::render(model, &table, &env))
 }
 
 impl Backend for NftBackend {

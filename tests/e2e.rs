@@ -2,7 +2,8 @@
 //! DNAT it installs. Each test builds its own client / router / LAN namespaces (see
 //! `support::topology`) and removes them when it ends, even on panic; nothing touches the host.
 //!
-//! Every config here uses `hairpin: false` (hairpin is a later feature).
+//! Every config here uses `hairpin: false`, so what is tested is the WAN path alone; hairpin, masquerade
+//! and router-local forwards are tested in `router.rs`, IPv6 in `ipv6.rs`.
 
 mod support;
 

@@ -236,7 +236,11 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 },
             )?;
             let elapsed = started.elapsed();
-            let (create, update, delete) = counts(&plan);
+            let portmap::Counts {
+                create,
+                update,
+                delete,
+            } = plan.counts();
             println!(
                 "\nApply complete: {create} created, {update} changed, {delete} deleted{} — {} kernel objects in one transaction ({} messages, {:.1} ms){}.",
                 if report.rebuilt { ", table rebuilt" } else { "" },
@@ -363,18 +367,6 @@ fn print_plan(plan: &Plan, color: bool) {
         let _ = std::io::stdout().flush();
         eprint!("{warnings}");
     }
-}
-
-fn counts(plan: &Plan) -> (usize, usize, usize) {
-    let mut c = (0, 0, 0);
-    for change in &plan.changes {
-        match change {
-            portmap::Change::Create { .. } => c.0 += 1,
-            portmap::Change::Update { .. } => c.1 += 1,
-            portmap::Change::Delete { .. } => c.2 += 1,
-        }
-    }
-    c
 }
 
 fn use_color(stream: &impl IsTerminal) -> bool {

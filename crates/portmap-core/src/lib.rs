@@ -33,8 +33,8 @@ pub use model::{
     Protocol, Settings, TableState, Transport,
 };
 pub use plan::{
-    Change, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, SettingChange, StaleFlows,
-    TableAction, describe_forwards, describe_runs, fold_forwards, plan,
+    Change, Counts, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, SettingChange,
+    StaleFlows, TableAction, describe_forwards, describe_runs, fold_forwards, plan,
 };
 pub use render::{MappingSummary, plan_json, render_plan, render_status, render_warnings, status_json};
 pub use validate::{MAX_DESCRIPTION_LEN, MAX_INTERFACE_LEN, MAX_NAME_LEN, canonical_prefixes, validate};

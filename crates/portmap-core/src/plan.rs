@@ -139,6 +139,19 @@ impl Plan {
         self.table_action == TableAction::Keep && self.settings.is_empty() && self.changes.is_empty()
     }
 
+    /// How many mappings the plan creates, changes and deletes.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for change in &self.changes {
+            match change {
+                Change::Create { .. } => c.create += 1,
+                Change::Update { .. } => c.update += 1,
+                Change::Delete { .. } => c.delete += 1,
+            }
+        }
+        c
+    }
+
     /// The tracked connections that applying this plan makes stale: flows DNAT-ed by a forward that
     /// goes away or now leads elsewhere, and flows from sources an allow-list no longer admits.
     /// Forwards the plan leaves as they are keep their flows.
@@ -174,6 +187,17 @@ impl Plan {
         }
         out
     }
+}
+
+/// Mapping changes in a plan, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Mappings created.
+    pub create: usize,
+    /// Mappings changed.
+    pub update: usize,
+    /// Mappings deleted.
+    pub delete: usize,
 }
 
 /// Tracked connections made stale by a plan: those the kernel DNAT-ed through `forward` (original

@@ -258,11 +258,9 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
         })
         .collect();
     let w = widths(&rows.iter().flatten().collect::<Vec<_>>());
-    let (mut creates, mut updates, mut deletes) = (0, 0, 0);
     for (change, row) in plan.changes.iter().zip(&rows) {
         match (change, row) {
             (Change::Update { after, fields, .. }, _) => {
-                updates += 1;
                 let _ = writeln!(
                     out,
                     "{} {}",
@@ -284,21 +282,18 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
                     let _ = writeln!(out, "    {}: {before} → {after}", f.field);
                 }
             }
-            (Change::Create { .. }, Some(row)) => {
-                creates += 1;
-                write_row(&mut out, row, w, paint);
-            }
-            (Change::Delete { .. }, Some(row)) => {
-                deletes += 1;
-                write_row(&mut out, row, w, paint);
-            }
+            (Change::Create { .. } | Change::Delete { .. }, Some(row)) => write_row(&mut out, row, w, paint),
             _ => {}
         }
     }
     if !plan.changes.is_empty() {
         out.push('\n');
     }
-    let mut summary = format!("Plan: {creates} to create, {updates} to change, {deletes} to delete");
+    let counts = plan.counts();
+    let mut summary = format!(
+        "Plan: {} to create, {} to change, {} to delete",
+        counts.create, counts.update, counts.delete
+    );
     if !plan.settings.is_empty() {
         let _ = write!(
             summary,
@@ -340,14 +335,11 @@ fn write_warnings(out: &mut String, plan: &Plan, paint: Paint) {
 /// `"summary": {"create": n, "update": n, "delete": n, "table": "keep|create|repair"}`.
 /// [`Plan::from_json`] reads it back.
 pub fn plan_json(plan: &Plan) -> Value {
-    let (mut create, mut update, mut delete) = (0, 0, 0);
-    for c in &plan.changes {
-        match c {
-            Change::Create { .. } => create += 1,
-            Change::Update { .. } => update += 1,
-            Change::Delete { .. } => delete += 1,
-        }
-    }
+    let crate::plan::Counts {
+        create,
+        update,
+        delete,
+    } = plan.counts();
     let table = match plan.table_action {
         TableAction::Keep => "keep",
         TableAction::Create => "create",

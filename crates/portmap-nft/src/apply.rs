@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use portmap_core::{
     Change, Forward, Mapping, Model, ObservedMapping, Plan, Settings, TableAction, Transport,
 };
-use portmap_netlink::{Batch, Element, Table, udata};
+use portmap_netlink::{Batch, Chain, Element, Rule, Set, Table, udata};
 
 use crate::element::{self, mapping_comment};
 use crate::lan_side::LanSide;
@@ -178,26 +178,18 @@ pub fn contents(model: &Model, t: &TableId, env: &LanSide) -> Contents {
     }
     let mut ids = Ids(layout::ALLOW_SET_ID_BASE);
     for m in &model.mappings {
-        let family = IpFamily::of(m.to);
+        let objects = MappingObjects::of(t, m, &mut ids);
         let mut add = |set: &str, new: Vec<Element>| {
             elements.entry(set.to_owned()).or_default().extend(new);
         };
-        add(family.dnat_map(), element::mapping_dnat_elements(m));
-        if m.allow_from.is_empty() {
-            continue;
+        add(objects.dnat_map, objects.dnat);
+        if let Some(list) = objects.allow {
+            add(list.guard_map, list.guards);
+            elements.insert(list.set.name.clone(), list.intervals);
+            sets.push(list.set);
+            chains.push(list.chain);
+            rules.push(list.rule);
         }
-        add(
-            family.guard_map(),
-            guard_elements(&m.name, &forward_keys(&m.forwards())),
-        );
-        let id = ids.next();
-        sets.push(layout::allow_set_object(t, &m.name, family, id));
-        elements.insert(
-            layout::allow_set(&m.name),
-            element::interval_elements(&m.allow_from),
-        );
-        chains.push(layout::allow_chain_object(t, &m.name));
-        rules.push(layout::allow_rule(t, &m.name, family, id));
     }
     rules.extend(layout::static_rules(t, shape));
     Contents {
@@ -205,6 +197,68 @@ pub fn contents(model: &Model, t: &TableId, env: &LanSide) -> Contents {
         rules,
         sets,
         elements,
+    }
+}
+
+/// The kernel objects of one mapping, decided in one place for a rebuild and for a delta.
+struct MappingObjects {
+    /// The DNAT map of the mapping's family, and its elements there.
+    dnat_map: &'static str,
+    dnat: Vec<Element>,
+    /// The allow-list, for a mapping that has one.
+    allow: Option<AllowList>,
+}
+
+/// A mapping's allow-list: its interval set (created with a batch-local id), chain and rule, and
+/// the guard elements that send its ports to the chain.
+struct AllowList {
+    set: Set,
+    intervals: Vec<Element>,
+    chain: Chain,
+    rule: Rule,
+    guard_map: &'static str,
+    guards: Vec<Element>,
+}
+
+impl MappingObjects {
+    fn of(t: &TableId, m: &Mapping, ids: &mut Ids) -> Self {
+        let family = IpFamily::of(m.to);
+        let allow = (!m.allow_from.is_empty()).then(|| {
+            AllowList::of(
+                t,
+                &m.name,
+                family,
+                &m.allow_from,
+                &forward_keys(&m.forwards()),
+                ids,
+            )
+        });
+        MappingObjects {
+            dnat_map: family.dnat_map(),
+            dnat: element::mapping_dnat_elements(m),
+            allow,
+        }
+    }
+}
+
+impl AllowList {
+    fn of(
+        t: &TableId,
+        name: &str,
+        family: IpFamily,
+        prefixes: &[IpNet],
+        keys: &[(Transport, u16)],
+        ids: &mut Ids,
+    ) -> Self {
+        let id = ids.next();
+        AllowList {
+            set: layout::allow_set_object(t, name, family, id),
+            intervals: element::interval_elements(prefixes),
+            chain: layout::allow_chain_object(t, name),
+            rule: layout::allow_rule(t, name, family, id),
+            guard_map: family.guard_map(),
+            guards: guard_elements(name, keys),
+        }
     }
 }
 
@@ -271,19 +325,17 @@ impl Builder<'_> {
         prefixes: &[IpNet],
         keys: &[(Transport, u16)],
     ) {
-        let id = self.ids.next();
-        self.batch
-            .add_set(&layout::allow_set_object(self.t, name, family, id));
-        self.objects += 1;
-        self.add_elements(
-            &layout::allow_set(name),
-            id,
-            &element::interval_elements(prefixes),
-        );
-        self.batch.add_chain(&layout::allow_chain_object(self.t, name));
-        self.batch.add_rule(&layout::allow_rule(self.t, name, family, id));
-        self.objects += 2;
-        self.add_elements(family.guard_map(), 0, &guard_elements(name, keys));
+        let list = AllowList::of(self.t, name, family, prefixes, keys, &mut self.ids);
+        self.send_allow_list(&list);
+    }
+
+    fn send_allow_list(&mut self, list: &AllowList) {
+        self.batch.add_set(&list.set);
+        self.add_elements(&list.set.name, list.set.id, &list.intervals);
+        self.batch.add_chain(&list.chain);
+        self.batch.add_rule(&list.rule);
+        self.objects += 3;
+        self.add_elements(list.guard_map, 0, &list.guards);
     }
 
     /// Guards must go first, then the chain (its rule goes with it), then the set the rule used.
@@ -297,12 +349,11 @@ impl Builder<'_> {
     }
 
     fn create(&mut self, m: &Mapping) {
-        let family = IpFamily::of(m.to);
-        let forwards = m.forwards();
-        if !m.allow_from.is_empty() {
-            self.add_allow_list(&m.name, family, &m.allow_from, &forward_keys(&forwards));
+        let objects = MappingObjects::of(self.t, m, &mut self.ids);
+        if let Some(list) = objects.allow {
+            self.send_allow_list(&list);
         }
-        self.add_elements(family.dnat_map(), 0, &element::mapping_dnat_elements(m));
+        self.add_elements(objects.dnat_map, 0, &objects.dnat);
     }
 
     fn delete(&mut self, before: &ObservedMapping) {

@@ -90,10 +90,12 @@ fn observed(model: &Model) -> Observed {
     analyse(&t(), &contents(model, &t(), &env()), &env(), Some(1))
 }
 
-#[test]
-fn contents_read_back_as_the_model() {
+/// `model` in each masquerade/hairpin shape, with what `observe` reads back from the contents a
+/// rebuild sends: it must be intact, hold the same settings and leave nothing to plan.
+fn every_shape(model: &Model) -> Vec<(Model, Observed)> {
+    let mut out = Vec::new();
     for (masquerade, hairpin) in [(false, false), (true, false), (false, true), (true, true)] {
-        let mut m = model();
+        let mut m = model.clone();
         m.settings.masquerade = masquerade;
         m.settings.hairpin = hairpin;
         let o = observed(&m);
@@ -105,6 +107,14 @@ fn contents_read_back_as_the_model() {
         assert_eq!(o.settings, m.settings);
         let p = plan(&m, &o);
         assert!(p.is_empty(), "{p:?}");
+        out.push((m, o));
+    }
+    out
+}
+
+#[test]
+fn contents_read_back_as_the_model() {
+    for (_, o) in every_shape(&model()) {
         let web = o.mappings.iter().find(|x| x.name == "web").unwrap();
         assert_eq!(web.description.as_deref(), Some("web server: main"));
         assert_eq!(
@@ -297,19 +307,7 @@ fn described(built: &apply::Built) -> Vec<String> {
 
 #[test]
 fn ipv6_and_dual_stack_contents_read_back_as_the_model() {
-    for (masquerade, hairpin) in [(false, false), (true, false), (false, true), (true, true)] {
-        let mut m = dual_stack();
-        m.settings.masquerade = masquerade;
-        m.settings.hairpin = hairpin;
-        let o = observed(&m);
-        assert_eq!(
-            o.state,
-            TableState::Intact,
-            "masquerade={masquerade} hairpin={hairpin}"
-        );
-        assert_eq!(o.settings, m.settings);
-        let p = plan(&m, &o);
-        assert!(p.is_empty(), "{p:?}");
+    for (m, o) in every_shape(&dual_stack()) {
         let game6 = o.mappings.iter().find(|x| x.name == "game6").unwrap();
         assert_eq!(game6.forwards.len(), 6);
         assert!(game6.forwards.iter().all(|f| f.to.is_ipv6()));

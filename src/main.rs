@@ -292,8 +292,13 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             match backend.destroy(&options)? {
                 None => println!("Nothing to destroy: table {} was already gone.", observed.table),
                 Some(d) if d.flows_cleared > 0 => println!(
-                    "Destroyed table {}; {} tracked connections of its mappings removed.",
-                    observed.table, d.flows_cleared
+                    "Destroyed table {}; {} of its mappings removed.",
+                    observed.table,
+                    if d.flows_cleared == 1 {
+                        "1 tracked connection".to_owned()
+                    } else {
+                        format!("{} tracked connections", d.flows_cleared)
+                    }
                 ),
                 Some(_) => println!("Destroyed table {}.", observed.table),
             }

@@ -156,7 +156,8 @@ fn destroy_ends_live_flows_too() {
     let run = t.portmap(&["destroy", "--auto-approve"]);
     run.success();
     assert!(
-        run.stdout.contains("tracked connections of its mappings removed"),
+        run.stdout
+            .contains("1 tracked connection of its mappings removed"),
         "{run}"
     );
     // The next datagram is no longer translated: the inner host never sees it.

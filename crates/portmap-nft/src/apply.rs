@@ -85,6 +85,11 @@ pub fn build(plan: &Plan, t: &TableId, env: &LanSide) -> Built {
                 b.update(before, after);
                 format!("changing mapping {}", after.name)
             }
+            Change::Repair { before, after } => {
+                b.delete(before);
+                b.create(after);
+                format!("repairing mapping {}", after.name)
+            }
         };
         owners.push((start, b.batch.len(), what));
     }
@@ -193,6 +198,7 @@ pub fn contents(model: &Model, t: &TableId, env: &LanSide) -> Contents {
     }
     rules.extend(layout::static_rules(t, shape));
     Contents {
+        table_flags: 0,
         chains,
         rules,
         sets,
@@ -359,12 +365,58 @@ impl Builder<'_> {
     fn delete(&mut self, before: &ObservedMapping) {
         let comment = mapping_comment(&before.name, before.description.as_deref());
         self.dnat_elements(false, &before.forwards, &comment);
-        if !before.allow_from.is_empty() {
+        if before.is_damaged() {
+            self.del_found(before);
+        } else if !before.allow_from.is_empty() {
             self.del_allow_list(
                 &before.name,
                 observed_family(before),
                 &forward_keys(&before.forwards),
             );
+        }
+    }
+
+    /// Delete exactly the allow-list objects `observe` found for a damaged mapping: guard elements
+    /// first (they jump to the chain), then the chain (with whatever rules it holds), then the set.
+    /// Only names of this mapping's own objects are honoured.
+    fn del_found(&mut self, before: &ObservedMapping) {
+        let chain = layout::allow_chain(&before.name);
+        let set = layout::allow_set(&before.name);
+        let mut guards: BTreeMap<&'static str, Vec<Element>> = BTreeMap::new();
+        let (mut del_chain, mut del_set) = (false, false);
+        for object in &before.objects {
+            match object.split(' ').collect::<Vec<_>>().as_slice() {
+                ["chain", name] if *name == chain => del_chain = true,
+                ["set", name] if *name == set => del_set = true,
+                [map, transport, port] => {
+                    let Some(family) = IpFamily::ALL.into_iter().find(|f| f.guard_map() == *map) else {
+                        continue;
+                    };
+                    let transport = match *transport {
+                        "tcp" => Transport::Tcp,
+                        "udp" => Transport::Udp,
+                        _ => continue,
+                    };
+                    if let Ok(port) = port.parse() {
+                        guards
+                            .entry(family.guard_map())
+                            .or_default()
+                            .push(element::guard_element(transport, port, &before.name));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (map, elements) in &guards {
+            self.del_elements(map, elements);
+        }
+        if del_chain {
+            self.batch.del_chain(self.t.family, &self.t.name, &chain);
+            self.objects += 1;
+        }
+        if del_set {
+            self.batch.del_set(self.t.family, &self.t.name, &set);
+            self.objects += 1;
         }
     }
 

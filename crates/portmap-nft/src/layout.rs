@@ -8,9 +8,9 @@
 //!   (protocol, port), its comment carrying the mapping name (and description); `dnat6` the same
 //!   with `ipv6_addr` for mappings whose target is IPv6;
 //! - verdict maps `guard4` / `guard6`: `meta l4proto . th dport : jump allow_<name>` for mappings
-//!   with an allow-list; chain `allow_<name>` accepts (ends NAT processing, no DNAT) sources outside
-//!   set `allow_<name>_src` (of the mapping's family), so only allowed sources fall through to the
-//!   DNAT rule;
+//!   with an allow-list; chain `allow_<name>` drops sources outside set `allow_<name>_src` (of the
+//!   mapping's family), so only allowed sources fall through to the DNAT rule and a refused source
+//!   reaches neither the inner host nor a service of the router's own on that port;
 //! - sets `lan_side4` / `lan_side6`: destinations hairpin leaves to the router;
 //! - base chains `prerouting` (nat, dstnat), `forward` (filter), `output` (nat, hairpin) and
 //!   `postrouting` (nat, srcnat, masquerade or hairpin). Every DNAT rule exists once per family
@@ -30,6 +30,8 @@ use portmap_netlink::{
 /// Everything in the table but the table itself: what a rebuild sends, what a read returns.
 #[derive(Debug, Default, Clone)]
 pub struct Contents {
+    /// The table's flags (`NFT_TABLE_F_*`): portmap writes none.
+    pub table_flags: u32,
     /// Chains (base chains and allow-list chains).
     pub chains: Vec<Chain>,
     /// Rules of all chains, in chain order.
@@ -66,8 +68,12 @@ pub const PREROUTING: &str = "prerouting";
 pub const FORWARD: &str = "forward";
 /// Name of the nat postrouting base chain (present with masquerade).
 pub const POSTROUTING: &str = "postrouting";
-/// Comment on the table.
+/// Comment on the table: portmap's marker. A table without it was not created by portmap, and
+/// portmap refuses to change or delete it.
 pub const TABLE_COMMENT: &str = "managed by portmap";
+
+/// `NFT_TABLE_F_DORMANT`: the table's base chains are unregistered from their hooks.
+pub const TABLE_F_DORMANT: u32 = 1;
 
 /// Bytes of an `ifname` key (IFNAMSIZ).
 pub const IFNAME_LEN: u32 = 16;
@@ -474,8 +480,10 @@ pub fn static_rules(t: &TableId, shape: Shape) -> Vec<Rule> {
     rules
 }
 
-/// The one rule in a mapping's allow-list chain: sources outside the set are accepted without DNAT
-/// (`ip saddr != @allow_<name>_src accept`, or `ip6 saddr` for an IPv6 mapping).
+/// The one rule in a mapping's allow-list chain: sources outside the set are dropped
+/// (`ip saddr != @allow_<name>_src drop`, or `ip6 saddr` for an IPv6 mapping). Dropping in the nat
+/// hook drops the connection's first packet, so a refused source never reaches the inner host, and
+/// never falls through to a service of the router's own on the mapped port either.
 pub fn allow_rule(t: &TableId, mapping: &str, family: IpFamily, set_id: u32) -> Rule {
     let mut exprs = nfproto_is(family).to_vec();
     exprs.extend([
@@ -494,7 +502,7 @@ pub fn allow_rule(t: &TableId, mapping: &str, family: IpFamily, set_id: u32) -> 
         },
         Expr::Immediate {
             dreg: Register::Verdict,
-            data: Data::Verdict(Verdict::Accept),
+            data: Data::Verdict(Verdict::Drop),
         },
     ]);
     rule(t, &allow_chain(mapping), exprs)

@@ -169,7 +169,7 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
         let _ = writeln!(out, "\t\tcomment \"{}\"", m.name);
         let _ = writeln!(
             out,
-            "\t\t{} saddr != @{} accept",
+            "\t\t{} saddr != @{} drop",
             IpFamily::of(m.to).nft_header(),
             layout::allow_set(&m.name)
         );

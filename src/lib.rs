@@ -158,13 +158,20 @@ impl Backends {
 
     /// [`Backends::apply`] with options.
     pub fn apply_with(&mut self, plan: &Plan, options: &ApplyOptions) -> Result<ApplyReport, Error> {
+        // The flows this plan makes stale are recorded in its own transaction, so that a process
+        // killed before removing them leaves the next apply a note to finish the job.
+        let stale = if options.keep_conntrack {
+            Vec::new()
+        } else {
+            plan.stale_flows()
+        };
         let mut report = match self {
-            Backends::Nft(b) => b.apply(plan)?,
+            Backends::Nft(b) => b.apply(plan, &stale)?,
         };
         if report.messages > 0 {
             let observed = self.observe()?;
             let after = portmap_core::plan(&plan.desired, &observed);
-            if !after.is_empty() {
+            if after.changes_kernel() {
                 // The transaction moved the generation by one; more means another writer came
                 // after it, and the difference may be theirs.
                 let ours = plan.generation.map(|g| g.wrapping_add(1));
@@ -175,11 +182,17 @@ impl Backends {
                 });
             }
         }
+        let recorded = !stale.is_empty() || !plan.pending_flows.is_empty();
         if !options.keep_conntrack {
-            let stale = plan.stale_flows();
+            let all: Vec<StaleFlows> = plan.pending_flows.iter().chain(&stale).cloned().collect();
             report.flows_cleared = match self {
-                Backends::Nft(b) => b.clear_flows(&stale)?,
+                Backends::Nft(b) => b.clear_flows(&all)?,
             };
+        }
+        if recorded {
+            match self {
+                Backends::Nft(b) => b.forget_flows()?,
+            }
         }
         Ok(report)
     }
@@ -278,6 +291,7 @@ impl Backends {
                 .iter()
                 .flat_map(|m| {
                     m.forwards.iter().map(|&forward| StaleFlows {
+                        mapping: m.name.clone(),
                         forward,
                         unless_from: None,
                     })

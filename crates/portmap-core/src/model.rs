@@ -388,6 +388,10 @@ pub struct Observed {
     /// What the backend found around its table that can stop forwards from working.
     #[serde(default)]
     pub environment: Environment,
+    /// Tracked connections an earlier apply made stale and recorded in its transaction, but did not
+    /// get to remove (it was killed in between): the next apply finishes the cleanup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_flows: Vec<crate::plan::StaleFlows>,
 }
 
 /// Facts about the router outside portmap's table that decide whether its forwards can work. A
@@ -417,6 +421,7 @@ impl Observed {
             settings: Settings::default(),
             mappings: Vec::new(),
             environment: Environment::default(),
+            pending_flows: Vec::new(),
         }
     }
 
@@ -435,6 +440,7 @@ impl Observed {
             settings: model.settings.clone(),
             mappings,
             environment: Environment::default(),
+            pending_flows: Vec::new(),
         }
     }
 }

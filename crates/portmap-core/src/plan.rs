@@ -147,12 +147,22 @@ pub struct Plan {
     /// The settings the kernel held when the plan was made (a backend turns setting changes into a
     /// delta from these).
     pub observed_settings: Settings,
+    /// Tracked connections an interrupted apply left to remove (see
+    /// [`Observed::pending_flows`]); applying this plan removes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_flows: Vec<StaleFlows>,
 }
 
 impl Plan {
     /// True when applying would change nothing. Warnings do not count.
     pub fn is_empty(&self) -> bool {
-        self.table_action == TableAction::Keep && self.settings.is_empty() && self.changes.is_empty()
+        !self.changes_kernel() && self.pending_flows.is_empty()
+    }
+
+    /// True when applying changes portmap's table (a cleanup of tracked connections left by an
+    /// interrupted apply does not).
+    pub fn changes_kernel(&self) -> bool {
+        self.table_action != TableAction::Keep || !self.settings.is_empty() || !self.changes.is_empty()
     }
 
     /// Whether `other` makes the same changes as this plan (for the same desired state), whatever
@@ -164,6 +174,7 @@ impl Plan {
             && self.settings == other.settings
             && self.changes == other.changes
             && self.desired == other.desired
+            && self.pending_flows == other.pending_flows
     }
 
     /// How many mappings the plan creates, changes and deletes.
@@ -190,6 +201,7 @@ impl Plan {
                 Change::Create { .. } => {}
                 Change::Delete { before, .. } => {
                     out.extend(before.forwards.iter().map(|&forward| StaleFlows {
+                        mapping: before.name.clone(),
                         forward,
                         unless_from: None,
                     }));
@@ -203,11 +215,13 @@ impl Plan {
                     for &forward in &before.forwards {
                         if !kept.contains(&forward) {
                             out.push(StaleFlows {
+                                mapping: before.name.clone(),
                                 forward,
                                 unless_from: None,
                             });
                         } else if narrowed {
                             out.push(StaleFlows {
+                                mapping: before.name.clone(),
                                 forward,
                                 unless_from: Some(after.allow_from.clone()),
                             });
@@ -237,6 +251,9 @@ pub struct Counts {
 /// destination port and protocol, reply from the old target), except those from `unless_from`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StaleFlows {
+    /// The mapping whose change made them stale.
+    #[serde(default)]
+    pub mapping: String,
     /// The forward the flows went through.
     pub forward: Forward,
     /// Sources whose flows stay (an allow-list that was narrowed); `None`: every source's flow goes.
@@ -321,6 +338,7 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
         warnings: warnings(model, &observed.environment),
         desired: model.clone(),
         observed_settings: observed.settings.clone(),
+        pending_flows: observed.pending_flows.clone(),
     }
 }
 

@@ -307,6 +307,14 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
     if !plan.changes.is_empty() {
         out.push('\n');
     }
+    if !plan.pending_flows.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} finish removing the tracked connections of {} that an interrupted apply left behind\n",
+            paint.wrap(YELLOW, "!"),
+            plural(plan.pending_flows.len(), "old forward", "old forwards")
+        );
+    }
     let counts = plan.counts();
     let mut summary = format!(
         "Plan: {} to create, {} to change, {} to delete",
@@ -504,6 +512,14 @@ pub fn render_status(observed: &Observed, color: bool) -> String {
         }
     }
     let _ = writeln!(out, "Settings: {}", settings_line(&observed.settings));
+    if !observed.pending_flows.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} an interrupted apply left the tracked connections of {} to remove; the next apply removes them.",
+            paint.wrap(YELLOW, "Pending:"),
+            plural(observed.pending_flows.len(), "old forward", "old forwards")
+        );
+    }
     if observed.mappings.is_empty() {
         return out;
     }
@@ -613,5 +629,6 @@ pub fn status_json(observed: &Observed) -> Value {
         "reasons": reasons,
         "settings": settings,
         "mappings": mappings,
+        "pending_flows": observed.pending_flows,
     })
 }

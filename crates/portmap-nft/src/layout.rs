@@ -60,6 +60,13 @@ pub const GUARD6: &str = "guard6";
 /// IPv6 twin of [`LAN_SIDE4`]: `::1` and the router's (non-link-local) IPv6 addresses on LAN
 /// interfaces.
 pub const LAN_SIDE6: &str = "lan_side6";
+/// Name of the IPv4 set of pending conntrack cleanups: `meta l4proto . th dport . ipv4_addr .
+/// inet_service` (an old forward), written in the transaction that makes its flows stale and
+/// emptied once they are removed, so that an apply killed in between leaves a record the next
+/// apply finishes.
+pub const STALE4: &str = "stale4";
+/// IPv6 twin of [`STALE4`].
+pub const STALE6: &str = "stale6";
 /// Name of the nat output base chain (router-local hairpin).
 pub const OUTPUT: &str = "output";
 /// Name of the nat prerouting base chain.
@@ -87,6 +94,8 @@ const LAN_SIDE4_ID: u32 = 5;
 const DNAT6_ID: u32 = 6;
 const GUARD6_ID: u32 = 7;
 const LAN_SIDE6_ID: u32 = 8;
+const STALE4_ID: u32 = 9;
+const STALE6_ID: u32 = 10;
 /// First id for per-mapping allow-list sets.
 pub const ALLOW_SET_ID_BASE: u32 = 100;
 
@@ -156,6 +165,22 @@ impl IpFamily {
         match self {
             IpFamily::V4 => LAN_SIDE4,
             IpFamily::V6 => LAN_SIDE6,
+        }
+    }
+
+    /// Name of the family's set of pending conntrack cleanups.
+    pub fn stale_set(self) -> &'static str {
+        match self {
+            IpFamily::V4 => STALE4,
+            IpFamily::V6 => STALE6,
+        }
+    }
+
+    /// Batch-local id of the family's set of pending conntrack cleanups.
+    pub fn stale_set_id(self) -> u32 {
+        match self {
+            IpFamily::V4 => STALE4_ID,
+            IpFamily::V6 => STALE6_ID,
         }
     }
 
@@ -315,6 +340,26 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             lan_side_id,
             set_flags::INTERVAL,
             (family.addr_type(), family.addr_len()),
+            None,
+            None,
+        ));
+    }
+    for family in IpFamily::ALL {
+        let fields = [
+            datatype::INET_PROTO,
+            datatype::INET_SERVICE,
+            family.addr_type(),
+            datatype::INET_SERVICE,
+        ];
+        sets.push(set(
+            t,
+            family.stale_set(),
+            family.stale_set_id(),
+            0,
+            (
+                datatype::concat(&fields),
+                datatype::concat_len(&[1, 2, family.addr_len(), 2]),
+            ),
             None,
             None,
         ));

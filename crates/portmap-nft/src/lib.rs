@@ -198,7 +198,7 @@ impl Backend for NftBackend {
         Ok(observed)
     }
 
-    fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, Error> {
+    fn apply(&mut self, plan: &Plan, record: &[StaleFlows]) -> Result<ApplyReport, Error> {
         if plan.backend != "nft" {
             return Err(Error::WrongBackend(plan.backend.clone()));
         }
@@ -216,11 +216,11 @@ impl Backend for NftBackend {
                 actual: self.place.clone(),
             });
         }
-        if plan.is_empty() {
+        if !plan.changes_kernel() {
             return Ok(ApplyReport::default());
         }
         let env = LanSide::read(&self.netns, &plan.desired.settings)?;
-        let built = apply::build(plan, &self.table, &env);
+        let built = apply::build(plan, &self.table, &env, record);
         // Every transaction is bound to the generation it was planned at: one the kernel has moved
         // past is refused whole by the kernel itself.
         let Some(generation) = plan.generation else {
@@ -256,6 +256,22 @@ impl Backend for NftBackend {
         }
         let mut conntrack = Conntrack::open(&self.netns)?;
         Ok(conntrack.delete_where(None, |flow| stale.iter().any(|s| flow_is_stale(flow, s)))?)
+    }
+
+    fn forget_flows(&mut self) -> Result<(), Error> {
+        let t = &self.table;
+        let Some(table) = self.socket.table(t.family, &t.name)? else {
+            return Ok(());
+        };
+        if !observe::is_ours(&table) {
+            return Err(Error::Foreign { table: t.display() });
+        }
+        let mut batch = portmap_netlink::Batch::new();
+        for family in layout::IpFamily::ALL {
+            batch.flush_set(t.family, &t.name, family.stale_set());
+        }
+        self.socket.send(&batch, None)?;
+        Ok(())
     }
 
     fn render(&self, model: &Model) -> Result<String, Error> {

@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::IpNet;
-use portmap_core::{Environment, Forward, Observed, ObservedMapping, Settings, TableState, Transport};
+use portmap_core::{
+    Environment, Forward, Observed, ObservedMapping, Settings, StaleFlows, TableState, Transport,
+};
 use portmap_netlink::link::{self, Interface};
 use portmap_netlink::{Chain, Netns, Rule, Set, Socket, sysctl, udata};
 
@@ -277,6 +279,31 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
         .into_iter()
         .map(|(name, f)| f.into_mapping(t, name, |set| elements(set)))
         .collect();
+    // Conntrack cleanups an interrupted apply recorded and did not finish.
+    let mut pending_flows = Vec::new();
+    for family in IpFamily::ALL {
+        let set = family.stale_set();
+        for e in elements(set) {
+            match element::parse_stale_element(e, family) {
+                Some((forward, mapping, narrowed)) => {
+                    let unless_from = narrowed.then(|| {
+                        mappings
+                            .iter()
+                            .find(|m| m.name == mapping)
+                            .map(|m| m.allow_from.clone())
+                            .unwrap_or_default()
+                    });
+                    pending_flows.push(StaleFlows {
+                        mapping,
+                        forward,
+                        unless_from,
+                    });
+                }
+                None => reasons.push(format!("set {set} holds an element portmap did not write")),
+            }
+        }
+    }
+
     reasons.sort();
     reasons.dedup();
     Observed {
@@ -292,6 +319,7 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
         settings,
         mappings,
         environment: Environment::default(),
+        pending_flows,
     }
 }
 

@@ -202,7 +202,7 @@ fn a_changed_target_touches_only_its_elements() {
     after.mappings[2].to = "192.168.1.80".parse().unwrap();
     let p = plan(&after, &observed(&before));
     assert_eq!(p.changes.len(), 1);
-    let built = apply::build(&p, &t(), &env());
+    let built = apply::build(&p, &t(), &env(), &[]);
     assert!(!built.rebuilt);
     // Three ports: three deletes and three adds.
     assert_eq!(built.objects, 6);
@@ -215,7 +215,7 @@ fn adding_an_allow_list_creates_its_chain_set_and_guards() {
     let mut after = model();
     after.mappings[0].allow_from = vec!["192.0.2.0/24".parse().unwrap()];
     let p = plan(&after, &observed(&before));
-    let built = apply::build(&p, &t(), &env());
+    let built = apply::build(&p, &t(), &env(), &[]);
     // set + 1 interval (start, end) + chain + rule + 1 guard element.
     assert_eq!(built.objects, 1 + 2 + 2 + 1);
     // Read back as applied, the plan is empty.
@@ -229,7 +229,7 @@ fn shape_change_rebuilds() {
     let mut after = model();
     after.settings.masquerade = true;
     let p = plan(&after, &observed(&before));
-    assert!(apply::build(&p, &t(), &env()).rebuilt);
+    assert!(apply::build(&p, &t(), &env(), &[]).rebuilt);
 }
 
 #[test]
@@ -414,7 +414,7 @@ fn an_ipv6_change_touches_only_the_ipv6_maps() {
     after.mappings[5].to = "2001:db8:2::71".parse().unwrap();
     let p = plan(&after, &observed(&before));
     assert_eq!(p.changes.len(), 1);
-    let built = apply::build(&p, &t(), &env());
+    let built = apply::build(&p, &t(), &env(), &[]);
     assert!(!built.rebuilt);
     // Six forwards: six deletes and six adds, in dnat6 only.
     assert_eq!(built.objects, 12);
@@ -432,7 +432,7 @@ fn an_ipv6_change_touches_only_the_ipv6_maps() {
         (22, 22),
         &["2001:db8:1::/64"],
     ));
-    let built = apply::build(&plan(&after, &observed(&before)), &t(), &env());
+    let built = apply::build(&plan(&after, &observed(&before)), &t(), &env(), &[]);
     let messages = described(&built);
     assert!(messages.iter().any(|m| m.contains("guard6")), "{messages:?}");
     assert!(messages.iter().any(|m| m.contains("dnat6")), "{messages:?}");
@@ -454,7 +454,7 @@ fn a_mapping_that_changes_family_moves_between_the_maps() {
     after.mappings[1].to = "2001:db8:2::25".parse().unwrap();
     after.mappings[1].allow_from = vec!["2001:db8:1::/64".parse().unwrap()];
     let p = plan(&after, &observed(&before));
-    let built = apply::build(&p, &t(), &env());
+    let built = apply::build(&p, &t(), &env(), &[]);
     assert!(!built.rebuilt);
     let messages = described(&built);
     for wanted in [

@@ -51,7 +51,45 @@ pub enum Error {
         "apply did not converge: the kernel still differs from the configuration after the transaction:\n{0}"
     )]
     NotConverged(Box<Plan>),
+    /// The transaction landed, but another program changed the ruleset before portmap could read
+    /// its result back, and the kernel now differs from the plan's desired state.
+    #[error(
+        "the plan was applied, but another program changed the ruleset right after, and the kernel now differs from it again — run `portmap plan` to see how:\n{0}"
+    )]
+    Overtaken(Box<Plan>),
+    /// Another program kept changing the ruleset between portmap's read and its transaction.
+    #[error(
+        "another program changed the ruleset while portmap was applying; tried {attempts} times and nothing was applied in the last try — run it again, or find the program that keeps rewriting the ruleset"
+    )]
+    Contended {
+        /// How many times portmap planned and tried to apply.
+        attempts: usize,
+    },
+    /// A saved plan's changes are not what its desired state calls for against the kernel as it is
+    /// (at the same generation): the file was edited.
+    #[error(
+        "the plan file's changes are not what its own desired state calls for against the kernel (which has not changed since the plan was made): was the file edited? Nothing was applied. Planned afresh, the changes are:\n{0}"
+    )]
+    PlanMismatch(Box<Plan>),
+    /// A fresh plan was not approved.
+    #[error("cancelled; nothing was changed")]
+    Declined,
 }
+
+impl Error {
+    /// Whether the error means another program got in between, so that planning afresh may
+    /// succeed.
+    fn is_race(&self) -> bool {
+        matches!(
+            self,
+            Error::Nft(portmap_nft::Error::Stale { .. }) | Error::Overtaken(_)
+        )
+    }
+}
+
+/// How many times [`Backends::converge`] plans and applies afresh when another program changes the
+/// ruleset between portmap's read and its transaction.
+pub const CONVERGE_ATTEMPTS: usize = 3;
 
 /// A backend chosen at run time.
 #[derive(Debug)]
@@ -84,6 +122,9 @@ pub struct Outcome {
     pub plan: Plan,
     /// What the transaction touched.
     pub report: ApplyReport,
+    /// How many times portmap planned (more than 1 when another program changed the ruleset in
+    /// between).
+    pub attempts: usize,
 }
 
 impl Backends {
@@ -117,27 +158,120 @@ impl Backends {
 
     /// [`Backends::apply`] with options.
     pub fn apply_with(&mut self, plan: &Plan, options: &ApplyOptions) -> Result<ApplyReport, Error> {
-        let mut report = match self {
-            Backends::Nft(b) => b.apply(plan)?,
+        // The flows this plan makes stale are recorded in its own transaction, so that a process
+        // killed before removing them leaves the next apply a note to finish the job.
+        let stale = if options.keep_conntrack {
+            Vec::new()
+        } else {
+            plan.stale_flows()
         };
-        let after = portmap_core::plan(&plan.desired, &self.observe()?);
-        if !after.is_empty() {
-            return Err(Error::NotConverged(Box::new(after)));
+        let mut report = match self {
+            Backends::Nft(b) => b.apply(plan, &stale)?,
+        };
+        if report.messages > 0 {
+            let observed = self.observe()?;
+            let after = portmap_core::plan(&plan.desired, &observed);
+            if after.changes_kernel() {
+                // The transaction moved the generation by one; more means another writer came
+                // after it, and the difference may be theirs.
+                let ours = plan.generation.map(|g| g.wrapping_add(1));
+                return Err(if observed.generation == ours {
+                    Error::NotConverged(Box::new(after))
+                } else {
+                    Error::Overtaken(Box::new(after))
+                });
+            }
         }
+        let recorded = !stale.is_empty() || !plan.pending_flows.is_empty();
         if !options.keep_conntrack {
-            let stale = plan.stale_flows();
+            let all: Vec<StaleFlows> = plan.pending_flows.iter().chain(&stale).cloned().collect();
             report.flows_cleared = match self {
-                Backends::Nft(b) => b.clear_flows(&stale)?,
+                Backends::Nft(b) => b.clear_flows(&all)?,
             };
+        }
+        if recorded {
+            match self {
+                Backends::Nft(b) => b.forget_flows()?,
+            }
         }
         Ok(report)
     }
 
-    /// Observe, plan and apply `model` in one go (what `portmap apply --auto-approve` does).
+    /// Apply a plan saved earlier (`portmap plan --out`), after checking it against the kernel as it
+    /// is now: it must have been made here (same boot and network namespace), at the generation
+    /// the ruleset still has, and planning its desired state afresh must give exactly its changes —
+    /// so a plan file edited by hand (a delete added, a `before` altered) is refused, and so is one
+    /// the kernel has moved past. Nothing is retried: a refused saved plan is made again.
+    pub fn apply_saved(&mut self, plan: &Plan, options: &ApplyOptions) -> Result<ApplyReport, Error> {
+        let observed = self.observe()?;
+        if let (Some(planned), Some(here)) = (&plan.place, &observed.place)
+            && planned != here
+        {
+            return Err(Error::Nft(portmap_nft::Error::WrongPlace {
+                planned: planned.clone(),
+                actual: here.clone(),
+            }));
+        }
+        if plan.generation != observed.generation {
+            return Err(Error::Nft(portmap_nft::Error::Stale {
+                planned: plan.generation.unwrap_or_default(),
+            }));
+        }
+        let fresh = portmap_core::plan(&plan.desired, &observed);
+        if !fresh.same_changes(plan) {
+            return Err(Error::PlanMismatch(Box::new(fresh)));
+        }
+        self.apply_with(plan, options)
+    }
+
+    /// Observe, plan and apply `model` in one go (what `portmap apply --auto-approve` does). When
+    /// another program changes the ruleset between the read and the transaction, the kernel refuses
+    /// the transaction whole and portmap reads and plans again, up to [`CONVERGE_ATTEMPTS`] times.
     pub fn converge(&mut self, model: &Model) -> Result<Outcome, Error> {
-        let plan = portmap_core::plan(model, &self.observe()?);
-        let report = self.apply(&plan)?;
-        Ok(Outcome { plan, report })
+        self.converge_approved(model, &ApplyOptions::default(), |_, _| true)
+    }
+
+    /// [`Backends::converge`] asking `approve` before applying: it is called with each non-empty
+    /// plan and the attempt number (1 first) — again only when a fresh plan makes other changes than
+    /// the one approved last — and applying stops with [`Error::Declined`] when it says no. An
+    /// empty plan is returned without asking.
+    pub fn converge_approved(
+        &mut self,
+        model: &Model,
+        options: &ApplyOptions,
+        mut approve: impl FnMut(&Plan, usize) -> bool,
+    ) -> Result<Outcome, Error> {
+        let mut approved: Option<Plan> = None;
+        for attempt in 1..=CONVERGE_ATTEMPTS {
+            let plan = portmap_core::plan(model, &self.observe()?);
+            if plan.is_empty() {
+                return Ok(Outcome {
+                    plan,
+                    report: ApplyReport::default(),
+                    attempts: attempt,
+                });
+            }
+            if !approved.as_ref().is_some_and(|a| a.same_changes(&plan)) {
+                if !approve(&plan, attempt) {
+                    return Err(Error::Declined);
+                }
+                approved = Some(plan.clone());
+            }
+            match self.apply_with(&plan, options) {
+                Ok(report) => {
+                    return Ok(Outcome {
+                        plan,
+                        report,
+                        attempts: attempt,
+                    });
+                }
+                Err(e) if e.is_race() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Contended {
+            attempts: CONVERGE_ATTEMPTS,
+        })
     }
 
     /// Remove the owned table, then the tracked connections its forwards had made (unless
@@ -157,6 +291,7 @@ impl Backends {
                 .iter()
                 .flat_map(|m| {
                     m.forwards.iter().map(|&forward| StaleFlows {
+                        mapping: m.name.clone(),
                         forward,
                         unless_from: None,
                     })

@@ -206,43 +206,75 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             auto_approve,
             keep_conntrack,
         } => {
-            let (plan, mut backend) = if let Some(path) = planfile {
+            let options = portmap::ApplyOptions {
+                keep_conntrack: *keep_conntrack,
+            };
+            let mut started = Instant::now();
+            let (plan, report) = if let Some(path) = planfile {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read plan file {}", path.display()))?;
                 let plan = Plan::from_json(&text)
                     .with_context(|| format!("{} is not a portmap plan", path.display()))?;
-                (plan, open(cli, kind)?)
+                let mut backend = open(cli, kind)?;
+                print_plan(&plan, color);
+                if plan.is_empty() {
+                    return Ok(ExitStatus::Success);
+                }
+                // A saved plan is the approval (as with terraform).
+                let report = backend.apply_saved(&plan, &options)?;
+                (plan, report)
             } else {
                 let path = config
                     .clone()
                     .unwrap_or_else(|| PathBuf::from("/etc/portmap/portmap.yaml"));
                 let model = load(&path)?;
                 let mut backend = open(cli, kind)?;
-                (portmap::plan(&model, &backend.observe()?), backend)
+                // A fresh plan is shown and confirmed; when another program changes the ruleset
+                // before the transaction, portmap plans again and asks again only if the changes
+                // differ from what was approved.
+                let mut refusal = None;
+                let outcome = backend.converge_approved(&model, &options, |plan, attempt| {
+                    if attempt > 1 {
+                        println!("\nAnother program changed the ruleset in the meantime; planned again:\n");
+                    }
+                    print_plan(plan, color);
+                    if !*auto_approve
+                        && let Err(e) = confirm(&format!("Apply these changes to table {}?", plan.table))
+                    {
+                        refusal = Some(e);
+                        return false;
+                    }
+                    started = Instant::now();
+                    true
+                });
+                match outcome {
+                    Ok(o) if o.plan.is_empty() => {
+                        print_plan(&o.plan, color);
+                        return Ok(ExitStatus::Success);
+                    }
+                    Ok(o) => (o.plan, o.report),
+                    Err(portmap::Error::Declined) => {
+                        return Err(
+                            refusal.unwrap_or_else(|| anyhow::anyhow!("cancelled; nothing was changed"))
+                        );
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             };
-            print_plan(&plan, color);
-            if plan.is_empty() {
-                return Ok(ExitStatus::Success);
-            }
-            // A saved plan is the approval (as with terraform); a fresh plan is confirmed.
-            if !*auto_approve && planfile.is_none() {
-                confirm(&format!("Apply these changes to table {}?", plan.table))?;
-            }
-            let started = Instant::now();
-            let report = backend.apply_with(
-                &plan,
-                &portmap::ApplyOptions {
-                    keep_conntrack: *keep_conntrack,
-                },
-            )?;
             let elapsed = started.elapsed();
             let portmap::Counts {
                 create,
                 update,
+                repair,
                 delete,
             } = plan.counts();
             println!(
-                "\nApply complete: {create} created, {update} changed, {delete} deleted{} — {} kernel objects in one transaction ({} messages, {:.1} ms){}.",
+                "\nApply complete: {create} created, {update} changed, {delete} deleted{}{} — {} kernel objects in one transaction ({} messages, {:.1} ms){}.",
+                if repair > 0 {
+                    format!(", {repair} repaired")
+                } else {
+                    String::new()
+                },
                 if report.rebuilt { ", table rebuilt" } else { "" },
                 report.objects,
                 report.messages,

@@ -111,7 +111,8 @@ fn a_saved_plan_is_refused_after_the_ruleset_changed() {
     let before = ruleset(&ns);
     let err = backend.apply(&saved).expect_err("a stale plan must be refused");
     assert!(
-        err.to_string().contains("changed since this plan was made"),
+        err.to_string()
+            .contains("changed the ruleset after this plan was made"),
         "{err}"
     );
     assert_eq!(ruleset(&ns), before);

@@ -215,8 +215,8 @@ fn ipv6_and_dual_stack() {
             );
         }
     }
-    assert!(table.contains("ip6 saddr != @allow_game6_src accept"), "{table}");
-    assert!(table.contains("ip saddr != @allow_ssh_src accept"), "{table}");
+    assert!(table.contains("ip6 saddr != @allow_game6_src drop"), "{table}");
+    assert!(table.contains("ip saddr != @allow_ssh_src drop"), "{table}");
     // Adjacent hosts merge into one prefix in the kernel too.
     assert!(table.contains("2001:db8:1::2/127"), "{table}");
 }

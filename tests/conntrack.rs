@@ -169,3 +169,63 @@ fn destroy_ends_live_flows_too() {
     );
     assert_eq!(old.seen().len(), seen, "the old target must not get the datagram");
 }
+
+/// An apply killed after its transaction landed but before it removed the stale tracked
+/// connections (simulated by committing through the backend alone, as the killed process did):
+/// the transaction recorded the pending cleanup, `status` and `plan` say so, and the next apply
+/// finishes it — the live flow moves to the new target.
+#[test]
+fn an_interrupted_conntrack_cleanup_is_finished_by_the_next_apply() {
+    use portmap::Backend as _;
+    support::require_root!();
+    let t = Topology::new("ct-pending");
+    let _old = t.udp_server("192.168.1.66:5060");
+    let _new = t.udp_server("192.168.1.71:5060");
+    t.apply(&config("192.168.1.66")).success();
+    let phone = fixed_port_client(&t);
+    assert_eq!(ask(&phone), "192.168.1.66:5060".parse().unwrap());
+
+    // The transaction of `apply`, and nothing after it.
+    let wanted = portmap::load_str(&config("192.168.1.71"), "test").expect("config");
+    let mut backend = portmap::Backends::open(
+        portmap::BackendKind::Nft,
+        &portmap::Netns::Named(t.router.name().to_owned()),
+        "portmap",
+    )
+    .expect("open");
+    let plan = portmap::plan(&wanted, &backend.observe().expect("observe"));
+    let portmap::Backends::Nft(nft) = &mut backend;
+    nft.apply(&plan, &plan.stale_flows()).expect("transaction");
+    assert_eq!(
+        ask(&phone),
+        "192.168.1.66:5060".parse().unwrap(),
+        "nobody removed the flow yet"
+    );
+
+    let status = t.portmap(&["status", "--json"]).success().json();
+    let pending = status["pending_flows"].as_array().expect("pending_flows");
+    assert_eq!(pending.len(), 1, "{status:#}");
+    assert_eq!(pending[0]["mapping"], "voip");
+    let plan = t.plan_text();
+    plan.expect_code(2);
+    assert!(plan.stdout.contains("an interrupted apply left behind"), "{plan}");
+
+    let path = t.write_config(&config("192.168.1.71"));
+    let run = t.portmap(&[
+        "apply",
+        "-c",
+        support::topology::path_str(&path),
+        "--auto-approve",
+    ]);
+    run.success();
+    assert!(run.stdout.contains("1 stale tracked connection removed"), "{run}");
+    assert_eq!(ask(&phone), "192.168.1.71:5060".parse().unwrap());
+    let status = t.portmap(&["status", "--json"]).success().json();
+    assert!(
+        status
+            .get("pending_flows")
+            .is_none_or(|p| p.as_array().is_some_and(Vec::is_empty)),
+        "{status:#}"
+    );
+    t.plan_text().expect_code(0);
+}

@@ -170,6 +170,46 @@ fn offset_range_maps_each_port_to_its_inner_port() {
     assert!(outside.seen().is_empty());
 }
 
+/// Refused means dropped: a source outside `allow_from` reaches neither the inner host nor a
+/// service of the router's own on the mapped port (an `accept` in the allow-list chain would end
+/// NAT processing and hand the connection to that listener).
+#[test]
+fn a_refused_source_reaches_neither_the_lan_host_nor_the_router() {
+    support::require_root!();
+    let t = Topology::new("refused");
+    let inner_tcp = t.tcp_server("192.168.1.25:22");
+    let inner_udp = t.udp_server("192.168.1.25:22");
+    // The router's own services on the mapped port, on its WAN address.
+    let router_tcp = support::Server::tcp(&t.router, SocketAddr::from((WAN, 2222)));
+    let router_udp = support::Server::udp(&t.router, SocketAddr::from((WAN, 2222)));
+    t.apply(&config(
+        "
+  - name: ssh
+    protocol: both
+    port: 2222
+    to: 192.168.1.25
+    to_port: 22
+    allow_from: [203.0.113.2/32]
+",
+    ))
+    .success();
+
+    t.assert_tcp_blocked(OTHER_CLIENT, 2222);
+    t.assert_udp_blocked(OTHER_CLIENT, 2222);
+    assert!(
+        router_tcp.seen().is_empty() && router_udp.seen().is_empty(),
+        "a refused source reached the router's own service: tcp {:?}, udp {:?}",
+        router_tcp.seen(),
+        router_udp.seen()
+    );
+    assert!(inner_tcp.seen().is_empty() && inner_udp.seen().is_empty());
+
+    // The listed source still gets through, to the inner host and not to the router.
+    t.assert_tcp(CLIENT, 2222, "192.168.1.25:22");
+    t.assert_udp(CLIENT, 2222, "192.168.1.25:22");
+    assert!(router_tcp.seen().is_empty() && router_udp.seen().is_empty());
+}
+
 #[test]
 fn allow_from_admits_listed_sources_only() {
     support::require_root!();

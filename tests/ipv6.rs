@@ -187,7 +187,7 @@ fn allow_from_with_an_ipv6_prefix_admits_one_client_and_refuses_the_other() {
             "set allow_ssh6_src {",
             "type ipv6_addr",
             "2001:db8:100::/48",
-            "ip6 saddr != @allow_ssh6_src accept",
+            "ip6 saddr != @allow_ssh6_src drop",
         ],
     );
 
@@ -396,7 +396,7 @@ fn a_mapping_that_changes_family_is_changed_in_place() {
     t.assert_tcp_blocked(OTHER_CLIENT6, 2222);
     t.assert_tcp_blocked(CLIENT, 2222);
     let table = t.table().expect("table exists");
-    assert_contains(&table, &["ip6 saddr != @allow_ssh_src accept", "type ipv6_addr"]);
+    assert_contains(&table, &["ip6 saddr != @allow_ssh_src drop", "type ipv6_addr"]);
     t.plan_json().expect_code(0);
 }
 

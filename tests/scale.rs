@@ -75,13 +75,14 @@ fn fifty_thousand_mappings_apply_read_back_and_change_in_place() {
         "a second plan is empty"
     );
 
-    // Retarget one mapping in the middle: only its element is deleted and re-added.
+    // Retarget one mapping in the middle: only its element is deleted and re-added, and the old
+    // forward is recorded as a pending conntrack cleanup in the same transaction.
     let mut changed = big.clone();
     changed.mappings[25_000].to = "192.168.250.250".parse().expect("address");
     let outcome = backend.converge(&changed).expect("change");
     assert_eq!(outcome.plan.changes.len(), 1);
-    assert_eq!(outcome.report.objects, 2, "{:?}", outcome.report);
-    assert_eq!(outcome.report.messages, 2, "{:?}", outcome.report);
+    assert_eq!(outcome.report.objects, 3, "{:?}", outcome.report);
+    assert_eq!(outcome.report.messages, 3, "{:?}", outcome.report);
     assert!(!outcome.report.rebuilt);
     assert!(plan(&changed, &backend.observe().expect("observe")).is_empty());
 }

@@ -29,12 +29,19 @@ pub trait Backend {
     fn observe(&mut self) -> Result<Observed, Self::Error>;
 
     /// Carry out a plan in one kernel transaction; all of it lands or none of it does. A plan made at
-    /// a generation the kernel has moved past is refused.
-    fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, Self::Error>;
+    /// a generation the kernel has moved past is refused. `record` lists the tracked connections
+    /// the caller will remove once the transaction landed; the transaction records them too
+    /// (beside [`Plan::pending_flows`], which stay recorded), so that if the caller dies before
+    /// [`Backend::clear_flows`], the next `observe` reports them as pending.
+    fn apply(&mut self, plan: &Plan, record: &[crate::plan::StaleFlows]) -> Result<ApplyReport, Self::Error>;
 
     /// Remove the tracked connections the kernel DNAT-ed through these forwards (after an apply
     /// changed or removed them), so their next packet meets the new rules. Returns how many went.
     fn clear_flows(&mut self, stale: &[crate::plan::StaleFlows]) -> Result<usize, Self::Error>;
+
+    /// Drop the record of pending tracked-connection cleanups (after [`Backend::clear_flows`] did
+    /// them, or when the caller chose to keep the connections).
+    fn forget_flows(&mut self) -> Result<(), Self::Error>;
 
     /// The ruleset `apply` builds for `model`, as text the native tool loads (`nft -f`). It may read
     /// facts about the router the configuration does not hold (e.g. its LAN-side addresses).

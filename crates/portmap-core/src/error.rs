@@ -103,6 +103,10 @@ pub enum PlanFileError {
     /// The desired state inside the plan does not pass validation.
     #[error("the plan file's desired configuration is not valid")]
     Invalid(#[source] ConfigErrors),
+    /// The plan does not say where or at which generation it was made, so it cannot be checked
+    /// against the kernel.
+    #[error("the plan file cannot be applied safely: {0}; make the plan again with `portmap plan --out`")]
+    Unbound(&'static str),
     /// The parts of the plan contradict each other.
     #[error("the plan file is inconsistent: {0}")]
     Inconsistent(String),

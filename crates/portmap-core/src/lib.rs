@@ -29,7 +29,7 @@ pub use config::{CONFIG_VERSION, Config, InterfaceList, MappingConfig, PortSpec}
 pub use error::{ConfigError, ConfigErrors, Error, PlanFileError};
 pub use load::{load_str, parse_config};
 pub use model::{
-    Environment, Forward, Mapping, Model, Observed, ObservedMapping, ParsePortRangeError, PortRange,
+    Environment, Forward, Mapping, Model, Observed, ObservedMapping, ParsePortRangeError, Place, PortRange,
     Protocol, Settings, TableState, Transport,
 };
 pub use plan::{
@@ -37,4 +37,6 @@ pub use plan::{
     StaleFlows, TableAction, describe_forwards, describe_runs, fold_forwards, plan,
 };
 pub use render::{MappingSummary, plan_json, render_plan, render_status, render_warnings, status_json};
-pub use validate::{MAX_DESCRIPTION_LEN, MAX_INTERFACE_LEN, MAX_NAME_LEN, canonical_prefixes, validate};
+pub use validate::{
+    MAX_DESCRIPTION_LEN, MAX_INTERFACE_LEN, MAX_NAME_LEN, canonical_prefixes, is_mapping_name, validate,
+};

@@ -297,6 +297,18 @@ pub struct ObservedMapping {
     pub forwards: Vec<Forward>,
     /// Source prefixes found (canonical form), empty when the mapping has no allow-list.
     pub allow_from: Vec<IpNet>,
+    /// How the mapping's kernel objects fall short of the complete set portmap writes for it, one
+    /// sentence each, saying what the kernel enforces instead (e.g. "tcp/8080 is not guarded by the
+    /// allow-list: open to every source"). Empty when the mapping is intact. A damaged mapping is
+    /// repaired (or deleted) whole, never changed field by field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damage: Vec<String>,
+    /// The backend's names of the kernel objects found for this mapping beyond its forwards (e.g.
+    /// `guard4 tcp 8080`, `chain allow_web`), so that repairing or deleting a damaged mapping
+    /// removes exactly what is there. Opaque to the core; filled by `observe` only for damaged
+    /// mappings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<String>,
 }
 
 impl ObservedMapping {
@@ -307,7 +319,14 @@ impl ObservedMapping {
             description: mapping.description.clone(),
             forwards: mapping.forwards(),
             allow_from: mapping.allow_from.clone(),
+            damage: Vec::new(),
+            objects: Vec::new(),
         }
+    }
+
+    /// Whether the mapping's kernel objects are not the complete set portmap writes.
+    pub fn is_damaged(&self) -> bool {
+        !self.damage.is_empty()
     }
 }
 
@@ -326,6 +345,28 @@ pub enum TableState {
     },
 }
 
+/// Which kernel state a backend reads and writes: the host's boot and the network namespace. A saved
+/// plan records it and is refused anywhere else (another namespace, another host, or after a
+/// reboot), even where a ruleset generation number happens to match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Place {
+    /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`): new at every boot, different on
+    /// every host.
+    pub boot_id: String,
+    /// The network namespace's inode number (`ls -iL /proc/self/ns/net`, `ip netns identify`).
+    pub netns: u64,
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "network namespace net:[{}] of boot {}",
+            self.netns, self.boot_id
+        )
+    }
+}
+
 /// What a backend found in the kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observed {
@@ -335,6 +376,9 @@ pub struct Observed {
     pub table: String,
     /// Kernel ruleset generation the observation was made at, if the backend has one.
     pub generation: Option<u32>,
+    /// Where the observation was made, when the backend knows.
+    #[serde(default)]
+    pub place: Option<Place>,
     /// Whether the owned structure is present and intact.
     pub state: TableState,
     /// Settings as read back (meaningful when the table exists).
@@ -344,6 +388,10 @@ pub struct Observed {
     /// What the backend found around its table that can stop forwards from working.
     #[serde(default)]
     pub environment: Environment,
+    /// Tracked connections an earlier apply made stale and recorded in its transaction, but did not
+    /// get to remove (it was killed in between): the next apply finishes the cleanup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_flows: Vec<crate::plan::StaleFlows>,
 }
 
 /// Facts about the router outside portmap's table that decide whether its forwards can work. A
@@ -368,10 +416,12 @@ impl Observed {
             backend: backend.to_owned(),
             table: table.to_owned(),
             generation,
+            place: None,
             state: TableState::Missing,
             settings: Settings::default(),
             mappings: Vec::new(),
             environment: Environment::default(),
+            pending_flows: Vec::new(),
         }
     }
 
@@ -385,10 +435,12 @@ impl Observed {
             backend: backend.to_owned(),
             table: table.to_owned(),
             generation,
+            place: None,
             state: TableState::Intact,
             settings: model.settings.clone(),
             mappings,
             environment: Environment::default(),
+            pending_flows: Vec::new(),
         }
     }
 }

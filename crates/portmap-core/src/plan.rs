@@ -15,12 +15,14 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::error::PlanFileError;
 use crate::model::{
-    Forward, Mapping, Model, Observed, ObservedMapping, PortRange, Protocol, Settings, TableState, Transport,
+    Forward, Mapping, Model, Observed, ObservedMapping, Place, PortRange, Protocol, Settings, TableState,
+    Transport,
 };
 use crate::validate::{name_problem, validate};
 
-/// Version of the plan file format written by `plan --out`.
-pub const PLAN_FORMAT_VERSION: u32 = 1;
+/// Version of the plan file format written by `plan --out`. Version 2 binds a plan to the place
+/// (boot and network namespace) and generation it was made at.
+pub const PLAN_FORMAT_VERSION: u32 = 2;
 
 /// What happens to the owned table as a whole.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +78,15 @@ pub enum Change {
         /// The differing fields, for people.
         fields: Vec<FieldChange>,
     },
+    /// A mapping whose kernel objects are incomplete or altered (see
+    /// [`ObservedMapping::damage`]): everything found for it is removed and it is created again as
+    /// the configuration says, in the same transaction.
+    Repair {
+        /// What the kernel has now, with the damage found.
+        before: ObservedMapping,
+        /// What the configuration asks for.
+        after: Mapping,
+    },
     /// A mapping the kernel has and the configuration does not want.
     Delete {
         /// What the kernel has now.
@@ -89,7 +100,9 @@ impl Change {
     /// The name of the mapping this change is about.
     pub fn name(&self) -> &str {
         match self {
-            Change::Create { mapping } | Change::Update { after: mapping, .. } => &mapping.name,
+            Change::Create { mapping }
+            | Change::Update { after: mapping, .. }
+            | Change::Repair { after: mapping, .. } => &mapping.name,
             Change::Delete { before, .. } => &before.name,
         }
     }
@@ -118,11 +131,14 @@ pub struct Plan {
     pub table: String,
     /// Kernel ruleset generation the plan was made at; applying refuses if the kernel moved on.
     pub generation: Option<u32>,
+    /// The boot and network namespace the plan was made for; applying anywhere else is refused.
+    #[serde(default)]
+    pub place: Option<Place>,
     /// What happens to the table as a whole.
     pub table_action: TableAction,
     /// Router-wide setting changes.
     pub settings: Vec<SettingChange>,
-    /// Mapping changes, deletes first, then updates, then creates; by name within each.
+    /// Mapping changes: deletes first, then updates and repairs, then creates; by name within each.
     pub changes: Vec<Change>,
     /// Things worth knowing that do not block (filled by callers, e.g. coexistence checks).
     pub warnings: Vec<String>,
@@ -131,12 +147,34 @@ pub struct Plan {
     /// The settings the kernel held when the plan was made (a backend turns setting changes into a
     /// delta from these).
     pub observed_settings: Settings,
+    /// Tracked connections an interrupted apply left to remove (see
+    /// [`Observed::pending_flows`]); applying this plan removes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_flows: Vec<StaleFlows>,
 }
 
 impl Plan {
     /// True when applying would change nothing. Warnings do not count.
     pub fn is_empty(&self) -> bool {
-        self.table_action == TableAction::Keep && self.settings.is_empty() && self.changes.is_empty()
+        !self.changes_kernel() && self.pending_flows.is_empty()
+    }
+
+    /// True when applying changes portmap's table (a cleanup of tracked connections left by an
+    /// interrupted apply does not).
+    pub fn changes_kernel(&self) -> bool {
+        self.table_action != TableAction::Keep || !self.settings.is_empty() || !self.changes.is_empty()
+    }
+
+    /// Whether `other` makes the same changes as this plan (for the same desired state), whatever
+    /// generation each was made at: a plan approved by a person may be carried out as `other`.
+    pub fn same_changes(&self, other: &Plan) -> bool {
+        self.backend == other.backend
+            && self.table == other.table
+            && self.table_action == other.table_action
+            && self.settings == other.settings
+            && self.changes == other.changes
+            && self.desired == other.desired
+            && self.pending_flows == other.pending_flows
     }
 
     /// How many mappings the plan creates, changes and deletes.
@@ -146,6 +184,7 @@ impl Plan {
             match change {
                 Change::Create { .. } => c.create += 1,
                 Change::Update { .. } => c.update += 1,
+                Change::Repair { .. } => c.repair += 1,
                 Change::Delete { .. } => c.delete += 1,
             }
         }
@@ -162,21 +201,27 @@ impl Plan {
                 Change::Create { .. } => {}
                 Change::Delete { before, .. } => {
                     out.extend(before.forwards.iter().map(|&forward| StaleFlows {
+                        mapping: before.name.clone(),
                         forward,
                         unless_from: None,
                     }));
                 }
-                Change::Update { before, after, .. } => {
+                Change::Update { before, after, .. } | Change::Repair { before, after } => {
                     let kept: std::collections::HashSet<Forward> = after.forwards().into_iter().collect();
-                    let narrowed = before.allow_from != after.allow_from && !after.allow_from.is_empty();
+                    // A damaged mapping may have admitted anyone: its flows from sources the
+                    // configuration does not admit go too.
+                    let narrowed = (before.allow_from != after.allow_from || before.is_damaged())
+                        && !after.allow_from.is_empty();
                     for &forward in &before.forwards {
                         if !kept.contains(&forward) {
                             out.push(StaleFlows {
+                                mapping: before.name.clone(),
                                 forward,
                                 unless_from: None,
                             });
                         } else if narrowed {
                             out.push(StaleFlows {
+                                mapping: before.name.clone(),
                                 forward,
                                 unless_from: Some(after.allow_from.clone()),
                             });
@@ -196,6 +241,8 @@ pub struct Counts {
     pub create: usize,
     /// Mappings changed.
     pub update: usize,
+    /// Damaged mappings rebuilt.
+    pub repair: usize,
     /// Mappings deleted.
     pub delete: usize,
 }
@@ -204,6 +251,9 @@ pub struct Counts {
 /// destination port and protocol, reply from the old target), except those from `unless_from`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StaleFlows {
+    /// The mapping whose change made them stale.
+    #[serde(default)]
+    pub mapping: String,
     /// The forward the flows went through.
     pub forward: Forward,
     /// Sources whose flows stay (an allow-list that was narrowed); `None`: every source's flow goes.
@@ -253,6 +303,10 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
             None => creates.push(Change::Create {
                 mapping: after.clone(),
             }),
+            Some(before) if before.is_damaged() => updates.push(Change::Repair {
+                before: (*before).clone(),
+                after: after.clone(),
+            }),
             Some(before) => {
                 let fields = field_changes(before, after);
                 if !fields.is_empty() {
@@ -277,12 +331,14 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
         backend: observed.backend.clone(),
         table: observed.table.clone(),
         generation: observed.generation,
+        place: observed.place.clone(),
         table_action,
         settings,
         changes,
         warnings: warnings(model, &observed.environment),
         desired: model.clone(),
         observed_settings: observed.settings.clone(),
+        pending_flows: observed.pending_flows.clone(),
     }
 }
 
@@ -549,6 +605,16 @@ impl Plan {
 
     /// Consistency of a plan read from outside.
     fn check(&self) -> Result<(), PlanFileError> {
+        if self.generation.is_none() {
+            return Err(PlanFileError::Unbound(
+                "it does not say which ruleset generation it was made at",
+            ));
+        }
+        if self.place.is_none() {
+            return Err(PlanFileError::Unbound(
+                "it does not say which host and network namespace it was made for",
+            ));
+        }
         let desired = &self.desired;
         let again = validate(&Config::from(desired)).map_err(PlanFileError::Invalid)?;
         if again.settings != desired.settings || again.mappings != desired.mappings {
@@ -570,7 +636,17 @@ impl Plan {
             }
         }
         for change in &self.changes {
-            if let Change::Create { mapping } | Change::Update { after: mapping, .. } = change
+            if let Change::Delete { before, .. } = change
+                && wanted.contains_key(before.name.as_str())
+            {
+                return Err(PlanFileError::Inconsistent(format!(
+                    "it deletes mapping `{}`, which its desired state keeps",
+                    crate::validate::shown(&before.name)
+                )));
+            }
+            if let Change::Create { mapping }
+            | Change::Update { after: mapping, .. }
+            | Change::Repair { after: mapping, .. } = change
                 && wanted.get(mapping.name.as_str()) != Some(&mapping)
             {
                 return Err(PlanFileError::Inconsistent(format!(

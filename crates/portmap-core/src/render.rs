@@ -254,7 +254,7 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
         .map(|c| match c {
             Change::Create { mapping } => Some(create_row(mapping)),
             Change::Delete { before, reason } => Some(delete_row(before, *reason)),
-            Change::Update { .. } => None,
+            Change::Update { .. } | Change::Repair { .. } => None,
         })
         .collect();
     let w = widths(&rows.iter().flatten().collect::<Vec<_>>());
@@ -282,18 +282,47 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
                     let _ = writeln!(out, "    {}: {before} → {after}", f.field);
                 }
             }
-            (Change::Create { .. } | Change::Delete { .. }, Some(row)) => write_row(&mut out, row, w, paint),
+            (Change::Repair { before, after }, _) => {
+                let _ = writeln!(
+                    out,
+                    "{} {}  damaged: its kernel objects are removed and created again as configured",
+                    paint.wrap(YELLOW, "!"),
+                    paint.wrap(BOLD, &after.name)
+                );
+                for d in &before.damage {
+                    let _ = writeln!(out, "    - {}", clean(d));
+                }
+            }
+            (Change::Create { .. } | Change::Delete { .. }, Some(row)) => {
+                write_row(&mut out, row, w, paint);
+                if let Change::Delete { before, .. } = change {
+                    for d in &before.damage {
+                        let _ = writeln!(out, "    - damaged: {}", clean(d));
+                    }
+                }
+            }
             _ => {}
         }
     }
     if !plan.changes.is_empty() {
         out.push('\n');
     }
+    if !plan.pending_flows.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} finish removing the tracked connections of {} that an interrupted apply left behind\n",
+            paint.wrap(YELLOW, "!"),
+            plural(plan.pending_flows.len(), "old forward", "old forwards")
+        );
+    }
     let counts = plan.counts();
     let mut summary = format!(
         "Plan: {} to create, {} to change, {} to delete",
         counts.create, counts.update, counts.delete
     );
+    if counts.repair > 0 {
+        let _ = write!(summary, ", {} to repair", counts.repair);
+    }
     if !plan.settings.is_empty() {
         let _ = write!(
             summary,
@@ -332,12 +361,13 @@ fn write_warnings(out: &mut String, plan: &Plan, paint: Paint) {
 }
 
 /// A plan for machines: the plan's serde form plus
-/// `"summary": {"create": n, "update": n, "delete": n, "table": "keep|create|repair"}`.
+/// `"summary": {"create": n, "update": n, "repair": n, "delete": n, "table": "keep|create|repair"}`.
 /// [`Plan::from_json`] reads it back.
 pub fn plan_json(plan: &Plan) -> Value {
     let crate::plan::Counts {
         create,
         update,
+        repair,
         delete,
     } = plan.counts();
     let table = match plan.table_action {
@@ -349,7 +379,7 @@ pub fn plan_json(plan: &Plan) -> Value {
     if let Value::Object(map) = &mut value {
         map.insert(
             "summary".to_owned(),
-            json!({ "create": create, "update": update, "delete": delete, "table": table }),
+            json!({ "create": create, "update": update, "repair": repair, "delete": delete, "table": table }),
         );
     }
     value
@@ -376,6 +406,11 @@ pub struct MappingSummary {
     /// edited by hand); empty otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub forwards: Vec<String>,
+    /// `intact`, or `damaged` when the mapping's kernel objects are incomplete or altered.
+    pub state: &'static str,
+    /// What is wrong with a damaged mapping, saying what the kernel enforces instead.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub damage: Vec<String>,
 }
 
 impl MappingSummary {
@@ -405,6 +440,12 @@ impl MappingSummary {
             } else {
                 Vec::new()
             },
+            state: if observed.is_damaged() {
+                "damaged"
+            } else {
+                "intact"
+            },
+            damage: observed.damage.clone(),
         }
     }
 }
@@ -440,11 +481,23 @@ pub fn render_status(observed: &Observed, color: bool) -> String {
             return out;
         }
         TableState::Intact => {
-            let _ = writeln!(
-                out,
-                "Table {table} (backend {backend}): intact, {}.",
-                plural(observed.mappings.len(), "mapping", "mappings")
-            );
+            let damaged = observed.mappings.iter().filter(|m| m.is_damaged()).count();
+            if damaged == 0 {
+                let _ = writeln!(
+                    out,
+                    "Table {table} (backend {backend}): intact, {}.",
+                    plural(observed.mappings.len(), "mapping", "mappings")
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "Table {table} (backend {backend}): {}, {} of which {} {}; applying the configuration repairs them.",
+                    paint.wrap(RED, "mappings damaged"),
+                    plural(observed.mappings.len(), "mapping", "mappings"),
+                    damaged,
+                    if damaged == 1 { "is damaged" } else { "are damaged" }
+                );
+            }
         }
         TableState::Damaged { reasons } => {
             let _ = writeln!(
@@ -459,6 +512,14 @@ pub fn render_status(observed: &Observed, color: bool) -> String {
         }
     }
     let _ = writeln!(out, "Settings: {}", settings_line(&observed.settings));
+    if !observed.pending_flows.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} an interrupted apply left the tracked connections of {} to remove; the next apply removes them.",
+            paint.wrap(YELLOW, "Pending:"),
+            plural(observed.pending_flows.len(), "old forward", "old forwards")
+        );
+    }
     if observed.mappings.is_empty() {
         return out;
     }
@@ -488,7 +549,11 @@ pub fn render_status(observed: &Observed, color: bool) -> String {
                 dash(s.port.clone()),
                 dash(s.to.clone()),
                 dash(s.to_port.clone()),
-                dash(s.allow_from.join(",")),
+                if s.damage.is_empty() {
+                    dash(s.allow_from.join(","))
+                } else {
+                    "(damaged)".to_owned()
+                },
                 dash(
                     s.description
                         .as_deref()
@@ -532,6 +597,9 @@ pub fn render_status(observed: &Observed, color: bool) -> String {
                 summary.forwards.join(", ")
             );
         }
+        for d in &summary.damage {
+            let _ = writeln!(out, "    {} damaged: {}", paint.wrap(RED, "!"), clean(d));
+        }
     }
     out
 }
@@ -561,5 +629,6 @@ pub fn status_json(observed: &Observed) -> Value {
         "reasons": reasons,
         "settings": settings,
         "mappings": mappings,
+        "pending_flows": observed.pending_flows,
     })
 }

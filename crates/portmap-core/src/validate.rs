@@ -463,6 +463,12 @@ fn check_mapping(
     }
 }
 
+/// Whether `name` is a valid mapping name (what a backend may accept as one when it reads its own
+/// objects back).
+pub fn is_mapping_name(name: &str) -> bool {
+    name_problem(name).is_none()
+}
+
 /// What is wrong with a mapping name, if anything.
 pub(crate) fn name_problem(name: &str) -> Option<String> {
     const RULE: &str = "use 1-64 characters from A-Z a-z 0-9 _ . - starting with a letter or digit";

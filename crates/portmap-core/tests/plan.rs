@@ -23,8 +23,19 @@ fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
 }
 
+/// Where the test plans are "made": a boot id and a namespace inode.
+fn here() -> portmap_core::Place {
+    portmap_core::Place {
+        boot_id: "6f1c2b9e-1f2a-4c55-9a3e-2b7d0c1e9f10".into(),
+        netns: 4_026_531_840,
+    }
+}
+
 fn applied(model: &Model) -> Observed {
-    Observed::from_model(model, "nft", TABLE, Some(42))
+    Observed {
+        place: Some(here()),
+        ..Observed::from_model(model, "nft", TABLE, Some(42))
+    }
 }
 
 fn mapping<'m>(model: &'m Model, name: &str) -> &'m Mapping {
@@ -171,6 +182,8 @@ fn deletes_say_why() {
             to_port: port,
         }],
         allow_from: vec![],
+        damage: vec![],
+        objects: vec![],
     };
     observed.mappings.push(extra("ssh", 2222));
     observed.mappings.push(extra("gone", 9000));
@@ -404,18 +417,51 @@ fn plan_file_round_trip() {
 
 #[test]
 fn plan_file_refusals() {
-    let p = plan(&home(), &Observed::missing("nft", TABLE, Some(1)));
+    let p = plan(
+        &home(),
+        &Observed {
+            place: Some(here()),
+            ..Observed::missing("nft", TABLE, Some(1))
+        },
+    );
     let mut value = plan_json(&p);
 
-    value["format_version"] = serde_json::json!(2);
-    let err = Plan::from_json(&value.to_string()).expect_err("version 2");
+    value["format_version"] = serde_json::json!(1);
+    let err = Plan::from_json(&value.to_string()).expect_err("version 1");
     assert!(matches!(err, PlanFileError::UnsupportedVersion { .. }));
     assert_eq!(
         err.to_string(),
         format!(
-            "plan file format_version 2 is not supported (this portmap reads format_version {PLAN_FORMAT_VERSION}); \
+            "plan file format_version 1 is not supported (this portmap reads format_version {PLAN_FORMAT_VERSION}); \
              make the plan again with this portmap"
         )
+    );
+
+    // A plan that does not say at which generation, or for which namespace, it was made.
+    for field in ["generation", "place"] {
+        let mut value = plan_json(&p);
+        value[field] = serde_json::Value::Null;
+        let err = Plan::from_json(&value.to_string()).expect_err(field);
+        assert!(matches!(err, PlanFileError::Unbound(_)), "{err:?}");
+        assert!(err.to_string().contains("make the plan again"), "{err}");
+    }
+
+    // A delete added by hand for a mapping the desired state keeps.
+    let (model, observed) = mixed();
+    let mut value = plan_json(&plan(&model, &observed));
+    let web = serde_json::to_value(portmap_core::ObservedMapping::from_mapping(mapping(
+        &model, "web",
+    )))
+    .expect("json");
+    value["changes"]
+        .as_array_mut()
+        .expect("changes")
+        .push(serde_json::json!({"action": "delete", "before": web, "reason": "not_in_config"}));
+    let err = Plan::from_json(&value.to_string()).expect_err("delete of a desired mapping");
+    assert!(
+        err.to_string()
+            .contains("it deletes mapping `web`, which its desired state keeps"),
+        "{err}"
     );
 
     value.as_object_mut().expect("object").remove("format_version");
@@ -428,7 +474,7 @@ fn plan_file_refusals() {
         Err(PlanFileError::Json(_))
     ));
     assert!(matches!(
-        Plan::from_json(r#"{"format_version": 1}"#),
+        Plan::from_json(r#"{"format_version": 2}"#),
         Err(PlanFileError::Shape(_))
     ));
 

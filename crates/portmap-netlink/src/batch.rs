@@ -36,6 +36,7 @@ enum Op {
     DelSet,
     AddElements(ElemChunk),
     DelElements(ElemChunk),
+    FlushSet,
 }
 
 /// Which elements of the caller's slice one element message carries.
@@ -112,6 +113,7 @@ impl Batch {
             }
             Op::AddSet { map } => format!("add {} {fam} {table} {name}", kind(*map)),
             Op::DelSet => format!("delete set {fam} {table} {name}"),
+            Op::FlushSet => format!("flush set {fam} {table} {name}"),
             Op::AddElements(c) => format!(
                 "add element to {} {fam} {table} {name} ({})",
                 kind(c.map),
@@ -194,6 +196,16 @@ impl Batch {
     /// in this batch, or 0. An empty slice adds no message.
     pub fn add_elements(&mut self, family: Family, table: &str, set: &str, set_id: u32, elems: &[Element]) {
         self.elements(family, table, set, set_id, elems, false);
+    }
+
+    /// Removes every element of a set (`NFT_MSG_DELSETELEM` without an element list, as
+    /// `nft flush set` sends it).
+    pub fn flush_set(&mut self, family: Family, table: &str, set: &str) {
+        let m = self.begin(NFT_MSG_DELSETELEM, 0, family);
+        let mut w = Writer::new(&mut self.buf);
+        w.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
+        w.put_str(NFTA_SET_ELEM_LIST_SET, set);
+        self.end(m, Op::FlushSet, family, table, set);
     }
 
     /// Deletes elements (only their keys, key ends and flags are sent), chunked like
@@ -415,7 +427,7 @@ fn attr_name(op: &Op, ty: u16) -> Option<&'static str> {
             "",
             "NFTA_SET_USERDATA",
         ],
-        Op::AddElements(_) | Op::DelElements(_) => &[
+        Op::AddElements(_) | Op::DelElements(_) | Op::FlushSet => &[
             "",
             "NFTA_SET_ELEM_LIST_TABLE",
             "NFTA_SET_ELEM_LIST_SET",

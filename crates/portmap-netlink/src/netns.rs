@@ -98,3 +98,23 @@ fn enter(path: &Path, name: &str) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// The inode number of `netns` as the kernel names it (`net:[INODE]`): the same for every path that
+/// leads to one namespace (a name under /run/netns, /proc/PID/ns/net), different for every other
+/// namespace that exists at the same time.
+pub fn inode(netns: &Netns) -> Result<u64, Error> {
+    use std::os::unix::fs::MetadataExt;
+    run_in(netns, || {
+        std::fs::metadata("/proc/thread-self/ns/net")
+            .map(|m| m.ino())
+            .map_err(|e| Error::io("reading the network namespace's identity", e))
+    })
+}
+
+/// The kernel's boot id: a random UUID made at every boot, so different on every host and after
+/// every reboot.
+pub fn boot_id() -> Result<String, Error> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| Error::io("reading /proc/sys/kernel/random/boot_id", e))
+}

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 use portmap_core::{
-    Change, Forward, Mapping, Model, ObservedMapping, Plan, Settings, TableAction, Transport,
+    Change, Forward, Mapping, Model, ObservedMapping, Plan, Settings, StaleFlows, TableAction, Transport,
 };
 use portmap_netlink::{Batch, Chain, Element, Rule, Set, Table, udata};
 
@@ -52,14 +52,31 @@ impl Ids {
     }
 }
 
-/// Build the batch that carries out `plan` (which must not be empty).
-pub fn build(plan: &Plan, t: &TableId, env: &LanSide) -> Built {
+/// The stale-set elements recording `flows`, by set, leaving out keys in `already`.
+fn stale_records(flows: &[StaleFlows], already: &[StaleFlows]) -> BTreeMap<&'static str, Vec<Element>> {
+    let known: BTreeSet<Vec<u8>> = already.iter().map(|f| element::stale_element(f).key).collect();
+    let mut out: BTreeMap<&'static str, Vec<Element>> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for f in flows {
+        let e = element::stale_element(f);
+        if !known.contains(&e.key) && seen.insert(e.key.clone()) {
+            out.entry(IpFamily::of(f.forward.to).stale_set())
+                .or_default()
+                .push(e);
+        }
+    }
+    out
+}
+
+/// Build the batch that carries out `plan` (which must change the kernel) and records `record`,
+/// the tracked connections the caller removes after it, as pending cleanups.
+pub fn build(plan: &Plan, t: &TableId, env: &LanSide, record: &[StaleFlows]) -> Built {
     let before = &plan.observed_settings;
     let after = &plan.desired.settings;
     // A change of shape, or of the LAN side (whose addresses the table holds), rebuilds the table.
     let restructure = shape_of(before) != shape_of(after) || before.lan_interfaces != after.lan_interfaces;
     if plan.table_action != TableAction::Keep || restructure {
-        return rebuild(plan, t, env);
+        return rebuild(plan, t, env, record);
     }
     let mut b = Builder {
         batch: Batch::new(),
@@ -67,6 +84,9 @@ pub fn build(plan: &Plan, t: &TableId, env: &LanSide) -> Built {
         t,
         ids: Ids(layout::ALLOW_SET_ID_BASE),
     };
+    for (set, elements) in stale_records(record, &plan.pending_flows) {
+        b.add_elements(set, 0, &elements);
+    }
     b.interfaces(layout::WAN_SET, &before.wan_interfaces, &after.wan_interfaces);
     b.interfaces(layout::LAN_SET, &before.lan_interfaces, &after.lan_interfaces);
     let mut owners = Vec::new();
@@ -84,6 +104,11 @@ pub fn build(plan: &Plan, t: &TableId, env: &LanSide) -> Built {
             Change::Update { before, after, .. } => {
                 b.update(before, after);
                 format!("changing mapping {}", after.name)
+            }
+            Change::Repair { before, after } => {
+                b.delete(before);
+                b.create(after);
+                format!("repairing mapping {}", after.name)
             }
         };
         owners.push((start, b.batch.len(), what));
@@ -115,9 +140,14 @@ pub fn table_object(t: &TableId) -> Table {
     }
 }
 
-/// Delete whatever is there and build the whole table from the desired model, in one batch.
-fn rebuild(plan: &Plan, t: &TableId, env: &LanSide) -> Built {
-    let contents = contents(&plan.desired, t, env);
+/// Delete whatever is there and build the whole table from the desired model, in one batch, with
+/// the pending conntrack cleanups it held and the new ones.
+fn rebuild(plan: &Plan, t: &TableId, env: &LanSide, record: &[StaleFlows]) -> Built {
+    let mut contents = contents(&plan.desired, t, env);
+    let all: Vec<StaleFlows> = plan.pending_flows.iter().chain(record).cloned().collect();
+    for (set, elements) in stale_records(&all, &[]) {
+        contents.elements.insert(set.to_owned(), elements);
+    }
     let mut batch = Batch::new();
     let table = table_object(t);
     batch.add_table(&table);
@@ -193,6 +223,7 @@ pub fn contents(model: &Model, t: &TableId, env: &LanSide) -> Contents {
     }
     rules.extend(layout::static_rules(t, shape));
     Contents {
+        table_flags: 0,
         chains,
         rules,
         sets,
@@ -359,12 +390,58 @@ impl Builder<'_> {
     fn delete(&mut self, before: &ObservedMapping) {
         let comment = mapping_comment(&before.name, before.description.as_deref());
         self.dnat_elements(false, &before.forwards, &comment);
-        if !before.allow_from.is_empty() {
+        if before.is_damaged() {
+            self.del_found(before);
+        } else if !before.allow_from.is_empty() {
             self.del_allow_list(
                 &before.name,
                 observed_family(before),
                 &forward_keys(&before.forwards),
             );
+        }
+    }
+
+    /// Delete exactly the allow-list objects `observe` found for a damaged mapping: guard elements
+    /// first (they jump to the chain), then the chain (with whatever rules it holds), then the set.
+    /// Only names of this mapping's own objects are honoured.
+    fn del_found(&mut self, before: &ObservedMapping) {
+        let chain = layout::allow_chain(&before.name);
+        let set = layout::allow_set(&before.name);
+        let mut guards: BTreeMap<&'static str, Vec<Element>> = BTreeMap::new();
+        let (mut del_chain, mut del_set) = (false, false);
+        for object in &before.objects {
+            match object.split(' ').collect::<Vec<_>>().as_slice() {
+                ["chain", name] if *name == chain => del_chain = true,
+                ["set", name] if *name == set => del_set = true,
+                [map, transport, port] => {
+                    let Some(family) = IpFamily::ALL.into_iter().find(|f| f.guard_map() == *map) else {
+                        continue;
+                    };
+                    let transport = match *transport {
+                        "tcp" => Transport::Tcp,
+                        "udp" => Transport::Udp,
+                        _ => continue,
+                    };
+                    if let Ok(port) = port.parse() {
+                        guards
+                            .entry(family.guard_map())
+                            .or_default()
+                            .push(element::guard_element(transport, port, &before.name));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (map, elements) in &guards {
+            self.del_elements(map, elements);
+        }
+        if del_chain {
+            self.batch.del_chain(self.t.family, &self.t.name, &chain);
+            self.objects += 1;
+        }
+        if del_set {
+            self.batch.del_set(self.t.family, &self.t.name, &set);
+            self.objects += 1;
         }
     }
 

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use portmap_core::{Forward, Mapping, Transport};
+use portmap_core::{Forward, Mapping, StaleFlows, Transport};
 use portmap_netlink::interval::{self, Interval};
 use portmap_netlink::{Data, Element, Verdict, udata};
 
@@ -104,6 +104,60 @@ pub fn parse_guard_element(element: &Element) -> Option<((Transport, u16), Strin
         Some(Data::Verdict(Verdict::Jump(chain))) => Some((key, chain.clone())),
         _ => None,
     }
+}
+
+/// The record of a pending conntrack cleanup, in the stale set of the forward's family: the key is
+/// the old forward (`l4proto . port . address . port`, each field padded to 4 bytes); the comment
+/// names the mapping, followed by ` narrowed` when only sources outside its new allow-list go.
+pub fn stale_element(flows: &StaleFlows) -> Element {
+    let f = &flows.forward;
+    let mut key = key_bytes(f.transport, f.port);
+    match f.to {
+        IpAddr::V4(a) => key.extend(a.octets()),
+        IpAddr::V6(a) => key.extend(a.octets()),
+    }
+    let p = f.to_port.to_be_bytes();
+    key.extend([p[0], p[1], 0, 0]);
+    let comment = if flows.unless_from.is_some() {
+        format!("{} narrowed", flows.mapping)
+    } else {
+        flows.mapping.clone()
+    };
+    Element {
+        key,
+        key_end: None,
+        data: None,
+        flags: 0,
+        userdata: Some(udata::comment(&comment)),
+    }
+}
+
+/// Decode a stale-set element of `family`: the old forward, the mapping, and whether the cleanup
+/// spares the mapping's allowed sources.
+pub fn parse_stale_element(element: &Element, family: IpFamily) -> Option<(Forward, String, bool)> {
+    let len = family.addr_len() as usize;
+    let key = &element.key;
+    if key.len() != 12 + len {
+        return None;
+    }
+    let (transport, port) = parse_key(&key[..8])?;
+    let to = addr_of(&key[8..8 + len])?;
+    let to_port = u16::from_be_bytes([key[8 + len], key[9 + len]]);
+    let comment = element.userdata.as_deref().and_then(udata::parse_comment)?;
+    let (mapping, narrowed) = match comment.strip_suffix(" narrowed") {
+        Some(name) => (name.to_owned(), true),
+        None => (comment, false),
+    };
+    Some((
+        Forward {
+            transport,
+            port,
+            to,
+            to_port,
+        },
+        mapping,
+        narrowed,
+    ))
 }
 
 /// All DNAT elements of a mapping (all in the map of the mapping's family).

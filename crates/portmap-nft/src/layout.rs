@@ -8,9 +8,9 @@
 //!   (protocol, port), its comment carrying the mapping name (and description); `dnat6` the same
 //!   with `ipv6_addr` for mappings whose target is IPv6;
 //! - verdict maps `guard4` / `guard6`: `meta l4proto . th dport : jump allow_<name>` for mappings
-//!   with an allow-list; chain `allow_<name>` accepts (ends NAT processing, no DNAT) sources outside
-//!   set `allow_<name>_src` (of the mapping's family), so only allowed sources fall through to the
-//!   DNAT rule;
+//!   with an allow-list; chain `allow_<name>` drops sources outside set `allow_<name>_src` (of the
+//!   mapping's family), so only allowed sources fall through to the DNAT rule and a refused source
+//!   reaches neither the inner host nor a service of the router's own on that port;
 //! - sets `lan_side4` / `lan_side6`: destinations hairpin leaves to the router;
 //! - base chains `prerouting` (nat, dstnat), `forward` (filter), `output` (nat, hairpin) and
 //!   `postrouting` (nat, srcnat, masquerade or hairpin). Every DNAT rule exists once per family
@@ -30,6 +30,8 @@ use portmap_netlink::{
 /// Everything in the table but the table itself: what a rebuild sends, what a read returns.
 #[derive(Debug, Default, Clone)]
 pub struct Contents {
+    /// The table's flags (`NFT_TABLE_F_*`): portmap writes none.
+    pub table_flags: u32,
     /// Chains (base chains and allow-list chains).
     pub chains: Vec<Chain>,
     /// Rules of all chains, in chain order.
@@ -58,6 +60,13 @@ pub const GUARD6: &str = "guard6";
 /// IPv6 twin of [`LAN_SIDE4`]: `::1` and the router's (non-link-local) IPv6 addresses on LAN
 /// interfaces.
 pub const LAN_SIDE6: &str = "lan_side6";
+/// Name of the IPv4 set of pending conntrack cleanups: `meta l4proto . th dport . ipv4_addr .
+/// inet_service` (an old forward), written in the transaction that makes its flows stale and
+/// emptied once they are removed, so that an apply killed in between leaves a record the next
+/// apply finishes.
+pub const STALE4: &str = "stale4";
+/// IPv6 twin of [`STALE4`].
+pub const STALE6: &str = "stale6";
 /// Name of the nat output base chain (router-local hairpin).
 pub const OUTPUT: &str = "output";
 /// Name of the nat prerouting base chain.
@@ -66,8 +75,12 @@ pub const PREROUTING: &str = "prerouting";
 pub const FORWARD: &str = "forward";
 /// Name of the nat postrouting base chain (present with masquerade).
 pub const POSTROUTING: &str = "postrouting";
-/// Comment on the table.
+/// Comment on the table: portmap's marker. A table without it was not created by portmap, and
+/// portmap refuses to change or delete it.
 pub const TABLE_COMMENT: &str = "managed by portmap";
+
+/// `NFT_TABLE_F_DORMANT`: the table's base chains are unregistered from their hooks.
+pub const TABLE_F_DORMANT: u32 = 1;
 
 /// Bytes of an `ifname` key (IFNAMSIZ).
 pub const IFNAME_LEN: u32 = 16;
@@ -81,6 +94,8 @@ const LAN_SIDE4_ID: u32 = 5;
 const DNAT6_ID: u32 = 6;
 const GUARD6_ID: u32 = 7;
 const LAN_SIDE6_ID: u32 = 8;
+const STALE4_ID: u32 = 9;
+const STALE6_ID: u32 = 10;
 /// First id for per-mapping allow-list sets.
 pub const ALLOW_SET_ID_BASE: u32 = 100;
 
@@ -150,6 +165,22 @@ impl IpFamily {
         match self {
             IpFamily::V4 => LAN_SIDE4,
             IpFamily::V6 => LAN_SIDE6,
+        }
+    }
+
+    /// Name of the family's set of pending conntrack cleanups.
+    pub fn stale_set(self) -> &'static str {
+        match self {
+            IpFamily::V4 => STALE4,
+            IpFamily::V6 => STALE6,
+        }
+    }
+
+    /// Batch-local id of the family's set of pending conntrack cleanups.
+    pub fn stale_set_id(self) -> u32 {
+        match self {
+            IpFamily::V4 => STALE4_ID,
+            IpFamily::V6 => STALE6_ID,
         }
     }
 
@@ -309,6 +340,26 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             lan_side_id,
             set_flags::INTERVAL,
             (family.addr_type(), family.addr_len()),
+            None,
+            None,
+        ));
+    }
+    for family in IpFamily::ALL {
+        let fields = [
+            datatype::INET_PROTO,
+            datatype::INET_SERVICE,
+            family.addr_type(),
+            datatype::INET_SERVICE,
+        ];
+        sets.push(set(
+            t,
+            family.stale_set(),
+            family.stale_set_id(),
+            0,
+            (
+                datatype::concat(&fields),
+                datatype::concat_len(&[1, 2, family.addr_len(), 2]),
+            ),
             None,
             None,
         ));
@@ -474,8 +525,10 @@ pub fn static_rules(t: &TableId, shape: Shape) -> Vec<Rule> {
     rules
 }
 
-/// The one rule in a mapping's allow-list chain: sources outside the set are accepted without DNAT
-/// (`ip saddr != @allow_<name>_src accept`, or `ip6 saddr` for an IPv6 mapping).
+/// The one rule in a mapping's allow-list chain: sources outside the set are dropped
+/// (`ip saddr != @allow_<name>_src drop`, or `ip6 saddr` for an IPv6 mapping). Dropping in the nat
+/// hook drops the connection's first packet, so a refused source never reaches the inner host, and
+/// never falls through to a service of the router's own on the mapped port either.
 pub fn allow_rule(t: &TableId, mapping: &str, family: IpFamily, set_id: u32) -> Rule {
     let mut exprs = nfproto_is(family).to_vec();
     exprs.extend([
@@ -494,7 +547,7 @@ pub fn allow_rule(t: &TableId, mapping: &str, family: IpFamily, set_id: u32) -> 
         },
         Expr::Immediate {
             dreg: Register::Verdict,
-            data: Data::Verdict(Verdict::Accept),
+            data: Data::Verdict(Verdict::Drop),
         },
     ]);
     rule(t, &allow_chain(mapping), exprs)

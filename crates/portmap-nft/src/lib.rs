@@ -17,12 +17,16 @@ pub mod render;
 #[cfg(test)]
 mod tests;
 
-use portmap_core::{ApplyReport, Backend, Model, Observed, Plan, StaleFlows};
+use portmap_core::{ApplyReport, Backend, Model, Observed, Place, Plan, StaleFlows};
 use portmap_netlink::conntrack::{self, Conntrack, Flow};
 use portmap_netlink::{Family, Netns, Socket};
 
 pub use lan_side::LanSide;
 pub use layout::TableId;
+
+/// How often a read or a destroy is tried again when another program moved the ruleset generation
+/// in the middle of it.
+pub const RETRIES: usize = 5;
 
 /// Default name of the owned table.
 pub const DEFAULT_TABLE: &str = "portmap";
@@ -43,15 +47,25 @@ pub enum Error {
     },
     /// The ruleset changed after the plan was made.
     #[error(
-        "the ruleset changed since this plan was made (generation {planned:?}); nothing was applied — run `portmap plan` again"
+        "another program changed the ruleset after this plan was made (the plan was made at generation {planned}); nothing was applied — run `portmap plan` again"
     )]
     Stale {
         /// Generation recorded in the plan.
-        planned: Option<u32>,
+        planned: u32,
     },
+    /// A plan that does not say which ruleset generation it was made at.
+    #[error(
+        "this plan does not say which ruleset generation it was made at, so portmap cannot tell whether the kernel changed since; nothing was applied — run `portmap plan` again"
+    )]
+    NoGeneration,
     /// The ruleset kept changing while it was being read.
-    #[error("the ruleset kept changing while portmap read it (another program is busy with it); try again")]
-    Unstable,
+    #[error(
+        "another program kept changing the ruleset while portmap read it (tried {attempts} times); nothing was changed — try again, or find the program that keeps rewriting the ruleset"
+    )]
+    Unstable {
+        /// How many consistent reads were tried.
+        attempts: usize,
+    },
     /// The kernel refused part of the transaction that carries one mapping's change; nothing of the
     /// plan was applied.
     #[error("the kernel refused the transaction while {what}; nothing was applied")]
@@ -65,6 +79,24 @@ pub enum Error {
     /// A table name that is not a plain identifier.
     #[error("table name `{0}` is not valid: use 1-64 characters from A-Z a-z 0-9 _ - starting with a letter")]
     BadTableName(String),
+    /// A table of portmap's name exists but portmap did not create it (it lacks portmap's marker).
+    #[error(
+        "table {table} was not created by portmap (it lacks portmap's marker comment \"managed by portmap\"); portmap never changes or deletes a table it did not create — give portmap a table of its own with --table NAME"
+    )]
+    Foreign {
+        /// The table, e.g. `inet fw`.
+        table: String,
+    },
+    /// A saved plan was made for another network namespace, host or boot.
+    #[error(
+        "this plan was made for {planned}, but portmap is working in {actual}; a plan applies only where it was made — run `portmap plan` here"
+    )]
+    WrongPlace {
+        /// Where the plan was made.
+        planned: Place,
+        /// Where this backend works.
+        actual: Place,
+    },
     /// A plan from another backend.
     #[error("this plan was made for the {0} backend, not nft")]
     WrongBackend(String),
@@ -76,15 +108,23 @@ pub struct NftBackend {
     socket: Socket,
     netns: Netns,
     table: TableId,
+    place: Place,
 }
 
 impl NftBackend {
     /// Open a netlink socket in `netns` for managing table `inet <table>`.
     pub fn open(netns: &Netns, table: &str) -> Result<Self, Error> {
+        let table = checked_table_id(table)?;
+        let socket = Socket::open(netns)?;
+        let place = Place {
+            boot_id: portmap_netlink::boot_id()?,
+            netns: portmap_netlink::netns_inode(netns)?,
+        };
         Ok(NftBackend {
-            table: checked_table_id(table)?,
-            socket: Socket::open(netns)?,
+            table,
+            socket,
             netns: netns.clone(),
+            place,
         })
     }
 
@@ -153,10 +193,12 @@ impl Backend for NftBackend {
     }
 
     fn observe(&mut self) -> Result<Observed, Error> {
-        observe::observe(&mut self.socket, &self.netns, &self.table)
+        let mut observed = observe::observe(&mut self.socket, &self.netns, &self.table)?;
+        observed.place = Some(self.place.clone());
+        Ok(observed)
     }
 
-    fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, Error> {
+    fn apply(&mut self, plan: &Plan, record: &[StaleFlows]) -> Result<ApplyReport, Error> {
         if plan.backend != "nft" {
             return Err(Error::WrongBackend(plan.backend.clone()));
         }
@@ -166,17 +208,28 @@ impl Backend for NftBackend {
                 actual: self.table.display(),
             });
         }
-        if plan.is_empty() {
+        if let Some(planned) = &plan.place
+            && *planned != self.place
+        {
+            return Err(Error::WrongPlace {
+                planned: planned.clone(),
+                actual: self.place.clone(),
+            });
+        }
+        if !plan.changes_kernel() {
             return Ok(ApplyReport::default());
         }
         let env = LanSide::read(&self.netns, &plan.desired.settings)?;
-        let built = apply::build(plan, &self.table, &env);
-        match self.socket.send(&built.batch, plan.generation) {
+        let built = apply::build(plan, &self.table, &env, record);
+        // Every transaction is bound to the generation it was planned at: one the kernel has moved
+        // past is refused whole by the kernel itself.
+        let Some(generation) = plan.generation else {
+            return Err(Error::NoGeneration);
+        };
+        match self.socket.send(&built.batch, Some(generation)) {
             Ok(()) => {}
             Err(portmap_netlink::Error::GenerationChanged) => {
-                return Err(Error::Stale {
-                    planned: plan.generation,
-                });
+                return Err(Error::Stale { planned: generation });
             }
             Err(e @ portmap_netlink::Error::Kernel { index, .. }) => {
                 return Err(match built.owner(index) {
@@ -205,6 +258,22 @@ impl Backend for NftBackend {
         Ok(conntrack.delete_where(None, |flow| stale.iter().any(|s| flow_is_stale(flow, s)))?)
     }
 
+    fn forget_flows(&mut self) -> Result<(), Error> {
+        let t = &self.table;
+        let Some(table) = self.socket.table(t.family, &t.name)? else {
+            return Ok(());
+        };
+        if !observe::is_ours(&table) {
+            return Err(Error::Foreign { table: t.display() });
+        }
+        let mut batch = portmap_netlink::Batch::new();
+        for family in layout::IpFamily::ALL {
+            batch.flush_set(t.family, &t.name, family.stale_set());
+        }
+        self.socket.send(&batch, None)?;
+        Ok(())
+    }
+
     fn render(&self, model: &Model) -> Result<String, Error> {
         let env = LanSide::read(&self.netns, &model.settings)?;
         Ok(render::render(model, &self.table, &env))
@@ -212,12 +281,25 @@ impl Backend for NftBackend {
 
     fn destroy(&mut self) -> Result<bool, Error> {
         let t = &self.table;
-        if self.socket.table(t.family, &t.name)?.is_none() {
-            return Ok(false);
+        // The delete carries the generation the marker was checked at, so a table replaced in
+        // between is never deleted; a writer that moved the generation only costs another look.
+        for _ in 0..RETRIES {
+            let generation = self.socket.generation()?;
+            match self.socket.table(t.family, &t.name)? {
+                None => return Ok(false),
+                Some(table) if !observe::is_ours(&table) => {
+                    return Err(Error::Foreign { table: t.display() });
+                }
+                Some(_) => {}
+            }
+            let mut batch = portmap_netlink::Batch::new();
+            batch.del_table(t.family, &t.name);
+            match self.socket.send(&batch, Some(generation)) {
+                Ok(()) => return Ok(true),
+                Err(portmap_netlink::Error::GenerationChanged) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
-        let mut batch = portmap_netlink::Batch::new();
-        batch.del_table(t.family, &t.name);
-        self.socket.send(&batch, None)?;
-        Ok(true)
+        Err(Error::Unstable { attempts: RETRIES })
     }
 }

@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::IpNet;
-use portmap_core::{Environment, Forward, Observed, ObservedMapping, Settings, TableState, Transport};
+use portmap_core::{
+    Environment, Forward, Observed, ObservedMapping, Settings, StaleFlows, TableState, Transport,
+};
 use portmap_netlink::link::{self, Interface};
 use portmap_netlink::{Chain, Netns, Rule, Set, Socket, sysctl, udata};
 
@@ -36,50 +38,78 @@ fn read_flag(netns: &Netns, key: &str) -> Option<bool> {
 }
 
 fn observe_table(socket: &mut Socket, interfaces: &[Interface], t: &TableId) -> Result<Observed, Error> {
-    for _ in 0..5 {
-        let generation = socket.generation()?;
-        if socket.table(t.family, &t.name)?.is_none() {
-            if socket.generation()? == generation {
-                return Ok(Observed::missing("nft", &t.display(), Some(generation)));
-            }
-            continue;
+    for _ in 0..crate::RETRIES {
+        match read_once(socket, interfaces, t) {
+            Ok(Some(observed)) => return Ok(observed),
+            // Another program moved the generation, or deleted a chain or set between listing it
+            // and dumping it: the picture is not consistent, read it again.
+            Ok(None) | Err(Error::Netlink(portmap_netlink::Error::NotFound { .. })) => {}
+            Err(e) => return Err(e),
         }
-        let chains = socket.chains(t.family, &t.name)?;
-        let rules = socket.rules(t.family, &t.name)?;
-        let sets: Vec<Set> = socket
-            .sets(t.family, &t.name)?
-            .into_iter()
-            .filter(|s| s.flags & portmap_netlink::set_flags::ANONYMOUS == 0)
-            .collect();
-        let mut elements = BTreeMap::new();
-        for set in &sets {
-            elements.insert(set.name.clone(), socket.elements(t.family, &t.name, &set.name)?);
-        }
-        if socket.generation()? != generation {
-            continue;
-        }
-        let contents = Contents {
-            chains,
-            rules,
-            sets,
-            elements,
-        };
-        // The LAN-side addresses the table should hold, for the LAN interfaces it names.
-        let lan_interfaces: Vec<String> = contents
-            .elements
-            .get(layout::LAN_SET)
-            .map(|e| e.iter().map(layout::ifname_of).collect())
-            .unwrap_or_default();
-        let lan_side = LanSide::from_interfaces(
-            interfaces,
-            &Settings {
-                lan_interfaces,
-                ..Settings::default()
-            },
-        );
-        return Ok(analyse(t, &contents, &lan_side, Some(generation)));
     }
-    Err(Error::Unstable)
+    Err(Error::Unstable {
+        attempts: crate::RETRIES,
+    })
+}
+
+/// One consistent read of the table, or `None` when the generation moved while reading.
+fn read_once(socket: &mut Socket, interfaces: &[Interface], t: &TableId) -> Result<Option<Observed>, Error> {
+    let generation = socket.generation()?;
+    let Some(table) = socket.table(t.family, &t.name)? else {
+        return Ok((socket.generation()? == generation)
+            .then(|| Observed::missing("nft", &t.display(), Some(generation))));
+    };
+    if !is_ours(&table) {
+        if socket.generation()? != generation {
+            return Ok(None);
+        }
+        return Err(Error::Foreign { table: t.display() });
+    }
+    let chains = socket.chains(t.family, &t.name)?;
+    let rules = socket.rules(t.family, &t.name)?;
+    let sets: Vec<Set> = socket
+        .sets(t.family, &t.name)?
+        .into_iter()
+        .filter(|s| s.flags & portmap_netlink::set_flags::ANONYMOUS == 0)
+        .collect();
+    let mut elements = BTreeMap::new();
+    for set in &sets {
+        elements.insert(set.name.clone(), socket.elements(t.family, &t.name, &set.name)?);
+    }
+    if socket.generation()? != generation {
+        return Ok(None);
+    }
+    let contents = Contents {
+        table_flags: table.flags,
+        chains,
+        rules,
+        sets,
+        elements,
+    };
+    // The LAN-side addresses the table should hold, for the LAN interfaces it names.
+    let lan_interfaces: Vec<String> = contents
+        .elements
+        .get(layout::LAN_SET)
+        .map(|e| e.iter().map(layout::ifname_of).collect())
+        .unwrap_or_default();
+    let lan_side = LanSide::from_interfaces(
+        interfaces,
+        &Settings {
+            lan_interfaces,
+            ..Settings::default()
+        },
+    );
+    Ok(Some(analyse(t, &contents, &lan_side, Some(generation))))
+}
+
+/// Whether a table carries portmap's marker (the comment [`layout::TABLE_COMMENT`]).
+pub fn is_ours(table: &portmap_netlink::Table) -> bool {
+    table
+        .userdata
+        .as_deref()
+        .and_then(udata::parse_comment)
+        .as_deref()
+        == Some(layout::TABLE_COMMENT)
 }
 
 /// Turn a snapshot of the table into mappings, settings and structure findings. Pure.
@@ -91,6 +121,16 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
     let mut rules_by_chain: HashMap<&str, Vec<&Rule>> = HashMap::new();
     for rule in &snap.rules {
         rules_by_chain.entry(rule.chain.as_str()).or_default().push(rule);
+    }
+
+    if snap.table_flags & layout::TABLE_F_DORMANT != 0 {
+        reasons.push("the table is dormant (flags dormant): every forward is switched off".to_owned());
+    }
+    if snap.table_flags & !layout::TABLE_F_DORMANT != 0 {
+        reasons.push(format!(
+            "the table has flags portmap does not set (0x{:x})",
+            snap.table_flags & !layout::TABLE_F_DORMANT
+        ));
     }
 
     // Static sets and maps.
@@ -140,8 +180,8 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
         hairpin: shape.hairpin,
     };
 
-    // Allow-list chains and sets, by mapping name, with the family of the set's addresses.
-    let mut allow: BTreeMap<String, (IpFamily, Vec<IpNet>)> = BTreeMap::new();
+    // Everything else the table holds belongs to one mapping (by name) or is drift.
+    let mut found: BTreeMap<String, Found<'_>> = BTreeMap::new();
     let static_chains: BTreeSet<&str> = [
         layout::PREROUTING,
         layout::FORWARD,
@@ -153,83 +193,60 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
         if static_chains.contains(chain.name.as_str()) {
             continue;
         }
-        let Some(name) = chain.userdata.as_deref().and_then(udata::parse_comment) else {
-            reasons.push(format!("chain {} was not written by portmap", chain.name));
-            continue;
-        };
-        if chain.name != layout::allow_chain(&name) || chain.base.is_some() {
-            reasons.push(format!("chain {} was not written by portmap", chain.name));
-            continue;
-        }
-        let set_name = layout::allow_set(&name);
-        let set = sets_by_name.get(set_name.as_str()).copied();
-        // The set's address type says the family; the rule and the set must both be of it.
-        let family = match set {
-            Some(s) if s.key_type == portmap_netlink::datatype::IPV6_ADDR => IpFamily::V6,
-            _ => IpFamily::V4,
-        };
-        let rules: &[&Rule] = rules_by_chain.get(chain.name.as_str()).map_or(&[], Vec::as_slice);
-        let want = layout::allow_rule(t, &name, family, 0);
-        if rules.len() != 1 || !layout::same_exprs(&rules[0].exprs, &want.exprs) {
-            reasons.push(format!("chain {} (allow-list of {name}) was changed", chain.name));
-        }
-        match set {
-            None => reasons.push(format!("set {set_name} (allow-list of {name}) is missing")),
-            Some(found) => {
-                if !same_set_type(found, &layout::allow_set_object(t, &name, family, 0)) {
-                    reasons.push(format!("set {set_name} has the wrong type or flags"));
-                }
-                match element::prefixes_of(elements(&set_name), family) {
-                    Some(prefixes) => {
-                        allow.insert(name.clone(), (family, prefixes));
-                    }
-                    None => reasons.push(format!("set {set_name} holds malformed intervals")),
-                }
+        match chain.userdata.as_deref().and_then(udata::parse_comment) {
+            Some(name)
+                if chain.base.is_none()
+                    && portmap_core::is_mapping_name(&name)
+                    && chain.name == layout::allow_chain(&name) =>
+            {
+                let entry = found.entry(name).or_default();
+                entry.chain = true;
+                entry.rules = rules_by_chain
+                    .get(chain.name.as_str())
+                    .cloned()
+                    .unwrap_or_default();
             }
+            _ => reasons.push(format!("chain {} was not written by portmap", chain.name)),
         }
     }
-    let known_sets: BTreeSet<String> = layout::static_sets(t)
-        .into_iter()
-        .map(|s| s.name)
-        .chain(allow.keys().map(|n| layout::allow_set(n)))
-        .collect();
-    // Sets already named by a finding (e.g. an allow-list set whose chain is gone) are not repeated.
-    let named: BTreeSet<&str> = snap
-        .sets
-        .iter()
-        .filter(|s| !known_sets.contains(&s.name))
-        .map(|s| s.name.as_str())
-        .filter(|n| reasons.iter().any(|r| r.contains(n)))
-        .collect();
+    let static_set_names: BTreeSet<String> = layout::static_sets(t).into_iter().map(|s| s.name).collect();
     for set in &snap.sets {
-        if !known_sets.contains(&set.name) && !named.contains(set.name.as_str()) {
-            reasons.push(format!("set {} was not written by portmap", set.name));
+        if static_set_names.contains(&set.name) {
+            continue;
+        }
+        match set
+            .name
+            .strip_prefix("allow_")
+            .and_then(|n| n.strip_suffix("_src"))
+            .filter(|n| portmap_core::is_mapping_name(n))
+        {
+            Some(name) => found.entry(name.to_owned()).or_default().set = Some(set),
+            None => reasons.push(format!("set {} was not written by portmap", set.name)),
         }
     }
 
-    // Mappings from the DNAT maps, with the family whose map holds them.
-    let mut mappings: BTreeMap<String, ObservedMapping> = BTreeMap::new();
-    let mut families: BTreeMap<String, BTreeSet<IpFamily>> = BTreeMap::new();
+    // Forwards from the DNAT maps, by the name in each element's comment.
     for family in IpFamily::ALL {
         let map = family.dnat_map();
         for e in elements(map) {
             match element::parse_dnat_element(e, family) {
                 Some((forward, Some(comment))) => {
                     let (name, description) = parse_mapping_comment(&comment);
-                    let m = mappings.entry(name.clone()).or_insert_with(|| ObservedMapping {
-                        name,
-                        description: description.clone(),
-                        forwards: Vec::new(),
-                        allow_from: Vec::new(),
-                    });
-                    if m.description != description {
+                    if !portmap_core::is_mapping_name(&name) {
                         reasons.push(format!(
-                            "map {map}: elements of {} disagree on the description",
-                            m.name
+                            "map {map} holds {} . {} with a comment that names no portmap mapping",
+                            forward.transport, forward.port
                         ));
+                        continue;
+                    }
+                    let m = found.entry(name).or_default();
+                    if m.forwards.is_empty() {
+                        m.description = description;
+                    } else if m.description != description {
+                        m.descriptions_differ = true;
                     }
                     m.forwards.push(forward);
-                    families.entry(m.name.clone()).or_default().insert(family);
+                    m.families.insert(family);
                 }
                 Some((forward, None)) => reasons.push(format!(
                     "map {map} holds {} . {} without a portmap comment",
@@ -239,80 +256,61 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
             }
         }
     }
-    // A mapping has one family: its elements are all in dnat4 or all in dnat6.
-    let mut family_of: BTreeMap<&str, IpFamily> = BTreeMap::new();
-    for (name, found) in &families {
-        if found.len() > 1 {
-            reasons.push(format!(
-                "mapping {name} has elements in both {} and {}",
-                layout::DNAT4,
-                layout::DNAT6
-            ));
-        }
-        family_of.insert(name, found.first().copied().unwrap_or(IpFamily::V4));
-    }
 
-    // Guards must cover exactly the forwards of mappings with an allow-list, in the guard map of
-    // the mapping's family.
-    let mut guards: BTreeMap<(IpFamily, String), BTreeSet<(Transport, u16)>> = BTreeMap::new();
+    // Guard elements, by the allow-list chain they jump to.
     for family in IpFamily::ALL {
-        for e in elements(family.guard_map()) {
-            match element::parse_guard_element(e) {
-                Some((key, chain)) => {
-                    let owner = chain.strip_prefix("allow_").unwrap_or(&chain).to_owned();
-                    guards.entry((family, owner)).or_default().insert(key);
+        let map = family.guard_map();
+        for e in elements(map) {
+            let owner = element::parse_guard_element(e).and_then(|(key, chain)| {
+                let name = chain.strip_prefix("allow_")?;
+                let m = found.get_mut(name).filter(|m| m.chain)?;
+                Some((m, key))
+            });
+            match owner {
+                Some((m, key)) => {
+                    m.guards.insert((family, key));
                 }
-                None => reasons.push(format!(
-                    "map {} holds an element portmap did not write",
-                    family.guard_map()
-                )),
+                None => reasons.push(format!("map {map} holds an element portmap did not write")),
             }
         }
     }
-    let mut guarded: BTreeSet<(IpFamily, &str)> = BTreeSet::new();
-    for (name, (list_family, prefixes)) in &allow {
-        let Some(m) = mappings.get_mut(name) else {
-            reasons.push(format!("allow-list of {name} is left over without a mapping"));
-            continue;
-        };
-        let family = family_of.get(name.as_str()).copied().unwrap_or(IpFamily::V4);
-        if *list_family != family {
-            reasons.push(format!(
-                "set {} holds {} sources but mapping {name} forwards to {}",
-                layout::allow_set(name),
-                list_family.name(),
-                family.name()
-            ));
-        }
-        m.allow_from.clone_from(prefixes);
-        guarded.insert((family, name));
-        let keys: BTreeSet<(Transport, u16)> = forward_keys(&m.forwards).into_iter().collect();
-        if guards.get(&(family, name.clone())) != Some(&keys) {
-            reasons.push(format!(
-                "map {} does not cover exactly the ports of {name}",
-                family.guard_map()
-            ));
-        }
-    }
-    for (family, name) in guards.keys() {
-        if !guarded.contains(&(*family, name.as_str())) {
-            reasons.push(format!(
-                "map {} sends ports to a missing allow-list of {name}",
-                family.guard_map()
-            ));
+
+    let mappings: Vec<ObservedMapping> = found
+        .into_iter()
+        .map(|(name, f)| f.into_mapping(t, name, |set| elements(set)))
+        .collect();
+    // Conntrack cleanups an interrupted apply recorded and did not finish.
+    let mut pending_flows = Vec::new();
+    for family in IpFamily::ALL {
+        let set = family.stale_set();
+        for e in elements(set) {
+            match element::parse_stale_element(e, family) {
+                Some((forward, mapping, narrowed)) => {
+                    let unless_from = narrowed.then(|| {
+                        mappings
+                            .iter()
+                            .find(|m| m.name == mapping)
+                            .map(|m| m.allow_from.clone())
+                            .unwrap_or_default()
+                    });
+                    pending_flows.push(StaleFlows {
+                        mapping,
+                        forward,
+                        unless_from,
+                    });
+                }
+                None => reasons.push(format!("set {set} holds an element portmap did not write")),
+            }
         }
     }
 
-    let mut mappings: Vec<ObservedMapping> = mappings.into_values().collect();
-    for m in &mut mappings {
-        m.forwards.sort_unstable();
-    }
     reasons.sort();
     reasons.dedup();
     Observed {
         backend: "nft".to_owned(),
         table: t.display(),
         generation,
+        place: None,
         state: if reasons.is_empty() {
             TableState::Intact
         } else {
@@ -321,6 +319,172 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
         settings,
         mappings,
         environment: Environment::default(),
+        pending_flows,
+    }
+}
+
+/// Everything the table holds under one mapping's name: its DNAT elements (by comment), its
+/// allow-list chain, that chain's rules, its allow-list set and the guard elements jumping to the
+/// chain.
+#[derive(Default)]
+struct Found<'a> {
+    forwards: Vec<Forward>,
+    description: Option<String>,
+    descriptions_differ: bool,
+    families: BTreeSet<IpFamily>,
+    chain: bool,
+    rules: Vec<&'a Rule>,
+    set: Option<&'a Set>,
+    guards: BTreeSet<(IpFamily, (Transport, u16))>,
+}
+
+/// How many ports a damage finding lists by name before it counts the rest.
+const LISTED_PORTS: usize = 4;
+
+impl Found<'_> {
+    /// The mapping as the kernel enforces it, with every way its objects differ from the complete
+    /// set portmap writes for it.
+    fn into_mapping<'e>(
+        mut self,
+        t: &TableId,
+        name: String,
+        elements: impl Fn(&str) -> &'e [portmap_netlink::Element],
+    ) -> ObservedMapping {
+        self.forwards.sort_unstable();
+        let mut damage = Vec::new();
+        let set_family = self.set.map(|s| {
+            if s.key_type == portmap_netlink::datatype::IPV6_ADDR {
+                IpFamily::V6
+            } else {
+                IpFamily::V4
+            }
+        });
+        let family = self
+            .families
+            .first()
+            .copied()
+            .or(set_family)
+            .or_else(|| self.guards.first().map(|(f, _)| *f))
+            .unwrap_or(IpFamily::V4);
+        if self.families.len() > 1 {
+            damage.push(format!(
+                "its forwards are split between {} and {}",
+                layout::DNAT4,
+                layout::DNAT6
+            ));
+        }
+        if self.descriptions_differ {
+            damage.push("its DNAT elements disagree on the description".to_owned());
+        }
+        if self.forwards.is_empty() {
+            damage.push("it forwards nothing: only left-over allow-list objects remain".to_owned());
+        }
+        let chain = layout::allow_chain(&name);
+        let set_name = layout::allow_set(&name);
+        let mut allow_from = Vec::new();
+        if self.chain {
+            let want = layout::allow_rule(t, &name, family, 0);
+            match self.rules.as_slice() {
+                [] => damage.push(format!(
+                    "chain {chain} is empty: the ports it guards are open to every source"
+                )),
+                [rule] if layout::same_exprs(&rule.exprs, &want.exprs) => {}
+                rules => damage.push(format!(
+                    "chain {chain} holds {} the allow-list rule portmap writes ({} saddr != @{set_name} drop)",
+                    if rules.len() == 1 {
+                        "a rule other than".to_owned()
+                    } else {
+                        format!("{} rules instead of", rules.len())
+                    },
+                    family.nft_header()
+                )),
+            }
+            match self.set {
+                None => damage.push(format!("set {set_name} is missing")),
+                Some(set) => {
+                    if !same_set_type(set, &layout::allow_set_object(t, &name, family, 0)) {
+                        damage.push(format!(
+                            "set {set_name} has the wrong type or flags for {} sources",
+                            family.name()
+                        ));
+                    }
+                    match element::prefixes_of(elements(&set_name), family) {
+                        None => damage.push(format!("set {set_name} holds malformed intervals")),
+                        Some(p) if p.is_empty() => {
+                            damage.push(format!("set {set_name} is empty: every source is refused"));
+                        }
+                        Some(p) => allow_from = p,
+                    }
+                }
+            }
+            let wanted: BTreeSet<(IpFamily, (Transport, u16))> = self
+                .forwards
+                .iter()
+                .map(|f| (IpFamily::of(f.to), (f.transport, f.port)))
+                .collect();
+            let open: Vec<String> = wanted
+                .difference(&self.guards)
+                .map(|(_, (tr, port))| format!("{tr}/{port}"))
+                .collect();
+            if !open.is_empty() {
+                damage.push(format!(
+                    "{} {} not guarded by the allow-list: open to every source",
+                    ports_phrase(&open),
+                    if open.len() == 1 { "is" } else { "are" }
+                ));
+            }
+            let extra: Vec<String> = self
+                .guards
+                .difference(&wanted)
+                .map(|(f, (tr, port))| format!("{} {tr}/{port}", f.guard_map()))
+                .collect();
+            if !extra.is_empty() {
+                damage.push(format!(
+                    "{} {} to the allow-list without a forward",
+                    ports_phrase(&extra),
+                    if extra.len() == 1 { "leads" } else { "lead" }
+                ));
+            }
+        } else if self.set.is_some() {
+            damage.push(format!(
+                "set {set_name} is left over without its chain {chain} (it restricts nothing)"
+            ));
+        }
+        let objects = if damage.is_empty() {
+            Vec::new()
+        } else {
+            let mut objects: Vec<String> = self
+                .guards
+                .iter()
+                .map(|(f, (tr, port))| format!("{} {tr} {port}", f.guard_map()))
+                .collect();
+            if self.chain {
+                objects.push(format!("chain {chain}"));
+            }
+            if self.set.is_some() {
+                objects.push(format!("set {set_name}"));
+            }
+            objects
+        };
+        ObservedMapping {
+            name,
+            description: self.description,
+            forwards: self.forwards,
+            allow_from,
+            damage,
+            objects,
+        }
+    }
+}
+
+/// `tcp/80, tcp/81`, or the first few and how many more.
+fn ports_phrase(ports: &[String]) -> String {
+    let shown: Vec<&str> = ports.iter().take(LISTED_PORTS).map(String::as_str).collect();
+    let rest = ports.len() - shown.len();
+    if rest == 0 {
+        shown.join(", ")
+    } else {
+        format!("{} and {rest} more", shown.join(", "))
     }
 }
 

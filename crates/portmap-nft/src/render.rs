@@ -87,6 +87,17 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
         let _ = writeln!(out, "\t}}");
     }
 
+    // Pending conntrack cleanups (empty in a fresh table).
+    for family in IpFamily::ALL {
+        let _ = writeln!(out, "\n\tset {} {{", family.stale_set());
+        let _ = writeln!(
+            out,
+            "\t\ttype inet_proto . inet_service . {} . inet_service",
+            family.nft_addr_type()
+        );
+        let _ = writeln!(out, "\t}}");
+    }
+
     // Allow-lists.
     for m in &guarded {
         let _ = writeln!(out, "\n\tset {} {{", layout::allow_set(&m.name));
@@ -169,7 +180,7 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
         let _ = writeln!(out, "\t\tcomment \"{}\"", m.name);
         let _ = writeln!(
             out,
-            "\t\t{} saddr != @{} accept",
+            "\t\t{} saddr != @{} drop",
             IpFamily::of(m.to).nft_header(),
             layout::allow_set(&m.name)
         );

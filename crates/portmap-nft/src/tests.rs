@@ -4,7 +4,9 @@
 
 use std::net::IpAddr;
 
-use portmap_core::{Mapping, Model, Observed, PortRange, Protocol, Settings, TableAction, TableState, plan};
+use portmap_core::{
+    Mapping, Model, Observed, ObservedMapping, PortRange, Protocol, Settings, TableAction, TableState, plan,
+};
 use portmap_netlink::{Expr, Rule};
 
 use crate::apply::{self, contents};
@@ -200,7 +202,7 @@ fn a_changed_target_touches_only_its_elements() {
     after.mappings[2].to = "192.168.1.80".parse().unwrap();
     let p = plan(&after, &observed(&before));
     assert_eq!(p.changes.len(), 1);
-    let built = apply::build(&p, &t(), &env());
+    let built = apply::build(&p, &t(), &env(), &[]);
     assert!(!built.rebuilt);
     // Three ports: three deletes and three adds.
     assert_eq!(built.objects, 6);
@@ -213,7 +215,7 @@ fn adding_an_allow_list_creates_its_chain_set_and_guards() {
     let mut after = model();
     after.mappings[0].allow_from = vec!["192.0.2.0/24".parse().unwrap()];
     let p = plan(&after, &observed(&before));
-    let built = apply::build(&p, &t(), &env());
+    let built = apply::build(&p, &t(), &env(), &[]);
     // set + 1 interval (start, end) + chain + rule + 1 guard element.
     assert_eq!(built.objects, 1 + 2 + 2 + 1);
     // Read back as applied, the plan is empty.
@@ -227,7 +229,7 @@ fn shape_change_rebuilds() {
     let mut after = model();
     after.settings.masquerade = true;
     let p = plan(&after, &observed(&before));
-    assert!(apply::build(&p, &t(), &env()).rebuilt);
+    assert!(apply::build(&p, &t(), &env(), &[]).rebuilt);
 }
 
 #[test]
@@ -398,7 +400,7 @@ fn ipv6_rules_use_the_expressions_nft_builds() {
         "type inet_proto . inet_service : ipv6_addr . inet_service",
         "tcp . 8080 comment \"web6: web server over IPv6\" : 2001:db8:2::66 . 80",
         "iifname @wan_ifaces fib daddr type local meta nfproto ipv6 ip6 daddr != fe80::/10 dnat ip6 to meta l4proto . th dport map @dnat6",
-        "ip6 saddr != @allow_game6_src accept",
+        "ip6 saddr != @allow_game6_src drop",
         "udp . 6002 comment \"game6\" : jump allow_game6",
     ] {
         assert!(render.contains(line), "missing `{line}` in\n{render}");
@@ -412,7 +414,7 @@ fn an_ipv6_change_touches_only_the_ipv6_maps() {
     after.mappings[5].to = "2001:db8:2::71".parse().unwrap();
     let p = plan(&after, &observed(&before));
     assert_eq!(p.changes.len(), 1);
-    let built = apply::build(&p, &t(), &env());
+    let built = apply::build(&p, &t(), &env(), &[]);
     assert!(!built.rebuilt);
     // Six forwards: six deletes and six adds, in dnat6 only.
     assert_eq!(built.objects, 12);
@@ -430,7 +432,7 @@ fn an_ipv6_change_touches_only_the_ipv6_maps() {
         (22, 22),
         &["2001:db8:1::/64"],
     ));
-    let built = apply::build(&plan(&after, &observed(&before)), &t(), &env());
+    let built = apply::build(&plan(&after, &observed(&before)), &t(), &env(), &[]);
     let messages = described(&built);
     assert!(messages.iter().any(|m| m.contains("guard6")), "{messages:?}");
     assert!(messages.iter().any(|m| m.contains("dnat6")), "{messages:?}");
@@ -452,7 +454,7 @@ fn a_mapping_that_changes_family_moves_between_the_maps() {
     after.mappings[1].to = "2001:db8:2::25".parse().unwrap();
     after.mappings[1].allow_from = vec!["2001:db8:1::/64".parse().unwrap()];
     let p = plan(&after, &observed(&before));
-    let built = apply::build(&p, &t(), &env());
+    let built = apply::build(&p, &t(), &env(), &[]);
     assert!(!built.rebuilt);
     let messages = described(&built);
     for wanted in [
@@ -496,15 +498,32 @@ fn ipv6_damage_is_reported() {
         "{reasons:?}"
     );
 
-    // A guard moved to the other family's map.
+    // A guard moved to the other family's map: that port of the mapping is open to everyone, and
+    // the table is otherwise intact (the mapping alone is repaired).
     let mut c = contents(&m, &t(), &env());
     let guard = c.elements.get_mut(layout::GUARD6).unwrap().pop().unwrap();
     c.elements.get_mut(layout::GUARD4).unwrap().push(guard);
-    let TableState::Damaged { reasons } = analyse(&t(), &c, &env(), None).state else {
-        panic!()
-    };
-    assert!(reasons.iter().any(|r| r.contains("guard6")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("guard4")), "{reasons:?}");
+    let o = analyse(&t(), &c, &env(), None);
+    assert_eq!(o.state, TableState::Intact);
+    let damaged: Vec<&ObservedMapping> = o.mappings.iter().filter(|m| m.is_damaged()).collect();
+    assert_eq!(damaged.len(), 1, "{:?}", o.mappings);
+    let damage = &damaged[0].damage;
+    assert!(
+        damage
+            .iter()
+            .any(|d| d.contains("not guarded") && d.contains("open to every source")),
+        "{damage:?}"
+    );
+    assert!(damage.iter().any(|d| d.contains("guard4")), "{damage:?}");
+    assert!(
+        damaged[0].objects.iter().any(|o| o.starts_with("guard4 ")),
+        "{:?}",
+        damaged[0].objects
+    );
+    assert!(matches!(
+        plan(&m, &o).changes.as_slice(),
+        [portmap_core::Change::Repair { .. }]
+    ));
 
     // One mapping with elements in both maps.
     let mut c = contents(&m, &t(), &env());
@@ -519,12 +538,21 @@ fn ipv6_damage_is_reported() {
         &comment.unwrap(),
     );
     c.elements.get_mut(layout::DNAT6).unwrap().push(twin);
-    let TableState::Damaged { reasons } = analyse(&t(), &c, &env(), None).state else {
-        panic!()
-    };
+    let o = analyse(&t(), &c, &env(), None);
+    let twin_name = crate::element::parse_mapping_comment(
+        &crate::element::parse_dnat_element(&c.elements[layout::DNAT4][0], IpFamily::V4)
+            .unwrap()
+            .1
+            .unwrap(),
+    )
+    .0;
+    let damaged = o.mappings.iter().find(|m| m.name == twin_name).unwrap();
     assert!(
-        reasons.iter().any(|r| r.contains("both dnat4 and dnat6")),
-        "{reasons:?}"
+        damaged
+            .damage
+            .iter()
+            .any(|d| d.contains("split between dnat4 and dnat6")),
+        "{damaged:?}"
     );
 
     // An IPv6 DNAT rule removed by hand.

@@ -45,6 +45,8 @@
 //! | `policy-drop` | a base chain's policy becomes drop | everything no rule accepts is dropped |
 //! | `recreate-base-chain` | delete a base chain and create it again with its rules at another priority | it runs before or after other tables' chains |
 //! | `set-flags` | recreate a set or map with its elements and an extra flag (timeout, constant) | a set portmap did not build |
+//! | `object-comment` | recreate an allow-list's chain or set with another comment, or none | the comment names the mapping an object belongs to |
+//! | `foreign-stale-element` | a pending-cleanup record in `stale4`/`stale6` that no apply wrote | plan must show the pending cleanup, apply must finish it |
 //! | `marker-removed` | recreate the table without its comment `managed by portmap` | no longer portmap's: must be refused, not adopted |
 //! | `marker-replaced` | recreate the table with another comment | same |
 //!
@@ -638,6 +640,7 @@ struct Snapshot {
 struct ChainInfo {
     name: String,
     base: Option<Base>,
+    comment: Option<String>,
     rules: Vec<RuleInfo>,
 }
 
@@ -811,6 +814,7 @@ fn parse_chain(name: &str, inner: &[&str]) -> ChainInfo {
     let mut chain = ChainInfo {
         name: name.to_owned(),
         base: None,
+        comment: None,
         rules: Vec::new(),
     };
     for raw in inner {
@@ -820,8 +824,8 @@ fn parse_chain(name: &str, inner: &[&str]) -> ChainInfo {
         }
         if let Some(spec) = line.strip_prefix("type ") {
             chain.base = Some(parse_base(spec));
-        } else if line.starts_with("comment ") {
-            // An allow-list chain's comment: not needed to build damage.
+        } else if let Some(c) = line.strip_prefix("comment ") {
+            chain.comment = Some(c.trim_matches('"').to_owned());
         } else {
             let handle = handle_of(raw).unwrap_or_else(|| panic!("rule without a handle: {raw:?}"));
             chain.rules.push(RuleInfo {
@@ -1011,13 +1015,17 @@ fn line_diff(want: &str, got: &str, limit: usize) -> String {
         *counts.entry(l).or_default() -= 1;
     }
     let mut out = String::new();
-    let minus: Vec<&str> = want.lines().filter(|l| counts[l] > 0).take(limit).collect();
-    let plus: Vec<&str> = got.lines().filter(|l| counts[l] < 0).take(limit).collect();
-    for l in minus {
-        let _ = writeln!(out, "- {l}");
-    }
-    for l in plus {
-        let _ = writeln!(out, "+ {l}");
+    for (lines, sign, mark) in [(want, 1, '-'), (got, -1, '+')] {
+        let mut left = counts.clone();
+        let mut shown = 0;
+        for l in lines.lines() {
+            let n = left.get_mut(l).expect("counted above");
+            if *n * sign > 0 && shown < limit {
+                *n -= sign;
+                shown += 1;
+                let _ = writeln!(out, "{mark} {l}");
+            }
+        }
     }
     out
 }
@@ -1423,12 +1431,14 @@ enum Kind {
     PolicyDrop,
     RecreateBaseChain,
     SetFlags,
+    ObjectComment,
+    ForeignStaleElement,
     MarkerRemoved,
     MarkerReplaced,
 }
 
 impl Kind {
-    const ALL: [Kind; 24] = [
+    const ALL: [Kind; 26] = [
         Kind::DeleteTable,
         Kind::DeleteBaseChain,
         Kind::DeleteAllowChain,
@@ -1451,6 +1461,8 @@ impl Kind {
         Kind::PolicyDrop,
         Kind::RecreateBaseChain,
         Kind::SetFlags,
+        Kind::ObjectComment,
+        Kind::ForeignStaleElement,
         Kind::MarkerRemoved,
         Kind::MarkerReplaced,
     ];
@@ -1479,6 +1491,8 @@ impl Kind {
             Kind::PolicyDrop => "policy-drop",
             Kind::RecreateBaseChain => "recreate-base-chain",
             Kind::SetFlags => "set-flags",
+            Kind::ObjectComment => "object-comment",
+            Kind::ForeignStaleElement => "foreign-stale-element",
             Kind::MarkerRemoved => "marker-removed",
             Kind::MarkerReplaced => "marker-replaced",
         }
@@ -1996,6 +2010,8 @@ impl Fuzzer<'_> {
                 Some(Damage::new(kind, s))
             }
             Kind::SetFlags => self.set_flags(snap),
+            Kind::ObjectComment => self.object_comment(snap),
+            Kind::ForeignStaleElement => self.foreign_stale(snap),
             Kind::MarkerRemoved | Kind::MarkerReplaced => Some(self.marker(kind, snap)),
         }
     }
@@ -2193,33 +2209,95 @@ impl Fuzzer<'_> {
         let set = rng.choose(&plain)?;
         let mut flags = set.flags.clone();
         flags.push((*rng.pick(&["timeout", "constant"])).to_owned());
-        let users: Vec<&ChainInfo> = snap.chains.iter().filter(|c| c.uses_set(&set.name)).collect();
+        Some(Damage::new(
+            Kind::SetFlags,
+            recreate_set(snap, set, &flags, set.comment.as_deref()),
+        ))
+    }
+
+    /// Recreate an allow-list's chain or set (or any commented object) with another comment, or
+    /// none: the comment is what names the mapping an object belongs to.
+    fn object_comment(&mut self, snap: &Snapshot) -> Option<Damage> {
+        let rng = &mut self.rng;
+        let names: Vec<&str> = self.lab.specs.iter().map(|s| s.name.as_str()).collect();
+        if rng.percent(50) {
+            let sets: Vec<&SetInfo> = snap
+                .sets
+                .iter()
+                .filter(|s| s.name.starts_with("allow_"))
+                .collect();
+            let set = rng.choose(&sets)?;
+            let comment = other_comment(rng, &names, set.comment.as_deref());
+            return Some(Damage::new(
+                Kind::ObjectComment,
+                recreate_set(snap, set, &set.flags, comment.as_deref()),
+            ));
+        }
+        // A chain reached only through map elements (portmap's allow-lists are), so that
+        // those can be deleted first and written again after.
+        let chains: Vec<&ChainInfo> = snap
+            .regular_chains()
+            .into_iter()
+            .filter(|c| snap.chains.iter().all(|o| o.jumps_to(&c.name).is_empty()))
+            .collect();
+        let chain = rng.choose(&chains)?;
+        let comment = other_comment(rng, &names, chain.comment.as_deref());
+        let refs = snap.elems_jumping_to(&chain.name);
         let mut s = String::new();
-        for c in &users {
-            let _ = writeln!(s, "flush chain {T} {}", c.name);
+        for (set, e) in &refs {
+            let _ = writeln!(s, "delete element {T} {} {{ {} }}", set.name, e.key);
         }
-        let _ = write!(
-            s,
-            "delete {kw} {T} {name}\nadd {kw} {T} {name} {{ type {}; flags {};",
-            set.type_text,
-            flags.join(","),
-            kw = set.keyword(),
-            name = set.name
-        );
-        if let Some(c) = &set.comment {
-            let _ = write!(s, " comment \"{c}\";");
-        }
-        if !set.elems.is_empty() {
-            let elems: Vec<&str> = set.elems.iter().map(|e| e.text.as_str()).collect();
-            let _ = write!(s, " elements = {{ {} }};", elems.join(", "));
-        }
-        s.push_str(" }\n");
-        for c in &users {
-            for r in &c.rules {
-                let _ = writeln!(s, "add rule {T} {} {}", c.name, r.text);
+        let _ = writeln!(s, "delete chain {T} {}", chain.name);
+        match &comment {
+            Some(c) => {
+                let _ = writeln!(s, "add chain {T} {} {{ comment \"{c}\"; }}", chain.name);
+            }
+            None => {
+                let _ = writeln!(s, "add chain {T} {}", chain.name);
             }
         }
-        Some(Damage::new(Kind::SetFlags, s))
+        for r in &chain.rules {
+            let _ = writeln!(s, "add rule {T} {} {}", chain.name, r.text);
+        }
+        for (set, e) in &refs {
+            let _ = writeln!(s, "add element {T} {} {{ {} }}", set.name, e.text);
+        }
+        Some(Damage::new(Kind::ObjectComment, s))
+    }
+
+    /// A record of a pending conntrack cleanup that no apply wrote: the next apply must finish it
+    /// (remove the flows, empty the set) and plan must say so until then.
+    fn foreign_stale(&mut self, snap: &Snapshot) -> Option<Damage> {
+        let rng = &mut self.rng;
+        let v6 = rng.percent(40);
+        let set = snap.set(if v6 { "stale6" } else { "stale4" })?;
+        let dnat = snap.set(if v6 { "dnat6" } else { "dnat4" });
+        let known: Vec<&Elem> = dnat.map(|d| d.elems.iter().collect()).unwrap_or_default();
+        // Mostly an existing forward, named as its mapping; sometimes one nobody has.
+        let (key, comment) = match rng.choose(&known) {
+            Some(e) if rng.percent(70) => (format!("{} . {}", e.key, e.data.as_deref()?), e.comment.clone()),
+            _ => (
+                format!(
+                    "{} . {} . {} . {}",
+                    rng.pick(&["tcp", "udp"]),
+                    rng.between(40_000, 60_000),
+                    lan_host(rng, v6),
+                    rng.between(1, 65_535)
+                ),
+                rng.percent(50).then(|| "intruder".to_owned()),
+            ),
+        };
+        if set.has(&key) {
+            return None;
+        }
+        Some(Damage::new(
+            Kind::ForeignStaleElement,
+            format!(
+                "add element {T} {} {{ {} }}\n",
+                set.name,
+                elem_text(&key, comment.as_deref(), None)
+            ),
+        ))
     }
 
     /// Recreate the whole table as listed, without its comment or with another one. (The kernel
@@ -2252,6 +2330,56 @@ impl Fuzzer<'_> {
         }
         Damage::new(kind, s)
     }
+}
+
+/// A comment other than `now`: none, another mapping's name, or an edited one.
+fn other_comment(rng: &mut Rng, names: &[&str], now: Option<&str>) -> Option<String> {
+    let picked = match rng.below(3) {
+        0 => None,
+        1 => Some((*rng.pick(names)).to_owned()),
+        _ => Some(format!("{}: edited", now.unwrap_or("intruder"))),
+    };
+    if picked.as_deref() != now {
+        picked
+    } else if now.is_some() {
+        None
+    } else {
+        Some("intruder".to_owned())
+    }
+}
+
+/// A script that recreates `set` with `flags` and `comment` and its elements. The chains whose rules
+/// use it are flushed and refilled in order, so nothing else differs.
+fn recreate_set(snap: &Snapshot, set: &SetInfo, flags: &[String], comment: Option<&str>) -> String {
+    let users: Vec<&ChainInfo> = snap.chains.iter().filter(|c| c.uses_set(&set.name)).collect();
+    let mut s = String::new();
+    for c in &users {
+        let _ = writeln!(s, "flush chain {T} {}", c.name);
+    }
+    let _ = write!(
+        s,
+        "delete {kw} {T} {name}\nadd {kw} {T} {name} {{ type {};",
+        set.type_text,
+        kw = set.keyword(),
+        name = set.name
+    );
+    if !flags.is_empty() {
+        let _ = write!(s, " flags {};", flags.join(","));
+    }
+    if let Some(c) = comment {
+        let _ = write!(s, " comment \"{c}\";");
+    }
+    if !set.elems.is_empty() {
+        let elems: Vec<&str> = set.elems.iter().map(|e| e.text.as_str()).collect();
+        let _ = write!(s, " elements = {{ {} }};", elems.join(", "));
+    }
+    s.push_str(" }\n");
+    for c in &users {
+        for r in &c.rules {
+            let _ = writeln!(s, "add rule {T} {} {}", c.name, r.text);
+        }
+    }
+    s
 }
 
 /// A name of a configured mapping without an allow-list whose `allow_<name>` chain and set do not

@@ -222,3 +222,44 @@ fn masquerade_leaves_ipv6_routed() {
     ));
     assert_eq!(got.peer.ip(), std::net::IpAddr::V4(WAN), "{got:?}");
 }
+
+/// Refused means dropped on every way in: with hairpin, a LAN host and the router itself that are
+/// outside `allow_from` reach neither the inner host nor the router's own service on the mapped
+/// port of its public address, while a listed LAN host is reflected as usual.
+#[test]
+fn hairpin_and_router_local_sources_outside_allow_from_are_dropped() {
+    support::require_root!();
+    let t = Topology::new("hp-refused");
+    let inner = t.tcp_server("192.168.1.66:80");
+    let router_service = Server::tcp(&t.router, SocketAddr::from((WAN, 8080)));
+    let yaml = "wan: { interfaces: [wan0] }\nlan: { interfaces: [lan0] }\nhairpin: true\n\
+                mappings:\n\
+                \x20 - name: web\n    port: 8080\n    to: 192.168.1.66\n    to_port: 80\n    \
+                allow_from: [192.168.1.71/32]\n";
+    t.apply(yaml).success();
+
+    let to = SocketAddrV4::new(WAN, 8080);
+    for (ns, from) in [(&t.lan, LAN_CLIENT), (&t.router, WAN)] {
+        let got = tcp_request(ns, from, to, support::traffic::BLOCKED_TIMEOUT);
+        assert!(
+            matches!(got, Err(ConnError::Timeout)),
+            "{from} is outside allow_from and must be dropped, got {got:?}"
+        );
+    }
+    assert!(
+        router_service.seen().is_empty(),
+        "a refused source reached the router's own service: {:?}",
+        router_service.seen()
+    );
+    assert!(inner.seen().is_empty(), "{:?}", inner.seen());
+
+    // The listed LAN host is reflected to the inner host.
+    let got = reply(&tcp_request(
+        &t.lan,
+        Ipv4Addr::new(192, 168, 1, 71),
+        to,
+        REPLY_TIMEOUT,
+    ));
+    assert_eq!(got.server, addr("192.168.1.66:80"));
+    assert!(router_service.seen().is_empty());
+}

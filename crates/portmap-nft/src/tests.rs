@@ -606,3 +606,162 @@ fn lan_side6_holds_loopback_and_the_lan_addresses_but_no_link_local() {
         "{reasons:?}"
     );
 }
+
+/// The damage findings of mapping `name` in `o`.
+fn damage_of<'o>(o: &'o Observed, name: &str) -> &'o [String] {
+    &o.mappings
+        .iter()
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("no mapping {name} in {o:?}"))
+        .damage
+}
+
+/// A change made to a table's contents by hand.
+type Damage = Box<dyn Fn(&mut layout::Contents)>;
+
+#[test]
+fn a_mappings_incomplete_objects_are_damage_of_that_mapping_alone() {
+    let m = model();
+    let cases: Vec<(&str, Damage, &str)> = vec![
+        (
+            "flushed allow set",
+            Box::new(|c| {
+                c.elements.insert("allow_mail_src".into(), Vec::new());
+            }),
+            "set allow_mail_src is empty: every source is refused",
+        ),
+        (
+            "guard deleted",
+            Box::new(|c| {
+                c.elements.get_mut(layout::GUARD4).unwrap().retain(|e| {
+                    crate::element::parse_guard_element(e).is_none_or(|(_, chain)| chain != "allow_mail")
+                });
+            }),
+            "tcp/25 is not guarded by the allow-list: open to every source",
+        ),
+        (
+            "allow chain flushed",
+            Box::new(|c| c.rules.retain(|r| r.chain != "allow_mail")),
+            "chain allow_mail is empty: the ports it guards are open to every source",
+        ),
+        (
+            "allow rule accepts (the layout before refused sources were dropped)",
+            Box::new(|c| {
+                let rule = c.rules.iter_mut().find(|r| r.chain == "allow_mail").unwrap();
+                *rule.exprs.last_mut().unwrap() = Expr::Immediate {
+                    dreg: portmap_netlink::Register::Verdict,
+                    data: portmap_netlink::Data::Verdict(portmap_netlink::Verdict::Accept),
+                };
+            }),
+            "chain allow_mail holds a rule other than the allow-list rule portmap writes",
+        ),
+    ];
+    for (what, damage, finding) in cases {
+        let mut c = contents(&m, &t(), &env());
+        damage(&mut c);
+        let o = analyse(&t(), &c, &env(), Some(1));
+        assert_eq!(o.state, TableState::Intact, "{what}: the structure is intact");
+        let found = damage_of(&o, "mail");
+        assert!(found.iter().any(|d| d.contains(finding)), "{what}: {found:?}");
+        for other in ["web", "game", "voip"] {
+            assert!(damage_of(&o, other).is_empty(), "{what}: {other} is not damaged");
+        }
+        // The plan repairs it, and the batch deletes exactly what is there and creates it again.
+        let p = plan(&m, &o);
+        assert!(
+            matches!(p.changes.as_slice(), [portmap_core::Change::Repair { .. }]),
+            "{what}: {p:?}"
+        );
+        let built = apply::build(&p, &t(), &env(), &[]);
+        assert!(!built.rebuilt, "{what}");
+        let messages = described(&built);
+        assert!(
+            messages
+                .iter()
+                .any(|d| d.contains("delete chain inet portmap allow_mail")),
+            "{what}: {messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|d| d.contains("add chain inet portmap allow_mail")),
+            "{what}: {messages:?}"
+        );
+    }
+}
+
+#[test]
+fn a_dormant_table_and_left_over_objects_are_seen() {
+    let m = model();
+    let mut c = contents(&m, &t(), &env());
+    c.table_flags = layout::TABLE_F_DORMANT;
+    let TableState::Damaged { reasons } = analyse(&t(), &c, &env(), None).state else {
+        panic!()
+    };
+    assert!(reasons.iter().any(|r| r.contains("dormant")), "{reasons:?}");
+
+    // An allow-list set whose chain and forwards are gone belongs to its mapping, which is deleted.
+    let mut c = contents(&m, &t(), &env());
+    let set = layout::allow_set_object(&t(), "gone", IpFamily::V4, 0);
+    c.sets.push(set);
+    let o = analyse(&t(), &c, &env(), None);
+    assert_eq!(o.state, TableState::Intact);
+    let found = damage_of(&o, "gone");
+    assert!(found.iter().any(|d| d.contains("left over")), "{found:?}");
+    let p = plan(&m, &o);
+    assert!(matches!(
+        p.changes.as_slice(),
+        [portmap_core::Change::Delete { .. }]
+    ));
+    let messages = described(&apply::build(&p, &t(), &env(), &[]));
+    assert!(
+        messages
+            .iter()
+            .any(|d| d.contains("delete set inet portmap allow_gone_src")),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn pending_cleanups_are_recorded_once_and_read_back() {
+    let before = model();
+    let mut after = model();
+    after.mappings[2].to = "192.168.1.99".parse().unwrap();
+    let p = plan(&after, &observed(&before));
+    let stale = p.stale_flows();
+    assert_eq!(stale.len(), 3);
+    let built = apply::build(&p, &t(), &env(), &stale);
+    let messages = described(&built);
+    assert!(
+        messages
+            .iter()
+            .any(|d| d.contains("add element to set inet portmap stale4")),
+        "{messages:?}"
+    );
+    // Read back, the records are the pending flows, narrowed or not.
+    let mut c = contents(&after, &t(), &env());
+    c.elements.insert(
+        layout::STALE4.into(),
+        stale.iter().map(crate::element::stale_element).collect(),
+    );
+    let o = analyse(&t(), &c, &env(), None);
+    assert_eq!(o.state, TableState::Intact);
+    assert_eq!(o.pending_flows, stale);
+    let again = plan(&after, &o);
+    assert!(!again.changes_kernel() && !again.is_empty());
+    // A transaction does not record again what is already pending.
+    let mut later = after.clone();
+    later.mappings[0].to = "192.168.1.98".parse().unwrap();
+    let p2 = plan(&later, &o);
+    assert_eq!(p2.pending_flows, stale);
+    let messages = described(&apply::build(&p2, &t(), &env(), &stale));
+    assert!(messages.iter().all(|d| !d.contains("stale4")), "{messages:?}");
+    let web_stale = p2.stale_flows();
+    let messages = described(&apply::build(&p2, &t(), &env(), &web_stale));
+    assert!(
+        messages
+            .iter()
+            .any(|d| d.contains("add element to set inet portmap stale4")),
+        "{messages:?}"
+    );
+}

@@ -53,7 +53,8 @@
 //! Knobs: `PORTMAP_DAMAGE_SEED` (replay; printed at the start and in every message),
 //! `PORTMAP_DAMAGE_CASES` (default [`DEFAULT_CASES`]), `PORTMAP_DAMAGE_KEEP_GOING=1` (collect every
 //! failing case, reset the table after each and fail at the end with the list),
-//! `PORTMAP_DAMAGE_KINDS=kind,kind` (draw only those kinds).
+//! `PORTMAP_DAMAGE_KINDS=kind,kind` (draw only those kinds). 200 cases take about 50 s on two cores
+//! (debug build; the summary printed at the end says where the time goes).
 //!
 //! The PRNG is a `SplitMix64` in this file rather than a crate: a printed seed must replay the same
 //! cases after any dependency update, and ten lines cannot change under us. The table is read as
@@ -356,6 +357,10 @@ impl Knobs {
     /// The environment that replays up to case `n`.
     fn replay(&self, n: usize) -> String {
         let mut s = format!("{SEED_ENV}={} {CASES_ENV}={n}", self.seed);
+        if self.keep_going {
+            // Earlier failures reset the table, which later cases start from.
+            let _ = write!(s, " {KEEP_GOING_ENV}=1");
+        }
         if self.kinds.len() != Kind::ALL.len() {
             let names: Vec<&str> = self.kinds.iter().map(|k| k.name()).collect();
             let _ = write!(s, " {KINDS_ENV}={}", names.join(","));

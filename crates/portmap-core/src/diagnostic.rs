@@ -25,9 +25,10 @@ pub const MAX_DEPTH: usize = 64;
 /// character, so this bounds that memory near 32 MB. Longer lists are written in block style.
 pub const MAX_LOOKAHEAD: usize = 256 << 10;
 
-/// Most YAML values (scalars, lists and mappings, keys included) one configuration may hold. 100,000
-/// mappings with every field set take about 2 million.
-pub const MAX_NODES: usize = 4_000_000;
+/// Most YAML values (scalars, lists and mappings, keys included) one configuration may hold: 3
+/// million. 100,000 mappings with six fields each take 1.3 million, with every field set about 2
+/// million. Reading 3 million values costs about 300 MB.
+pub const MAX_NODES: usize = 3_000_000;
 
 /// Most errors kept and shown for one configuration; the rest are counted ("and N more errors").
 pub const MAX_ERRORS: usize = 100;
@@ -50,6 +51,12 @@ pub fn shown(text: &str) -> String {
 /// escaped like [`shown`] and cut after 64 characters with `…`.
 pub fn shown_arg(text: &str) -> String {
     escaped(text, SHOWN_ARG_CHARS)
+}
+
+/// A file name as the origin of `FILE:LINE:COL` diagnostics: escaped like [`shown`] but cut only
+/// past 4096 characters (`PATH_MAX`), so that editors can still open the file from the message.
+pub fn shown_origin(text: &str) -> String {
+    escaped(text, 4096)
 }
 
 /// `text` escaped and cut after `max` characters.

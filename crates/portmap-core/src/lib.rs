@@ -29,7 +29,7 @@ pub use backend::{ApplyReport, Backend};
 pub use config::{CONFIG_VERSION, Config, InterfaceList, MappingConfig, PortSpec};
 pub use diagnostic::{
     MAX_CONFIG_BYTES, MAX_DEPTH, MAX_ERRORS, MAX_LOOKAHEAD, MAX_NODES, MAX_PLAN_BYTES, shown, shown_arg,
-    shown_size,
+    shown_origin, shown_size,
 };
 pub use error::{ConfigError, ConfigErrors, Error, PlanFileError};
 pub use load::{load_bytes, load_str, parse_config};

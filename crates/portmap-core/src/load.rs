@@ -41,6 +41,8 @@ pub fn load_str(text: &str, origin: &str) -> Result<Model, ConfigErrors> {
     };
     let config = walker.config(&root);
     let spans = walker.spans;
+    // The tree is the larger part of the memory a large file costs; the checks need only `config`.
+    drop(root);
     let model = config.and_then(|c| check(&c, &spans, &mut report));
     report.finish(model)
 }
@@ -158,12 +160,12 @@ struct Walker<'r, 'o> {
 }
 
 /// True for a null scalar (`~`, `null`, nothing, `!!null`).
-fn is_null(node: &Node<'_>) -> bool {
+fn is_null(node: &Node) -> bool {
     matches!(&node.value, Value::Scalar(s) if s.kind == Kind::Null)
 }
 
 /// A node described for "expected …, got …" messages.
-fn describe(node: &Node<'_>) -> String {
+fn describe(node: &Node) -> String {
     match &node.value {
         Value::Seq(_) => "a list".to_owned(),
         Value::Map(_) => "a mapping (key: value pairs)".to_owned(),
@@ -172,7 +174,7 @@ fn describe(node: &Node<'_>) -> String {
             (Kind::Null, TypedBy::Plain) if s.text.is_empty() => "nothing (null)".to_owned(),
             (Kind::Str, TypedBy::Plain) => format!("`{}`", shown(&s.text)),
             (Kind::Str, _) => format!("the string \"{}\"", shown(&s.text)),
-            (_, TypedBy::Tag(tag)) => format!("{} (tagged {tag})", yaml::reading(s)),
+            (_, TypedBy::Tag(tag)) => format!("{} (tagged {})", yaml::reading(s), tag.name()),
             (_, _) => format!("`{}`", shown(&s.text)),
         },
     }
@@ -180,7 +182,7 @@ fn describe(node: &Node<'_>) -> String {
 
 /// For a plain scalar that YAML reads as something other than text where text is needed: what the
 /// reader sees and how to make it text.
-fn typed_not_text(s: &Scalar<'_>, quotable: bool, expected: &str) -> String {
+fn typed_not_text(s: &Scalar, quotable: bool, expected: &str) -> String {
     let text = shown(&s.text);
     let reading = yaml::reading(s);
     if quotable {
@@ -246,7 +248,7 @@ impl Walker<'_, '_> {
         self.report.push(Some(pos), field, message);
     }
 
-    fn wrong_type(&mut self, node: &Node<'_>, field: Field, expected: &str) {
+    fn wrong_type(&mut self, node: &Node, field: Field, expected: &str) {
         if !matches!(node.value, Value::Reported) {
             let got = describe(node);
             self.error(node.pos, field, format!("expected {expected}, got {got}"));
@@ -255,18 +257,18 @@ impl Walker<'_, '_> {
 
     /// The values of `keys` in mapping `node`, reporting unknown and duplicate keys. `None` (after
     /// reporting) when the node is not a mapping.
-    fn entries<'n, 'a, const N: usize>(
+    fn entries<'n, const N: usize>(
         &mut self,
-        node: &'n Node<'a>,
+        node: &'n Node,
         field: Field,
         keys: [&'static str; N],
         expected: &str,
-    ) -> Option<[Option<&'n Node<'a>>; N]> {
+    ) -> Option<[Option<&'n Node>; N]> {
         let Value::Map(entries) = &node.value else {
             self.wrong_type(node, field, expected);
             return None;
         };
-        let mut found: [Option<(&'n Node<'a>, Pos)>; N] = [None; N];
+        let mut found: [Option<(&'n Node, Pos)>; N] = [None; N];
         for (key, value) in entries {
             let Value::Scalar(Scalar { text, .. }) = &key.value else {
                 self.wrong_type(key, field, "a key name");
@@ -293,13 +295,7 @@ impl Walker<'_, '_> {
     /// A string scalar's text. A plain scalar that YAML reads as a number, boolean or null is not
     /// text (every other YAML tool would read it as that): the error says what it is read as and,
     /// when `quotable` (the text itself could be valid, as for a name), how to quote it.
-    fn text<'n>(
-        &mut self,
-        node: &'n Node<'_>,
-        field: Field,
-        expected: &str,
-        quotable: bool,
-    ) -> Option<&'n str> {
+    fn text<'n>(&mut self, node: &'n Node, field: Field, expected: &str, quotable: bool) -> Option<&'n str> {
         match &node.value {
             Value::Scalar(s) if s.kind == Kind::Str => Some(&s.text),
             Value::Scalar(s)
@@ -318,12 +314,12 @@ impl Walker<'_, '_> {
 
     /// [`Walker::text`] for values whose text may be valid as written (names, interfaces,
     /// descriptions): the hint says to quote it.
-    fn string<'n>(&mut self, node: &'n Node<'_>, field: Field, expected: &str) -> Option<&'n str> {
+    fn string<'n>(&mut self, node: &'n Node, field: Field, expected: &str) -> Option<&'n str> {
         self.text(node, field, expected, true)
     }
 
     /// A YAML 1.2 boolean: `true`/`false` (also `True`, `TRUE`, …, or tagged `!!bool`).
-    fn boolean(&mut self, node: &Node<'_>, field: Field) -> Option<bool> {
+    fn boolean(&mut self, node: &Node, field: Field) -> Option<bool> {
         if let Value::Scalar(s) = &node.value {
             match (s.kind, s.typed_by) {
                 (Kind::Bool(b), _) => return Some(b),
@@ -365,7 +361,7 @@ impl Walker<'_, '_> {
 
     /// A port or range: an integer (`8080`, also `0x1F90` or `!!int "8080"`, as YAML reads them) or
     /// text (`"8080"`, `6000-6010`), which validation parses.
-    fn port(&mut self, node: &Node<'_>, field: Field) -> Option<PortSpec> {
+    fn port(&mut self, node: &Node, field: Field) -> Option<PortSpec> {
         const EXPECTED: &str = "a port (1-65535) or a range \"A-B\"";
         match &node.value {
             Value::Scalar(s) if s.kind == Kind::Int => Some(match yaml::int_value(&s.text) {
@@ -381,7 +377,7 @@ impl Walker<'_, '_> {
         }
     }
 
-    fn config(&mut self, root: &Node<'_>) -> Option<Config> {
+    fn config(&mut self, root: &Node) -> Option<Config> {
         let [version, wan, lan, masquerade, hairpin, mappings] = self.entries(
             root,
             Field::Whole,
@@ -474,7 +470,7 @@ impl Walker<'_, '_> {
     /// `wan:` or `lan:`: the list, the slot of the list, and each kept entry's position and index.
     fn side(
         &mut self,
-        node: &Node<'_>,
+        node: &Node,
         name: &'static str,
         path: &'static str,
     ) -> (InterfaceList, Slot, Vec<(Pos, usize)>) {
@@ -516,7 +512,7 @@ impl Walker<'_, '_> {
         (list, slot, items)
     }
 
-    fn mapping(&mut self, item: &Node<'_>, j: usize) -> Option<(MappingConfig, MappingSpans)> {
+    fn mapping(&mut self, item: &Node, j: usize) -> Option<(MappingConfig, MappingSpans)> {
         let field = Field::Mapping(j);
         let [
             name,

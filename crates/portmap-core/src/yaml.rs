@@ -27,20 +27,20 @@ pub(crate) type Pos = (u32, u32);
 /// One YAML node and where it starts. A collection starts where its first entry starts (an empty
 /// flow collection at its bracket).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Node<'a> {
+pub(crate) struct Node {
     pub pos: Pos,
-    pub value: Value<'a>,
+    pub value: Value,
 }
 
 /// What a node holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Value<'a> {
+pub(crate) enum Value {
     /// A scalar, with the type YAML 1.2 gives it.
-    Scalar(Scalar<'a>),
+    Scalar(Scalar),
     /// A sequence.
-    Seq(Vec<Node<'a>>),
+    Seq(Vec<Node>),
     /// A mapping, entries in file order (duplicates kept; the walker reports them).
-    Map(Vec<(Node<'a>, Node<'a>)>),
+    Map(Vec<(Node, Node)>),
     /// A value already reported as unusable (an alias, a tag that does not fit the text); the
     /// walker treats it as missing without reporting it again.
     Reported,
@@ -49,8 +49,8 @@ pub(crate) enum Value<'a> {
 /// A scalar: its text (after quotes and escapes are resolved) and its type under the YAML 1.2 core
 /// schema — what every other YAML tool reading the file will see.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Scalar<'a> {
-    pub text: Cow<'a, str>,
+pub(crate) struct Scalar {
+    pub text: Box<str>,
     pub kind: Kind,
     pub typed_by: TypedBy,
 }
@@ -77,8 +77,34 @@ pub(crate) enum TypedBy {
     Plain,
     /// A quoted or block (`|`, `>`) scalar: always a string.
     Quoted,
-    /// A tag, e.g. `!!str` or `!!int`; the `&str` is the tag as the message shows it.
-    Tag(&'static str),
+    /// A tag, e.g. `!!str` or `!!int`.
+    Tag(ScalarTag),
+}
+
+/// The tags a scalar may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScalarTag {
+    /// The non-specific tag `!`.
+    NonSpecific,
+    Str,
+    Null,
+    Bool,
+    Int,
+    Float,
+}
+
+impl ScalarTag {
+    /// The tag as messages show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScalarTag::NonSpecific => "!",
+            ScalarTag::Str => "!!str",
+            ScalarTag::Null => "!!null",
+            ScalarTag::Bool => "!!bool",
+            ScalarTag::Int => "!!int",
+            ScalarTag::Float => "!!float",
+        }
+    }
 }
 
 /// A problem found while reading YAML.
@@ -90,10 +116,10 @@ pub(crate) struct YamlError {
 
 /// The result of reading a YAML text.
 #[derive(Debug, Default)]
-pub(crate) struct Parsed<'a> {
+pub(crate) struct Parsed {
     /// The document's root, `None` when the text holds no document (or a syntax error or a limit
     /// stopped reading).
-    pub root: Option<Node<'a>>,
+    pub root: Option<Node>,
     /// Problems found, in file order, at most [`MAX_ERRORS`] of them. A syntax error or a limit
     /// ends the list.
     pub errors: Vec<YamlError>,
@@ -101,7 +127,7 @@ pub(crate) struct Parsed<'a> {
     pub more_errors: usize,
 }
 
-impl Parsed<'_> {
+impl Parsed {
     fn error(&mut self, pos: Pos, message: String) {
         if self.errors.len() < MAX_ERRORS {
             self.errors.push(YamlError { pos, message });
@@ -129,17 +155,17 @@ fn pos_of_marker(mark: Marker) -> Pos {
 }
 
 /// A collection under construction.
-enum Frame<'a> {
+enum Frame {
     Seq {
         start: Pos,
-        items: Vec<Node<'a>>,
+        items: Vec<Node>,
         /// Its tag was refused: the whole collection becomes [`Value::Reported`].
         refused: bool,
     },
     Map {
         start: Pos,
-        entries: Vec<(Node<'a>, Node<'a>)>,
-        key: Option<Node<'a>>,
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
         refused: bool,
     },
 }
@@ -153,7 +179,7 @@ enum Frame<'a> {
 /// collection ends (it could turn out to be a key), about 125 bytes per character; so it is fed
 /// the text through a counter that lets it read at most [`MAX_LOOKAHEAD`] characters past the
 /// last event, and a text that needs more is refused where the long part starts.
-pub(crate) fn parse(text: &str) -> Parsed<'_> {
+pub(crate) fn parse(text: &str) -> Parsed {
     parse_within(text, Limits::DEFAULT)
 }
 
@@ -173,7 +199,7 @@ impl Limits {
     };
 }
 
-fn parse_within(text: &str, limits: Limits) -> Parsed<'_> {
+fn parse_within(text: &str, limits: Limits) -> Parsed {
     let stop_at = Cell::new(limits.lookahead);
     // The end of the last event, and where it was when the scanner ran out of lookahead.
     let last_end: Cell<Pos> = Cell::new((1, 1));
@@ -212,14 +238,14 @@ fn parse_within(text: &str, limits: Limits) -> Parsed<'_> {
 /// The events of `parser` → the tree. `seen` is told the span of every event; once `was_cut` (the
 /// input was cut short) the tree is incomplete and a syntax error only its consequence, so reading
 /// stops and the caller reports the cut.
-fn read_events<'a, I: saphyr_parser::Input>(
-    parser: &mut Parser<'a, I>,
+fn read_events<I: saphyr_parser::Input>(
+    parser: &mut Parser<'_, I>,
     limits: Limits,
     seen: &dyn Fn(Span),
     was_cut: &dyn Fn() -> bool,
-) -> Parsed<'a> {
+) -> Parsed {
     let mut out = Parsed::default();
-    let mut stack: Vec<Frame<'a>> = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
     let mut documents = 0usize;
     let mut nodes = 0usize;
     while let Some(event) = parser.next_event() {
@@ -321,19 +347,21 @@ fn read_events<'a, I: saphyr_parser::Input>(
             Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
                 Some(Frame::Seq {
                     start,
-                    items,
+                    mut items,
                     refused,
                 }) => Node {
                     pos: items.first().map_or(start, |n| n.pos),
                     value: if refused {
                         Value::Reported
                     } else {
+                        // Growth leaves up to half a list unused; a finished one keeps what it holds.
+                        items.shrink_to_fit();
                         Value::Seq(items)
                     },
                 },
                 Some(Frame::Map {
                     start,
-                    entries,
+                    mut entries,
                     refused,
                     ..
                 }) => Node {
@@ -341,6 +369,7 @@ fn read_events<'a, I: saphyr_parser::Input>(
                     value: if refused {
                         Value::Reported
                     } else {
+                        entries.shrink_to_fit();
                         Value::Map(entries)
                     },
                 },
@@ -412,7 +441,8 @@ fn collection_tag_problem(tag: &Tag, is_map: bool) -> Option<String> {
 }
 
 /// A scalar event → a typed [`Scalar`], or the message saying why its tag does not fit.
-fn scalar<'a>(text: Cow<'a, str>, style: ScalarStyle, tag: Option<&Tag>) -> Result<Scalar<'a>, String> {
+fn scalar(text: Cow<'_, str>, style: ScalarStyle, tag: Option<&Tag>) -> Result<Scalar, String> {
+    let text: Box<str> = text.into_owned().into_boxed_str();
     let Some(tag) = tag else {
         let (kind, typed_by) = if style == ScalarStyle::Plain {
             (plain_kind(&text), TypedBy::Plain)
@@ -422,12 +452,12 @@ fn scalar<'a>(text: Cow<'a, str>, style: ScalarStyle, tag: Option<&Tag>) -> Resu
         return Ok(Scalar { text, kind, typed_by });
     };
     let (kind, tag_name) = match tag_meaning(tag) {
-        TagMeaning::NonSpecific => (Kind::Str, "!"),
-        TagMeaning::Core("str") => (Kind::Str, "!!str"),
-        TagMeaning::Core("null") => (Kind::Null, "!!null"),
-        TagMeaning::Core("bool") => (Kind::Bool(is_bool(&text).unwrap_or(false)), "!!bool"),
-        TagMeaning::Core("int") => (Kind::Int, "!!int"),
-        TagMeaning::Core("float") => (Kind::Float, "!!float"),
+        TagMeaning::NonSpecific => (Kind::Str, ScalarTag::NonSpecific),
+        TagMeaning::Core("str") => (Kind::Str, ScalarTag::Str),
+        TagMeaning::Core("null") => (Kind::Null, ScalarTag::Null),
+        TagMeaning::Core("bool") => (Kind::Bool(is_bool(&text).unwrap_or(false)), ScalarTag::Bool),
+        TagMeaning::Core("int") => (Kind::Int, ScalarTag::Int),
+        TagMeaning::Core("float") => (Kind::Float, ScalarTag::Float),
         TagMeaning::Core(suffix @ ("seq" | "map")) => {
             let what = if suffix == "seq" { "a list" } else { "a mapping" };
             return Err(format!(
@@ -455,8 +485,9 @@ fn scalar<'a>(text: Cow<'a, str>, style: ScalarStyle, tag: Option<&Tag>) -> Resu
             Kind::Str => "a string",
         };
         return Err(format!(
-            "`{}` is not {what}, as its tag `{tag_name}` says; fix the value or remove the tag",
-            shown(&text)
+            "`{}` is not {what}, as its tag `{}` says; fix the value or remove the tag",
+            shown(&text),
+            tag_name.name()
         ));
     }
     Ok(Scalar {
@@ -562,7 +593,7 @@ pub(crate) fn float_value(text: &str) -> f64 {
 
 /// What YAML reads a non-string scalar as, for messages: `the number 10`, `the boolean true`,
 /// `null (no value)`.
-pub(crate) fn reading(scalar: &Scalar<'_>) -> String {
+pub(crate) fn reading(scalar: &Scalar) -> String {
     match scalar.kind {
         Kind::Null => "null (no value)".to_owned(),
         Kind::Bool(b) => format!("the boolean {b}"),
@@ -598,7 +629,7 @@ mod tests {
             .collect()
     }
 
-    fn root_scalar(text: &str) -> Scalar<'_> {
+    fn root_scalar(text: &str) -> Scalar {
         match parse(text).root {
             Some(Node {
                 value: Value::Scalar(s),
@@ -699,13 +730,16 @@ mod tests {
         let s = root_scalar("|\n  010\n");
         assert_eq!((s.kind, s.typed_by), (Kind::Str, TypedBy::Quoted));
         let s = root_scalar("!!str 010");
-        assert_eq!((s.kind, s.typed_by), (Kind::Str, TypedBy::Tag("!!str")));
+        assert_eq!((s.kind, s.typed_by), (Kind::Str, TypedBy::Tag(ScalarTag::Str)));
         let s = root_scalar("! 010");
-        assert_eq!((s.kind, s.typed_by), (Kind::Str, TypedBy::Tag("!")));
+        assert_eq!(
+            (s.kind, s.typed_by),
+            (Kind::Str, TypedBy::Tag(ScalarTag::NonSpecific))
+        );
         let s = root_scalar("!!int \"80\"");
-        assert_eq!((s.kind, s.typed_by), (Kind::Int, TypedBy::Tag("!!int")));
+        assert_eq!((s.kind, s.typed_by), (Kind::Int, TypedBy::Tag(ScalarTag::Int)));
         let s = root_scalar("!<tag:yaml.org,2002:int> 0x50");
-        assert_eq!((s.kind, s.typed_by), (Kind::Int, TypedBy::Tag("!!int")));
+        assert_eq!((s.kind, s.typed_by), (Kind::Int, TypedBy::Tag(ScalarTag::Int)));
         let s = root_scalar("!!float 80");
         assert_eq!(s.kind, Kind::Float);
         let s = root_scalar("!!bool 'false'");

@@ -62,7 +62,7 @@ pub enum Error {
         #[source]
         source: portmap_netlink::Error,
     },
-    /// A table name that is not a plain identifier.
+    /// A table name that is not a plain identifier (held escaped and cut short for messages).
     #[error("table name `{0}` is not valid: use 1-64 characters from A-Z a-z 0-9 _ - starting with a letter")]
     BadTableName(String),
     /// A plan from another backend.
@@ -123,7 +123,7 @@ pub fn checked_table_id(name: &str) -> Result<TableId, Error> {
     if ok {
         Ok(table_id(name))
     } else {
-        Err(Error::BadTableName(name.chars().take(40).collect()))
+        Err(Error::BadTableName(portmap_core::shown_arg(name)))
     }
 }
 

@@ -171,10 +171,12 @@ fn main() -> ExitCode {
             };
         }
     };
-    tracing_subscriber::fmt()
+    // `try_init`: logging that cannot be set up is no reason to fail (`init` would panic). A bad
+    // PORTMAP_LOG is reported and ignored by the filter itself.
+    let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("PORTMAP_LOG"))
         .with_writer(std::io::stderr)
-        .init();
+        .try_init();
     match run(&cli) {
         Ok(status) => status.into(),
         Err(err) => {

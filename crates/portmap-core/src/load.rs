@@ -15,6 +15,10 @@ use crate::yaml::{self, Kind, Node, Pos, Scalar, TypedBy, Value};
 /// Parse and validate a YAML configuration. `origin` names the text in error messages (a file name,
 /// or `-` for standard input). Every problem is reported, sorted by position, as
 /// `origin:line:col: field: message`.
+///
+/// Reading is bounded: a text over [`MAX_CONFIG_BYTES`] is refused unread, and nesting, the number
+/// of values and the parser's lookahead are limited (see [`crate::diagnostic`]); only the first
+/// [`crate::MAX_ERRORS`] errors are kept.
 pub fn load_str(text: &str, origin: &str) -> Result<Model, ConfigErrors> {
     let mut report = Report::new(origin);
     if too_large(text, &mut report) {

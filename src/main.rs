@@ -2,14 +2,18 @@
 //! result to an exit code (0 success / no changes, 1 error, 2 changes pending with
 //! `--detailed-exitcode`). It holds no logic a library user would need.
 
+use std::fs::File;
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use portmap::{BackendKind, Backends, Model, Netns, Plan};
+use portmap::{
+    BackendKind, Backends, MAX_CONFIG_BYTES, MAX_PLAN_BYTES, Model, Netns, Plan, shown_arg, shown_size,
+};
 
 /// Declarative port forwarding for Linux routers: plan and atomically apply nftables DNAT mappings.
 #[derive(Debug, Parser)]
@@ -118,6 +122,42 @@ impl From<ExitStatus> for ExitCode {
     }
 }
 
+/// Set once standard output turned out to be a closed pipe: the rest of the output is dropped.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Write `text` to standard output. A reader that went away (`portmap status | head -1`) is not an
+/// error: the rest of the output is dropped quietly and the command goes on to its own exit
+/// status (an apply still applies, a plan still says whether changes are pending). Any other
+/// failure to write (a full disk) is an error. `print!` would panic on both.
+fn say(text: &str) -> Result<()> {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => Err(e).context("cannot write to standard output"),
+    }
+}
+
+/// [`say`] with a newline.
+macro_rules! sayln {
+    ($($arg:tt)*) => {
+        say(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Write `text` to standard error. If that fails there is nowhere left to say so; `eprint!` would
+/// panic.
+fn tell(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+}
+
 fn main() -> ExitCode {
     // Usage errors exit 1, not clap's 2: scripts read 2 as "changes pending".
     let cli = match Cli::try_parse() {
@@ -131,16 +171,18 @@ fn main() -> ExitCode {
             };
         }
     };
-    tracing_subscriber::fmt()
+    // `try_init`: logging that cannot be set up is no reason to fail (`init` would panic). A bad
+    // PORTMAP_LOG is reported and ignored by the filter itself.
+    let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("PORTMAP_LOG"))
         .with_writer(std::io::stderr)
-        .init();
+        .try_init();
     match run(&cli) {
         Ok(status) => status.into(),
         Err(err) => {
             let color = use_color(&std::io::stderr());
             let prefix = if color { "\x1b[1;31merror\x1b[0m" } else { "error" };
-            eprintln!("{prefix}: {err:#}");
+            tell(&format!("{prefix}: {err:#}\n"));
             ExitStatus::Error.into()
         }
     }
@@ -155,17 +197,17 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
     match &cli.command {
         Command::Validate(c) => {
             let model = load(&c.config)?;
-            println!(
+            sayln!(
                 "{}: valid ({} mappings enabled, {} disabled)",
-                display_path(&c.config),
+                origin_of(&c.config),
                 model.mappings.len(),
                 model.disabled.len()
-            );
+            )?;
             Ok(ExitStatus::Success)
         }
         Command::Render(c) => {
             let model = load(&c.config)?;
-            print!("{}", kind.render(&model, &cli.table, &netns_of(cli))?);
+            say(&kind.render(&model, &cli.table, &netns_of(cli))?)?;
             Ok(ExitStatus::Success)
         }
         Command::Plan {
@@ -180,18 +222,15 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             if let Some(path) = out_file {
                 let text = serde_json::to_string_pretty(&plan)?;
                 std::fs::write(path, text + "\n")
-                    .with_context(|| format!("cannot write plan file {}", path.display()))?;
+                    .with_context(|| format!("cannot write plan file {}", shown_path(path)))?;
             }
             if *json {
-                println!("{}", serde_json::to_string_pretty(&portmap::plan_json(&plan))?);
+                sayln!("{}", serde_json::to_string_pretty(&portmap::plan_json(&plan))?)?;
             } else {
-                print_plan(&plan, color);
+                print_plan(&plan, color)?;
                 if let Some(path) = out_file {
-                    println!(
-                        "\nSaved the plan to {}; apply it with `portmap apply {}`.",
-                        path.display(),
-                        path.display()
-                    );
+                    let path = shown_path(path);
+                    sayln!("\nSaved the plan to {path}; apply it with `portmap apply {path}`.")?;
                 }
             }
             Ok(if *detailed_exitcode && !plan.is_empty() {
@@ -211,12 +250,14 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             };
             let mut started = Instant::now();
             let (plan, report) = if let Some(path) = planfile {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read plan file {}", path.display()))?;
+                let bytes = read_limited(path, "plan file", MAX_PLAN_BYTES)?;
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    anyhow::anyhow!("{} is not a portmap plan: it is not UTF-8 text", shown_path(path))
+                })?;
                 let plan = Plan::from_json(&text)
-                    .with_context(|| format!("{} is not a portmap plan", path.display()))?;
+                    .with_context(|| format!("{} is not a portmap plan", shown_path(path)))?;
                 let mut backend = open(cli, kind)?;
-                print_plan(&plan, color);
+                print_plan(&plan, color)?;
                 if plan.is_empty() {
                     return Ok(ExitStatus::Success);
                 }
@@ -234,10 +275,15 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 // differ from what was approved.
                 let mut refusal = None;
                 let outcome = backend.converge_approved(&model, &options, |plan, attempt| {
-                    if attempt > 1 {
-                        println!("\nAnother program changed the ruleset in the meantime; planned again:\n");
+                    let shown = if attempt > 1 {
+                        sayln!("\nAnother program changed the ruleset in the meantime; planned again:\n")
+                    } else {
+                        Ok(())
+                    };
+                    if let Err(e) = shown.and_then(|()| print_plan(plan, color)) {
+                        refusal = Some(e);
+                        return false;
                     }
-                    print_plan(plan, color);
                     if !*auto_approve
                         && let Err(e) = confirm(&format!("Apply these changes to table {}?", plan.table))
                     {
@@ -249,7 +295,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 });
                 match outcome {
                     Ok(o) if o.plan.is_empty() => {
-                        print_plan(&o.plan, color);
+                        print_plan(&o.plan, color)?;
                         return Ok(ExitStatus::Success);
                     }
                     Ok(o) => (o.plan, o.report),
@@ -268,7 +314,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 repair,
                 delete,
             } = plan.counts();
-            println!(
+            sayln!(
                 "\nApply complete: {create} created, {update} changed, {delete} deleted{}{} — {} kernel objects in one transaction ({} messages, {:.1} ms){}.",
                 if repair > 0 {
                     format!(", {repair} repaired")
@@ -284,19 +330,19 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                     1 => "; 1 stale tracked connection removed".to_owned(),
                     n => format!("; {n} stale tracked connections removed"),
                 }
-            );
+            )?;
             Ok(ExitStatus::Success)
         }
         Command::Status { json } => {
             let mut backend = open(cli, kind)?;
             let observed = backend.observe()?;
             if *json {
-                println!(
+                sayln!(
                     "{}",
                     serde_json::to_string_pretty(&portmap::status_json(&observed))?
-                );
+                )?;
             } else {
-                print!("{}", portmap::render_status(&observed, color));
+                say(&portmap::render_status(&observed, color))?;
             }
             Ok(ExitStatus::Success)
         }
@@ -307,14 +353,14 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             let mut backend = open(cli, kind)?;
             let observed = backend.observe()?;
             if observed.state == portmap::TableState::Missing {
-                println!("Nothing to destroy: table {} does not exist.", observed.table);
+                sayln!("Nothing to destroy: table {} does not exist.", observed.table)?;
                 return Ok(ExitStatus::Success);
             }
-            println!(
+            sayln!(
                 "portmap will delete table {} with its {} mappings; other tables are not touched.",
                 observed.table,
                 observed.mappings.len()
-            );
+            )?;
             if !*auto_approve {
                 confirm(&format!("Destroy table {}?", observed.table))?;
             }
@@ -322,8 +368,8 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 keep_conntrack: *keep_conntrack,
             };
             match backend.destroy(&options)? {
-                None => println!("Nothing to destroy: table {} was already gone.", observed.table),
-                Some(d) if d.flows_cleared > 0 => println!(
+                None => sayln!("Nothing to destroy: table {} was already gone.", observed.table)?,
+                Some(d) if d.flows_cleared > 0 => sayln!(
                     "Destroyed table {}; {} of its mappings removed.",
                     observed.table,
                     if d.flows_cleared == 1 {
@@ -331,8 +377,8 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                     } else {
                         format!("{} tracked connections", d.flows_cleared)
                     }
-                ),
-                Some(_) => println!("Destroyed table {}.", observed.table),
+                )?,
+                Some(_) => sayln!("Destroyed table {}.", observed.table)?,
             }
             Ok(ExitStatus::Success)
         }
@@ -353,29 +399,76 @@ fn open(cli: &Cli, kind: BackendKind) -> Result<Backends> {
 
 /// Read and validate a configuration; `-` is standard input.
 fn load(path: &Path) -> Result<Model> {
-    let (text, origin) = if path == Path::new("-") {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("cannot read the configuration from standard input")?;
-        (text, "<stdin>".to_owned())
-    } else {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read configuration file {}", path.display()))?;
-        (text, path.display().to_string())
-    };
-    match portmap::load_str(&text, &origin) {
+    let bytes = read_limited(path, "configuration", MAX_CONFIG_BYTES)?;
+    let origin = origin_of(path);
+    match portmap::load_bytes(&bytes, &origin) {
         Ok(model) => Ok(model),
         Err(errors) => bail!("{origin} is not a valid portmap configuration; nothing was changed:\n{errors}"),
     }
 }
 
-fn display_path(path: &Path) -> String {
+/// The whole of `path` (`-`: standard input), read with one bound for files, pipes, FIFOs and
+/// devices alike: at most `limit` + 1 bytes are ever read, so `/dev/zero` or an endless pipe is
+/// refused at the limit instead of filling memory.
+fn read_limited(path: &Path, what: &str, limit: usize) -> Result<Vec<u8>> {
+    let name = if path == Path::new("-") {
+        "<stdin>".to_owned()
+    } else {
+        shown_path(path)
+    };
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    let mut bytes = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .take(cap)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read the {what} from standard input"))?;
+    } else {
+        let mut file = File::open(path).with_context(|| format!("cannot read {what} file {name}"))?;
+        // A regular file says its size: refuse a large one without reading it.
+        let size = file
+            .metadata()
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len());
+        if let Some(size) = size {
+            if size >= cap {
+                bail!(
+                    "{name} is {}, larger than the {} portmap reads for a {what}",
+                    shown_size(usize::try_from(size).unwrap_or(usize::MAX)),
+                    shown_size(limit)
+                );
+            }
+            bytes.reserve_exact(usize::try_from(size).unwrap_or(0));
+        }
+        (&mut file)
+            .take(cap)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read {what} file {name}"))?;
+    }
+    if bytes.len() > limit {
+        bail!(
+            "{name} is larger than the {} portmap reads for a {what}; reading stopped there",
+            shown_size(limit)
+        );
+    }
+    Ok(bytes)
+}
+
+/// How a configuration's origin is named in messages: `<stdin>` for `-`, else the path as given,
+/// escaped.
+fn origin_of(path: &Path) -> String {
     if path == Path::new("-") {
         "<stdin>".to_owned()
     } else {
-        path.display().to_string()
+        portmap::shown_origin(&path.to_string_lossy())
     }
+}
+
+/// A path for a one-line message: escaped and cut short.
+fn shown_path(path: &Path) -> String {
+    shown_arg(&path.to_string_lossy())
 }
 
 /// Ask on the terminal; refuse when there is none.
@@ -386,8 +479,10 @@ fn confirm(question: &str) -> Result<()> {
             "refusing to change the kernel without confirmation: there is no terminal to ask on; pass --auto-approve"
         );
     }
-    print!("\n{question} Only 'yes' will be accepted: ");
-    std::io::stdout().flush()?;
+    say(&format!("\n{question} Only 'yes' will be accepted: "))?;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        bail!("standard output is closed, so the question cannot be asked; nothing was changed");
+    }
     let mut answer = String::new();
     stdin.lock().read_line(&mut answer)?;
     if answer.trim() != "yes" {
@@ -397,13 +492,13 @@ fn confirm(question: &str) -> Result<()> {
 }
 
 /// The plan on standard output, its warnings on standard error.
-fn print_plan(plan: &Plan, color: bool) {
-    print!("{}", portmap::render_plan(plan, color));
+fn print_plan(plan: &Plan, color: bool) -> Result<()> {
+    say(&portmap::render_plan(plan, color))?;
     let warnings = portmap::render_warnings(plan, use_color(&std::io::stderr()));
     if !warnings.is_empty() {
-        let _ = std::io::stdout().flush();
-        eprint!("{warnings}");
+        tell(&warnings);
     }
+    Ok(())
 }
 
 fn use_color(stream: &impl IsTerminal) -> bool {

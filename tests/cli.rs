@@ -458,3 +458,286 @@ fn hostile_table_names_are_refused_before_anything_runs() {
     }
     assert_eq!(support::nft::ruleset(&ns), before, "the kernel is unchanged");
 }
+
+/// `portmap ARGS` started inside `ns` with standard output a pipe whose reading end is already
+/// closed (what `portmap status | head -0` does to it): exit code and standard error.
+fn with_closed_stdout(ns: &Netns, args: &[&str]) -> (i32, String) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+    assert_eq!(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) },
+        0,
+        "pipe"
+    );
+    // SAFETY: pipe2 just returned these two descriptors, owned by nothing else.
+    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read_end);
+    let output = std::process::Command::new("ip")
+        .args(["netns", "exec", ns.name(), support::portmap::BINARY])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(write_end))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("run portmap {args:?}: {e}"));
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    support::require_root!();
+    let ns = router("epipe");
+    let good = fixture("home-router.yaml");
+    let good = path_str(&good);
+    portmap(&["--netns", ns.name(), "apply", "-c", good, "--auto-approve"]).success();
+    for (args, code) in [
+        (vec!["validate", "-c", good], 0),
+        (vec!["render", "-c", good], 0),
+        (vec!["status"], 0),
+        (vec!["status", "--json"], 0),
+        (vec!["plan", "-c", good], 0),
+        (vec!["plan", "-c", good, "--json", "--detailed-exitcode"], 0),
+        (vec!["plan", "-c", "/dev/null"], 1),
+    ] {
+        let mut full = vec!["--netns", ns.name()];
+        full.extend(&args);
+        let (got, stderr) = with_closed_stdout(&ns, &full);
+        assert!(
+            !stderr.contains("panicked") && got != 101,
+            "{args:?}: a closed stdout must not panic (exit {got})\n{stderr}"
+        );
+        assert_eq!(got, code, "{args:?}: the command's own status\n{stderr}");
+        if code == 0 {
+            // Quietly: no error about the pipe (a plan's warnings still go to stderr).
+            assert!(
+                !stderr.contains("error") && !stderr.to_lowercase().contains("broken pipe"),
+                "{args:?}: quietly\n{stderr}"
+            );
+        }
+    }
+    // A change still applies (and says so through its exit status) when nobody reads the output.
+    let changed = support::TempDir::new("epipe");
+    let one = changed.write(
+        "one.yaml",
+        &config("\n  - name: web\n    port: 8080\n    to: 192.168.1.66\n"),
+    );
+    let (got, stderr) = with_closed_stdout(
+        &ns,
+        &[
+            "--netns",
+            ns.name(),
+            "apply",
+            "-c",
+            path_str(&one),
+            "--auto-approve",
+        ],
+    );
+    assert_eq!(got, 0, "{stderr}");
+    let status = portmap(&["--netns", ns.name(), "status", "--json"]);
+    assert_eq!(
+        status.json()["mappings"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
+}
+
+#[test]
+fn input_is_read_only_up_to_its_size_limit() {
+    support::require_root!();
+    let ns = router("bounded");
+    let dir = support::TempDir::new("bounded");
+    // A sparse 40 MiB file: refused from its size, without reading it.
+    let sparse = dir.path().join("sparse.yaml");
+    std::fs::File::create(&sparse)
+        .and_then(|f| f.set_len(40 << 20))
+        .unwrap_or_else(|e| panic!("sparse file: {e}"));
+    let started = std::time::Instant::now();
+    for (args, expected) in [
+        (
+            vec!["validate", "-c", "/dev/zero"],
+            "error: /dev/zero is larger than the 32 MiB portmap reads for a configuration; reading stopped there"
+                .to_owned(),
+        ),
+        (
+            vec!["validate", "-c", path_str(&sparse)],
+            format!(
+                "error: {} is 40 MiB, larger than the 32 MiB portmap reads for a configuration",
+                path_str(&sparse)
+            ),
+        ),
+        (
+            vec!["apply", "/dev/zero"],
+            "error: /dev/zero is larger than the 64 MiB portmap reads for a plan file; reading stopped there"
+                .to_owned(),
+        ),
+    ] {
+        let mut full = vec!["--netns", ns.name()];
+        full.extend(&args);
+        let run = portmap(&full);
+        run.expect_code(1);
+        assert_eq!(run.stderr.trim_end(), expected, "{run}");
+    }
+    // Standard input: an endless stream is cut at the limit too.
+    let endless = "#".repeat((32 << 20) + 10);
+    let opts = RunOptions {
+        stdin: Some(&endless),
+        ..RunOptions::default()
+    };
+    let run = portmap_with(&opts, &["--netns", ns.name(), "validate", "-c", "-"]);
+    run.expect_code(1);
+    assert_eq!(
+        run.stderr.trim_end(),
+        "error: <stdin> is larger than the 32 MiB portmap reads for a configuration; reading stopped there",
+        "{run}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "bounded reads must be quick: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    support::require_root!();
+    let ns = router("deep");
+    let dir = support::TempDir::new("deep");
+    let deep = dir.write("deep.yaml", &format!("wan: {}", "[".repeat(20_000)));
+    let run = portmap(&["--netns", ns.name(), "validate", "-c", path_str(&deep)]);
+    run.expect_code(1);
+    let found = support::diagnostics(&run.stderr);
+    assert_eq!(found.len(), 1, "{run}");
+    assert_eq!((found[0].line, found[0].col), (1, 261), "{run}");
+    assert!(found[0].text.contains("more than 64 deep"), "{run}");
+}
+
+#[test]
+fn a_netns_that_is_not_a_namespace_fails_at_once() {
+    support::require_root!();
+    let ns = router("nsfile");
+    let dir = support::TempDir::new("nsfile");
+    let fifo = dir.path().join("fifo");
+    let c_fifo = std::ffi::CString::new(path_str(&fifo)).unwrap_or_default();
+    // SAFETY: `c_fifo` is a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    let plain = dir.write("plain", "");
+    let opts = RunOptions {
+        exec_in: Some(ns.name()),
+        ..RunOptions::default()
+    };
+    let started = std::time::Instant::now();
+    for (netns, what) in [
+        (path_str(&fifo), "is a FIFO"),
+        ("/dev/null", "is a character device"),
+        (path_str(dir.path()), "is a directory"),
+        (path_str(&plain), "is a plain file, not a mounted namespace"),
+    ] {
+        let run = portmap_with(&opts, &["--netns", netns, "status"]);
+        run.expect_code(1);
+        assert_eq!(
+            run.stderr.trim_end(),
+            format!(
+                "error: cannot enter network namespace {netns}: {netns} {what}; --netns takes a name under \
+                 /run/netns or a namespace file such as /proc/PID/ns/net"
+            ),
+            "{run}"
+        );
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "a FIFO must not block: {:?}",
+        started.elapsed()
+    );
+    let run = portmap_with(&opts, &["--netns", "no-such-ns-here", "status"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("there is no /run/netns/no-such-ns-here"),
+        "{run}"
+    );
+}
+
+#[test]
+fn entering_a_netns_without_cap_sys_admin_says_so() {
+    support::require_root!();
+    let target = router("nosysadm");
+    let here = router("nosysadm-h");
+    // Root with CAP_NET_ADMIN but without CAP_SYS_ADMIN, started in another namespace.
+    let run = support::command::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            here.name(),
+            "setpriv",
+            "--bounding-set=-sys_admin",
+            "--inh-caps=-sys_admin",
+            support::portmap::BINARY,
+            "--netns",
+            target.name(),
+            "status",
+        ],
+        None,
+        None,
+    );
+    assert_eq!(run.code, 1, "{run}");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {run}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "error: cannot enter network namespace {}: permission denied; entering a network namespace needs \
+             CAP_SYS_ADMIN (run as root)",
+            target.name()
+        ),
+        "{run}"
+    );
+}
+
+#[test]
+fn command_line_values_are_escaped_and_cut_in_errors() {
+    support::require_root!();
+    let ns = router("echo");
+    let path = fixture("both.yaml");
+    let hostile = format!("x\u{1b}[31m\"`{}", "y".repeat(10_000));
+    let opts = RunOptions {
+        exec_in: Some(ns.name()),
+        ..RunOptions::default()
+    };
+    let shown = format!("x\\u{{1b}}[31m\\\"\\`{}…", "y".repeat(56));
+    for (args, expected) in [
+        (
+            vec![
+                "--netns",
+                ns.name(),
+                "--table",
+                hostile.as_str(),
+                "render",
+                "-c",
+                path_str(&path),
+            ],
+            format!(
+                "error: table name `{shown}` is not valid: use 1-64 characters from A-Z a-z 0-9 _ - starting with a letter"
+            ),
+        ),
+        (
+            vec!["--netns", hostile.as_str(), "status"],
+            format!("error: cannot enter network namespace {shown}: File name too long (os error 36)"),
+        ),
+        (
+            vec!["--netns", ns.name(), "validate", "-c", hostile.as_str()],
+            format!("error: cannot read configuration file {shown}: File name too long (os error 36)"),
+        ),
+    ] {
+        let run = portmap_with(&opts, &args);
+        run.expect_code(1);
+        assert_eq!(run.stderr.trim_end(), expected, "{run}");
+        assert!(
+            !run.stderr.contains('\u{1b}'),
+            "no raw escape reaches the terminal: {run}"
+        );
+    }
+}

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::diagnostic::{MAX_ERRORS, shown};
+
 /// One problem in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConfigError {
@@ -33,24 +35,51 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// All the problems found in a configuration, sorted by position (errors without a position last).
+/// The problems found in a configuration: the first [`MAX_ERRORS`] by position (errors without a
+/// position last), and how many were found in all.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
+pub struct ConfigErrors {
+    errors: Vec<ConfigError>,
+    total: usize,
+}
 
 impl ConfigErrors {
-    /// Number of errors.
+    /// `errors` sorted by position; only the first [`MAX_ERRORS`] are kept, the rest counted.
+    pub fn new(mut errors: Vec<ConfigError>) -> Self {
+        errors.sort_by_key(|e| (e.position.is_none(), e.position));
+        let total = errors.len();
+        errors.truncate(MAX_ERRORS);
+        ConfigErrors { errors, total }
+    }
+
+    /// Errors already sorted and capped, out of `total` found.
+    pub(crate) fn counted(errors: Vec<ConfigError>, total: usize) -> Self {
+        ConfigErrors { errors, total }
+    }
+
+    /// Number of errors found, including those not kept.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.total
     }
 
     /// True when there is no error (never the case for a returned `Err`).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.total == 0
     }
 
-    /// The errors, in order.
+    /// Errors found but not kept (past the first [`MAX_ERRORS`]).
+    pub fn omitted(&self) -> usize {
+        self.total - self.errors.len()
+    }
+
+    /// The kept errors, in order.
+    pub fn errors(&self) -> &[ConfigError] {
+        &self.errors
+    }
+
+    /// The kept errors, in order.
     pub fn iter(&self) -> std::slice::Iter<'_, ConfigError> {
-        self.0.iter()
+        self.errors.iter()
     }
 }
 
@@ -59,18 +88,31 @@ impl<'a> IntoIterator for &'a ConfigErrors {
     type IntoIter = std::slice::Iter<'a, ConfigError>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.errors.iter()
     }
 }
 
 impl fmt::Display for ConfigErrors {
-    /// One error per line, then a count: `2 errors in portmap.yaml.`
+    /// One error per line (the first [`MAX_ERRORS`]), `and N more errors` when there were more,
+    /// then a count: `2 errors in portmap.yaml.`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for error in &self.0 {
+        for error in &self.errors {
             writeln!(f, "{error}")?;
         }
-        let n = self.0.len();
-        let origin = self.0.first().map_or("the configuration", |e| e.origin.as_str());
+        let omitted = self.omitted();
+        if omitted > 0 {
+            writeln!(
+                f,
+                "and {omitted} more error{} (only the first {} are shown)",
+                if omitted == 1 { "" } else { "s" },
+                self.errors.len()
+            )?;
+        }
+        let n = self.total;
+        let origin = self
+            .errors
+            .first()
+            .map_or("the configuration", |e| e.origin.as_str());
         write!(f, "{n} error{} in {origin}.", if n == 1 { "" } else { "s" })
     }
 }
@@ -88,8 +130,9 @@ pub enum PlanFileError {
     NotAPlan,
     /// The plan was written in a format this version does not read.
     #[error(
-        "plan file format_version {found} is not supported (this portmap reads format_version {supported}); \
-         make the plan again with this portmap"
+        "plan file format_version {} is not supported (this portmap reads format_version {supported}); \
+         make the plan again with this portmap",
+        shown(&found.to_string())
     )]
     UnsupportedVersion {
         /// The version found in the file.

@@ -16,6 +16,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod diagnostic;
 pub mod error;
 pub mod load;
 pub mod model;
@@ -26,8 +27,12 @@ mod yaml;
 
 pub use backend::{ApplyReport, Backend};
 pub use config::{CONFIG_VERSION, Config, InterfaceList, MappingConfig, PortSpec};
+pub use diagnostic::{
+    MAX_CONFIG_BYTES, MAX_DEPTH, MAX_ERRORS, MAX_LOOKAHEAD, MAX_NODES, MAX_PLAN_BYTES, shown, shown_arg,
+    shown_origin, shown_size,
+};
 pub use error::{ConfigError, ConfigErrors, Error, PlanFileError};
-pub use load::{load_str, parse_config};
+pub use load::{load_bytes, load_str, parse_config};
 pub use model::{
     Environment, Forward, Mapping, Model, Observed, ObservedMapping, ParsePortRangeError, Place, PortRange,
     Protocol, Settings, TableState, Transport,

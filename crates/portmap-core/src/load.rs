@@ -6,20 +6,29 @@
 //! the text and names its origin.
 
 use crate::config::{Config, InterfaceList, MappingConfig, PortSpec};
+use crate::diagnostic::{MAX_CONFIG_BYTES, shown, shown_size};
 use crate::error::ConfigErrors;
 use crate::model::{Model, Protocol};
-use crate::validate::{Field, MappingSpans, Report, Slot, Spans, check, shown};
-use crate::yaml::{self, Node, Pos, Value};
+use crate::validate::{Field, MappingSpans, Report, Slot, Spans, check};
+use crate::yaml::{self, Kind, Node, Pos, Scalar, TypedBy, Value};
 
 /// Parse and validate a YAML configuration. `origin` names the text in error messages (a file name,
 /// or `-` for standard input). Every problem is reported, sorted by position, as
 /// `origin:line:col: field: message`.
+///
+/// Reading is bounded: a text over [`MAX_CONFIG_BYTES`] is refused unread, and nesting, the number
+/// of values and the parser's lookahead are limited (see [`crate::diagnostic`]); only the first
+/// [`crate::MAX_ERRORS`] errors are kept.
 pub fn load_str(text: &str, origin: &str) -> Result<Model, ConfigErrors> {
     let mut report = Report::new(origin);
+    if too_large(text, &mut report) {
+        return report.finish(None);
+    }
     let parsed = yaml::parse(text);
     for e in &parsed.errors {
         report.push(Some(e.pos), Field::Whole, e.message.clone());
     }
+    report.count_more(parsed.more_errors);
     let Some(root) = parsed.root else {
         if !report.has_errors() {
             report.push(
@@ -36,6 +45,8 @@ pub fn load_str(text: &str, origin: &str) -> Result<Model, ConfigErrors> {
     };
     let config = walker.config(&root);
     let spans = walker.spans;
+    // The tree is the larger part of the memory a large file costs; the checks need only `config`.
+    drop(root);
     let model = config.and_then(|c| check(&c, &spans, &mut report));
     report.finish(model)
 }
@@ -44,10 +55,14 @@ pub fn load_str(text: &str, origin: &str) -> Result<Model, ConfigErrors> {
 /// syntax, unknown or duplicate keys, wrong types, missing fields — are still errors).
 pub fn parse_config(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
     let mut report = Report::new(origin);
+    if too_large(text, &mut report) {
+        return report.finish(None);
+    }
     let parsed = yaml::parse(text);
     for e in &parsed.errors {
         report.push(Some(e.pos), Field::Whole, e.message.clone());
     }
+    report.count_more(parsed.more_errors);
     let config = parsed.root.as_ref().and_then(|root| {
         Walker {
             report: &mut report,
@@ -56,6 +71,48 @@ pub fn parse_config(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
         .config(root)
     });
     report.finish(config)
+}
+
+/// [`load_str`] for bytes read from a file: they must be UTF-8 (the error names the line and column
+/// of the first byte that is not).
+pub fn load_bytes(bytes: &[u8], origin: &str) -> Result<Model, ConfigErrors> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => load_str(text, origin),
+        Err(e) => {
+            let mut report = Report::new(origin);
+            let valid = &bytes[..e.valid_up_to()];
+            let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let line = valid.split(|&b| b == b'\n').count();
+            let col = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+            let byte = bytes.get(e.valid_up_to()).copied().unwrap_or_default();
+            report.push(
+                Some((
+                    u32::try_from(line).unwrap_or(u32::MAX),
+                    u32::try_from(col).unwrap_or(u32::MAX),
+                )),
+                Field::Whole,
+                format!("the configuration is not UTF-8 text (byte 0x{byte:02x} here); save it as UTF-8"),
+            );
+            report.finish(None)
+        }
+    }
+}
+
+/// Whether `text` is over [`MAX_CONFIG_BYTES`] (reported).
+fn too_large(text: &str, report: &mut Report<'_>) -> bool {
+    if text.len() <= MAX_CONFIG_BYTES {
+        return false;
+    }
+    report.push(
+        None,
+        Field::Whole,
+        format!(
+            "the configuration is {} bytes, larger than the {} portmap reads",
+            text.len(),
+            shown_size(MAX_CONFIG_BYTES)
+        ),
+    );
+    true
 }
 
 const TOP_KEYS: [&str; 6] = ["version", "wan", "lan", "masquerade", "hairpin", "mappings"];
@@ -106,25 +163,50 @@ struct Walker<'r, 'o> {
     spans: Spans,
 }
 
-/// True for the YAML 1.2 core-schema null forms of a plain scalar.
-fn is_null(text: &str) -> bool {
-    matches!(text, "" | "~" | "null" | "Null" | "NULL")
+/// True for a null scalar (`~`, `null`, nothing, `!!null`).
+fn is_null(node: &Node) -> bool {
+    matches!(&node.value, Value::Scalar(s) if s.kind == Kind::Null)
 }
 
 /// A node described for "expected …, got …" messages.
-fn describe(node: &Node<'_>) -> String {
+fn describe(node: &Node) -> String {
     match &node.value {
         Value::Seq(_) => "a list".to_owned(),
         Value::Map(_) => "a mapping (key: value pairs)".to_owned(),
-        Value::Alias => "an alias".to_owned(),
-        Value::Scalar { text, plain: false } => format!("the string \"{}\"", shown(text)),
-        Value::Scalar { text, plain: true } if is_null(text) => "nothing (null)".to_owned(),
-        Value::Scalar { text, plain: true } => format!("`{}`", shown(text)),
+        Value::Reported => "an unusable value".to_owned(),
+        Value::Scalar(s) => match (s.kind, s.typed_by) {
+            (Kind::Null, TypedBy::Plain) if s.text.is_empty() => "nothing (null)".to_owned(),
+            (Kind::Str, TypedBy::Plain) => format!("`{}`", shown(&s.text)),
+            (Kind::Str, _) => format!("the string \"{}\"", shown(&s.text)),
+            (_, TypedBy::Tag(tag)) => format!("{} (tagged {})", yaml::reading(s), tag.name()),
+            (_, _) => format!("`{}`", shown(&s.text)),
+        },
+    }
+}
+
+/// For a plain scalar that YAML reads as something other than text where text is needed: what the
+/// reader sees and how to make it text.
+fn typed_not_text(s: &Scalar, quotable: bool, expected: &str) -> String {
+    let text = shown(&s.text);
+    let reading = yaml::reading(s);
+    if quotable {
+        format!("`{text}` is read by YAML as {reading}; quote it: \"{text}\"")
+    } else {
+        format!("expected {expected}, got `{text}`, which YAML reads as {reading}")
     }
 }
 
 /// "did you mean `x`?" for an unknown key, or where the key belongs, or the valid keys.
 fn unknown_key_message(key: &str, keys: &[&str]) -> String {
+    /// No key is longer; a longer one is compared with none (and not copied).
+    const LONGEST_KEY: usize = 32;
+    if key.len() > LONGEST_KEY {
+        return format!(
+            "unknown key `{}`; valid keys here are: {}",
+            shown(key),
+            keys.join(", ")
+        );
+    }
     let lower = key.to_ascii_lowercase();
     if let Some(k) = keys.iter().find(|k| **k == lower) {
         return format!(
@@ -170,8 +252,8 @@ impl Walker<'_, '_> {
         self.report.push(Some(pos), field, message);
     }
 
-    fn wrong_type(&mut self, node: &Node<'_>, field: Field, expected: &str) {
-        if !matches!(node.value, Value::Alias) {
+    fn wrong_type(&mut self, node: &Node, field: Field, expected: &str) {
+        if !matches!(node.value, Value::Reported) {
             let got = describe(node);
             self.error(node.pos, field, format!("expected {expected}, got {got}"));
         }
@@ -179,20 +261,20 @@ impl Walker<'_, '_> {
 
     /// The values of `keys` in mapping `node`, reporting unknown and duplicate keys. `None` (after
     /// reporting) when the node is not a mapping.
-    fn entries<'n, 'a, const N: usize>(
+    fn entries<'n, const N: usize>(
         &mut self,
-        node: &'n Node<'a>,
+        node: &'n Node,
         field: Field,
         keys: [&'static str; N],
         expected: &str,
-    ) -> Option<[Option<&'n Node<'a>>; N]> {
+    ) -> Option<[Option<&'n Node>; N]> {
         let Value::Map(entries) = &node.value else {
             self.wrong_type(node, field, expected);
             return None;
         };
-        let mut found: [Option<(&'n Node<'a>, Pos)>; N] = [None; N];
+        let mut found: [Option<(&'n Node, Pos)>; N] = [None; N];
         for (key, value) in entries {
-            let Value::Scalar { text, .. } = &key.value else {
+            let Value::Scalar(Scalar { text, .. }) = &key.value else {
                 self.wrong_type(key, field, "a key name");
                 continue;
             };
@@ -214,10 +296,19 @@ impl Walker<'_, '_> {
         Some(found.map(|f| f.map(|(v, _)| v)))
     }
 
-    /// Any non-null scalar, as text.
-    fn string<'n>(&mut self, node: &'n Node<'_>, field: Field, expected: &str) -> Option<&'n str> {
+    /// A string scalar's text. A plain scalar that YAML reads as a number, boolean or null is not
+    /// text (every other YAML tool would read it as that): the error says what it is read as and,
+    /// when `quotable` (the text itself could be valid, as for a name), how to quote it.
+    fn text<'n>(&mut self, node: &'n Node, field: Field, expected: &str, quotable: bool) -> Option<&'n str> {
         match &node.value {
-            Value::Scalar { text, plain } if !(*plain && is_null(text)) => Some(text),
+            Value::Scalar(s) if s.kind == Kind::Str => Some(&s.text),
+            Value::Scalar(s)
+                if s.typed_by == TypedBy::Plain && !(s.kind == Kind::Null && s.text.is_empty()) =>
+            {
+                let message = typed_not_text(s, quotable, expected);
+                self.error(node.pos, field, message);
+                None
+            }
             _ => {
                 self.wrong_type(node, field, expected);
                 None
@@ -225,56 +316,72 @@ impl Walker<'_, '_> {
         }
     }
 
-    fn boolean(&mut self, node: &Node<'_>, field: Field) -> Option<bool> {
-        if let Value::Scalar { text, plain: true } = &node.value {
-            match text.as_ref() {
-                "true" | "True" | "TRUE" => return Some(true),
-                "false" | "False" | "FALSE" => return Some(false),
-                t if matches!(
-                    t.to_ascii_lowercase().as_str(),
-                    "yes" | "no" | "on" | "off" | "y" | "n"
-                ) =>
+    /// [`Walker::text`] for values whose text may be valid as written (names, interfaces,
+    /// descriptions): the hint says to quote it.
+    fn string<'n>(&mut self, node: &'n Node, field: Field, expected: &str) -> Option<&'n str> {
+        self.text(node, field, expected, true)
+    }
+
+    /// A YAML 1.2 boolean: `true`/`false` (also `True`, `TRUE`, …, or tagged `!!bool`).
+    fn boolean(&mut self, node: &Node, field: Field) -> Option<bool> {
+        if let Value::Scalar(s) = &node.value {
+            match (s.kind, s.typed_by) {
+                (Kind::Bool(b), _) => return Some(b),
+                (Kind::Str, TypedBy::Plain)
+                    if matches!(
+                        s.text.to_ascii_lowercase().as_str(),
+                        "yes" | "no" | "on" | "off" | "y" | "n"
+                    ) =>
                 {
                     self.error(
                         node.pos,
                         field,
                         format!(
-                            "expected true or false, got `{t}` (YAML 1.1 spellings are not booleans here)"
+                            "expected true or false, got `{}` (YAML 1.1 spellings are not booleans here)",
+                            s.text
                         ),
+                    );
+                    return None;
+                }
+                (Kind::Str, typed_by) if matches!(s.text.as_ref(), "true" | "false") => {
+                    let fix = if typed_by == TypedBy::Quoted {
+                        "remove the quotes"
+                    } else {
+                        "remove the tag"
+                    };
+                    self.error(
+                        node.pos,
+                        field,
+                        format!("expected true or false, got the string \"{}\"; {fix}", s.text),
                     );
                     return None;
                 }
                 _ => {}
             }
         }
-        if let Value::Scalar { text, plain: false } = &node.value
-            && matches!(text.as_ref(), "true" | "false")
-        {
-            self.error(
-                node.pos,
-                field,
-                format!("expected true or false, got the string \"{text}\"; remove the quotes"),
-            );
-            return None;
-        }
         self.wrong_type(node, field, "true or false");
         None
     }
 
-    fn port(&mut self, node: &Node<'_>, field: Field) -> Option<PortSpec> {
+    /// A port or range: an integer (`8080`, also `0x1F90` or `!!int "8080"`, as YAML reads them) or
+    /// text (`"8080"`, `6000-6010`), which validation parses.
+    fn port(&mut self, node: &Node, field: Field) -> Option<PortSpec> {
         const EXPECTED: &str = "a port (1-65535) or a range \"A-B\"";
-        let text = self.string(node, field, EXPECTED)?;
-        let plain_number = matches!(node.value, Value::Scalar { plain: true, .. })
-            && !text.is_empty()
-            && text.len() <= 18
-            && text.bytes().all(|b| b.is_ascii_digit());
-        Some(match text.parse::<i64>() {
-            Ok(n) if plain_number => PortSpec::Number(n),
-            _ => PortSpec::Text(text.to_owned()),
-        })
+        match &node.value {
+            Value::Scalar(s) if s.kind == Kind::Int => Some(match yaml::int_value(&s.text) {
+                Some(n) => PortSpec::Number(n),
+                // Too large for any integer type: validation says it is out of range.
+                None => PortSpec::Text(s.text.trim_start_matches('+').to_owned()),
+            }),
+            Value::Scalar(s) if s.kind != Kind::Null => Some(PortSpec::Text(s.text.to_string())),
+            _ => {
+                self.wrong_type(node, field, EXPECTED);
+                None
+            }
+        }
     }
 
-    fn config(&mut self, root: &Node<'_>) -> Option<Config> {
+    fn config(&mut self, root: &Node) -> Option<Config> {
         let [version, wan, lan, masquerade, hairpin, mappings] = self.entries(
             root,
             Field::Whole,
@@ -286,10 +393,18 @@ impl Walker<'_, '_> {
         if let Some(v) = version {
             self.spans.version.pos = Some(v.pos);
             match &v.value {
-                Value::Scalar { text, plain: true }
-                    if text.bytes().all(|b| b.is_ascii_digit()) && !text.is_empty() =>
-                {
-                    config.version = Some(text.parse().unwrap_or(u32::MAX));
+                Value::Scalar(s) if s.kind == Kind::Int => {
+                    if let Some(n) = yaml::int_value(&s.text).and_then(|n| u32::try_from(n).ok()) {
+                        config.version = Some(n);
+                    } else {
+                        let message = format!(
+                            "unsupported configuration version {}; this portmap reads version {}",
+                            shown(&s.text),
+                            crate::config::CONFIG_VERSION
+                        );
+                        self.error(v.pos, Field::Top("version"), message);
+                        self.spans.version.bad = true;
+                    }
                 }
                 _ => {
                     self.wrong_type(v, Field::Top("version"), "1 (the configuration version)");
@@ -345,7 +460,7 @@ impl Walker<'_, '_> {
                         }
                     }
                 }
-                Value::Scalar { text, plain: true } if is_null(text) => {}
+                _ if is_null(node) => {}
                 _ => self.wrong_type(
                     node,
                     Field::Top("mappings"),
@@ -359,7 +474,7 @@ impl Walker<'_, '_> {
     /// `wan:` or `lan:`: the list, the slot of the list, and each kept entry's position and index.
     fn side(
         &mut self,
-        node: &Node<'_>,
+        node: &Node,
         name: &'static str,
         path: &'static str,
     ) -> (InterfaceList, Slot, Vec<(Pos, usize)>) {
@@ -390,17 +505,18 @@ impl Walker<'_, '_> {
             self.wrong_type(seq, Field::Top(path), "a list of interface names such as [eth0]");
             return (list, slot, items);
         };
-        slot.bad = false;
         for (j, entry) in entries.iter().enumerate() {
             if let Some(text) = self.string(entry, Field::Item(path, j), "an interface name") {
                 list.interfaces.push(text.to_owned());
                 items.push((entry.pos, j));
             }
         }
+        // A list whose every entry was unusable (and reported) is not "empty".
+        slot.bad = list.interfaces.is_empty() && !entries.is_empty();
         (list, slot, items)
     }
 
-    fn mapping(&mut self, item: &Node<'_>, j: usize) -> Option<(MappingConfig, MappingSpans)> {
+    fn mapping(&mut self, item: &Node, j: usize) -> Option<(MappingConfig, MappingSpans)> {
         let field = Field::Mapping(j);
         let [
             name,
@@ -442,7 +558,13 @@ impl Walker<'_, '_> {
         }
         if let Some(node) = protocol {
             s.protocol.pos = Some(node.pos);
-            let text = self.string(node, Field::Of(j, "protocol"), "tcp, udp or both");
+            // Any plain text is named in "unknown protocol" (`protocol: 6` is not worth quoting).
+            let text = match &node.value {
+                Value::Scalar(s) if s.typed_by == TypedBy::Plain && s.kind != Kind::Null => {
+                    Some(s.text.as_ref())
+                }
+                _ => self.string(node, Field::Of(j, "protocol"), "tcp, udp or both"),
+            };
             match text {
                 Some("tcp") => m.protocol = Protocol::Tcp,
                 Some("udp") => m.protocol = Protocol::Udp,
@@ -483,7 +605,12 @@ impl Walker<'_, '_> {
             }
             Some(node) => {
                 s.to.pos = Some(node.pos);
-                match self.string(node, Field::Of(j, "to"), "an IP address such as 192.168.1.66") {
+                match self.text(
+                    node,
+                    Field::Of(j, "to"),
+                    "an IP address such as 192.168.1.66",
+                    false,
+                ) {
                     Some(text) => text.clone_into(&mut m.to),
                     None => s.to.bad = true,
                 }
@@ -505,7 +632,7 @@ impl Walker<'_, '_> {
                     m.allow_from.reserve(entries.len());
                     for (k, entry) in entries.iter().enumerate() {
                         let f = Field::OfItem(j, "allow_from", k);
-                        if let Some(text) = self.string(entry, f, "an address or CIDR prefix such as 203.0.113.0/24") {
+                        if let Some(text) = self.text(entry, f, "an address or CIDR prefix such as 203.0.113.0/24", false) {
                             m.allow_from.push(text.to_owned());
                             s.allow_items.push((entry.pos, k));
                         }
@@ -517,13 +644,13 @@ impl Walker<'_, '_> {
                     "allow_from is empty; list the sources allowed to connect (e.g. [203.0.113.0/24]) or remove the \
                      key to allow everyone",
                 ),
-                Value::Scalar { text, plain: true } if is_null(text) => self.error(
+                _ if is_null(node) => self.error(
                     node.pos,
                     Field::Of(j, "allow_from"),
                     "allow_from is empty; list the sources allowed to connect (e.g. [203.0.113.0/24]) or remove the \
                      key to allow everyone",
                 ),
-                Value::Scalar { text, .. } => {
+                Value::Scalar(Scalar { text, .. }) => {
                     let message = format!(
                         "expected a list of sources, got a single value; write allow_from: [{}]",
                         shown(text)
@@ -535,12 +662,11 @@ impl Walker<'_, '_> {
         }
         if let Some(node) = description {
             s.description.pos = Some(node.pos);
-            match &node.value {
-                Value::Scalar { text, plain: true } if is_null(text) => {}
-                _ => match self.string(node, Field::Of(j, "description"), "a line of text") {
+            if !is_null(node) {
+                match self.string(node, Field::Of(j, "description"), "a line of text") {
                     Some(text) => m.description = Some(text.to_owned()),
                     None => s.description.bad = true,
-                },
+                }
             }
         }
         if let Some(node) = enabled

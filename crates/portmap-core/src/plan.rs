@@ -615,6 +615,31 @@ impl Plan {
                 "it does not say which host and network namespace it was made for",
             ));
         }
+        // What portmap writes here is short and plain; anything else did not come from it.
+        let plain = |text: &str, max: usize, extra: &str| {
+            !text.is_empty()
+                && text.len() <= max
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+        };
+        if !plain(&self.backend, 32, "-") {
+            return Err(PlanFileError::Inconsistent(
+                "its backend name is not one portmap writes".to_owned(),
+            ));
+        }
+        if !plain(&self.table, 100, " _-") {
+            return Err(PlanFileError::Inconsistent(
+                "its table name is not one portmap writes".to_owned(),
+            ));
+        }
+        if let Some(place) = &self.place
+            && !plain(&place.boot_id, 64, "-")
+        {
+            return Err(PlanFileError::Inconsistent(
+                "its boot id is not one the kernel writes".to_owned(),
+            ));
+        }
         let desired = &self.desired;
         let again = validate(&Config::from(desired)).map_err(PlanFileError::Invalid)?;
         if again.settings != desired.settings || again.mappings != desired.mappings {

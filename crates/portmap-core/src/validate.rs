@@ -7,13 +7,15 @@
 //! family. This module reads no text (that is `load.rs`, which also reports YAML-level problems and
 //! records positions in `Spans`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
 use crate::config::{CONFIG_VERSION, Config, MappingConfig, PortSpec};
+use crate::diagnostic::MAX_ERRORS;
+pub(crate) use crate::diagnostic::{is_unsafe_char, shown};
 use crate::error::{ConfigError, ConfigErrors};
 use crate::model::{Mapping, Model, PortRange, Settings, Transport};
 use crate::yaml::Pos;
@@ -111,71 +113,100 @@ impl fmt::Display for Field {
     }
 }
 
-/// Errors being collected for one origin.
+/// Errors being collected for one origin. Only the first [`MAX_ERRORS`] by position are kept (a
+/// file with millions of problems must not cost memory for each); the rest are counted.
 #[derive(Debug)]
 pub(crate) struct Report<'o> {
     origin: &'o str,
-    errors: Vec<ConfigError>,
+    /// The kept errors, the last by position on top, each with its rank.
+    kept: BinaryHeap<Ranked>,
+    /// Every error reported, kept or not.
+    total: usize,
+}
+
+/// The order errors are shown in: by position (those without one last), then as reported.
+type Rank = (bool, Option<(usize, usize)>, usize);
+
+#[derive(Debug)]
+struct Ranked(Rank, ConfigError);
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
 }
 
 impl<'o> Report<'o> {
     pub fn new(origin: &'o str) -> Self {
         Report {
             origin,
-            errors: Vec::new(),
+            kept: BinaryHeap::new(),
+            total: 0,
         }
     }
 
     pub fn push(&mut self, pos: Option<Pos>, field: Field, message: impl Into<String>) {
-        self.errors.push(ConfigError {
-            origin: self.origin.to_owned(),
-            position: pos.map(|(l, c)| (l as usize, c as usize)),
-            field: field.to_string(),
-            message: message.into(),
-        });
+        let position = pos.map(|(l, c)| (l as usize, c as usize));
+        let rank = (position.is_none(), position, self.total);
+        self.total += 1;
+        if self.kept.len() >= MAX_ERRORS {
+            match self.kept.peek() {
+                Some(last) if rank < last.0 => {
+                    self.kept.pop();
+                }
+                _ => return,
+            }
+        }
+        self.kept.push(Ranked(
+            rank,
+            ConfigError {
+                origin: self.origin.to_owned(),
+                position,
+                field: field.to_string(),
+                message: message.into(),
+            },
+        ));
+    }
+
+    /// Count `n` more errors that are known to come after the kept ones (problems the YAML reader
+    /// found past its own cap, which come after its first [`MAX_ERRORS`]).
+    pub fn count_more(&mut self, n: usize) {
+        self.total += n;
+    }
+
+    /// Errors reported so far, kept or not.
+    pub fn count(&self) -> usize {
+        self.total
     }
 
     pub fn has_errors(&self) -> bool {
-        !self.errors.is_empty()
+        self.total > 0
     }
 
-    /// The model when nothing was reported; otherwise every error, sorted by position.
-    pub fn finish<T>(mut self, value: Option<T>) -> Result<T, ConfigErrors> {
+    /// The model when nothing was reported; otherwise the errors, sorted by position.
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, ConfigErrors> {
         match value {
-            Some(v) if self.errors.is_empty() => Ok(v),
+            Some(v) if self.total == 0 => Ok(v),
             _ => {
-                self.errors.sort_by_key(|e| (e.position.is_none(), e.position));
-                Err(ConfigErrors(self.errors))
+                let kept = self.kept.into_sorted_vec().into_iter().map(|r| r.1).collect();
+                Err(ConfigErrors::counted(kept, self.total))
             }
         }
     }
-}
-
-/// A user-supplied string for an error message: escaped (so control characters, quotes and
-/// newlines show as `\n`, `\"`…) and cut at 40 characters.
-pub(crate) fn shown(text: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == 40 {
-            out.push('…');
-            break;
-        }
-        if c == '`' {
-            out.push_str("\\`");
-        } else if is_unsafe_char(c) || c == '\\' || c == '"' {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Control characters and the invisible formatting characters (bidirectional overrides, zero-width
-/// marks) that can make text display differently from what it is.
-pub(crate) fn is_unsafe_char(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
 }
 
 /// "line 12" when the text is known, else the field path.
@@ -190,7 +221,7 @@ fn where_is(pos: Option<Pos>, field: Field) -> String {
 /// YAML walker. Returns the model when this check found nothing (the caller also looks at errors
 /// reported earlier).
 pub(crate) fn check(config: &Config, spans: &Spans, report: &mut Report<'_>) -> Option<Model> {
-    let errors_before = report.errors.len();
+    let errors_before = report.count();
 
     if !spans.version.bad
         && let Some(v) = config.version
@@ -243,7 +274,7 @@ pub(crate) fn check(config: &Config, spans: &Spans, report: &mut Report<'_>) -> 
     check_unique_names(config, spans, &checked, report);
     check_overlaps(config, spans, &checked, report);
 
-    if report.errors.len() > errors_before {
+    if report.count() > errors_before {
         return None;
     }
     let mut model = Model {
@@ -361,7 +392,7 @@ fn check_mapping(
     report: &mut Report<'_>,
 ) -> Checked {
     let sp = |f: fn(&MappingSpans) -> Slot| spans.map(f).unwrap_or_default();
-    let errors_before = report.errors.len();
+    let errors_before = report.count();
 
     // name
     let name_slot = sp(|s| s.name);
@@ -439,7 +470,7 @@ fn check_mapping(
     };
 
     let protocol_bad = sp(|s| s.protocol).bad;
-    let mapping = if report.errors.len() == errors_before && name_ok && !protocol_bad {
+    let mapping = if report.count() == errors_before && name_ok && !protocol_bad {
         match (port, to_port, to, allow_from, description) {
             (Some(port), Some(to_port), Some(to), Some(allow_from), Some(description)) => Some(Mapping {
                 name: m.name.clone(),
@@ -726,7 +757,7 @@ fn check_allow_from(
     to_is_v6: bool,
     report: &mut Report<'_>,
 ) -> Option<Vec<IpNet>> {
-    let errors_before = report.errors.len();
+    let errors_before = report.count();
     let at = |k: usize| items.get(k).map_or((None, k), |&(p, j)| (Some(p), j));
     let mut nets: Vec<(IpNet, usize)> = Vec::with_capacity(entries.len());
     for (k, text) in entries.iter().enumerate() {
@@ -802,7 +833,7 @@ fn check_allow_from(
         }
         cover = Some((net, k));
     }
-    if report.errors.len() > errors_before {
+    if report.count() > errors_before {
         return None;
     }
     Some(canonical_prefixes(nets.into_iter().map(|(n, _)| n).collect()))
@@ -950,12 +981,5 @@ mod tests {
         assert!(parse_port(&"80-".into()).is_err());
         assert!(parse_port(&"1-2-3".into()).is_err());
         assert!(parse_port(&" 80".into()).is_err());
-    }
-
-    #[test]
-    fn shown_escapes_hostile_text() {
-        assert_eq!(shown("a\"b\nc`"), "a\\\"b\\nc\\`");
-        assert_eq!(shown(&"x".repeat(50)), format!("{}…", "x".repeat(40)));
-        assert_eq!(shown("\u{202e}evil"), "\\u{202e}evil");
     }
 }

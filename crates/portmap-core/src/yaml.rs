@@ -1,21 +1,25 @@
 //! YAML text → a small tree in which every node knows its line and column (1-based, columns counted
 //! in characters). Nothing here knows what a port mapping is; `load.rs` walks the tree.
 //!
-//! Two readers build the same tree:
-//! - [`parse`] first tries a strict, fast reader for the plain subset configuration files are written
-//!   in (block mappings and sequences, one-line flow collections, plain and quoted one-line scalars,
-//!   comments). The moment it meets anything else — anchors, tags, multi-line scalars, escapes, tabs,
-//!   odd indentation, even a syntax error — it gives up and
-//! - the full YAML 1.2 event parser (`saphyr-parser`) reads the text instead, reporting syntax errors
-//!   with their positions.
+//! There is one reader: the maintained YAML 1.2 event parser `saphyr-parser`, which also reports
+//! syntax errors with their positions. (A second, hand-written fast reader for a plain subset used to
+//! sit in front of it; it disagreed with the parser on which texts are valid and overflowed the stack
+//! on deeply nested brackets, so it is gone.)
 //!
-//! The fast reader exists because the event parser needs ~45 ms for a 10,000-mapping file on a small
-//! router; the differential tests at the end of this file hold both readers to the same trees.
-//! This module must not interpret values (no booleans, no ports) and must not do I/O.
+//! Scalars are typed as the YAML 1.2 core schema types them — `010` is the number 10, `true` a
+//! boolean, `~` null, `"010"` and `!!str 010` strings — because that is what every other tool
+//! reading the file sees; core tags are honoured, other tags refused. Reading is bounded: nesting
+//! deeper than [`MAX_DEPTH`], more than [`MAX_NODES`] values, or more than [`MAX_ERRORS`] problems
+//! stop it or are only counted. This module must not decide what a value means to portmap (no
+//! ports, no names) and must not do I/O.
 
 use std::borrow::Cow;
 
-use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+use std::cell::Cell;
+
+use saphyr_parser::{BufferedInput, Event, Marker, Parser, ScalarStyle, Span, Tag};
+
+use crate::diagnostic::{MAX_DEPTH, MAX_ERRORS, MAX_LOOKAHEAD, MAX_NODES, shown, shown_size};
 
 /// A (line, column) position, both 1-based; the column counts characters.
 pub(crate) type Pos = (u32, u32);
@@ -23,23 +27,84 @@ pub(crate) type Pos = (u32, u32);
 /// One YAML node and where it starts. A collection starts where its first entry starts (an empty
 /// flow collection at its bracket).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Node<'a> {
+pub(crate) struct Node {
     pub pos: Pos,
-    pub value: Value<'a>,
+    pub value: Value,
 }
 
 /// What a node holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Value<'a> {
-    /// A scalar; `plain` is false for quoted scalars (and `!!str`), whose text is never a number,
-    /// boolean or null.
-    Scalar { text: Cow<'a, str>, plain: bool },
+pub(crate) enum Value {
+    /// A scalar, with the type YAML 1.2 gives it.
+    Scalar(Scalar),
     /// A sequence.
-    Seq(Vec<Node<'a>>),
+    Seq(Vec<Node>),
     /// A mapping, entries in file order (duplicates kept; the walker reports them).
-    Map(Vec<(Node<'a>, Node<'a>)>),
-    /// An alias (`*name`); already reported as unsupported.
-    Alias,
+    Map(Vec<(Node, Node)>),
+    /// A value already reported as unusable (an alias, a tag that does not fit the text); the
+    /// walker treats it as missing without reporting it again.
+    Reported,
+}
+
+/// A scalar: its text (after quotes and escapes are resolved) and its type under the YAML 1.2 core
+/// schema — what every other YAML tool reading the file will see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Scalar {
+    pub text: Box<str>,
+    pub kind: Kind,
+    pub typed_by: TypedBy,
+}
+
+/// The type of a scalar under the YAML 1.2 core schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `null`, `Null`, `NULL`, `~` or nothing at all.
+    Null,
+    /// `true`/`True`/`TRUE`, `false`/`False`/`FALSE`.
+    Bool(bool),
+    /// `[-+]?[0-9]+`, `0o[0-7]+`, `0x[0-9a-fA-F]+`; see [`int_value`].
+    Int,
+    /// `1.5`, `1e3`, `.inf`, `.nan`, …; see [`float_value`].
+    Float,
+    /// Everything else, and every quoted or block scalar.
+    Str,
+}
+
+/// What decided a scalar's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TypedBy {
+    /// A plain (unquoted) scalar, typed by its text.
+    Plain,
+    /// A quoted or block (`|`, `>`) scalar: always a string.
+    Quoted,
+    /// A tag, e.g. `!!str` or `!!int`.
+    Tag(ScalarTag),
+}
+
+/// The tags a scalar may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScalarTag {
+    /// The non-specific tag `!`.
+    NonSpecific,
+    Str,
+    Null,
+    Bool,
+    Int,
+    Float,
+}
+
+impl ScalarTag {
+    /// The tag as messages show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScalarTag::NonSpecific => "!",
+            ScalarTag::Str => "!!str",
+            ScalarTag::Null => "!!null",
+            ScalarTag::Bool => "!!bool",
+            ScalarTag::Int => "!!int",
+            ScalarTag::Float => "!!float",
+        }
+    }
 }
 
 /// A problem found while reading YAML.
@@ -51,138 +116,262 @@ pub(crate) struct YamlError {
 
 /// The result of reading a YAML text.
 #[derive(Debug, Default)]
-pub(crate) struct Parsed<'a> {
-    /// The document's root, `None` when the text holds no document (or a syntax error stopped
-    /// reading).
-    pub root: Option<Node<'a>>,
-    /// Problems found; a syntax error is always alone and leaves `root` empty.
+pub(crate) struct Parsed {
+    /// The document's root, `None` when the text holds no document (or a syntax error or a limit
+    /// stopped reading).
+    pub root: Option<Node>,
+    /// Problems found, in file order, at most [`MAX_ERRORS`] of them. A syntax error or a limit
+    /// ends the list.
     pub errors: Vec<YamlError>,
+    /// Problems found beyond the first [`MAX_ERRORS`].
+    pub more_errors: usize,
 }
 
-/// Read `text`: the fast reader when it can, the full parser otherwise.
-pub(crate) fn parse(text: &str) -> Parsed<'_> {
-    match fast::parse(text) {
-        Some(root) => Parsed {
-            root: Some(root),
-            errors: Vec::new(),
-        },
-        None => parse_full(text),
+impl Parsed {
+    fn error(&mut self, pos: Pos, message: String) {
+        if self.errors.len() < MAX_ERRORS {
+            self.errors.push(YamlError { pos, message });
+        } else {
+            self.more_errors += 1;
+        }
+    }
+
+    /// Stop reading: `message` is the last problem and there is no tree.
+    fn stop(mut self, pos: Pos, message: String) -> Self {
+        self.root = None;
+        self.error(pos, message);
+        self
     }
 }
 
 fn pos_of(span: Span) -> Pos {
-    let line = u32::try_from(span.start.line()).unwrap_or(u32::MAX);
-    let col = u32::try_from(span.start.col() + 1).unwrap_or(u32::MAX);
+    pos_of_marker(span.start)
+}
+
+fn pos_of_marker(mark: Marker) -> Pos {
+    let line = u32::try_from(mark.line()).unwrap_or(u32::MAX);
+    let col = u32::try_from(mark.col().saturating_add(1)).unwrap_or(u32::MAX);
     (line, col)
 }
 
 /// A collection under construction.
-enum Frame<'a> {
+enum Frame {
     Seq {
         start: Pos,
-        items: Vec<Node<'a>>,
+        items: Vec<Node>,
+        /// Its tag was refused: the whole collection becomes [`Value::Reported`].
+        refused: bool,
     },
     Map {
         start: Pos,
-        entries: Vec<(Node<'a>, Node<'a>)>,
-        key: Option<Node<'a>>,
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+        refused: bool,
     },
 }
 
-/// Read `text` with the full YAML 1.2 event parser.
-pub(crate) fn parse_full(text: &str) -> Parsed<'_> {
+/// Read `text` with the YAML 1.2 event parser. The events are consumed one at a time with an
+/// explicit stack (no recursion), so nesting is checked as it happens: the collection that would
+/// pass [`MAX_DEPTH`] stops reading with its position, and so does the value that would pass
+/// [`MAX_NODES`]. Aliases are refused, never expanded, so no text can grow while it is read.
+///
+/// The parser's scanner keeps every token of a flow collection (`[…]`, `{…}`) in memory until the
+/// collection ends (it could turn out to be a key), about 125 bytes per character; so it is fed
+/// the text through a counter that lets it read at most [`MAX_LOOKAHEAD`] characters past the
+/// last event, and a text that needs more is refused where the long part starts.
+pub(crate) fn parse(text: &str) -> Parsed {
+    parse_within(text, Limits::DEFAULT)
+}
+
+/// How much [`parse`] reads; smaller in tests.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    depth: usize,
+    nodes: usize,
+    lookahead: usize,
+}
+
+impl Limits {
+    const DEFAULT: Limits = Limits {
+        depth: MAX_DEPTH,
+        nodes: MAX_NODES,
+        lookahead: MAX_LOOKAHEAD,
+    };
+}
+
+fn parse_within(text: &str, limits: Limits) -> Parsed {
+    let stop_at = Cell::new(limits.lookahead);
+    // The end of the last event, and where it was when the scanner ran out of lookahead.
+    let last_end: Cell<Pos> = Cell::new((1, 1));
+    let cut: Cell<Option<Pos>> = Cell::new(None);
+    let mut consumed = 0usize;
+    let mut chars = text.chars();
+    let budgeted = std::iter::from_fn(|| {
+        if consumed >= stop_at.get() {
+            if cut.get().is_none() {
+                cut.set(Some(last_end.get()));
+            }
+            return None;
+        }
+        consumed += 1;
+        chars.next()
+    });
+    let mut parser = Parser::new(BufferedInput::new(budgeted));
+    let seen = |span: Span| {
+        stop_at.set(span.end.index().saturating_add(limits.lookahead));
+        last_end.set(pos_of_marker(span.end));
+    };
+    let out = read_events(&mut parser, limits, &seen, &|| cut.get().is_some());
+    match cut.get() {
+        None => out,
+        Some(pos) => out.stop(
+            pos,
+            format!(
+                "the value or flow collection (`[…]`, `{{…}}`) that follows is longer than {}, more than \
+                 portmap reads at once; write long lists as block lists (one `- item` per line)",
+                shown_size(limits.lookahead)
+            ),
+        ),
+    }
+}
+
+/// The events of `parser` → the tree. `seen` is told the span of every event; once `was_cut` (the
+/// input was cut short) the tree is incomplete and a syntax error only its consequence, so reading
+/// stops and the caller reports the cut.
+fn read_events<I: saphyr_parser::Input>(
+    parser: &mut Parser<'_, I>,
+    limits: Limits,
+    seen: &dyn Fn(Span),
+    was_cut: &dyn Fn() -> bool,
+) -> Parsed {
     let mut out = Parsed::default();
-    let mut parser = Parser::new_from_str(text);
-    let mut stack: Vec<Frame<'_>> = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
     let mut documents = 0usize;
+    let mut nodes = 0usize;
     while let Some(event) = parser.next_event() {
         let (event, span) = match event {
-            Ok(e) => e,
+            _ if was_cut() => return out,
+            Ok(e) => {
+                seen(e.1);
+                e
+            }
             Err(e) => {
-                let line = u32::try_from(e.marker().line()).unwrap_or(u32::MAX);
-                let col = u32::try_from(e.marker().col() + 1).unwrap_or(u32::MAX);
-                return Parsed {
-                    root: None,
-                    errors: vec![YamlError {
-                        pos: (line, col),
-                        message: format!("YAML syntax error: {}", e.info()),
-                    }],
+                let (line, col) = pos_of_marker(*e.marker());
+                // The scanner looks ahead through flow brackets and has its own limit (255 levels),
+                // which it can meet before the events reach ours: the same problem, in our words.
+                let message = if e.info() == "recursion limit exceeded" {
+                    too_deep()
+                } else {
+                    format!("YAML syntax error: {}", e.info())
                 };
+                return out.stop((line, col), message);
             }
         };
         let pos = pos_of(span);
+        if matches!(
+            event,
+            Event::Scalar(..) | Event::Alias(_) | Event::SequenceStart(..) | Event::MappingStart(..)
+        ) {
+            nodes += 1;
+            if nodes > limits.nodes {
+                return out.stop(
+                    pos,
+                    format!(
+                        "the configuration holds more than {} values (keys, scalars, lists and mappings), \
+                         more than portmap reads",
+                        limits.nodes
+                    ),
+                );
+            }
+        }
         let node = match event {
             Event::StreamEnd => break,
             Event::DocumentStart(_) => {
                 documents += 1;
                 if documents > 1 {
-                    out.errors.push(YamlError {
+                    out.error(
                         pos,
-                        message: "only one YAML document is allowed; remove the `---` and what follows it"
-                            .to_owned(),
-                    });
+                        "only one YAML document is allowed; remove the `---` and what follows it".to_owned(),
+                    );
                     break;
                 }
                 continue;
             }
             Event::Nothing | Event::StreamStart | Event::DocumentEnd => continue,
             Event::Alias(_) => {
-                out.errors.push(YamlError {
+                out.error(
                     pos,
-                    message: "aliases (`*name`) are not supported; write the value out".to_owned(),
-                });
+                    "aliases (`*name`) are not supported; write the value out".to_owned(),
+                );
                 Node {
                     pos,
-                    value: Value::Alias,
+                    value: Value::Reported,
                 }
             }
             Event::Scalar(text, style, _anchor, tag) => {
-                let mut plain = style == ScalarStyle::Plain;
-                if let Some(tag) = tag {
-                    match (tag.is_yaml_core_schema(), tag.suffix.as_str()) {
-                        (true, "str") => plain = false,
-                        (true, "int" | "bool" | "null" | "float") => plain = true,
-                        _ => out.errors.push(unsupported_tag(pos, &tag.to_string())),
+                let value = match scalar(text, style, tag.as_deref()) {
+                    Ok(s) => Value::Scalar(s),
+                    Err(message) => {
+                        out.error(pos, message);
+                        Value::Reported
                     }
-                }
-                Node {
-                    pos,
-                    value: Value::Scalar { text, plain },
-                }
+                };
+                Node { pos, value }
             }
-            Event::SequenceStart(_, tag) => {
-                if let Some(tag) = tag
-                    && !(tag.is_yaml_core_schema() && tag.suffix == "seq")
-                {
-                    out.errors.push(unsupported_tag(pos, &tag.to_string()));
+            Event::SequenceStart(_, ref tag) | Event::MappingStart(_, ref tag) => {
+                let is_map = matches!(event, Event::MappingStart(..));
+                if stack.len() >= limits.depth {
+                    return out.stop(pos, too_deep());
                 }
-                stack.push(Frame::Seq {
-                    start: pos,
-                    items: Vec::new(),
-                });
-                continue;
-            }
-            Event::MappingStart(_, tag) => {
-                if let Some(tag) = tag
-                    && !(tag.is_yaml_core_schema() && tag.suffix == "map")
-                {
-                    out.errors.push(unsupported_tag(pos, &tag.to_string()));
+                let problem = tag.as_deref().and_then(|tag| collection_tag_problem(tag, is_map));
+                let refused = problem.is_some();
+                if let Some(message) = problem {
+                    out.error(pos, message);
                 }
-                stack.push(Frame::Map {
-                    start: pos,
-                    entries: Vec::new(),
-                    key: None,
+                stack.push(if is_map {
+                    Frame::Map {
+                        start: pos,
+                        entries: Vec::new(),
+                        key: None,
+                        refused,
+                    }
+                } else {
+                    Frame::Seq {
+                        start: pos,
+                        items: Vec::new(),
+                        refused,
+                    }
                 });
                 continue;
             }
             Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
-                Some(Frame::Seq { start, items }) => Node {
+                Some(Frame::Seq {
+                    start,
+                    mut items,
+                    refused,
+                }) => Node {
                     pos: items.first().map_or(start, |n| n.pos),
-                    value: Value::Seq(items),
+                    value: if refused {
+                        Value::Reported
+                    } else {
+                        // Growth leaves up to half a list unused; a finished one keeps what it holds.
+                        items.shrink_to_fit();
+                        Value::Seq(items)
+                    },
                 },
-                Some(Frame::Map { start, entries, .. }) => Node {
+                Some(Frame::Map {
+                    start,
+                    mut entries,
+                    refused,
+                    ..
+                }) => Node {
                     pos: entries.first().map_or(start, |(k, _)| k.pos),
-                    value: Value::Map(entries),
+                    value: if refused {
+                        Value::Reported
+                    } else {
+                        entries.shrink_to_fit();
+                        Value::Map(entries)
+                    },
                 },
                 None => continue,
             },
@@ -199,501 +388,232 @@ pub(crate) fn parse_full(text: &str) -> Parsed<'_> {
     out
 }
 
-fn unsupported_tag(pos: Pos, tag: &str) -> YamlError {
-    let tag: String = tag.chars().take(40).flat_map(char::escape_debug).collect();
-    YamlError {
-        pos,
-        message: format!("the tag `{tag}` is not supported; remove it"),
+fn too_deep() -> String {
+    format!(
+        "the configuration nests lists and mappings more than {MAX_DEPTH} deep; a portmap configuration \
+         needs 4 levels (mappings → entry → allow_from → address)"
+    )
+}
+
+/// What a tag means for this crate.
+enum TagMeaning {
+    /// A core-schema tag (`!!str`, `!!int`, …), by its suffix.
+    Core(&'static str),
+    /// The non-specific tag `!`: a scalar is a string, a collection what it looks like.
+    NonSpecific,
+    /// Anything else, as it is shown in messages.
+    Unsupported(String),
+}
+
+const CORE_PREFIX: &str = "tag:yaml.org,2002:";
+
+fn tag_meaning(tag: &Tag) -> TagMeaning {
+    if tag.handle.is_empty() && tag.suffix == "!" {
+        return TagMeaning::NonSpecific;
+    }
+    // `!!int` (with the standard `!!`) and the verbatim `!<tag:yaml.org,2002:int>` alike.
+    let full = format!("{}{}", tag.handle, tag.suffix);
+    if let Some(suffix) = full.strip_prefix(CORE_PREFIX) {
+        for known in ["str", "int", "float", "bool", "null", "seq", "map"] {
+            if suffix == known {
+                return TagMeaning::Core(known);
+            }
+        }
+        return TagMeaning::Unsupported(format!("!!{suffix}"));
+    }
+    TagMeaning::Unsupported(tag.to_string())
+}
+
+fn unsupported_tag(tag: &str) -> String {
+    format!("the tag `{}` is not supported; remove it", shown(tag))
+}
+
+/// Why `tag` cannot stand on a list (`is_map` false) or a mapping, if it cannot.
+fn collection_tag_problem(tag: &Tag, is_map: bool) -> Option<String> {
+    let what = if is_map { "a mapping" } else { "a list" };
+    match tag_meaning(tag) {
+        TagMeaning::NonSpecific | TagMeaning::Core("map") if is_map => None,
+        TagMeaning::NonSpecific | TagMeaning::Core("seq") if !is_map => None,
+        TagMeaning::Core(suffix) => Some(format!("the tag `!!{suffix}` cannot stand on {what}; remove it")),
+        TagMeaning::Unsupported(tag) => Some(unsupported_tag(&tag)),
+        TagMeaning::NonSpecific => None,
     }
 }
 
-/// The strict fast reader. Every function returns `None` to mean "not in the subset: let the full
-/// parser decide" — never "invalid".
-mod fast {
-    use std::borrow::Cow;
-
-    use super::{Node, Pos, Value};
-
-    /// One significant (non-blank, non-comment) line.
-    #[derive(Clone, Copy)]
-    struct Line {
-        /// Byte index of the line's first byte.
-        start: usize,
-        /// Byte index of the line's end (its `\n` or the end of the text).
-        end: usize,
-        /// Leading spaces.
-        indent: usize,
-        /// 1-based line number.
-        number: u32,
-    }
-
-    struct Reader<'a> {
-        src: &'a str,
-        bytes: &'a [u8],
-        ascii: bool,
-        /// Byte index of the next unread line.
-        next: usize,
-        /// Line number of the next unread line.
-        number: u32,
-        /// The next significant line, once looked at.
-        peeked: Option<Line>,
-    }
-
-    /// Parse `src` if it is within the subset.
-    pub(super) fn parse(src: &str) -> Option<Node<'_>> {
-        if !acceptable_text(src) {
-            return None;
-        }
-        let mut r = Reader {
-            src,
-            bytes: src.as_bytes(),
-            ascii: src.is_ascii(),
-            next: 0,
-            number: 1,
-            peeked: None,
+/// A scalar event → a typed [`Scalar`], or the message saying why its tag does not fit.
+fn scalar(text: Cow<'_, str>, style: ScalarStyle, tag: Option<&Tag>) -> Result<Scalar, String> {
+    let text: Box<str> = text.into_owned().into_boxed_str();
+    let Some(tag) = tag else {
+        let (kind, typed_by) = if style == ScalarStyle::Plain {
+            (plain_kind(&text), TypedBy::Plain)
+        } else {
+            (Kind::Str, TypedBy::Quoted)
         };
-        let first = r.peek()?;
-        if first.indent != 0 {
-            return None;
+        return Ok(Scalar { text, kind, typed_by });
+    };
+    let (kind, tag_name) = match tag_meaning(tag) {
+        TagMeaning::NonSpecific => (Kind::Str, ScalarTag::NonSpecific),
+        TagMeaning::Core("str") => (Kind::Str, ScalarTag::Str),
+        TagMeaning::Core("null") => (Kind::Null, ScalarTag::Null),
+        TagMeaning::Core("bool") => (Kind::Bool(is_bool(&text).unwrap_or(false)), ScalarTag::Bool),
+        TagMeaning::Core("int") => (Kind::Int, ScalarTag::Int),
+        TagMeaning::Core("float") => (Kind::Float, ScalarTag::Float),
+        TagMeaning::Core(suffix @ ("seq" | "map")) => {
+            let what = if suffix == "seq" { "a list" } else { "a mapping" };
+            return Err(format!(
+                "the tag `!!{suffix}` is for {what}, not for the single value `{}`; remove it",
+                shown(&text)
+            ));
         }
-        let root = r.block(first)?;
-        if r.peek().is_some() {
-            return None;
-        }
-        Some(root)
+        TagMeaning::Core(other) => return Err(unsupported_tag(&format!("!!{other}"))),
+        TagMeaning::Unsupported(tag) => return Err(unsupported_tag(&tag)),
+    };
+    let fits = match kind {
+        Kind::Str => true,
+        Kind::Null => is_null(&text),
+        Kind::Bool(_) => is_bool(&text).is_some(),
+        Kind::Int => is_int(&text),
+        // The core schema's float pattern takes decimal integers too: `!!float 80` is 80.0.
+        Kind::Float => is_float(&text),
+    };
+    if !fits {
+        let what = match kind {
+            Kind::Null => "null (`null`, `~` or nothing)",
+            Kind::Bool(_) => "a boolean (true or false)",
+            Kind::Int => "an integer (such as 80, 0o17 or 0x1F)",
+            Kind::Float => "a number (such as 1.5, 1e3 or .inf)",
+            Kind::Str => "a string",
+        };
+        return Err(format!(
+            "`{}` is not {what}, as its tag `{}` says; fix the value or remove the tag",
+            shown(&text),
+            tag_name.name()
+        ));
     }
+    Ok(Scalar {
+        text,
+        kind,
+        typed_by: TypedBy::Tag(tag_name),
+    })
+}
 
-    /// Characters the subset allows anywhere: printable text and `\n`. No tabs, no CR, no BOM, no C1
-    /// controls and no Unicode line separators, so line and column counting is unambiguous.
-    fn acceptable_text(src: &str) -> bool {
-        let clean_byte = |b: &u8| *b == b'\n' || (0x20..0x7f).contains(b) || *b >= 0x80;
-        if !src.as_bytes().iter().all(clean_byte) {
-            return false;
-        }
-        src.is_ascii()
-            || src.chars().all(|c| {
-                !matches!(
-                    c,
-                    '\u{80}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
-                )
-            })
+/// The type YAML 1.2's core schema gives a plain scalar.
+fn plain_kind(text: &str) -> Kind {
+    if is_null(text) {
+        Kind::Null
+    } else if let Some(b) = is_bool(text) {
+        Kind::Bool(b)
+    } else if is_int(text) {
+        Kind::Int
+    } else if is_float(text) {
+        Kind::Float
+    } else {
+        Kind::Str
     }
+}
 
-    /// Bytes that may not start a plain scalar or a key in the subset.
-    fn is_indicator(b: u8) -> bool {
-        matches!(
-            b,
-            b'-' | b'?'
-                | b':'
-                | b','
-                | b'['
-                | b']'
-                | b'{'
-                | b'}'
-                | b'#'
-                | b'&'
-                | b'*'
-                | b'!'
-                | b'|'
-                | b'>'
-                | b'\''
-                | b'"'
-                | b'%'
-                | b'@'
-                | b'`'
-        )
+fn is_null(text: &str) -> bool {
+    matches!(text, "" | "~" | "null" | "Null" | "NULL")
+}
+
+fn is_bool(text: &str) -> Option<bool> {
+    match text {
+        "true" | "True" | "TRUE" => Some(true),
+        "false" | "False" | "FALSE" => Some(false),
+        _ => None,
     }
+}
 
-    impl<'a> Reader<'a> {
-        /// The next significant line, without consuming it. `None` at the end of the text, and also
-        /// for document markers and directives (which are outside the subset, and make the callers
-        /// stop early and fail their final checks).
-        fn peek(&mut self) -> Option<Line> {
-            if self.peeked.is_some() {
-                return self.peeked;
-            }
-            while self.next < self.bytes.len() {
-                let start = self.next;
-                let end = self.bytes[start..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(self.bytes.len(), |i| start + i);
-                let number = self.number;
-                self.next = end + 1;
-                self.number += 1;
-                let indent = self.bytes[start..end].iter().take_while(|&&b| b == b' ').count();
-                let content = &self.bytes[start + indent..end];
-                if content.is_empty() || content[0] == b'#' {
-                    continue;
-                }
-                let line = Line {
-                    start,
-                    end,
-                    indent,
-                    number,
-                };
-                if indent == 0
-                    && (content.starts_with(b"---") || content.starts_with(b"...") || content[0] == b'%')
-                {
-                    // Leave it for the full parser: pretend there is more text the subset cannot read.
-                    self.peeked = Some(Line {
-                        indent: usize::MAX,
-                        ..line
-                    });
-                    return self.peeked;
-                }
-                self.peeked = Some(line);
-                return self.peeked;
-            }
-            None
-        }
+fn all_digits(text: &str, radix: u32) -> bool {
+    !text.is_empty() && text.chars().all(|c| c.is_digit(radix))
+}
 
-        fn consume(&mut self) {
-            self.peeked = None;
-        }
-
-        fn pos(&self, line: Line, at: usize) -> Pos {
-            let col = if self.ascii {
-                at - line.start
-            } else {
-                self.src[line.start..at].chars().count()
-            };
-            (line.number, u32::try_from(col + 1).unwrap_or(u32::MAX))
-        }
-
-        fn is_dash(&self, line: Line) -> bool {
-            let at = line.start + line.indent;
-            self.bytes[at] == b'-' && (at + 1 == line.end || self.bytes[at + 1] == b' ')
-        }
-
-        /// A block collection whose first line is `first` (not yet consumed).
-        fn block(&mut self, first: Line) -> Option<Node<'a>> {
-            if first.indent == usize::MAX {
-                return None;
-            }
-            if self.is_dash(first) {
-                self.seq(first.indent, false)
-            } else {
-                self.map(first.indent, None)
-            }
-        }
-
-        /// A block sequence at `indent`. An indentless sequence (a mapping value at the mapping's own
-        /// indentation) ends at the first line that is not an entry.
-        fn seq(&mut self, indent: usize, indentless: bool) -> Option<Node<'a>> {
-            let mut items = Vec::new();
-            while let Some(line) = self.peek() {
-                if line.indent < indent {
-                    break;
-                }
-                if line.indent > indent {
-                    return None;
-                }
-                if !self.is_dash(line) {
-                    if indentless {
-                        break;
-                    }
-                    return None;
-                }
-                self.consume();
-                let at = self.skip_spaces(line.start + indent + 1, line.end);
-                if at == line.end || self.bytes[at] == b'#' || at == line.start + indent + 1 {
-                    return None;
-                }
-                if self.bytes[at] == b'-' && (at + 1 == line.end || self.bytes[at + 1] == b' ') {
-                    return None;
-                }
-                let item = if let Some((key, value_at)) = self.key(line, at) {
-                    let col = at - line.start;
-                    self.map(col, Some((line, key, value_at)))?
-                } else {
-                    let (node, after) = self.inline_value(line, at)?;
-                    self.end_of_line(line, after)?;
-                    node
-                };
-                items.push(item);
-            }
-            let pos = items.first().map(|n: &Node<'a>| n.pos)?;
-            Some(Node {
-                pos,
-                value: Value::Seq(items),
-            })
-        }
-
-        /// A block mapping at `indent`; `first` is an entry already begun on a consumed line (a
-        /// mapping that starts after `- `).
-        fn map(&mut self, indent: usize, first: Option<(Line, Node<'a>, usize)>) -> Option<Node<'a>> {
-            let mut entries = Vec::new();
-            if let Some((line, key, value_at)) = first {
-                let value = self.entry_value(line, value_at, indent)?;
-                entries.push((key, value));
-            }
-            while let Some(line) = self.peek() {
-                if line.indent < indent {
-                    break;
-                }
-                if line.indent > indent || self.is_dash(line) {
-                    return None;
-                }
-                self.consume();
-                let (key, value_at) = self.key(line, line.start + indent)?;
-                let value = self.entry_value(line, value_at, indent)?;
-                entries.push((key, value));
-            }
-            let pos = entries.first().map(|(k, _): &(Node<'a>, Node<'a>)| k.pos)?;
-            Some(Node {
-                pos,
-                value: Value::Map(entries),
-            })
-        }
-
-        /// The value of a mapping entry whose key ended before `at` on `line`.
-        fn entry_value(&mut self, line: Line, at: usize, indent: usize) -> Option<Node<'a>> {
-            let at = self.skip_spaces(at, line.end);
-            if at == line.end || (self.bytes[at] == b'#' && self.bytes[at - 1] == b' ') {
-                let next = self.peek()?;
-                if next.indent == usize::MAX {
-                    return None;
-                }
-                if next.indent > indent {
-                    return self.block(next);
-                }
-                if next.indent == indent && self.is_dash(next) {
-                    return self.seq(indent, true);
-                }
-                return None;
-            }
-            let (node, after) = self.inline_value(line, at)?;
-            self.end_of_line(line, after)?;
-            Some(node)
-        }
-
-        /// A plain key starting at `at`: its node and the index just after its `:`.
-        fn key(&self, line: Line, at: usize) -> Option<(Node<'a>, usize)> {
-            if is_indicator(self.bytes[at]) {
-                return None;
-            }
-            let mut i = at;
-            while i < line.end {
-                match self.bytes[i] {
-                    b':' if i + 1 == line.end || self.bytes[i + 1] == b' ' => {
-                        let text = self.src[at..i].trim_end_matches(' ');
-                        if text.is_empty() || text.len() > 1000 {
-                            return None;
-                        }
-                        let node = Node {
-                            pos: self.pos(line, at),
-                            value: plain(text),
-                        };
-                        return Some((node, i + 1));
-                    }
-                    b'#' if self.bytes[i - 1] == b' ' => return None,
-                    _ => i += 1,
-                }
-            }
-            None
-        }
-
-        /// A value that fits on the rest of the line: a flow collection, a quoted or a plain scalar.
-        /// Returns the node and the index after it.
-        fn inline_value(&self, line: Line, at: usize) -> Option<(Node<'a>, usize)> {
-            match self.bytes[at] {
-                b'[' | b'{' => self.flow(line, at),
-                b'"' | b'\'' => self.quoted(line, at),
-                b if is_indicator(b) => None,
-                _ => {
-                    let mut end = at;
-                    while end < line.end {
-                        if self.bytes[end] == b'#' && self.bytes[end - 1] == b' ' {
-                            break;
-                        }
-                        if self.bytes[end] == b':' && (end + 1 == line.end || self.bytes[end + 1] == b' ') {
-                            return None;
-                        }
-                        end += 1;
-                    }
-                    let text = self.src[at..end].trim_end_matches(' ');
-                    Some((
-                        Node {
-                            pos: self.pos(line, at),
-                            value: plain(text),
-                        },
-                        at + text.len(),
-                    ))
-                }
-            }
-        }
-
-        /// A quoted scalar closed on the same line; double-quoted ones without escapes.
-        fn quoted(&self, line: Line, at: usize) -> Option<(Node<'a>, usize)> {
-            let quote = self.bytes[at];
-            let mut i = at + 1;
-            let mut doubled = false;
-            loop {
-                if i >= line.end {
-                    return None;
-                }
-                match self.bytes[i] {
-                    b'\\' if quote == b'"' => return None,
-                    b'\'' if quote == b'\'' && i + 1 < line.end && self.bytes[i + 1] == b'\'' => {
-                        doubled = true;
-                        i += 2;
-                    }
-                    b if b == quote => break,
-                    _ => i += 1,
-                }
-            }
-            let inner = &self.src[at + 1..i];
-            let text = if doubled {
-                Cow::Owned(inner.replace("''", "'"))
-            } else {
-                Cow::Borrowed(inner)
-            };
-            Some((
-                Node {
-                    pos: self.pos(line, at),
-                    value: Value::Scalar { text, plain: false },
-                },
-                i + 1,
-            ))
-        }
-
-        /// A flow collection closed on the same line.
-        fn flow(&self, line: Line, at: usize) -> Option<(Node<'a>, usize)> {
-            let is_map = self.bytes[at] == b'{';
-            let close = if is_map { b'}' } else { b']' };
-            let mut i = self.skip_spaces(at + 1, line.end);
-            let mut items = Vec::new();
-            let mut entries = Vec::new();
-            if i < line.end && self.bytes[i] == close {
-                i += 1;
-            } else {
-                loop {
-                    if is_map {
-                        let (key, after) = self.flow_key(line, i)?;
-                        let v = self.skip_spaces(after, line.end);
-                        let (value, after) = self.flow_item(line, v)?;
-                        entries.push((key, value));
-                        i = after;
-                    } else {
-                        let (item, after) = self.flow_item(line, i)?;
-                        items.push(item);
-                        i = after;
-                    }
-                    i = self.skip_spaces(i, line.end);
-                    if i >= line.end {
-                        return None;
-                    }
-                    if self.bytes[i] == close {
-                        i += 1;
-                        break;
-                    }
-                    if self.bytes[i] != b',' {
-                        return None;
-                    }
-                    i = self.skip_spaces(i + 1, line.end);
-                    if i >= line.end || self.bytes[i] == close {
-                        return None;
-                    }
-                }
-            }
-            let start = self.pos(line, at);
-            let node = if is_map {
-                Node {
-                    pos: entries
-                        .first()
-                        .map_or(start, |(k, _): &(Node<'a>, Node<'a>)| k.pos),
-                    value: Value::Map(entries),
-                }
-            } else {
-                Node {
-                    pos: items.first().map_or(start, |n: &Node<'a>| n.pos),
-                    value: Value::Seq(items),
-                }
-            };
-            Some((node, i))
-        }
-
-        /// A plain key in a flow mapping, ended by `: `. Returns the index after the `:`.
-        fn flow_key(&self, line: Line, at: usize) -> Option<(Node<'a>, usize)> {
-            if at >= line.end || is_indicator(self.bytes[at]) {
-                return None;
-            }
-            let mut i = at;
-            while i < line.end {
-                match self.bytes[i] {
-                    b':' => {
-                        if i + 1 >= line.end || self.bytes[i + 1] != b' ' {
-                            return None;
-                        }
-                        let text = self.src[at..i].trim_end_matches(' ');
-                        return Some((
-                            Node {
-                                pos: self.pos(line, at),
-                                value: plain(text),
-                            },
-                            i + 1,
-                        ));
-                    }
-                    b',' | b'[' | b']' | b'{' | b'}' | b'#' => return None,
-                    _ => i += 1,
-                }
-            }
-            None
-        }
-
-        /// One entry of a flow collection.
-        fn flow_item(&self, line: Line, at: usize) -> Option<(Node<'a>, usize)> {
-            if at >= line.end {
-                return None;
-            }
-            match self.bytes[at] {
-                b'[' | b'{' => self.flow(line, at),
-                b'"' | b'\'' => self.quoted(line, at),
-                b if is_indicator(b) => None,
-                _ => {
-                    let mut end = at;
-                    while end < line.end && !matches!(self.bytes[end], b',' | b'[' | b']' | b'{' | b'}') {
-                        if matches!(self.bytes[end], b':' | b'#') {
-                            return None;
-                        }
-                        end += 1;
-                    }
-                    let text = self.src[at..end].trim_end_matches(' ');
-                    Some((
-                        Node {
-                            pos: self.pos(line, at),
-                            value: plain(text),
-                        },
-                        at + text.len(),
-                    ))
-                }
-            }
-        }
-
-        /// After a value: only spaces and a comment may follow.
-        fn end_of_line(&self, line: Line, at: usize) -> Option<()> {
-            let rest = self.skip_spaces(at, line.end);
-            if rest == line.end || (self.bytes[rest] == b'#' && rest > at) {
-                Some(())
-            } else {
-                None
-            }
-        }
-
-        fn skip_spaces(&self, mut at: usize, end: usize) -> usize {
-            while at < end && self.bytes[at] == b' ' {
-                at += 1;
-            }
-            at
-        }
+/// `[-+]?[0-9]+`, `0o[0-7]+` or `0x[0-9a-fA-F]+`.
+fn is_int(text: &str) -> bool {
+    if let Some(octal) = text.strip_prefix("0o") {
+        return all_digits(octal, 8);
     }
+    if let Some(hex) = text.strip_prefix("0x") {
+        return all_digits(hex, 16);
+    }
+    all_digits(text.strip_prefix(['-', '+']).unwrap_or(text), 10)
+}
 
-    fn plain(text: &str) -> Value<'_> {
-        Value::Scalar {
-            text: Cow::Borrowed(text),
-            plain: true,
+/// `[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`, `[-+]?\.(inf|Inf|INF)`, `\.(nan|NaN|NAN)`.
+fn is_float(text: &str) -> bool {
+    if matches!(text, ".nan" | ".NaN" | ".NAN") {
+        return true;
+    }
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if matches!(unsigned, ".inf" | ".Inf" | ".INF") {
+        return true;
+    }
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
+        None => (unsigned, None),
+    };
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some(("", fraction)) => all_digits(fraction, 10),
+        Some((whole, fraction)) => all_digits(whole, 10) && (fraction.is_empty() || all_digits(fraction, 10)),
+        None => all_digits(mantissa, 10),
+    };
+    let exponent_ok = exponent.is_none_or(|e| all_digits(e.strip_prefix(['-', '+']).unwrap_or(e), 10));
+    mantissa_ok && exponent_ok
+}
+
+/// The value of an integer scalar (`Kind::Int`), `None` when it does not fit in an `i64`.
+pub(crate) fn int_value(text: &str) -> Option<i64> {
+    if let Some(octal) = text.strip_prefix("0o") {
+        return i64::from_str_radix(octal, 8).ok();
+    }
+    if let Some(hex) = text.strip_prefix("0x") {
+        return i64::from_str_radix(hex, 16).ok();
+    }
+    text.parse().ok()
+}
+
+/// The value of a float scalar (`Kind::Float`).
+pub(crate) fn float_value(text: &str) -> f64 {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let magnitude = match unsigned {
+        ".inf" | ".Inf" | ".INF" => f64::INFINITY,
+        ".nan" | ".NaN" | ".NAN" => f64::NAN,
+        // Rust reads every form of the core schema but `1.` followed by an exponent.
+        _ => unsigned
+            .replacen(".e", ".0e", 1)
+            .replacen(".E", ".0E", 1)
+            .parse()
+            .unwrap_or(f64::NAN),
+    };
+    if negative { -magnitude } else { magnitude }
+}
+
+/// What YAML reads a non-string scalar as, for messages: `the number 10`, `the boolean true`,
+/// `null (no value)`.
+pub(crate) fn reading(scalar: &Scalar) -> String {
+    match scalar.kind {
+        Kind::Null => "null (no value)".to_owned(),
+        Kind::Bool(b) => format!("the boolean {b}"),
+        Kind::Int => match int_value(&scalar.text) {
+            Some(n) => format!("the number {n}"),
+            None => format!("the number {}", shown(&scalar.text)),
+        },
+        Kind::Float => {
+            let f = float_value(&scalar.text);
+            if f.is_nan() {
+                "the number NaN (not a number)".to_owned()
+            } else if f.is_infinite() {
+                format!("the number {}infinity", if f < 0.0 { "-" } else { "" })
+            } else if f != 0.0 && !(1e-4..1e16).contains(&f.abs()) {
+                format!("the number {f:e}")
+            } else {
+                format!("the number {f:?}")
+            }
         }
+        Kind::Str => format!("the string \"{}\"", shown(&scalar.text)),
     }
 }
 
@@ -701,174 +621,22 @@ mod fast {
 mod tests {
     use super::*;
 
-    /// Inputs in the fast reader's subset.
-    const ACCEPTED: &[&str] = &[
-        "a: 1\n",
-        "# c\n\nwan: { interfaces: [wan0, \"lan 0\"] }\nlan:\n  interfaces:\n    - lan0\n",
-        "mappings:\n  - name: web   # c\n    port: '8080'\n    x: [ ]\n  -   name: x\n      allow_from:\n      - a\n      - b\n",
-        "mappings:\n- name: a\n  port: 1\n- name: b\n  port: 2\nhairpin: true\n",
-        "a: 'it''s'\nb: \"q\"\nc: x#y\nd: a,b [c] {d}\n",
-        "a:\n  b:\n    c: d\n  e: f\ng: h\n",
-        "a: {b: [1, [2, 3], {c: d}], e: 'f'}\n",
-        "a: {}\nb: []\n",
-        "desc: café ünïcode\nx: [é, ü]\n",
-        "a: b\n  # indented comment\nc: d\n",
-        "k : v\n",
-        "a: http://x/y\n",
-        "- a\n- b\n",
-        "- [a, b]\n- {c: d}\n",
-        "a: b #c\nd: 'e' #f\ng: [h] # i\n",
-        "a: 2001:db8::1\nb: x:y\n",
-        "mappings:\n  - name: a\n    allow_from:\n      - 1.2.3.4\n    to: b\n\n  - name: c\n",
-        "a:\n- b\n- c\nd: e\n",
-    ];
-
-    /// Inputs outside the subset: the fast reader must decline them and leave them to the full parser.
-    const DECLINED: &[&str] = &[
-        "a: b\n  c\n",
-        "a: &x 1\nb: *x\n",
-        "a: !!str 1\n",
-        "a: |\n  text\n",
-        "---\na: 1\n",
-        "a: 1\n---\nb: 2\n",
-        "a:\tb\n",
-        "a: \"x\\ny\"\n",
-        "a: [1,\n 2]\n",
-        "a:\n",
-        "a: b: c\n",
-        "  a: 1\n",
-        "a: [1, 2,]\n",
-        "a: {b:c}\n",
-        "a: -1\n",
-        "- - a\n",
-        "a:\n - b\n c: d\n",
-        "a: 1\r\nb: 2\r\n",
-        "? a\n: b\n",
-        "\"a\": b\n",
-        "a: [x:y]\n",
-        "a: 'unterminated\n",
-        "a: 'e'#f\n",
-        "a: b\n c: d\n",
-        "- a\n  - b\n",
-        "a: [b] c\n",
-        "a: \"b\" c\n",
-        "",
-        "# only a comment\n",
-        "a: b\n...\n",
-        "a: \u{2028}\n",
-        "a: -\n",
-    ];
-
-    #[test]
-    fn fast_reader_agrees_with_the_full_parser() {
-        for sample in ACCEPTED.iter().chain(DECLINED) {
-            if let Some(fast) = fast::parse(sample) {
-                let full = parse_full(sample);
-                assert!(
-                    full.errors.is_empty(),
-                    "fast reader accepted invalid YAML {sample:?}: {:?}",
-                    full.errors
-                );
-                assert_eq!(Some(fast), full.root, "readers disagree on {sample:?}");
-            }
-        }
+    fn messages(text: &str) -> Vec<(Pos, String)> {
+        parse(text)
+            .errors
+            .into_iter()
+            .map(|e| (e.pos, e.message))
+            .collect()
     }
 
-    #[test]
-    fn fast_reader_takes_ordinary_configs() {
-        for sample in ACCEPTED {
-            assert!(fast::parse(sample).is_some(), "fast reader declined {sample:?}");
+    fn root_scalar(text: &str) -> Scalar {
+        match parse(text).root {
+            Some(Node {
+                value: Value::Scalar(s),
+                ..
+            }) => s,
+            other => panic!("{text:?}: expected a scalar, got {other:?}"),
         }
-        let example = include_str!("../../../examples/home-router.yaml");
-        assert!(
-            fast::parse(example).is_some(),
-            "fast reader declined examples/home-router.yaml"
-        );
-    }
-
-    #[test]
-    fn fast_reader_declines_what_it_does_not_know() {
-        for sample in DECLINED {
-            assert!(fast::parse(sample).is_none(), "fast reader accepted {sample:?}");
-        }
-    }
-
-    /// Mutate the example file thousands of times (delete, insert or replace one character, chosen
-    /// from the characters YAML treats specially) and hold the readers to the same result whenever
-    /// the fast one accepts the text. `MUTATION_ROUNDS=200000` (in release) searches harder.
-    #[test]
-    fn fast_reader_agrees_on_mutated_configs() {
-        const VARIED: &str = concat!(
-            "version: 1\n",
-            "wan: { interfaces: [wan0, 'it''s', \"q\"] }\n",
-            "lan:\n",
-            "  interfaces:\n",
-            "  - lan0\n",
-            "  - \"lan 1\"\n",
-            "mappings:\n",
-            "- name: a\n",
-            "  port: '80'\n",
-            "  allow_from: [1.2.3.4/32, {x: y}, [z]]\n",
-            "  description: x#y a,b [c] {d} http://x\n",
-            "-   name: b\n",
-            "    to: 2001:db8::1\n",
-            "    nested:\n",
-            "      deeper:\n",
-            "        - 1\n",
-            "        - [a, b]\n",
-            "        -  {}\n",
-            "key : value   # comment\n",
-        );
-        for base in [include_str!("../../../examples/home-router.yaml"), VARIED] {
-            mutate_and_compare(base);
-        }
-    }
-
-    fn mutate_and_compare(base: &str) {
-        let alphabet: Vec<char> = " \n-:#'\"[]{},&*!|>?%@`\\\ta0é~".chars().collect();
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
-        let chars: Vec<char> = base.chars().collect();
-        let (mut accepted, mut tried) = (0, 0);
-        let rounds: usize = std::env::var("MUTATION_ROUNDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(2000);
-        for _ in 0..rounds {
-            let mut text = chars.clone();
-            for _ in 0..=next(3) {
-                let at = next(text.len());
-                match next(3) {
-                    0 => {
-                        text.remove(at);
-                    }
-                    1 => text.insert(at, alphabet[next(alphabet.len())]),
-                    _ => text[at] = alphabet[next(alphabet.len())],
-                }
-            }
-            let text: String = text.into_iter().collect();
-            tried += 1;
-            if let Some(fast) = fast::parse(&text) {
-                accepted += 1;
-                let full = parse_full(&text);
-                assert!(
-                    full.errors.is_empty(),
-                    "fast reader accepted invalid YAML {text:?}: {:?}",
-                    full.errors
-                );
-                assert_eq!(Some(fast), full.root, "readers disagree on {text:?}");
-            }
-        }
-        eprintln!("fast reader accepted {accepted} of {tried}");
-        assert!(
-            accepted > tried / 4,
-            "the fast reader took only {accepted} of {tried} mutated files"
-        );
     }
 
     #[test]
@@ -885,18 +653,270 @@ mod tests {
 
     #[test]
     fn tags_and_aliases_are_reported() {
-        let parsed = parse("a: &x 1\nb: *x\nc: !foo 2\nd: !!str 3\n");
-        let messages: Vec<_> = parsed
+        assert_eq!(
+            messages("a: &x 1\nb: *x\nc: !foo 2\nd: !!str 3\n"),
+            vec![
+                (
+                    (2, 4),
+                    "aliases (`*name`) are not supported; write the value out".to_owned()
+                ),
+                ((3, 4), "the tag `!foo` is not supported; remove it".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn plain_scalars_are_typed_as_yaml_1_2_core_schema() {
+        let cases: &[(&str, Kind)] = &[
+            ("", Kind::Null),
+            ("~", Kind::Null),
+            ("null", Kind::Null),
+            ("Null", Kind::Null),
+            ("NULL", Kind::Null),
+            ("nULL", Kind::Str),
+            ("true", Kind::Bool(true)),
+            ("True", Kind::Bool(true)),
+            ("TRUE", Kind::Bool(true)),
+            ("false", Kind::Bool(false)),
+            ("FALSE", Kind::Bool(false)),
+            ("tRUE", Kind::Str),
+            ("yes", Kind::Str),
+            ("on", Kind::Str),
+            ("y", Kind::Str),
+            ("010", Kind::Int),
+            ("-5", Kind::Int),
+            ("+80", Kind::Int),
+            ("0o17", Kind::Int),
+            ("0x1F", Kind::Int),
+            ("0x", Kind::Str),
+            ("0o8", Kind::Str),
+            ("0b101", Kind::Str),
+            ("1_000", Kind::Str),
+            ("1.5", Kind::Float),
+            ("1.", Kind::Float),
+            (".5", Kind::Float),
+            ("1e3", Kind::Float),
+            ("-1.5E-3", Kind::Float),
+            ("1.e3", Kind::Float),
+            (".inf", Kind::Float),
+            ("-.Inf", Kind::Float),
+            (".NaN", Kind::Float),
+            ("-.nan", Kind::Str),
+            ("e3", Kind::Str),
+            (".", Kind::Str),
+            ("1.2.3", Kind::Str),
+            ("192.168.1.66", Kind::Str),
+            ("6000-6010", Kind::Str),
+            ("2001:db8::1", Kind::Str),
+            ("eth0", Kind::Str),
+        ];
+        for &(text, kind) in cases {
+            assert_eq!(plain_kind(text), kind, "{text:?}");
+        }
+        assert_eq!(int_value("010"), Some(10));
+        assert_eq!(int_value("0o17"), Some(15));
+        assert_eq!(int_value("0x1F"), Some(31));
+        assert_eq!(int_value("+80"), Some(80));
+        assert_eq!(int_value("99999999999999999999"), None);
+        assert!((float_value("1.e3") - 1000.0).abs() < f64::EPSILON);
+        assert!(float_value("-.inf").is_infinite());
+        assert!(float_value(".nan").is_nan());
+    }
+
+    #[test]
+    fn quotes_and_tags_decide_the_type() {
+        let s = root_scalar("'010'");
+        assert_eq!((s.kind, s.typed_by), (Kind::Str, TypedBy::Quoted));
+        let s = root_scalar("|\n  010\n");
+        assert_eq!((s.kind, s.typed_by), (Kind::Str, TypedBy::Quoted));
+        let s = root_scalar("!!str 010");
+        assert_eq!((s.kind, s.typed_by), (Kind::Str, TypedBy::Tag(ScalarTag::Str)));
+        let s = root_scalar("! 010");
+        assert_eq!(
+            (s.kind, s.typed_by),
+            (Kind::Str, TypedBy::Tag(ScalarTag::NonSpecific))
+        );
+        let s = root_scalar("!!int \"80\"");
+        assert_eq!((s.kind, s.typed_by), (Kind::Int, TypedBy::Tag(ScalarTag::Int)));
+        let s = root_scalar("!<tag:yaml.org,2002:int> 0x50");
+        assert_eq!((s.kind, s.typed_by), (Kind::Int, TypedBy::Tag(ScalarTag::Int)));
+        let s = root_scalar("!!float 80");
+        assert_eq!(s.kind, Kind::Float);
+        let s = root_scalar("!!bool 'false'");
+        assert_eq!(s.kind, Kind::Bool(false));
+        let s = root_scalar("!!null ''");
+        assert_eq!(s.kind, Kind::Null);
+        assert!(messages("a: !!seq [x]\nb: !!map {x: y}\nc: ! [x]\n").is_empty());
+    }
+
+    #[test]
+    fn tags_that_do_not_fit_are_refused() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "!!int abc",
+                "`abc` is not an integer (such as 80, 0o17 or 0x1F), as its tag `!!int` says; fix the value or \
+                 remove the tag",
+            ),
+            (
+                "!!bool yes",
+                "`yes` is not a boolean (true or false), as its tag `!!bool` says; fix the value or remove the tag",
+            ),
+            (
+                "!!null x",
+                "`x` is not null (`null`, `~` or nothing), as its tag `!!null` says; fix the value or remove the tag",
+            ),
+            (
+                "!!float 0x10",
+                "`0x10` is not a number (such as 1.5, 1e3 or .inf), as its tag `!!float` says; fix the value or \
+                 remove the tag",
+            ),
+            (
+                "!!seq x",
+                "the tag `!!seq` is for a list, not for the single value `x`; remove it",
+            ),
+            ("!!str [x]", "the tag `!!str` cannot stand on a list; remove it"),
+            (
+                "!!seq {a: b}",
+                "the tag `!!seq` cannot stand on a mapping; remove it",
+            ),
+        ];
+        for &(text, message) in cases {
+            assert_eq!(messages(text), vec![((1, 1), message.to_owned())], "{text:?}");
+        }
+        for tag in [
+            "!!binary",
+            "!!timestamp",
+            "!!set",
+            "!!omap",
+            "!!merge",
+            "!foo",
+            "!<x:y>",
+        ] {
+            let got = messages(&format!("{tag} 1"));
+            assert_eq!(got.len(), 1, "{tag}: {got:?}");
+            assert!(got[0].1.starts_with("the tag `"), "{tag}: {got:?}");
+            assert!(got[0].1.contains("is not supported"), "{tag}: {got:?}");
+        }
+        // A `%TAG` directive that moves `!!` elsewhere makes it a tag portmap does not read.
+        let got = messages("%TAG !! tag:example.com,2000:\n---\na: !!int 1\n");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].1.contains("is not supported"), "{got:?}");
+    }
+
+    #[test]
+    fn nesting_is_refused_at_the_limit_without_recursion() {
+        // Brackets far past the limit (the old fast reader overflowed the stack at 20,000), and a
+        // block nest of 10 million levels (20 MB): both stop where they pass 64 levels.
+        for (text, pos) in [
+            // The scanner looks ahead through brackets and stops at its own limit, 255 levels.
+            (format!("wan: {}", "[".repeat(20_000)), (1, 5 + 256)),
+            ("- ".repeat(10_000_000), (1, 2 * MAX_DEPTH as u32 + 1)),
+            (
+                format!("a: {}1{}", "{b: ".repeat(70), "}".repeat(70)),
+                (1, 4 + 4 * 63),
+            ),
+        ] {
+            let parsed = parse(&text);
+            assert!(parsed.root.is_none());
+            let got: Vec<_> = parsed
+                .errors
+                .iter()
+                .map(|e| (e.pos, e.message.as_str()))
+                .collect();
+            assert_eq!(
+                got,
+                vec![(
+                    pos,
+                    "the configuration nests lists and mappings more than 64 deep; a portmap configuration needs \
+                     4 levels (mappings → entry → allow_from → address)"
+                )],
+                "{}…",
+                &text[..40]
+            );
+        }
+        let exactly = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse(&exactly).errors.is_empty());
+    }
+
+    #[test]
+    fn the_number_of_values_is_bounded() {
+        let limits = Limits {
+            nodes: 1000,
+            ..Limits::DEFAULT
+        };
+        let text = "- 1\n".repeat(2000);
+        let parsed = parse_within(&text, limits);
+        assert!(parsed.root.is_none());
+        let got: Vec<_> = parsed
             .errors
             .iter()
             .map(|e| (e.pos, e.message.as_str()))
             .collect();
         assert_eq!(
-            messages,
-            vec![
-                ((2, 4), "aliases (`*name`) are not supported; write the value out"),
-                ((3, 4), "the tag `!foo` is not supported; remove it"),
-            ]
+            got,
+            vec![(
+                (1000, 3),
+                "the configuration holds more than 1000 values (keys, scalars, lists and mappings), more than \
+                 portmap reads"
+            )]
         );
+        assert!(parse_within(&"- 1\n".repeat(999), limits).errors.is_empty());
+    }
+
+    #[test]
+    fn a_long_flow_collection_is_refused_where_it_starts() {
+        let limits = Limits {
+            lookahead: 1000,
+            ..Limits::DEFAULT
+        };
+        // A flow collection where a key could start (the scanner holds it whole): at the top, as
+        // a list entry; and a long value.
+        for (text, pos) in [
+            (format!("[{}]\n", "{a: 1}, ".repeat(200)), (1, 1)),
+            (
+                format!(
+                    "wan: {{ interfaces: [eth0] }}\nmappings:\n  - [{}]\n",
+                    "{a: 1}, ".repeat(200)
+                ),
+                (3, 3),
+            ),
+            (format!("a: x{}\n", "y".repeat(5000)), (1, 2)),
+        ] {
+            let parsed = parse_within(&text, limits);
+            assert!(parsed.root.is_none());
+            let got: Vec<_> = parsed
+                .errors
+                .iter()
+                .map(|e| (e.pos, e.message.as_str()))
+                .collect();
+            assert_eq!(
+                got,
+                vec![(
+                    pos,
+                    "the value or flow collection (`[…]`, `{…}`) that follows is longer than 1000 bytes, more \
+                     than portmap reads at once; write long lists as block lists (one `- item` per line)"
+                )],
+                "{}…",
+                &text[..20]
+            );
+        }
+        let block = format!(
+            "wan: {{ interfaces: [eth0] }}\nmappings:\n{}",
+            "  - {a: 1}\n".repeat(200)
+        );
+        assert!(parse_within(&block, limits).errors.is_empty());
+        // And the real limit: a 32 MB flow list costs no more than the lookahead.
+        let huge = format!("[{}]", "1,".repeat(16 << 20));
+        let parsed = parse(&huge);
+        assert_eq!(parsed.errors.len(), 1, "{:?}", parsed.errors);
+        assert!(parsed.errors[0].message.contains("longer than 256 KiB"));
+    }
+
+    #[test]
+    fn problems_past_the_cap_are_counted() {
+        let text = format!("[{}]", "!x 1, ".repeat(150));
+        let parsed = parse(&text);
+        assert_eq!(parsed.errors.len(), MAX_ERRORS);
+        assert_eq!(parsed.more_errors, 50);
     }
 }

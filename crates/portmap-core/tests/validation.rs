@@ -6,8 +6,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use portmap_core::{
-    Config, ConfigErrors, InterfaceList, Mapping, MappingConfig, Model, PortRange, PortSpec, Protocol,
-    load_str, validate,
+    Config, InterfaceList, Mapping, MappingConfig, Model, PortRange, PortSpec, Protocol, load_str, validate,
 };
 
 /// `wan` and the `mappings:` key; mapping entries written after it start on line 3.
@@ -20,7 +19,7 @@ macro_rules! HEAD_FLOW {
 fn errors(text: &str) -> Vec<String> {
     match load_str(text, "portmap.yaml") {
         Ok(model) => panic!("expected errors, got a model: {model:#?}"),
-        Err(ConfigErrors(errors)) => errors.iter().map(ToString::to_string).collect(),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -458,6 +457,92 @@ const CASES: &[(&str, &str, &[&str])] = &[
         ],
     ),
     (
+        "names, interfaces and descriptions that YAML reads as numbers, booleans or null",
+        concat!(
+            "wan: { interfaces: [0x1F, true] }\n",
+            "mappings:\n",
+            "  - { name: 010, port: 1, to: 10.0.0.1, description: 1e3 }\n",
+            "  - { name: TRUE, port: 2, to: 10.0.0.1, description: .inf }\n",
+            "  - { name: ~, port: 3, to: 10.0.0.1, description: 2024 }\n",
+            "  - { name: -1.5, port: 4, to: 10.0.0.1 }\n",
+        ),
+        &[
+            "portmap.yaml:1:21: wan.interfaces[0]: `0x1F` is read by YAML as the number 31; quote it: \"0x1F\"",
+            "portmap.yaml:1:27: wan.interfaces[1]: `true` is read by YAML as the boolean true; quote it: \"true\"",
+            "portmap.yaml:3:13: mappings[0].name: `010` is read by YAML as the number 10; quote it: \"010\"",
+            "portmap.yaml:3:54: mappings[0].description: `1e3` is read by YAML as the number 1000.0; quote it: \"1e3\"",
+            "portmap.yaml:4:13: mappings[1].name: `TRUE` is read by YAML as the boolean true; quote it: \"TRUE\"",
+            "portmap.yaml:4:55: mappings[1].description: `.inf` is read by YAML as the number infinity; quote it: \".inf\"",
+            "portmap.yaml:5:13: mappings[2].name: `~` is read by YAML as null (no value); quote it: \"~\"",
+            "portmap.yaml:5:52: mappings[2].description: `2024` is read by YAML as the number 2024; quote it: \"2024\"",
+            "portmap.yaml:6:13: mappings[3].name: `-1.5` is read by YAML as the number -1.5; quote it: \"-1.5\"",
+        ],
+    ),
+    (
+        "targets and sources that YAML reads as numbers",
+        concat!(
+            HEAD_FLOW!(),
+            "  - { name: a, port: 1, to: 10, allow_from: [1.5, 0o7] }\n",
+            "  - { name: b, protocol: 6, port: 2, to: !!int 10 }\n",
+        ),
+        &[
+            "portmap.yaml:3:29: mappings[0].to: expected an IP address such as 192.168.1.66, got `10`, which YAML reads as the number 10",
+            "portmap.yaml:3:46: mappings[0].allow_from[0]: expected an address or CIDR prefix such as 203.0.113.0/24, got `1.5`, which YAML reads as the number 1.5",
+            "portmap.yaml:3:51: mappings[0].allow_from[1]: expected an address or CIDR prefix such as 203.0.113.0/24, got `0o7`, which YAML reads as the number 7",
+            "portmap.yaml:4:26: mappings[1].protocol: unknown protocol `6`; use tcp, udp or both",
+            "portmap.yaml:4:42: mappings[1].to: expected an IP address such as 192.168.1.66, got the number 10 (tagged !!int)",
+        ],
+    ),
+    (
+        "tags that do not fit their value, and tags portmap does not read",
+        concat!(
+            "wan: !!seq { interfaces: [wan0] }\n",
+            "hairpin: !!bool yes\n",
+            "masquerade: !!str false\n",
+            "mappings:\n",
+            "  - { name: !!binary aGk=, port: !!int eighty, to: !!timestamp 2001-12-14 }\n",
+            "  - { name: b, port: 2, to: 10.0.0.1, allow_from: !!set {10.0.0.0/8} }\n",
+        ),
+        &[
+            "portmap.yaml:1:6: the tag `!!seq` cannot stand on a mapping; remove it",
+            "portmap.yaml:2:10: `yes` is not a boolean (true or false), as its tag `!!bool` says; fix the value or remove the tag",
+            "portmap.yaml:3:13: masquerade: expected true or false, got the string \"false\"; remove the tag",
+            "portmap.yaml:5:13: the tag `!!binary` is not supported; remove it",
+            "portmap.yaml:5:34: `eighty` is not an integer (such as 80, 0o17 or 0x1F), as its tag `!!int` says; fix the value or remove the tag",
+            "portmap.yaml:5:52: the tag `!!timestamp` is not supported; remove it",
+            "portmap.yaml:6:51: the tag `!!set` is not supported; remove it",
+        ],
+    ),
+    (
+        "versions YAML reads as other numbers",
+        "version: 1.0\nwan: { interfaces: [wan0] }\n",
+        &["portmap.yaml:1:10: version: expected 1 (the configuration version), got `1.0`"],
+    ),
+    (
+        "a version too large for any integer",
+        "version: 99999999999999999999\nwan: { interfaces: [wan0] }\n",
+        &[
+            "portmap.yaml:1:10: version: unsupported configuration version 99999999999999999999; this portmap reads version 1",
+        ],
+    ),
+    (
+        "flow maps with `-}` are refused however the rest of the file looks",
+        concat!(
+            HEAD_FLOW!(),
+            "  - { name: a, port: 1, to: 10.0.0.1, description: a -}\n"
+        ),
+        &["portmap.yaml:3:54: YAML syntax error: plain scalar cannot start with '-' followed by ,[]{}"],
+    ),
+    (
+        "the same, with a tab in a comment elsewhere",
+        concat!(
+            "# a\ttab\n",
+            HEAD_FLOW!(),
+            "  - { name: a, port: 1, to: 10.0.0.1, description: a -}\n"
+        ),
+        &["portmap.yaml:4:54: YAML syntax error: plain scalar cannot start with '-' followed by ,[]{}"],
+    ),
+    (
         "hostile strings",
         concat!(
             "wan: { interfaces: [\"wan0\\\";flush ruleset;\\\"\"] }\nmappings:\n",
@@ -791,7 +876,6 @@ fn configs_built_in_code_get_field_paths_without_positions() {
     };
     let errors: Vec<String> = validate(&config)
         .expect_err("invalid")
-        .0
         .iter()
         .map(ToString::to_string)
         .collect();
@@ -948,4 +1032,160 @@ fn generated(n: usize) -> String {
 fn generated_config_is_valid() {
     let model = load_str(&generated(500), "big.yaml").expect("valid");
     assert_eq!(model.mappings.len(), 500);
+}
+
+#[test]
+fn quoted_and_tagged_values_are_read_as_yaml_1_2_reads_them() {
+    let text = concat!(
+        "version: !!int \"1\"\n",
+        "wan: { interfaces: [\"0x1F\", !!str true] }\n",
+        "hairpin: !!bool FALSE\n",
+        "masquerade: False\n",
+        "mappings:\n",
+        "  - { name: \"010\", port: 0x50, to: 10.0.0.1, to_port: !!int \"8080\", description: !!str 2024 }\n",
+        "  - { name: !!str 011, port: \"81\", to: ! 10.0.0.2, description: ~, enabled: !!bool true }\n",
+        "  - { name: c, port: 0o122, to: 10.0.0.3, to_port: +90 }\n",
+    );
+    let model = load_str(text, "x").expect("valid");
+    assert_eq!(model.settings.wan_interfaces, ["0x1F", "true"]);
+    assert!(!model.settings.hairpin);
+    assert!(!model.settings.masquerade);
+    let got: Vec<_> = model
+        .mappings
+        .iter()
+        .map(|m| (m.name.as_str(), m.port, m.to_port, m.description.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "010",
+                PortRange::single(80),
+                PortRange::single(8080),
+                Some("2024")
+            ),
+            ("011", PortRange::single(81), PortRange::single(81), None),
+            ("c", PortRange::single(82), PortRange::single(90), None),
+        ]
+    );
+}
+
+/// The bounded reader, through `load_str`: each limit is one error with its position, found
+/// without recursion and without reading on.
+#[test]
+fn limits_are_errors_with_positions() {
+    // 20,000 brackets (a 40 KB file) used to overflow the stack.
+    let deep = format!("wan: {}", "[".repeat(20_000));
+    assert_eq!(
+        errors(&deep),
+        [
+            "portmap.yaml:1:261: the configuration nests lists and mappings more than 64 deep; a portmap configuration needs 4 levels (mappings → entry → allow_from → address)"
+        ]
+    );
+    let deep_block = format!("wan:\n{}", "- ".repeat(100));
+    assert_eq!(
+        errors(&deep_block),
+        [
+            "portmap.yaml:2:127: the configuration nests lists and mappings more than 64 deep; a portmap configuration needs 4 levels (mappings → entry → allow_from → address)"
+        ]
+    );
+    let big = format!(
+        "wan: {{ interfaces: [eth0] }}\n#{}\n",
+        "x".repeat(portmap_core::MAX_CONFIG_BYTES)
+    );
+    assert_eq!(
+        errors(&big),
+        [format!(
+            "portmap.yaml: the configuration is {} bytes, larger than the 32 MiB portmap reads",
+            big.len()
+        )]
+    );
+    let json_like = format!(
+        "{{\"wan\": {{\"interfaces\": [\"eth0\"]}}, \"mappings\": [{}]}}",
+        "{\"name\": \"a\"}, ".repeat(30_000)
+    );
+    assert_eq!(
+        errors(&json_like),
+        [
+            "portmap.yaml:1:1: the value or flow collection (`[…]`, `{…}`) that follows is longer than 256 KiB, more than portmap reads at once; write long lists as block lists (one `- item` per line)"
+        ]
+    );
+}
+
+#[test]
+fn not_utf8_is_an_error_at_the_byte() {
+    let bytes = b"wan: { interfaces: [eth0] }\nmappings:\n  - { name: caf\xe9 }\n";
+    let errors: Vec<String> = portmap_core::load_bytes(bytes, "portmap.yaml")
+        .expect_err("not UTF-8")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errors,
+        ["portmap.yaml:3:16: the configuration is not UTF-8 text (byte 0xe9 here); save it as UTF-8"]
+    );
+}
+
+#[test]
+fn the_error_list_shows_the_first_100_and_counts_the_rest() {
+    // 250 bad entries: every one is an error, only the first 100 are kept and shown.
+    let mut text = String::from(HEAD_FLOW!());
+    for i in 0..250 {
+        let _ = writeln!(text, "  - {{ name: m{i}, port: 0, to: 10.0.0.1 }}");
+    }
+    let err = load_str(&text, "portmap.yaml").expect_err("invalid");
+    assert_eq!(err.len(), 250);
+    assert_eq!(err.iter().count(), 100);
+    assert_eq!(err.omitted(), 150);
+    let shown = err.to_string();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), 102, "{shown}");
+    assert!(lines[0].starts_with("portmap.yaml:3:"), "{}", lines[0]);
+    assert!(lines[99].starts_with("portmap.yaml:102:"), "{}", lines[99]);
+    assert_eq!(lines[100], "and 150 more errors (only the first 100 are shown)");
+    assert_eq!(lines[101], "250 errors in portmap.yaml.");
+
+    // The kept ones are the first by position even when an earlier one is found last: the port on
+    // line 3 is checked after the YAML walk has reported every later entry.
+    let mut text = String::from(HEAD_FLOW!());
+    let _ = writeln!(text, "  - {{ name: a, port: 0, to: 10.0.0.1 }}");
+    for i in 0..150 {
+        let _ = writeln!(text, "  - {{ name: [x], port: {}, to: 10.0.0.1 }}", i + 1);
+    }
+    let err = load_str(&text, "portmap.yaml").expect_err("invalid");
+    assert_eq!(err.len(), 151);
+    let kept: Vec<String> = err.iter().map(ToString::to_string).collect();
+    assert!(
+        kept[0].starts_with("portmap.yaml:3:22: mappings[0].port: port 0"),
+        "{}",
+        kept[0]
+    );
+    assert!(kept[99].starts_with("portmap.yaml:102:"), "{}", kept[99]);
+}
+
+/// The documented limits leave room for 100,000 mappings: the configuration and the plan file that
+/// creates them. `cargo test --release -p portmap-core -- --ignored --nocapture`.
+#[test]
+#[ignore = "large; run in release"]
+fn limits_fit_100k_mappings() {
+    let text = generated(100_000);
+    let model = load_str(&text, "big.yaml").expect("valid");
+    let plan = portmap_core::plan(
+        &model,
+        &portmap_core::Observed::missing("nft", "inet portmap", None),
+    );
+    let plan_file = serde_json::to_string_pretty(&plan).expect("json") + "\n";
+    eprintln!(
+        "100,000 mappings: configuration {} bytes (limit {}), plan file {} bytes (limit {})",
+        text.len(),
+        portmap_core::MAX_CONFIG_BYTES,
+        plan_file.len(),
+        portmap_core::MAX_PLAN_BYTES
+    );
+    assert!(text.len() * 2 < portmap_core::MAX_CONFIG_BYTES);
+    assert!(plan_file.len() < portmap_core::MAX_PLAN_BYTES);
+    assert_eq!(
+        portmap_core::Plan::from_json(&plan_file).expect("reads back"),
+        plan
+    );
 }

@@ -16,7 +16,7 @@ pub enum Error {
         context: String,
     },
     /// The network namespace could not be opened or entered.
-    #[error("cannot enter network namespace {name}")]
+    #[error("cannot enter network namespace {}", shown(name))]
     Netns {
         /// The namespace as the caller named it (a name under `/run/netns` or a path).
         name: String,
@@ -109,6 +109,32 @@ impl Error {
     }
 }
 
+/// A caller's value (a namespace name, a path) for a message: escaped like Rust's `escape_debug`
+/// and cut after 64 characters with `…`, so neither control characters nor 10 kB of text reach a
+/// terminal. (The same rule as `portmap_core::shown_arg`; this crate depends on nothing above it.)
+pub(crate) fn shown(text: &str) -> String {
+    const MAX: usize = 64;
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX {
+            out.push('…');
+            break;
+        }
+        if c == '`' {
+            out.push_str("\\`");
+        } else if c.is_control()
+            || c == '\\'
+            || c == '"'
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+        {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 struct OsError(i32);
 
 impl fmt::Display for OsError {
@@ -146,6 +172,21 @@ mod tests {
             e.to_string(),
             "kernel rejected message 3 of 7 (add rule to chain inet portmap prerouting): \
              No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn namespace_names_are_escaped_and_cut() {
+        let e = Error::Netns {
+            name: format!("a\x1b[31m\"{}", "x".repeat(10_000)),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot enter network namespace a\\u{{1b}}[31m\\\"{}…",
+                "x".repeat(57)
+            )
         );
     }
 

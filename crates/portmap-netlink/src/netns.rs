@@ -7,12 +7,13 @@
 //! process and its threads never change namespace. This module must not do netlink I/O.
 
 use std::fmt;
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::Error;
+use crate::error::{Error, shown};
 
 /// Which network namespace a socket (or a sysctl read) belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,19 +83,75 @@ where
     })?
 }
 
+/// `statfs.f_type` of the namespace file system (`NSFS_MAGIC` in `linux/magic.h`).
+const NSFS_MAGIC: i128 = 0x6e73_6673;
+
 /// Moves the calling (helper) thread into the namespace at `path`.
+///
+/// The file is opened with `O_NONBLOCK` (so a FIFO named by mistake cannot block the open) and
+/// must be a namespace file (`nsfs`) before `setns` sees it: a FIFO, device, directory or plain
+/// file is refused with a sentence saying what it is.
 fn enter(path: &Path, name: &str) -> Result<(), Error> {
-    let ns = File::open(path).map_err(|source| Error::Netns {
+    let fail = |source: io::Error| Error::Netns {
         name: name.to_owned(),
         source,
-    })?;
+    };
+    let ns = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound if path.starts_with("/run/netns") => fail(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "there is no {} (`ip netns list` shows the named namespaces)",
+                    shown(&path.display().to_string())
+                ),
+            )),
+            _ => fail(e),
+        })?;
+    // SAFETY: `statfs` is plain old data, for which all-zero bytes are a valid value; `fstatfs`
+    // only writes into it and `ns` is an open descriptor.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(ns.as_raw_fd(), &raw mut fs) } != 0 {
+        return Err(fail(io::Error::last_os_error()));
+    }
+    if i128::from(fs.f_type) != NSFS_MAGIC {
+        let what = match ns.metadata().map(|m| m.file_type()) {
+            Ok(t) if t.is_fifo() => "a FIFO",
+            Ok(t) if t.is_char_device() => "a character device",
+            Ok(t) if t.is_block_device() => "a block device",
+            Ok(t) if t.is_dir() => "a directory",
+            Ok(t) if t.is_socket() => "a socket",
+            Ok(t) if t.is_file() => "a plain file, not a mounted namespace",
+            _ => "not a namespace file",
+        };
+        return Err(fail(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is {what}; --netns takes a name under /run/netns or a namespace file such as /proc/PID/ns/net",
+                shown(&path.display().to_string())
+            ),
+        )));
+    }
     // SAFETY: `ns` is an open namespace file; setns only affects the calling thread, which is the
     // helper thread of `run_in`.
     if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(Error::Netns {
-            name: name.to_owned(),
-            source: io::Error::last_os_error(),
-        });
+        let e = io::Error::last_os_error();
+        return Err(fail(match e.raw_os_error() {
+            Some(libc::EPERM) => io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "permission denied; entering a network namespace needs CAP_SYS_ADMIN (run as root)",
+            ),
+            Some(libc::EINVAL) => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a namespace, but not a network namespace",
+                    shown(&path.display().to_string())
+                ),
+            ),
+            _ => e,
+        }));
     }
     Ok(())
 }

@@ -76,7 +76,7 @@ pub enum Error {
         #[source]
         source: portmap_netlink::Error,
     },
-    /// A table name that is not a plain identifier.
+    /// A table name that is not a plain identifier (held escaped and cut short for messages).
     #[error("table name `{0}` is not valid: use 1-64 characters from A-Z a-z 0-9 _ - starting with a letter")]
     BadTableName(String),
     /// A table of portmap's name exists but portmap did not create it (it lacks portmap's marker).
@@ -163,7 +163,7 @@ pub fn checked_table_id(name: &str) -> Result<TableId, Error> {
     if ok {
         Ok(table_id(name))
     } else {
-        Err(Error::BadTableName(name.chars().take(40).collect()))
+        Err(Error::BadTableName(portmap_core::shown_arg(name)))
     }
 }
 
@@ -200,11 +200,11 @@ impl Backend for NftBackend {
 
     fn apply(&mut self, plan: &Plan, record: &[StaleFlows]) -> Result<ApplyReport, Error> {
         if plan.backend != "nft" {
-            return Err(Error::WrongBackend(plan.backend.clone()));
+            return Err(Error::WrongBackend(portmap_core::shown_arg(&plan.backend)));
         }
         if plan.table != self.table.display() {
             return Err(Error::WrongTable {
-                planned: plan.table.clone(),
+                planned: portmap_core::shown_arg(&plan.table),
                 actual: self.table.display(),
             });
         }

@@ -83,35 +83,43 @@ pub fn build(plan: &Plan, t: &TableId, env: &LanSide, record: &[StaleFlows]) -> 
         objects: 0,
         t,
         ids: Ids(layout::ALLOW_SET_ID_BASE),
+        phase: Phase::Delete,
     };
-    for (set, elements) in stale_records(record, &plan.pending_flows) {
-        b.add_elements(set, 0, &elements);
-    }
-    b.interfaces(layout::WAN_SET, &before.wan_interfaces, &after.wan_interfaces);
-    b.interfaces(layout::LAN_SET, &before.lan_interfaces, &after.lan_interfaces);
     let mut owners = Vec::new();
-    for change in &plan.changes {
-        let start = b.batch.len();
-        let what = match change {
-            Change::Create { mapping } => {
-                b.create(mapping);
-                format!("creating mapping {}", mapping.name)
+    for phase in [Phase::Delete, Phase::Add] {
+        b.phase = phase;
+        if phase == Phase::Add {
+            for (set, elements) in stale_records(record, &plan.pending_flows) {
+                b.add_elements(set, 0, &elements);
             }
-            Change::Delete { before, .. } => {
-                b.delete(before);
-                format!("deleting mapping {}", before.name)
+        }
+        b.interfaces(layout::WAN_SET, &before.wan_interfaces, &after.wan_interfaces);
+        b.interfaces(layout::LAN_SET, &before.lan_interfaces, &after.lan_interfaces);
+        for change in &plan.changes {
+            let start = b.batch.len();
+            let what = match change {
+                Change::Create { mapping } => {
+                    b.create(mapping);
+                    format!("creating mapping {}", mapping.name)
+                }
+                Change::Delete { before, .. } => {
+                    b.delete(before);
+                    format!("deleting mapping {}", before.name)
+                }
+                Change::Update { before, after, .. } => {
+                    b.update(before, after);
+                    format!("changing mapping {}", after.name)
+                }
+                Change::Repair { before, after } => {
+                    b.delete(before);
+                    b.create(after);
+                    format!("repairing mapping {}", after.name)
+                }
+            };
+            if b.batch.len() > start {
+                owners.push((start, b.batch.len(), what));
             }
-            Change::Update { before, after, .. } => {
-                b.update(before, after);
-                format!("changing mapping {}", after.name)
-            }
-            Change::Repair { before, after } => {
-                b.delete(before);
-                b.create(after);
-                format!("repairing mapping {}", after.name)
-            }
-        };
-        owners.push((start, b.batch.len(), what));
+        }
     }
     Built {
         batch: b.batch,
@@ -293,16 +301,26 @@ impl AllowList {
     }
 }
 
+/// Which half of a delta batch is being written: every deletion of every change goes before any
+/// addition, so that a key one mapping gives up and another takes (a port moved between mappings)
+/// is free again when it is added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Delete,
+    Add,
+}
+
 struct Builder<'a> {
     batch: Batch,
     objects: usize,
     t: &'a TableId,
     ids: Ids,
+    phase: Phase,
 }
 
 impl Builder<'_> {
     fn add_elements(&mut self, set: &str, set_id: u32, elements: &[Element]) {
-        if !elements.is_empty() {
+        if self.phase == Phase::Add && !elements.is_empty() {
             self.batch
                 .add_elements(self.t.family, &self.t.name, set, set_id, elements);
             self.objects += elements.len();
@@ -310,7 +328,7 @@ impl Builder<'_> {
     }
 
     fn del_elements(&mut self, set: &str, elements: &[Element]) {
-        if !elements.is_empty() {
+        if self.phase == Phase::Delete && !elements.is_empty() {
             self.batch
                 .del_elements(self.t.family, &self.t.name, set, elements);
             self.objects += elements.len();
@@ -361,6 +379,9 @@ impl Builder<'_> {
     }
 
     fn send_allow_list(&mut self, list: &AllowList) {
+        if self.phase != Phase::Add {
+            return;
+        }
         self.batch.add_set(&list.set);
         self.add_elements(&list.set.name, list.set.id, &list.intervals);
         self.batch.add_chain(&list.chain);
@@ -369,14 +390,25 @@ impl Builder<'_> {
         self.add_elements(list.guard_map, 0, &list.guards);
     }
 
+    /// Delete chain and set (in that order: the chain's rule uses the set) when writing deletions.
+    fn del_chain_and_set(&mut self, chain: Option<&str>, set: Option<&str>) {
+        if self.phase != Phase::Delete {
+            return;
+        }
+        if let Some(chain) = chain {
+            self.batch.del_chain(self.t.family, &self.t.name, chain);
+            self.objects += 1;
+        }
+        if let Some(set) = set {
+            self.batch.del_set(self.t.family, &self.t.name, set);
+            self.objects += 1;
+        }
+    }
+
     /// Guards must go first, then the chain (its rule goes with it), then the set the rule used.
     fn del_allow_list(&mut self, name: &str, family: IpFamily, keys: &[(Transport, u16)]) {
         self.del_elements(family.guard_map(), &guard_elements(name, keys));
-        self.batch
-            .del_chain(self.t.family, &self.t.name, &layout::allow_chain(name));
-        self.batch
-            .del_set(self.t.family, &self.t.name, &layout::allow_set(name));
-        self.objects += 3;
+        self.del_chain_and_set(Some(&layout::allow_chain(name)), Some(&layout::allow_set(name)));
     }
 
     fn create(&mut self, m: &Mapping) {
@@ -435,14 +467,10 @@ impl Builder<'_> {
         for (map, elements) in &guards {
             self.del_elements(map, elements);
         }
-        if del_chain {
-            self.batch.del_chain(self.t.family, &self.t.name, &chain);
-            self.objects += 1;
-        }
-        if del_set {
-            self.batch.del_set(self.t.family, &self.t.name, &set);
-            self.objects += 1;
-        }
+        self.del_chain_and_set(
+            del_chain.then_some(chain.as_str()),
+            del_set.then_some(set.as_str()),
+        );
     }
 
     fn update(&mut self, before: &ObservedMapping, after: &Mapping) {

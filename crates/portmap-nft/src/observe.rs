@@ -139,7 +139,7 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
             None => reasons.push(format!("{} {} is missing", kind(&want), want.name)),
             Some(found) if !same_set_type(found, &want) => {
                 reasons.push(format!(
-                    "{} {} has the wrong type or flags",
+                    "{} {} has the wrong type, flags or comment",
                     kind(&want),
                     want.name
                 ));
@@ -388,7 +388,7 @@ impl Found<'_> {
                 [] => damage.push(format!(
                     "chain {chain} is empty: the ports it guards are open to every source"
                 )),
-                [rule] if layout::same_exprs(&rule.exprs, &want.exprs) => {}
+                [rule] if same_rule(rule, &want) => {}
                 rules => damage.push(format!(
                     "chain {chain} holds {} the allow-list rule portmap writes ({} saddr != @{set_name} drop)",
                     if rules.len() == 1 {
@@ -404,7 +404,7 @@ impl Found<'_> {
                 Some(set) => {
                     if !same_set_type(set, &layout::allow_set_object(t, &name, family, 0)) {
                         damage.push(format!(
-                            "set {set_name} has the wrong type or flags for {} sources",
+                            "set {set_name} has the wrong type, flags or comment for {} sources",
                             family.name()
                         ));
                     }
@@ -497,8 +497,23 @@ fn kind(set: &Set) -> &'static str {
     if set.data_type.is_some() { "map" } else { "set" }
 }
 
+/// Whether a rule read back is the rule portmap writes: expression by expression (counter values
+/// aside), and without a comment.
+fn same_rule(found: &Rule, want: &Rule) -> bool {
+    found.userdata == want.userdata && layout::same_exprs(&found.exprs, &want.exprs)
+}
+
+/// Whether a set read back is the set portmap writes: flags, key and data types, and comment (the
+/// mapping's name on an allow-list set, none on the others).
 fn same_set_type(found: &Set, want: &Set) -> bool {
-    found.flags & !portmap_netlink::set_flags::EVAL == want.flags
+    let comment = |s: &Set| {
+        s.userdata
+            .as_deref()
+            .map(udata::parse_set_udata)
+            .and_then(|u| u.comment)
+    };
+    comment(found) == comment(want)
+        && found.flags & !portmap_netlink::set_flags::EVAL == want.flags
         && found.key_type == want.key_type
         && found.key_len == want.key_len
         && found.data_type == want.data_type
@@ -524,11 +539,7 @@ fn find_shape(t: &TableId, snap: &Contents, reasons: &mut Vec<String>) -> Shape 
             let wanted = layout::static_rules(t, shape);
             let matching = wanted
                 .iter()
-                .filter(|w| {
-                    snap.rules
-                        .iter()
-                        .any(|r| r.chain == w.chain && layout::same_exprs(&r.exprs, &w.exprs))
-                })
+                .filter(|w| snap.rules.iter().any(|r| r.chain == w.chain && same_rule(r, w)))
                 .count();
             // Prefer matches, then fewer rules the shape would not have.
             (matching, usize::MAX - wanted.len())
@@ -552,12 +563,7 @@ fn find_shape(t: &TableId, snap: &Contents, reasons: &mut Vec<String>) -> Shape 
                     .into_iter()
                     .filter(|r| r.chain == want.name)
                     .collect();
-                if found.len() != wanted.len()
-                    || found
-                        .iter()
-                        .zip(&wanted)
-                        .any(|(a, b)| !layout::same_exprs(&a.exprs, &b.exprs))
-                {
+                if found.len() != wanted.len() || found.iter().zip(&wanted).any(|(a, b)| !same_rule(a, b)) {
                     reasons.push(format!(
                         "chain {} does not hold the rules portmap writes",
                         want.name
@@ -587,11 +593,7 @@ fn shape_matches(t: &TableId, snap: &Contents, base: &[&Chain], shape: Shape) ->
         base.iter().any(|c| c.name == w.name && c.base == w.base) && {
             let found: Vec<&Rule> = snap.rules.iter().filter(|r| r.chain == w.name).collect();
             let wanted: Vec<&Rule> = want_rules.iter().filter(|r| r.chain == w.name).collect();
-            found.len() == wanted.len()
-                && found
-                    .iter()
-                    .zip(&wanted)
-                    .all(|(a, b)| layout::same_exprs(&a.exprs, &b.exprs))
+            found.len() == wanted.len() && found.iter().zip(&wanted).all(|(a, b)| same_rule(a, b))
         }
     })
 }

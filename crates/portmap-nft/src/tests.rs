@@ -765,3 +765,27 @@ fn pending_cleanups_are_recorded_once_and_read_back() {
         "{messages:?}"
     );
 }
+
+#[test]
+fn a_port_moved_between_mappings_is_deleted_before_it_is_added() {
+    // In the kernel, game's tcp/udp 6001 element carries web's name: web holds a key game needs.
+    let m = model();
+    let mut c = contents(&m, &t(), &env());
+    for e in c.elements.get_mut(layout::DNAT4).unwrap() {
+        if let Some((f, Some(_))) = crate::element::parse_dnat_element(e, IpFamily::V4)
+            && f.port == 6001
+        {
+            *e = crate::element::dnat_element(&f, "web: web server: main");
+        }
+    }
+    let o = analyse(&t(), &c, &env(), Some(1));
+    let p = plan(&m, &o);
+    let names: Vec<&str> = p.changes.iter().map(portmap_core::Change::name).collect();
+    assert_eq!(names, ["game", "web"]);
+    let messages = described(&apply::build(&p, &t(), &env(), &[]));
+    let first_add = messages.iter().position(|d| d.starts_with("add")).unwrap();
+    assert!(
+        messages[first_add..].iter().all(|d| !d.starts_with("delete")),
+        "every deletion goes before any addition: {messages:?}"
+    );
+}

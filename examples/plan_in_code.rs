@@ -5,8 +5,8 @@
 //! live ruleset instead (read only: this example never applies).
 
 use portmap::{
-    BackendKind, Backends, Config, InterfaceList, MappingConfig, Netns, Observed, Protocol, plan,
-    render_plan, validate,
+    BackendKind, Config, InterfaceList, MappingConfig, Netns, Observed, Protocol, Session, plan, render_plan,
+    validate,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,12 +37,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let observed = match args.iter().position(|a| a == "--netns") {
         Some(i) => {
             let name = args.get(i + 1).ok_or("--netns needs a namespace name")?;
-            let mut backend = Backends::open(
+            let mut session = Session::open(
                 BackendKind::Nft,
                 &Netns::Named(name.clone()),
                 portmap::DEFAULT_TABLE,
             )?;
-            backend.observe()?
+            session.observe()?
         }
         None => Observed::missing("nft", "inet portmap", None),
     };

@@ -1,29 +1,57 @@
 //! portmap: declarative port forwarding for Linux routers.
 //!
-//! A configuration (YAML, or built in code) declares port mappings; [`plan()`] compares it with what the
-//! kernel holds and [`Backends::apply`] makes the kernel match in one atomic transaction, touching only
-//! portmap's own table. This crate is the library facade: it re-exports the public API of the
-//! workspace crates and chooses a backend by [`BackendKind`]. It holds no logic a library user would
-//! need that is not reachable from here.
+//! A configuration (YAML, or built in code) declares port mappings; [`plan()`] compares it with what
+//! the kernel holds and a [`Session`] makes the kernel match in one atomic transaction, touching only
+//! portmap's own table. This crate is the library facade: it re-exports the chosen public API of the
+//! workspace crates, grouped by what a user does, writes the orchestration every backend shares once
+//! ([`Session`], generic over [`Backend`]), and chooses a backend by [`BackendKind`].
 //!
 //! ```no_run
-//! use portmap::{BackendKind, Backends, Netns};
+//! use portmap::{BackendKind, Netns, Session};
 //!
 //! let model = portmap::load_str("wan: { interfaces: [eth0] }\nmappings: []\n", "inline")?;
-//! let mut backend = Backends::open(BackendKind::Nft, &Netns::Current, portmap::DEFAULT_TABLE)?;
-//! let outcome = backend.converge(&model)?;
+//! let mut session = Session::open(BackendKind::Nft, &Netns::Current, portmap::DEFAULT_TABLE)?;
+//! let outcome = session.converge(&model)?;
 //! println!("{}", outcome.plan);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), portmap::Error>(())
 //! ```
 
 #![warn(missing_docs)]
 
-pub use portmap_core::*;
-pub use portmap_netlink::Netns;
+mod session;
+
+// Reading and checking a configuration.
+pub use portmap_core::{
+    CONFIG_VERSION, Config, ConfigError, ConfigErrors, InterfaceList, MappingConfig, PortSpec, load_bytes,
+    load_str, parse_config, validate,
+};
+// The validated model.
+pub use portmap_core::{
+    Forward, Mapping, Model, ParsePortRangeError, PortRange, Protocol, Settings, Transport,
+    canonical_prefixes, is_mapping_name,
+};
+// What the kernel holds.
+pub use portmap_core::{Environment, Observed, ObservedMapping, Place, TableState};
+// Plans.
+pub use portmap_core::{
+    Change, Counts, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, PlanFileError,
+    SettingChange, StaleFlows, TableAction, describe_forwards, describe_runs, fold_forwards, plan,
+};
+// Output for people and machines.
+pub use portmap_core::{MappingSummary, plan_json, render_plan, render_status, render_warnings, status_json};
+// Limits and the escaping of echoed values.
+pub use portmap_core::{
+    MAX_CONFIG_BYTES, MAX_DEPTH, MAX_DESCRIPTION_LEN, MAX_ERRORS, MAX_INTERFACE_LEN, MAX_LOOKAHEAD,
+    MAX_NAME_LEN, MAX_NODES, MAX_PLAN_BYTES, shown, shown_arg, shown_origin, shown_size,
+};
+// Backends.
+pub use portmap_core::{ApplyReport, Backend, Netns};
 pub use portmap_nft::{DEFAULT_TABLE, NftBackend};
+pub use session::{ApplyOptions, CONVERGE_ATTEMPTS, Destroyed, Outcome, Session};
 
 /// Which kernel backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum BackendKind {
     /// nftables over netlink (the default).
     #[default]
@@ -35,17 +63,58 @@ impl BackendKind {
     /// `netns` (whose LAN-side addresses it reads; the process's own namespace needs no privileges).
     pub fn render(self, model: &Model, table: &str, netns: &Netns) -> Result<String, Error> {
         match self {
-            BackendKind::Nft => Ok(portmap_nft::render_script(model, table, netns)?),
+            BackendKind::Nft => portmap_nft::render_script(model, table, netns)
+                .map_err(|e| Error::Backend(Box::new(BackendError::Nft(e)))),
         }
     }
 }
 
-/// Errors of the facade.
+/// An error of one of the backends.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+#[non_exhaustive]
+pub enum BackendError {
     /// The nft backend failed.
     #[error(transparent)]
     Nft(#[from] portmap_nft::Error),
+}
+
+/// Errors of the facade: everything a library user can get back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration is not valid (every problem, with positions).
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    /// A saved plan cannot be used.
+    #[error(transparent)]
+    PlanFile(#[from] PlanFileError),
+    /// The backend failed (permission, namespace, a rejected transaction, a foreign table, …).
+    #[error(transparent)]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+    /// The ruleset changed after the plan was made; nothing was applied.
+    #[error(
+        "another program changed the ruleset after this plan was made (the plan was made at generation {planned}); nothing was applied — run `portmap plan` again"
+    )]
+    Stale {
+        /// Generation recorded in the plan.
+        planned: u32,
+    },
+    /// A saved plan was made for another network namespace, host or boot.
+    #[error(
+        "this plan was made for {planned}, but portmap is working in {actual}; a plan applies only where it was made — run `portmap plan` here"
+    )]
+    WrongPlace {
+        /// Where the plan was made.
+        planned: Place,
+        /// Where portmap works now.
+        actual: Place,
+    },
+    /// A saved plan's changes are not what its desired state calls for against the kernel as it is
+    /// (at the same generation): the file was edited.
+    #[error(
+        "the plan file's changes are not what its own desired state calls for against the kernel (which has not changed since the plan was made): was the file edited? Nothing was applied. Planned afresh, the changes are:\n{0}"
+    )]
+    PlanMismatch(Box<Plan>),
     /// After applying, the kernel still differs from the configuration.
     #[error(
         "apply did not converge: the kernel still differs from the configuration after the transaction:\n{0}"
@@ -65,12 +134,6 @@ pub enum Error {
         /// How many times portmap planned and tried to apply.
         attempts: usize,
     },
-    /// A saved plan's changes are not what its desired state calls for against the kernel as it is
-    /// (at the same generation): the file was edited.
-    #[error(
-        "the plan file's changes are not what its own desired state calls for against the kernel (which has not changed since the plan was made): was the file edited? Nothing was applied. Planned afresh, the changes are:\n{0}"
-    )]
-    PlanMismatch(Box<Plan>),
     /// A fresh plan was not approved.
     #[error("cancelled; nothing was changed")]
     Declined,
@@ -79,231 +142,82 @@ pub enum Error {
 impl Error {
     /// Whether the error means another program got in between, so that planning afresh may
     /// succeed.
-    fn is_race(&self) -> bool {
-        matches!(
-            self,
-            Error::Nft(portmap_nft::Error::Stale { .. }) | Error::Overtaken(_)
-        )
+    pub fn is_race(&self) -> bool {
+        matches!(self, Error::Stale { .. } | Error::Overtaken(_))
     }
 }
 
-/// How many times [`Backends::converge`] plans and applies afresh when another program changes the
-/// ruleset between portmap's read and its transaction.
-pub const CONVERGE_ATTEMPTS: usize = 3;
-
-/// A backend chosen at run time.
+/// A backend chosen at run time. It implements [`Backend`] by delegating, in this one place, to the
+/// backend it holds; [`Session`] orchestrates it like any other.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Backends {
     /// nftables.
     Nft(NftBackend),
 }
 
-/// How to apply.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ApplyOptions {
-    /// Leave tracked connections alone: flows of changed or removed mappings keep going to their
-    /// old target until they end (`apply --keep-conntrack`).
-    pub keep_conntrack: bool,
-}
-
-/// What [`Backends::destroy`] removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Destroyed {
-    /// Mappings the table held.
-    pub mappings: usize,
-    /// Tracked connections removed with them.
-    pub flows_cleared: usize,
-}
-
-/// What [`Backends::converge`] did.
-#[derive(Debug)]
-pub struct Outcome {
-    /// The plan that was carried out (empty when nothing had to change).
-    pub plan: Plan,
-    /// What the transaction touched.
-    pub report: ApplyReport,
-    /// How many times portmap planned (more than 1 when another program changed the ruleset in
-    /// between).
-    pub attempts: usize,
-}
-
 impl Backends {
-    /// Open a backend in a network namespace, managing table `table`.
+    /// Open a backend of `kind` in a network namespace, managing table `table`.
     pub fn open(kind: BackendKind, netns: &Netns, table: &str) -> Result<Self, Error> {
-        match kind {
-            BackendKind::Nft => Ok(Backends::Nft(NftBackend::open(netns, table)?)),
-        }
+        let opened = match kind {
+            BackendKind::Nft => NftBackend::open(netns, table).map(Backends::Nft),
+        };
+        opened.map_err(|e| Error::Backend(Box::new(BackendError::Nft(e))))
     }
+}
 
-    /// Backend name.
-    pub fn name(&self) -> &'static str {
+/// Delegate one trait method to the backend held.
+macro_rules! delegate {
+    ($self:ident, $b:ident => $call:expr) => {
+        match $self {
+            Backends::Nft($b) => $call.map_err(BackendError::from),
+        }
+    };
+}
+
+impl Backend for Backends {
+    type Error = BackendError;
+
+    fn name(&self) -> &'static str {
         match self {
             Backends::Nft(b) => b.name(),
         }
     }
 
-    /// Read the owned state back.
-    pub fn observe(&mut self) -> Result<Observed, Error> {
-        match self {
-            Backends::Nft(b) => Ok(b.observe()?),
+    fn observe(&mut self) -> Result<Observed, BackendError> {
+        delegate!(self, b => b.observe())
+    }
+
+    fn commit(&mut self, plan: &Plan, record: &[StaleFlows]) -> Result<ApplyReport, BackendError> {
+        delegate!(self, b => b.commit(plan, record))
+    }
+
+    fn is_stale(error: &BackendError) -> bool {
+        match error {
+            BackendError::Nft(e) => NftBackend::is_stale(e),
         }
     }
 
-    /// Carry out a plan in one transaction, read the kernel back and require that nothing is left
-    /// to do, then remove the tracked connections the plan made stale (so a live flow meets the new
-    /// rules on its next packet).
-    pub fn apply(&mut self, plan: &Plan) -> Result<ApplyReport, Error> {
-        self.apply_with(plan, &ApplyOptions::default())
+    fn clear_flows(&mut self, stale: &[StaleFlows]) -> Result<usize, BackendError> {
+        delegate!(self, b => b.clear_flows(stale))
     }
 
-    /// [`Backends::apply`] with options.
-    pub fn apply_with(&mut self, plan: &Plan, options: &ApplyOptions) -> Result<ApplyReport, Error> {
-        // The flows this plan makes stale are recorded in its own transaction, so that a process
-        // killed before removing them leaves the next apply a note to finish the job.
-        let stale = if options.keep_conntrack {
-            Vec::new()
-        } else {
-            plan.stale_flows()
-        };
-        let mut report = match self {
-            Backends::Nft(b) => b.apply(plan, &stale)?,
-        };
-        if report.messages > 0 {
-            let observed = self.observe()?;
-            let after = portmap_core::plan(&plan.desired, &observed);
-            if after.changes_kernel() {
-                // The transaction moved the generation by one; more means another writer came
-                // after it, and the difference may be theirs.
-                let ours = plan.generation.map(|g| g.wrapping_add(1));
-                return Err(if observed.generation == ours {
-                    Error::NotConverged(Box::new(after))
-                } else {
-                    Error::Overtaken(Box::new(after))
-                });
-            }
-        }
-        let recorded = !stale.is_empty() || !plan.pending_flows.is_empty();
-        if !options.keep_conntrack {
-            let all: Vec<StaleFlows> = plan.pending_flows.iter().chain(&stale).cloned().collect();
-            report.flows_cleared = match self {
-                Backends::Nft(b) => b.clear_flows(&all)?,
-            };
-        }
-        if recorded {
-            match self {
-                Backends::Nft(b) => b.forget_flows()?,
-            }
-        }
-        Ok(report)
+    fn forget_flows(&mut self) -> Result<(), BackendError> {
+        delegate!(self, b => b.forget_flows())
     }
 
-    /// Apply a plan saved earlier (`portmap plan --out`), after checking it against the kernel as it
-    /// is now: it must have been made here (same boot and network namespace), at the generation
-    /// the ruleset still has, and planning its desired state afresh must give exactly its changes —
-    /// so a plan file edited by hand (a delete added, a `before` altered) is refused, and so is one
-    /// the kernel has moved past. Nothing is retried: a refused saved plan is made again.
-    pub fn apply_saved(&mut self, plan: &Plan, options: &ApplyOptions) -> Result<ApplyReport, Error> {
-        let observed = self.observe()?;
-        if let (Some(planned), Some(here)) = (&plan.place, &observed.place)
-            && planned != here
-        {
-            return Err(Error::Nft(portmap_nft::Error::WrongPlace {
-                planned: planned.clone(),
-                actual: here.clone(),
-            }));
-        }
-        if plan.generation != observed.generation {
-            return Err(Error::Nft(portmap_nft::Error::Stale {
-                planned: plan.generation.unwrap_or_default(),
-            }));
-        }
-        let fresh = portmap_core::plan(&plan.desired, &observed);
-        if !fresh.same_changes(plan) {
-            return Err(Error::PlanMismatch(Box::new(fresh)));
-        }
-        self.apply_with(plan, options)
+    fn render(&self, model: &Model) -> Result<String, BackendError> {
+        delegate!(self, b => b.render(model))
     }
 
-    /// Observe, plan and apply `model` in one go (what `portmap apply --auto-approve` does). When
-    /// another program changes the ruleset between the read and the transaction, the kernel refuses
-    /// the transaction whole and portmap reads and plans again, up to [`CONVERGE_ATTEMPTS`] times.
-    pub fn converge(&mut self, model: &Model) -> Result<Outcome, Error> {
-        self.converge_approved(model, &ApplyOptions::default(), |_, _| true)
+    fn destroy(&mut self) -> Result<bool, BackendError> {
+        delegate!(self, b => b.destroy())
     }
+}
 
-    /// [`Backends::converge`] asking `approve` before applying: it is called with each non-empty
-    /// plan and the attempt number (1 first) — again only when a fresh plan makes other changes than
-    /// the one approved last — and applying stops with [`Error::Declined`] when it says no. An
-    /// empty plan is returned without asking.
-    pub fn converge_approved(
-        &mut self,
-        model: &Model,
-        options: &ApplyOptions,
-        mut approve: impl FnMut(&Plan, usize) -> bool,
-    ) -> Result<Outcome, Error> {
-        let mut approved: Option<Plan> = None;
-        for attempt in 1..=CONVERGE_ATTEMPTS {
-            let plan = portmap_core::plan(model, &self.observe()?);
-            if plan.is_empty() {
-                return Ok(Outcome {
-                    plan,
-                    report: ApplyReport::default(),
-                    attempts: attempt,
-                });
-            }
-            if !approved.as_ref().is_some_and(|a| a.same_changes(&plan)) {
-                if !approve(&plan, attempt) {
-                    return Err(Error::Declined);
-                }
-                approved = Some(plan.clone());
-            }
-            match self.apply_with(&plan, options) {
-                Ok(report) => {
-                    return Ok(Outcome {
-                        plan,
-                        report,
-                        attempts: attempt,
-                    });
-                }
-                Err(e) if e.is_race() => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Error::Contended {
-            attempts: CONVERGE_ATTEMPTS,
-        })
-    }
-
-    /// Remove the owned table, then the tracked connections its forwards had made (unless
-    /// `keep_conntrack`). Returns how many mappings were removed, `None` when there was no table.
-    pub fn destroy(&mut self, options: &ApplyOptions) -> Result<Option<Destroyed>, Error> {
-        let observed = self.observe()?;
-        let removed = match self {
-            Backends::Nft(b) => b.destroy()?,
-        };
-        if !removed {
-            return Ok(None);
-        }
-        let mut flows_cleared = 0;
-        if !options.keep_conntrack {
-            let stale: Vec<StaleFlows> = observed
-                .mappings
-                .iter()
-                .flat_map(|m| {
-                    m.forwards.iter().map(|&forward| StaleFlows {
-                        mapping: m.name.clone(),
-                        forward,
-                        unless_from: None,
-                    })
-                })
-                .collect();
-            flows_cleared = match self {
-                Backends::Nft(b) => b.clear_flows(&stale)?,
-            };
-        }
-        Ok(Some(Destroyed {
-            mappings: observed.mappings.len(),
-            flows_cleared,
-        }))
+impl Session<Backends> {
+    /// Open a backend of `kind` in `netns` for table `table`, ready to orchestrate.
+    pub fn open(kind: BackendKind, netns: &Netns, table: &str) -> Result<Self, Error> {
+        Ok(Session::new(Backends::open(kind, netns, table)?))
     }
 }

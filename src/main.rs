@@ -12,7 +12,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use portmap::{
-    BackendKind, Backends, MAX_CONFIG_BYTES, MAX_PLAN_BYTES, Model, Netns, Plan, shown_arg, shown_size,
+    BackendKind, Backends, MAX_CONFIG_BYTES, MAX_PLAN_BYTES, Model, Netns, Plan, Session, shown_arg,
+    shown_size,
 };
 
 /// Declarative port forwarding for Linux routers: plan and atomically apply nftables DNAT mappings.
@@ -245,9 +246,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             auto_approve,
             keep_conntrack,
         } => {
-            let options = portmap::ApplyOptions {
-                keep_conntrack: *keep_conntrack,
-            };
+            let options = portmap::ApplyOptions::keep_conntrack(*keep_conntrack);
             let mut started = Instant::now();
             let (plan, report) = if let Some(path) = planfile {
                 let bytes = read_limited(path, "plan file", MAX_PLAN_BYTES)?;
@@ -364,9 +363,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             if !*auto_approve {
                 confirm(&format!("Destroy table {}?", observed.table))?;
             }
-            let options = portmap::ApplyOptions {
-                keep_conntrack: *keep_conntrack,
-            };
+            let options = portmap::ApplyOptions::keep_conntrack(*keep_conntrack);
             match backend.destroy(&options)? {
                 None => sayln!("Nothing to destroy: table {} was already gone.", observed.table)?,
                 Some(d) if d.flows_cleared > 0 => sayln!(
@@ -386,15 +383,11 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
 }
 
 fn netns_of(cli: &Cli) -> Netns {
-    match &cli.netns {
-        None => Netns::Current,
-        Some(s) if s.contains('/') => Netns::Path(PathBuf::from(s)),
-        Some(s) => Netns::Named(s.clone()),
-    }
+    cli.netns.as_deref().map_or(Netns::Current, Netns::from_arg)
 }
 
-fn open(cli: &Cli, kind: BackendKind) -> Result<Backends> {
-    Ok(Backends::open(kind, &netns_of(cli), &cli.table)?)
+fn open(cli: &Cli, kind: BackendKind) -> Result<Session<Backends>> {
+    Ok(Session::open(kind, &netns_of(cli), &cli.table)?)
 }
 
 /// Read and validate a configuration; `-` is standard input.

@@ -5,7 +5,8 @@
 mod support;
 
 use portmap::{
-    BackendKind, Backends, Mapping, Model, Netns, PortRange, Protocol, Settings, TableState, plan,
+    ApplyOptions, BackendKind, Mapping, Model, Netns, PortRange, Protocol, Session, Settings, TableState,
+    plan,
 };
 use support::Netns as TestNetns;
 
@@ -46,7 +47,7 @@ fn a_batch_rejected_part_way_changes_nothing() {
     let ns = TestNetns::with_links("atomic", &["wan0", "lan0"]);
     ns.nft_load("table ip foreign {\n set s { type ipv4_addr; elements = { 198.51.100.1 }; }\n}\n");
     let mut backend =
-        Backends::open(BackendKind::Nft, &Netns::Named(ns.name().to_owned()), "portmap").expect("open");
+        Session::open(BackendKind::Nft, &Netns::Named(ns.name().to_owned()), "portmap").expect("open");
     let first = model(vec![
         mapping("web", 8080, "192.168.1.66", &[]),
         mapping("mail", 25, "192.168.1.25", &["203.0.113.0/24"]),
@@ -68,7 +69,9 @@ fn a_batch_rejected_part_way_changes_nothing() {
     let p = plan(&wanted, &observed);
     assert_eq!(p.changes.len(), 2, "{p:?}");
 
-    let err = backend.apply(&p).expect_err("the kernel must reject the batch");
+    let err = backend
+        .apply(&p, &ApplyOptions::default())
+        .expect_err("the kernel must reject the batch");
     // The whole chain of causes, as the CLI prints it.
     let mut text = err.to_string();
     let mut source = std::error::Error::source(&err);
@@ -103,13 +106,15 @@ fn a_saved_plan_is_refused_after_the_ruleset_changed() {
     support::require_root!();
     let ns = TestNetns::with_links("stale", &["wan0", "lan0"]);
     let mut backend =
-        Backends::open(BackendKind::Nft, &Netns::Named(ns.name().to_owned()), "portmap").expect("open");
+        Session::open(BackendKind::Nft, &Netns::Named(ns.name().to_owned()), "portmap").expect("open");
     let wanted = model(vec![mapping("web", 8080, "192.168.1.66", &[])]);
     let saved = plan(&wanted, &backend.observe().expect("observe"));
     // Someone else changes the ruleset (not our table) after the plan was made.
     ns.nft_load("table ip other {\n chain c { type filter hook input priority 0; policy accept; }\n}\n");
     let before = ruleset(&ns);
-    let err = backend.apply(&saved).expect_err("a stale plan must be refused");
+    let err = backend
+        .apply(&saved, &ApplyOptions::default())
+        .expect_err("a stale plan must be refused");
     assert!(
         err.to_string()
             .contains("changed the ruleset after this plan was made"),

@@ -187,15 +187,17 @@ fn an_interrupted_conntrack_cleanup_is_finished_by_the_next_apply() {
 
     // The transaction of `apply`, and nothing after it.
     let wanted = portmap::load_str(&config("192.168.1.71"), "test").expect("config");
-    let mut backend = portmap::Backends::open(
+    let mut session = portmap::Session::open(
         portmap::BackendKind::Nft,
         &portmap::Netns::Named(t.router.name().to_owned()),
         "portmap",
     )
     .expect("open");
-    let plan = portmap::plan(&wanted, &backend.observe().expect("observe"));
-    let portmap::Backends::Nft(nft) = &mut backend;
-    nft.apply(&plan, &plan.stale_flows()).expect("transaction");
+    let plan = portmap::plan(&wanted, &session.observe().expect("observe"));
+    session
+        .backend()
+        .commit(&plan, &plan.stale_flows())
+        .expect("transaction");
     assert_eq!(
         ask(&phone),
         "192.168.1.66:5060".parse().unwrap(),

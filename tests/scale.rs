@@ -7,7 +7,7 @@ mod support;
 
 use std::fmt::Write as _;
 
-use ::portmap::{BackendKind, Backends, Mapping, Model, Netns, PortRange, Protocol, Settings, plan};
+use ::portmap::{BackendKind, Mapping, Model, Netns, PortRange, Protocol, Session, Settings, plan};
 use support::{Netns as TestNetns, TempDir, portmap};
 
 /// `n` mappings: mostly single TCP ports, every 10th UDP, every 25th with an allow-list.
@@ -64,7 +64,7 @@ fn fifty_thousand_mappings_apply_read_back_and_change_in_place() {
     support::require_root!();
     let ns = TestNetns::with_links("scale50k", &["wan0", "lan0"]);
     let mut backend =
-        Backends::open(BackendKind::Nft, &Netns::Named(ns.name().to_owned()), "portmap").expect("open");
+        Session::open(BackendKind::Nft, &Netns::Named(ns.name().to_owned()), "portmap").expect("open");
     let big = model(50_000);
     let outcome = backend
         .converge(&big)

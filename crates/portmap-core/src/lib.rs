@@ -25,7 +25,7 @@ pub mod render;
 pub mod validate;
 mod yaml;
 
-pub use backend::{ApplyReport, Backend};
+pub use backend::{ApplyReport, Backend, Netns};
 pub use config::{CONFIG_VERSION, Config, InterfaceList, MappingConfig, PortSpec};
 pub use diagnostic::{
     MAX_CONFIG_BYTES, MAX_DEPTH, MAX_ERRORS, MAX_LOOKAHEAD, MAX_NODES, MAX_PLAN_BYTES, shown, shown_arg,

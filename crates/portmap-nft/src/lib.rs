@@ -113,7 +113,8 @@ pub struct NftBackend {
 
 impl NftBackend {
     /// Open a netlink socket in `netns` for managing table `inet <table>`.
-    pub fn open(netns: &Netns, table: &str) -> Result<Self, Error> {
+    pub fn open(netns: &portmap_core::Netns, table: &str) -> Result<Self, Error> {
+        let netns = &netlink_netns(netns);
         let table = checked_table_id(table)?;
         let socket = Socket::open(netns)?;
         let place = Place {
@@ -149,6 +150,15 @@ fn flow_is_stale(flow: &Flow, stale: &StaleFlows) -> bool {
             .is_some_and(|keep| keep.iter().any(|net| net.contains(&flow.original.src)))
 }
 
+/// The netlink layer's handle for a namespace named by the core's plain value.
+fn netlink_netns(netns: &portmap_core::Netns) -> Netns {
+    match netns {
+        portmap_core::Netns::Named(name) => Netns::Named(name.clone()),
+        portmap_core::Netns::Path(path) => Netns::Path(path.clone()),
+        _ => Netns::Current,
+    }
+}
+
 /// Longest table name portmap accepts.
 pub const MAX_TABLE_NAME_LEN: usize = 64;
 
@@ -179,8 +189,8 @@ pub fn table_id(name: &str) -> TableId {
 ///
 /// The router's LAN-side addresses (which hairpin leaves alone) are read from `netns`; reading the
 /// namespace the process runs in needs no privileges.
-pub fn render_script(model: &Model, table: &str, netns: &Netns) -> Result<String, Error> {
-    let env = LanSide::read(netns, &model.settings)?;
+pub fn render_script(model: &Model, table: &str, netns: &portmap_core::Netns) -> Result<String, Error> {
+    let env = LanSide::read(&netlink_netns(netns), &model.settings)?;
     let table = checked_table_id(table)?;
     Ok(render::render(model, &table, &env))
 }
@@ -198,7 +208,11 @@ impl Backend for NftBackend {
         Ok(observed)
     }
 
-    fn apply(&mut self, plan: &Plan, record: &[StaleFlows]) -> Result<ApplyReport, Error> {
+    fn is_stale(error: &Error) -> bool {
+        matches!(error, Error::Stale { .. })
+    }
+
+    fn commit(&mut self, plan: &Plan, record: &[StaleFlows]) -> Result<ApplyReport, Error> {
         if plan.backend != "nft" {
             return Err(Error::WrongBackend(portmap_core::shown_arg(&plan.backend)));
         }
@@ -242,12 +256,7 @@ impl Backend for NftBackend {
             }
             Err(e) => return Err(e.into()),
         }
-        Ok(ApplyReport {
-            messages: built.batch.len(),
-            objects: built.objects,
-            rebuilt: built.rebuilt,
-            flows_cleared: 0,
-        })
+        Ok(ApplyReport::new(built.batch.len(), built.objects, built.rebuilt))
     }
 
     fn clear_flows(&mut self, stale: &[StaleFlows]) -> Result<usize, Error> {

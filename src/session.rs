@@ -1,0 +1,250 @@
+//! The orchestration every backend shares, written once and generic over [`Backend`]: observe →
+//! plan → (approve) → commit → read back and verify → retry when another writer got in between →
+//! clear the tracked connections the plan made stale (recorded in the commit, so that a process
+//! killed in between leaves the next apply a note to finish). Backends only observe, commit and
+//! remove flows; nothing here knows nft or iptables.
+
+use portmap_core::{ApplyReport, Backend, Model, Observed, Plan, StaleFlows, plan};
+
+use crate::Error;
+
+/// How many times [`Session::converge`] plans and commits afresh when another program changes the
+/// ruleset between portmap's read and its transaction.
+pub const CONVERGE_ATTEMPTS: usize = 3;
+
+/// How to apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ApplyOptions {
+    /// Leave tracked connections alone: flows of changed or removed mappings keep going to their
+    /// old target until they end (`apply --keep-conntrack`).
+    pub keep_conntrack: bool,
+}
+
+impl ApplyOptions {
+    /// Options with `keep_conntrack` set as given.
+    pub fn keep_conntrack(keep: bool) -> Self {
+        ApplyOptions { keep_conntrack: keep }
+    }
+}
+
+/// What [`Session::destroy`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Destroyed {
+    /// Mappings the table held.
+    pub mappings: usize,
+    /// Tracked connections removed with them.
+    pub flows_cleared: usize,
+}
+
+/// What [`Session::converge`] did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Outcome {
+    /// The plan that was carried out (empty when nothing had to change).
+    pub plan: Plan,
+    /// What the transaction touched.
+    pub report: ApplyReport,
+    /// How many times portmap planned (more than 1 when another program changed the ruleset in
+    /// between).
+    pub attempts: usize,
+}
+
+/// A backend and the orchestration around it.
+#[derive(Debug)]
+pub struct Session<B> {
+    backend: B,
+}
+
+/// A backend error as the facade reports it; a stale commit becomes [`Error::Stale`].
+fn backend_error<B: Backend>(error: B::Error, planned: Option<u32>) -> Error {
+    match planned {
+        Some(planned) if B::is_stale(&error) => Error::Stale { planned },
+        _ => Error::Backend(Box::new(error)),
+    }
+}
+
+impl<B: Backend> Session<B> {
+    /// Orchestrate `backend`.
+    pub fn new(backend: B) -> Self {
+        Session { backend }
+    }
+
+    /// The backend, for what the orchestration does not cover.
+    pub fn backend(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    /// The backend's name.
+    pub fn name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Read the owned state back.
+    pub fn observe(&mut self) -> Result<Observed, Error> {
+        self.backend.observe().map_err(|e| backend_error::<B>(e, None))
+    }
+
+    /// The ruleset the backend builds for `model`, as its native tool's input.
+    pub fn render(&self, model: &Model) -> Result<String, Error> {
+        self.backend
+            .render(model)
+            .map_err(|e| backend_error::<B>(e, None))
+    }
+
+    /// Carry out `plan` in one transaction, read the kernel back and require that nothing is left
+    /// to do, then remove the tracked connections the plan made stale (so a live flow meets the new
+    /// rules on its next packet), together with any an interrupted apply left pending.
+    pub fn apply(&mut self, plan: &Plan, options: &ApplyOptions) -> Result<ApplyReport, Error> {
+        // The flows this plan makes stale are recorded in its own transaction, so that a process
+        // killed before removing them leaves the next apply a note to finish the job.
+        let stale = if options.keep_conntrack {
+            Vec::new()
+        } else {
+            plan.stale_flows()
+        };
+        let mut report = self
+            .backend
+            .commit(plan, &stale)
+            .map_err(|e| backend_error::<B>(e, plan.generation))?;
+        if report.messages > 0 {
+            let observed = self.observe()?;
+            let after = portmap_core::plan(&plan.desired, &observed);
+            if after.changes_kernel() {
+                // The transaction moved the generation by one; more means another writer came
+                // after it, and the difference may be theirs.
+                let ours = plan.generation.map(|g| g.wrapping_add(1));
+                return Err(if observed.generation == ours {
+                    Error::NotConverged(Box::new(after))
+                } else {
+                    Error::Overtaken(Box::new(after))
+                });
+            }
+        }
+        let recorded = !stale.is_empty() || !plan.pending_flows.is_empty();
+        if !options.keep_conntrack {
+            let all: Vec<StaleFlows> = plan.pending_flows.iter().chain(&stale).cloned().collect();
+            report.flows_cleared = self
+                .backend
+                .clear_flows(&all)
+                .map_err(|e| backend_error::<B>(e, None))?;
+        }
+        if recorded {
+            self.backend
+                .forget_flows()
+                .map_err(|e| backend_error::<B>(e, None))?;
+        }
+        Ok(report)
+    }
+
+    /// Apply a plan saved earlier (`portmap plan --out`), after checking it against the kernel as it
+    /// is now: it must have been made here (same boot and network namespace), at the generation
+    /// the ruleset still has, and planning its desired state afresh must give exactly its changes —
+    /// so a plan file edited by hand (a delete added, a `before` altered) is refused, and so is one
+    /// the kernel has moved past. Nothing is retried: a refused saved plan is made again.
+    pub fn apply_saved(&mut self, saved: &Plan, options: &ApplyOptions) -> Result<ApplyReport, Error> {
+        let observed = self.observe()?;
+        if let (Some(planned), Some(here)) = (&saved.place, &observed.place)
+            && planned != here
+        {
+            return Err(Error::WrongPlace {
+                planned: planned.clone(),
+                actual: here.clone(),
+            });
+        }
+        if saved.generation != observed.generation {
+            return Err(Error::Stale {
+                planned: saved.generation.unwrap_or_default(),
+            });
+        }
+        let fresh = plan(&saved.desired, &observed);
+        if !fresh.same_changes(saved) {
+            return Err(Error::PlanMismatch(Box::new(fresh)));
+        }
+        self.apply(saved, options)
+    }
+
+    /// Observe, plan and apply `model` in one go (what `portmap apply --auto-approve` does). When
+    /// another program changes the ruleset between the read and the transaction, the kernel refuses
+    /// the transaction whole and portmap reads and plans again, up to [`CONVERGE_ATTEMPTS`] times.
+    pub fn converge(&mut self, model: &Model) -> Result<Outcome, Error> {
+        self.converge_approved(model, &ApplyOptions::default(), |_, _| true)
+    }
+
+    /// [`Session::converge`] asking `approve` before applying: it is called with each non-empty
+    /// plan and the attempt number (1 first) — again only when a fresh plan makes other changes than
+    /// the one approved last — and applying stops with [`Error::Declined`] when it says no. An
+    /// empty plan is returned without asking.
+    pub fn converge_approved(
+        &mut self,
+        model: &Model,
+        options: &ApplyOptions,
+        mut approve: impl FnMut(&Plan, usize) -> bool,
+    ) -> Result<Outcome, Error> {
+        let mut approved: Option<Plan> = None;
+        for attempt in 1..=CONVERGE_ATTEMPTS {
+            let plan = plan(model, &self.observe()?);
+            if plan.is_empty() {
+                return Ok(Outcome {
+                    plan,
+                    report: ApplyReport::default(),
+                    attempts: attempt,
+                });
+            }
+            if !approved.as_ref().is_some_and(|a| a.same_changes(&plan)) {
+                if !approve(&plan, attempt) {
+                    return Err(Error::Declined);
+                }
+                approved = Some(plan.clone());
+            }
+            match self.apply(&plan, options) {
+                Ok(report) => {
+                    return Ok(Outcome {
+                        plan,
+                        report,
+                        attempts: attempt,
+                    });
+                }
+                Err(e) if e.is_race() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Contended {
+            attempts: CONVERGE_ATTEMPTS,
+        })
+    }
+
+    /// Remove the owned table, then the tracked connections its forwards had made (unless
+    /// `keep_conntrack`). Returns how many mappings were removed, `None` when there was no table.
+    pub fn destroy(&mut self, options: &ApplyOptions) -> Result<Option<Destroyed>, Error> {
+        let observed = self.observe()?;
+        let removed = self.backend.destroy().map_err(|e| backend_error::<B>(e, None))?;
+        if !removed {
+            return Ok(None);
+        }
+        let mut flows_cleared = 0;
+        if !options.keep_conntrack {
+            let stale: Vec<StaleFlows> = observed
+                .mappings
+                .iter()
+                .flat_map(|m| {
+                    m.forwards.iter().map(|&forward| StaleFlows {
+                        mapping: m.name.clone(),
+                        forward,
+                        unless_from: None,
+                    })
+                })
+                .chain(observed.pending_flows.iter().cloned())
+                .collect();
+            flows_cleared = self
+                .backend
+                .clear_flows(&stale)
+                .map_err(|e| backend_error::<B>(e, None))?;
+        }
+        Ok(Some(Destroyed {
+            mappings: observed.mappings.len(),
+            flows_cleared,
+        }))
+    }
+}

@@ -1,0 +1,622 @@
+//! portmap-iptables: the iptables backend, for both variants (legacy and nft). portmap's rules live
+//! in its own chains (`PORTMAP-…`, see [`layout`]) jumped to from the built-in chains; they are
+//! written with `iptables-restore --noflush` / `ip6tables-restore --noflush` fed on stdin (never a
+//! shell), read back with `iptables-save` / `ip6tables-save`, and dispatched through a tree of
+//! chains keyed on the port ([`tree`]), so a packet evaluates O(log N) rules.
+//!
+//! It never writes a chain it did not create (a chain of the prefix in a table without portmap's
+//! marker is refused), never changes another tool's rule, and leaves every other chain
+//! byte-identical: only chains it names are flushed (`--noflush`), and its jumps are found by their
+//! comment.
+//!
+//! ```no_run
+//! use portmap_iptables::{IptablesBackend, Variant, DEFAULT_PREFIX};
+//! use portmap_core::{Backend, Netns};
+//!
+//! let mut backend = IptablesBackend::open(Variant::System, &Netns::Current, DEFAULT_PREFIX)?;
+//! let observed = backend.observe()?;
+//! println!("{} mappings in {}", observed.mappings.len(), backend.name());
+//! # Ok::<(), portmap_iptables::Error>(())
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod coexistence;
+pub mod commit;
+pub mod layout;
+pub mod observe;
+pub mod render;
+pub mod save;
+pub mod tree;
+pub mod variant;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use portmap_core::{ApplyReport, Backend, Environment, Model, Netns, Observed, Place, Plan, StaleFlows};
+use portmap_netlink::conntrack::{self, Conntrack, Flow};
+
+pub use layout::{DEFAULT_PREFIX, Family, LanSide, Prefix, Table};
+pub use variant::Variant;
+
+/// How long `iptables-restore` (legacy) waits for the xtables lock, by default (`-w 5`, as
+/// kube-proxy).
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Exit status of `iptables-restore` for a resource problem, such as the lock not being had.
+const EXIT_RESOURCE: i32 = 4;
+
+/// Errors of the iptables backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A program portmap needs is not installed.
+    #[error("{program} is not installed (Debian: apt-get install iptables)")]
+    NotInstalled {
+        /// The program, e.g. `iptables-legacy-restore`.
+        program: String,
+    },
+    /// `iptables -V` named no variant portmap knows.
+    #[error(
+        "cannot tell which iptables the system uses: `iptables -V` printed `{version}`; choose one with --backend iptables-legacy or iptables-nft"
+    )]
+    UnknownVariant {
+        /// What `iptables -V` printed (escaped).
+        version: String,
+    },
+    /// A chain prefix that is not one.
+    #[error(
+        "chain prefix `{0}` is not valid: use 1-12 characters from A-Z a-z 0-9 _ starting with a letter (chains are named PREFIX-…, at most 28 characters)"
+    )]
+    BadPrefix(String),
+    /// An interface name iptables would read as something else.
+    #[error(
+        "interface name `{0}` cannot be used with iptables: use A-Z a-z 0-9 _ . - (a `+` is an iptables wildcard)"
+    )]
+    BadInterface(String),
+    /// A namespace name that could leave `/run/netns`.
+    #[error("network namespace name `{0}` is not valid")]
+    BadNetns(String),
+    /// The namespace file cannot be opened.
+    #[error("cannot open network namespace {netns}: {source}")]
+    Netns {
+        /// The namespace.
+        netns: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A program could not be started.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `iptables-save` failed.
+    #[error("{program} failed (exit {code:?}): {stderr}")]
+    Save {
+        /// The program.
+        program: String,
+        /// Its exit status.
+        code: Option<i32>,
+        /// What it said.
+        stderr: String,
+    },
+    /// `iptables-save` printed what portmap cannot read.
+    #[error("cannot read the output of {program}, line {line}: {what}")]
+    Parse {
+        /// The program.
+        program: String,
+        /// The line.
+        line: usize,
+        /// What was wrong.
+        what: String,
+    },
+    /// An `iptables-restore` commit was refused; the commits before it landed.
+    #[error(
+        "{program} refused the {phase} commit of table {table} (exit {code:?}): {stderr}; {landed} — the state in between is safe, and `portmap apply` again repairs it"
+    )]
+    Restore {
+        /// The program.
+        program: String,
+        /// The table.
+        table: Table,
+        /// Which commit (`widen`, `nat`, `narrow`, …).
+        phase: &'static str,
+        /// Exit status.
+        code: Option<i32>,
+        /// What it said.
+        stderr: String,
+        /// Which commits landed before it.
+        landed: String,
+    },
+    /// The xtables lock was held by another program for longer than portmap waits.
+    #[error(
+        "another program held the xtables lock for more than {waited_secs} s, so {program} gave up; nothing of the {phase} commit of table {table} was applied ({landed}) — find the program holding {lock} (iptables, firewalld, kube-proxy, docker) and run portmap again"
+    )]
+    Lock {
+        /// The program.
+        program: String,
+        /// How long it waited.
+        waited_secs: u64,
+        /// The lock file.
+        lock: String,
+        /// The table.
+        table: Table,
+        /// Which commit.
+        phase: &'static str,
+        /// Which commits landed before it.
+        landed: String,
+    },
+    /// Chains of portmap's prefix exist in a table without portmap's marker.
+    #[error(
+        "{tool} table {table} holds chains named {prefix}-… that portmap did not create (no chain {prefix}-MARK starting with the comment \"managed by portmap\"); portmap never changes or deletes chains it did not create — give portmap a prefix of its own with --table NAME"
+    )]
+    Foreign {
+        /// `iptables` or `ip6tables`.
+        tool: &'static str,
+        /// The table.
+        table: Table,
+        /// The prefix.
+        prefix: String,
+    },
+    /// The ruleset changed after the plan was made.
+    #[error(
+        "another program changed the ruleset after this plan was made (the plan was made at generation {planned}); nothing was applied — run `portmap plan` again"
+    )]
+    Stale {
+        /// Generation recorded in the plan.
+        planned: u32,
+    },
+    /// A plan without a generation.
+    #[error(
+        "this plan does not say which ruleset generation it was made at, so portmap cannot tell whether the kernel changed since; nothing was applied — run `portmap plan` again"
+    )]
+    NoGeneration,
+    /// A plan from another backend.
+    #[error("this plan was made for the {planned} backend, not {actual}")]
+    WrongBackend {
+        /// The plan's backend.
+        planned: String,
+        /// This backend.
+        actual: &'static str,
+    },
+    /// A plan for another prefix.
+    #[error("this plan was made for chains {planned}-…, but portmap is managing {actual}-…; use --table to match")]
+    WrongTable {
+        /// The plan's prefix.
+        planned: String,
+        /// This backend's.
+        actual: String,
+    },
+    /// A plan made elsewhere.
+    #[error(
+        "this plan was made for {planned}, but portmap is working in {actual}; a plan applies only where it was made — run `portmap plan` here"
+    )]
+    WrongPlace {
+        /// Where the plan was made.
+        planned: Place,
+        /// Where this backend works.
+        actual: Place,
+    },
+    /// Reading interfaces, sysctls, the boot id or conntrack failed.
+    #[error(transparent)]
+    Netlink(#[from] portmap_netlink::Error),
+}
+
+/// The iptables backend bound to one network namespace, one variant and one chain prefix.
+#[derive(Debug)]
+pub struct IptablesBackend {
+    variant: Variant,
+    netns: Netns,
+    prefix: Prefix,
+    place: Place,
+    lock_wait: Duration,
+    env: Vec<(String, String)>,
+    fail_commit: Option<(Family, Table)>,
+}
+
+/// What `iptables-save` printed for both families, parsed, and the generation of it.
+struct Snapshot {
+    dumps: Vec<(Family, save::Dump)>,
+    generation: u32,
+}
+
+/// The chain prefix for a `--table` value: `portmap` (the nft default) means `PORTMAP`; anything
+/// else is taken as it is, checked.
+pub fn checked_prefix(name: &str) -> Result<Prefix, Error> {
+    let name = if name == "portmap" { DEFAULT_PREFIX } else { name };
+    Prefix::new(name).ok_or_else(|| Error::BadPrefix(portmap_core::shown_arg(name)))
+}
+
+fn netlink_netns(netns: &Netns) -> portmap_netlink::Netns {
+    match netns {
+        Netns::Named(name) => portmap_netlink::Netns::Named(name.clone()),
+        Netns::Path(path) => portmap_netlink::Netns::Path(path.clone()),
+        _ => portmap_netlink::Netns::Current,
+    }
+}
+
+/// Render `model` as `iptables-restore` input for chain prefix `prefix` (see [`render`]). The
+/// router's LAN-side addresses are read from `netns`.
+pub fn render_script(model: &Model, prefix: &str, netns: &Netns) -> Result<String, Error> {
+    let p = checked_prefix(prefix)?;
+    check_interfaces(&model.settings)?;
+    let lan = lan_side(netns, &model.settings.lan_interfaces)?;
+    Ok(render::render(&p, model, &lan))
+}
+
+fn lan_side(netns: &Netns, lan: &[String]) -> Result<LanSide, Error> {
+    if lan.is_empty() {
+        return Ok(LanSide::default());
+    }
+    let interfaces = portmap_netlink::interfaces(&netlink_netns(netns))?;
+    Ok(LanSide::from_interfaces(&interfaces, lan))
+}
+
+fn check_interfaces(settings: &portmap_core::Settings) -> Result<(), Error> {
+    match settings
+        .wan_interfaces
+        .iter()
+        .chain(&settings.lan_interfaces)
+        .find(|i| !layout::is_plain_interface(i))
+    {
+        Some(bad) => Err(Error::BadInterface(portmap_core::shown_arg(bad))),
+        None => Ok(()),
+    }
+}
+
+/// Whether `flow` was DNAT-ed through the forward `stale` names (as the nft backend decides).
+fn flow_is_stale(flow: &Flow, stale: &StaleFlows) -> bool {
+    let f = &stale.forward;
+    flow.status & conntrack::status::DST_NAT != 0
+        && flow.original.proto == f.transport.number()
+        && flow.original.dst_port == Some(f.port)
+        && flow.reply.src == f.to
+        && flow.reply.src_port == Some(f.to_port)
+        && !stale
+            .unless_from
+            .as_ref()
+            .is_some_and(|keep| keep.iter().any(|net| net.contains(&flow.original.src)))
+}
+
+impl IptablesBackend {
+    /// Open the backend for `variant` (resolving [`Variant::System`] with `iptables -V` run in
+    /// `netns`) managing chains `PREFIX-…` (`portmap`, the nft default table name, means
+    /// `PORTMAP`).
+    pub fn open(variant: Variant, netns: &Netns, table_or_prefix: &str) -> Result<Self, Error> {
+        let prefix = checked_prefix(table_or_prefix)?;
+        let variant = variant.resolve(netns)?;
+        for family in Family::ALL {
+            variant.program(family, "restore")?;
+            variant.program(family, "save")?;
+        }
+        let nl = netlink_netns(netns);
+        let place = Place {
+            boot_id: portmap_netlink::boot_id()?,
+            netns: portmap_netlink::netns_inode(&nl)?,
+        };
+        Ok(IptablesBackend {
+            variant,
+            netns: netns.clone(),
+            prefix,
+            place,
+            lock_wait: LOCK_WAIT,
+            env: Vec::new(),
+            fail_commit: None,
+        })
+    }
+
+    /// The variant driven (never [`Variant::System`]).
+    pub fn variant(&self) -> Variant {
+        self.variant
+    }
+
+    /// The chain prefix.
+    pub fn prefix(&self) -> &Prefix {
+        &self.prefix
+    }
+
+    /// How long a legacy commit waits for the xtables lock (`-w`); at least one second.
+    pub fn set_lock_wait(&mut self, wait: Duration) {
+        self.lock_wait = wait.max(Duration::from_secs(1));
+    }
+
+    /// Use another xtables lock file (`XTABLES_LOCKFILE`), for tests that must not hold the
+    /// host's `/run/xtables.lock`.
+    pub fn set_lock_file(&mut self, path: &std::path::Path) {
+        self.env.retain(|(k, _)| k != "XTABLES_LOCKFILE");
+        self.env
+            .push(("XTABLES_LOCKFILE".to_owned(), path.display().to_string()));
+    }
+
+    /// Make the commit of `table` for `family` fail (a line the tool refuses is appended to it),
+    /// so tests can show what a failed commit leaves behind.
+    #[doc(hidden)]
+    pub fn fail_commit(&mut self, at: Option<(Family, Table)>) {
+        self.fail_commit = at;
+    }
+
+    fn save(&self, family: Family, variant: Variant) -> Result<String, Error> {
+        let program = variant.program(family, "save")?;
+        let out = variant::run_with_env(&program, &[], None, &self.netns, &self.env)?;
+        if out.code != Some(0) {
+            return Err(Error::Save {
+                program: program.display().to_string(),
+                code: out.code,
+                stderr: out.stderr.trim().to_owned(),
+            });
+        }
+        Ok(out.stdout)
+    }
+
+    fn parse(family: Family, text: &str) -> Result<save::Dump, Error> {
+        save::parse(text).map_err(|e| Error::Parse {
+            program: format!("{}-save", family.tool()),
+            line: e.line,
+            what: e.what,
+        })
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, Error> {
+        let v4 = self.save(Family::V4, self.variant)?;
+        let v6 = self.save(Family::V6, self.variant)?;
+        Ok(Snapshot {
+            generation: save::generation(&[&v4, &v6]),
+            dumps: vec![
+                (Family::V4, Self::parse(Family::V4, &v4)?),
+                (Family::V6, Self::parse(Family::V6, &v6)?),
+            ],
+        })
+    }
+
+    fn owned(&self, snap: &Snapshot) -> Result<BTreeMap<(Family, Table), layout::Chains>, Error> {
+        let dumps: Vec<(Family, &save::Dump)> = snap.dumps.iter().map(|(f, d)| (*f, d)).collect();
+        observe::owned(&self.prefix, &dumps).map_err(|f| Error::Foreign {
+            tool: f.family.tool(),
+            table: f.table,
+            prefix: self.prefix.to_string(),
+        })
+    }
+
+    /// Run one commit. Says when it has to wait for the xtables lock, and fails clearly when the
+    /// wait times out.
+    fn run_step(&self, step: &commit::Step, landed: &[String]) -> Result<(), Error> {
+        let program = self.variant.program(step.family, "restore")?;
+        let wait = self.lock_wait.as_secs().to_string();
+        let mut args: Vec<&str> = Vec::new();
+        if self.variant == Variant::Legacy {
+            args.extend(["-w", wait.as_str()]);
+        }
+        args.push("--noflush");
+        let lock = variant::lock_path(&self.env);
+        if self.variant == Variant::Legacy && variant::lock_is_held(&lock) {
+            tracing::warn!(
+                "another program holds the xtables lock ({}); waiting up to {} s for it",
+                lock.display(),
+                self.lock_wait.as_secs()
+            );
+        }
+        let mut script = step.script.clone();
+        if self.fail_commit == Some((step.family, step.table)) {
+            let bad = format!("-A {} -j ACCEPT\nCOMMIT\n", self.prefix.chain("NO-SUCH-CHAIN"));
+            script = script.replacen("COMMIT\n", &bad, 1);
+        }
+        let out = variant::run_with_env(&program, &args, Some(&script), &self.netns, &self.env)?;
+        let landed = if landed.is_empty() {
+            "no commit before it landed".to_owned()
+        } else {
+            format!("landed before it: {}", landed.join(", "))
+        };
+        if out.code == Some(0) {
+            if out.elapsed > Duration::from_secs(1) && self.variant == Variant::Legacy {
+                tracing::warn!(
+                    "{} took {:.1} s (waiting for the xtables lock)",
+                    program.display(),
+                    out.elapsed.as_secs_f64()
+                );
+            }
+            return Ok(());
+        }
+        let stderr = out.stderr.trim().to_owned();
+        if out.code == Some(EXIT_RESOURCE) && stderr.contains("xtables lock") {
+            return Err(Error::Lock {
+                program: program.display().to_string(),
+                waited_secs: self.lock_wait.as_secs(),
+                lock: lock.display().to_string(),
+                table: step.table,
+                phase: step.phase,
+                landed,
+            });
+        }
+        Err(Error::Restore {
+            program: program.display().to_string(),
+            table: step.table,
+            phase: step.phase,
+            code: out.code,
+            stderr,
+            landed,
+        })
+    }
+
+    fn run_steps(&self, steps: &[commit::Step]) -> Result<(), Error> {
+        let mut landed = Vec::new();
+        for step in steps {
+            tracing::debug!(
+                "{} {} {}: {} lines, {} chains",
+                step.family.tool(),
+                step.table,
+                step.phase,
+                step.lines,
+                step.chains
+            );
+            self.run_step(step, &landed)?;
+            landed.push(format!("{} {} ({})", step.family.tool(), step.table, step.phase));
+        }
+        Ok(())
+    }
+
+    /// The commits `plan` would send now (for benchmarks and tests: lines and chains per commit).
+    pub fn steps(&self, plan: &Plan, record: &[StaleFlows]) -> Result<Vec<commit::Step>, Error> {
+        let snap = self.snapshot()?;
+        let owned = self.owned(&snap)?;
+        let current = layout::Layout { tables: owned };
+        let lan = lan_side(&self.netns, &plan.desired.settings.lan_interfaces)?;
+        Ok(commit::steps(&self.prefix, &current, plan, record, &lan))
+    }
+
+    fn environment(&self, snap: &Snapshot) -> Environment {
+        let nl = netlink_netns(&self.netns);
+        let flag = |key: &str| {
+            portmap_netlink::sysctl::read(&nl, key)
+                .ok()
+                .map(|v| v.trim() != "0")
+        };
+        let mut blocking = Vec::new();
+        for (family, dump) in &snap.dumps {
+            if let Some(s) = coexistence::own_variant(&self.prefix, *family, &dump.table(Table::Filter)) {
+                blocking.push(s);
+            }
+            let other = self.variant.other();
+            if let Ok(text) = self.save(*family, other)
+                && let Ok(theirs) = save::parse(&text)
+                && let Some(s) = coexistence::other_variant(other, *family, &theirs.table(Table::Filter))
+            {
+                blocking.push(s);
+            }
+        }
+        Environment {
+            interfaces: portmap_netlink::interfaces(&nl)
+                .ok()
+                .map(|list| list.into_iter().map(|i| i.name).collect()),
+            ipv4_forwarding: flag("net.ipv4.ip_forward"),
+            ipv6_forwarding: flag("net.ipv6.conf.all.forwarding"),
+            blocking_forward_chains: blocking,
+        }
+    }
+}
+
+impl Backend for IptablesBackend {
+    type Error = Error;
+
+    fn name(&self) -> &'static str {
+        self.variant.backend_name()
+    }
+
+    fn observe(&mut self) -> Result<Observed, Error> {
+        let snap = self.snapshot()?;
+        let owned = self.owned(&snap)?;
+        let lan_ifaces = observe::recorded_settings(&self.prefix, &owned)
+            .map(|s| s.lan_interfaces)
+            .unwrap_or_default();
+        let lan = lan_side(&self.netns, &lan_ifaces)?;
+        let mut observed = observe::analyse(&self.prefix, self.name(), &owned, &lan, Some(snap.generation));
+        observed.place = Some(self.place.clone());
+        observed.environment = self.environment(&snap);
+        Ok(observed)
+    }
+
+    fn commit(&mut self, plan: &Plan, record: &[StaleFlows]) -> Result<ApplyReport, Error> {
+        if plan.backend != self.name() {
+            return Err(Error::WrongBackend {
+                planned: portmap_core::shown_arg(&plan.backend),
+                actual: self.name(),
+            });
+        }
+        if plan.table != self.prefix.as_str() {
+            return Err(Error::WrongTable {
+                planned: portmap_core::shown_arg(&plan.table),
+                actual: self.prefix.to_string(),
+            });
+        }
+        if let Some(planned) = &plan.place
+            && *planned != self.place
+        {
+            return Err(Error::WrongPlace {
+                planned: planned.clone(),
+                actual: self.place.clone(),
+            });
+        }
+        check_interfaces(&plan.desired.settings)?;
+        if !plan.changes_kernel() && record.is_empty() {
+            return Ok(ApplyReport::default());
+        }
+        let Some(planned) = plan.generation else {
+            return Err(Error::NoGeneration);
+        };
+        // iptables has no generation of its own: portmap's is a hash of the tables it touches,
+        // taken again right before the first commit.
+        let snap = self.snapshot()?;
+        if snap.generation != planned {
+            return Err(Error::Stale { planned });
+        }
+        let owned = self.owned(&snap)?;
+        let rebuilt = owned.values().all(|c| c.chains.is_empty());
+        let current = layout::Layout { tables: owned };
+        let lan = lan_side(&self.netns, &plan.desired.settings.lan_interfaces)?;
+        let steps = commit::steps(&self.prefix, &current, plan, record, &lan);
+        self.run_steps(&steps)?;
+        Ok(ApplyReport::new(
+            steps.iter().map(|s| s.lines).sum(),
+            steps.iter().map(|s| s.chains).sum(),
+            rebuilt,
+        ))
+    }
+
+    fn is_stale(error: &Error) -> bool {
+        matches!(error, Error::Stale { .. })
+    }
+
+    fn clear_flows(&mut self, stale: &[StaleFlows]) -> Result<usize, Error> {
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        let mut conntrack = Conntrack::open(&netlink_netns(&self.netns))?;
+        Ok(conntrack.delete_where(None, |flow| stale.iter().any(|s| flow_is_stale(flow, s)))?)
+    }
+
+    fn forget_flows(&mut self) -> Result<(), Error> {
+        let snap = self.snapshot()?;
+        let owned = self.owned(&snap)?;
+        let chain = self.prefix.chain(layout::STALE);
+        for family in Family::ALL {
+            let has = owned
+                .get(&(family, Table::Nat))
+                .and_then(|c| c.chains.get(&chain))
+                .is_some_and(|rules| !rules.is_empty());
+            if has {
+                let step = commit::Step {
+                    family,
+                    table: Table::Nat,
+                    phase: "forget",
+                    script: format!("*nat\n:{chain} - [0:0]\nCOMMIT\n"),
+                    lines: 1,
+                    chains: 1,
+                };
+                self.run_step(&step, &[])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn render(&self, model: &Model) -> Result<String, Error> {
+        check_interfaces(&model.settings)?;
+        let lan = lan_side(&self.netns, &model.settings.lan_interfaces)?;
+        Ok(render::render(&self.prefix, model, &lan))
+    }
+
+    fn destroy(&mut self) -> Result<bool, Error> {
+        let snap = self.snapshot()?;
+        let owned = self.owned(&snap)?;
+        let current = layout::Layout { tables: owned };
+        let steps = commit::destroy_steps(&current);
+        if steps.is_empty() {
+            return Ok(false);
+        }
+        self.run_steps(&steps)?;
+        Ok(true)
+    }
+}

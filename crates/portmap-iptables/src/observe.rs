@@ -1,0 +1,637 @@
+//! `iptables-save` of portmap's chains → `Observed`, total: every rule in portmap's chains is
+//! structure (the static chains and the trees' jumps), part of exactly one mapping's complete set
+//! of rules (found by the name in its comment), a record of a pending cleanup, or drift. A mapping
+//! whose rules are incomplete, altered or unreachable carries `damage` saying what the kernel
+//! enforces instead; anything else that differs makes the structure `Damaged`.
+//!
+//! Observe checks that the trees route every port correctly (each rule sits in a chain that packets
+//! for its ports reach), not that they have the exact shape portmap would build; apply rebuilds
+//! every chain that differs from that shape whenever it has something to do.
+//!
+//! Pure: it reads save output given to it and decides nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use portmap_core::{Forward, Observed, ObservedMapping, Settings, StaleFlows, TableState, Transport};
+
+use crate::layout::{self, Family, LanSide, MappingRules, Prefix, Run, Table};
+use crate::save::Dump;
+use crate::tree::{Kind, Node};
+
+/// Why observe refuses to read: a table holds chains of portmap's prefix but no marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Foreign {
+    /// The family.
+    pub family: Family,
+    /// The table.
+    pub table: Table,
+}
+
+/// portmap's part of the four tables, checked for the marker.
+pub fn owned(p: &Prefix, dumps: &[(Family, &Dump)]) -> Result<BTreeMap<(Family, Table), layout::Chains>, Foreign> {
+    let mut out = BTreeMap::new();
+    let marker = layout::mark_rules(&Settings::default()).remove(0);
+    for (family, dump) in dumps {
+        for table in Table::ALL {
+            let ours = dump.table(table).ours(p);
+            if !ours.chains.is_empty() {
+                let marked = ours
+                    .chains
+                    .get(&p.chain(layout::MARK))
+                    .and_then(|rules| rules.first())
+                    .is_some_and(|first| *first == marker);
+                if !marked {
+                    return Err(Foreign {
+                        family: *family,
+                        table,
+                    });
+                }
+            }
+            out.insert((*family, table), ours);
+        }
+    }
+    Ok(out)
+}
+
+/// The LAN interfaces recorded in the marker chains, to know which addresses the hairpin chains
+/// should list.
+pub fn recorded_settings(p: &Prefix, owned: &BTreeMap<(Family, Table), layout::Chains>) -> Option<Settings> {
+    let order = [
+        (Family::V4, Table::Nat),
+        (Family::V4, Table::Filter),
+        (Family::V6, Table::Nat),
+        (Family::V6, Table::Filter),
+    ];
+    order.iter().find_map(|key| {
+        let rules = owned.get(key)?.chains.get(&p.chain(layout::MARK))?;
+        parse_settings(rules)
+    })
+}
+
+/// Settings from a `P-MARK` chain's rules (after the marker); `None` when a rule is not one
+/// portmap writes there.
+fn parse_settings(rules: &[String]) -> Option<Settings> {
+    let mut s = Settings::default();
+    for rule in rules.iter().skip(1) {
+        if let Some(rest) = rule.strip_prefix("-i ") {
+            let (iface, what) = rest.split_once(" -m comment --comment ")?;
+            match what {
+                "wan" => s.wan_interfaces.push(iface.to_owned()),
+                "lan" => s.lan_interfaces.push(iface.to_owned()),
+                _ => return None,
+            }
+        } else {
+            match rule.as_str() {
+                "-m comment --comment masquerade" => s.masquerade = true,
+                "-m comment --comment hairpin" => s.hairpin = true,
+                _ => return None,
+            }
+        }
+    }
+    (layout::mark_rules(&s) == rules).then_some(s)
+}
+
+/// A comment argument as `iptables-save` printed it, unquoted.
+pub fn unquote(text: &str) -> Option<String> {
+    let Some(inner) = text.strip_prefix('"') else {
+        return Some(text.to_owned());
+    };
+    let inner = inner.strip_suffix('"')?;
+    let mut out = String::with_capacity(inner.len());
+    let mut escaped = false;
+    for c in inner.chars() {
+        if escaped {
+            out.push(c);
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else {
+            out.push(c);
+        }
+    }
+    (!escaped).then_some(out)
+}
+
+fn transport(text: &str) -> Option<Transport> {
+    match text {
+        "tcp" => Some(Transport::Tcp),
+        "udp" => Some(Transport::Udp),
+        _ => None,
+    }
+}
+
+fn ports(text: &str, sep: char) -> Option<(u16, u16)> {
+    if let Some((a, b)) = text.split_once(sep) {
+        Some((a.parse().ok()?, b.parse().ok()?))
+    } else {
+        let p = text.parse().ok()?;
+        Some((p, p))
+    }
+}
+
+/// A DNAT rule portmap writes, read back: its run and comment. `None` unless the rule is exactly
+/// what [`layout::dnat_rule`] writes for them.
+pub fn parse_dnat(spec: &str) -> Option<(Run, String)> {
+    let (head, rest) = spec.split_once(" -m comment --comment ")?;
+    let (comment, target) = rest.rsplit_once(" -j DNAT --to-destination ")?;
+    let mut words = head.split(' ');
+    let (Some("-p"), Some(proto), Some("-m"), Some(_), Some("--dport"), Some(dport), None) = (
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+    ) else {
+        return None;
+    };
+    let transport = transport(proto)?;
+    let (start, end) = ports(dport, ':')?;
+    let (addr, to_ports) = if let Some(v6) = target.strip_prefix('[') {
+        let (a, p) = v6.split_once("]:")?;
+        (a.parse::<IpAddr>().ok().filter(IpAddr::is_ipv6)?, p)
+    } else {
+        let (a, p) = target.rsplit_once(':')?;
+        (a.parse::<IpAddr>().ok().filter(IpAddr::is_ipv4)?, p)
+    };
+    let to_start = match to_ports.split_once('-') {
+        Some((a, _)) => a.parse().ok()?,
+        None => to_ports.parse().ok()?,
+    };
+    if start > end || u32::from(to_start) + u32::from(end - start) > 65535 {
+        return None;
+    }
+    let run = Run {
+        transport,
+        start,
+        end,
+        to: addr,
+        to_start,
+    };
+    let comment = unquote(comment)?;
+    (layout::dnat_rule(&run, &comment) == spec).then_some((run, comment))
+}
+
+/// A filter rule portmap writes, read back: its run, mapping name, source and verdict.
+pub fn parse_filter(spec: &str) -> Option<(Run, String, Option<IpNet>, bool)> {
+    let words: Vec<&str> = spec.split(' ').collect();
+    let (source, w) = match words.as_slice() {
+        ["-s", net, rest @ ..] => (Some(net.parse::<IpNet>().ok()?), rest),
+        rest => (None, rest),
+    };
+    let [
+        "-d",
+        dst,
+        "-p",
+        proto,
+        "-m",
+        _,
+        "--dport",
+        dport,
+        "-m",
+        "conntrack",
+        "--ctorigdstport",
+        orig,
+        "-m",
+        "comment",
+        "--comment",
+        name,
+        "-j",
+        verdict,
+    ] = w
+    else {
+        return None;
+    };
+    let to = dst.parse::<IpNet>().ok()?.addr();
+    let (start, end) = ports(orig, ':')?;
+    let (to_start, _) = ports(dport, ':')?;
+    if start > end || u32::from(to_start) + u32::from(end - start) > 65535 {
+        return None;
+    }
+    let run = Run {
+        transport: transport(proto)?,
+        start,
+        end,
+        to,
+        to_start,
+    };
+    let accept = match *verdict {
+        "ACCEPT" => true,
+        "DROP" => false,
+        _ => return None,
+    };
+    let name = unquote(name)?;
+    let again = layout::filter_rule(&run, &name, source.as_ref(), if accept { "ACCEPT" } else { "DROP" });
+    (again == spec).then_some((run, name, source, accept))
+}
+
+/// A pending-cleanup record read back.
+pub fn parse_stale(spec: &str) -> Option<StaleFlows> {
+    let text = unquote(spec.strip_prefix("-m comment --comment ")?)?;
+    let mut words = text.split(' ');
+    let mapping = words.next()?.to_owned();
+    let (proto, port) = words.next()?.split_once('/')?;
+    let target = words.next()?;
+    let narrowed = match words.next() {
+        None => false,
+        Some("narrowed") => true,
+        Some(_) => return None,
+    };
+    if words.next().is_some() {
+        return None;
+    }
+    let (addr, to_port) = if let Some(v6) = target.strip_prefix('[') {
+        v6.split_once("]:")?
+    } else {
+        target.rsplit_once(':')?
+    };
+    let stale = StaleFlows {
+        mapping,
+        forward: Forward {
+            transport: transport(proto)?,
+            port: port.parse().ok()?,
+            to: addr.parse().ok()?,
+            to_port: to_port.parse().ok()?,
+        },
+        unless_from: narrowed.then(Vec::new),
+    };
+    (layout::stale_rule(&stale) == spec).then_some(stale)
+}
+
+/// One rule of a mapping, where it was found.
+#[derive(Debug, Clone)]
+struct Found {
+    family: Family,
+    table: Table,
+    chain: String,
+    line: String,
+    run: Run,
+    /// Whether packets for the run's ports reach the chain.
+    placed: bool,
+    /// nat: the comment's description; filter: the source and verdict.
+    description: Option<String>,
+    source: Option<IpNet>,
+    accept: bool,
+}
+
+/// How many ports a damage finding names before counting the rest.
+const LISTED: usize = 4;
+
+/// Analyse portmap's chains (already checked for the marker) into `Observed`.
+pub fn analyse(
+    p: &Prefix,
+    backend: &str,
+    owned: &BTreeMap<(Family, Table), layout::Chains>,
+    lan: &LanSide,
+    generation: Option<u32>,
+) -> Observed {
+    let table_name = p.to_string();
+    if owned.values().all(|c| c.chains.is_empty() && c.jumps.is_empty()) {
+        return Observed::missing(backend, &table_name, generation);
+    }
+    let mut reasons: Vec<String> = Vec::new();
+    let settings = recorded_settings(p, owned).unwrap_or_else(|| {
+        reasons.push(format!(
+            "no chain {} records the settings portmap built the chains for",
+            p.chain(layout::MARK)
+        ));
+        Settings::default()
+    });
+    let mut found: BTreeMap<String, Vec<Found>> = BTreeMap::new();
+    let mut pending = Vec::new();
+
+    for ((family, table), ours) in owned {
+        let (family, table) = (*family, *table);
+        let at = format!("{} {table}", family.tool());
+        let want = layout::static_chains(p, family, table, &settings, lan);
+        for (name, rules) in &want.chains {
+            match ours.chains.get(name) {
+                None => reasons.push(format!("{at}: chain {name} is missing")),
+                Some(have) if have != rules => {
+                    reasons.push(format!("{at}: chain {name} does not hold the rules portmap writes"));
+                }
+                Some(_) => {}
+            }
+        }
+        for jump in &want.jumps {
+            let n = ours.jumps.iter().filter(|j| *j == jump).count();
+            let target = jump.spec.rsplit_once("-j ").map_or("", |(_, t)| t);
+            match n {
+                1 => {}
+                0 => reasons.push(format!(
+                    "{at}: the jump from {} to {target} is missing",
+                    jump.builtin
+                )),
+                n => reasons.push(format!(
+                    "{at}: the jump from {} to {target} is there {n} times",
+                    jump.builtin
+                )),
+            }
+        }
+        for jump in ours.jumps.iter().filter(|j| !want.jumps.contains(j)) {
+            reasons.push(format!(
+                "{at}: a rule in {} carries portmap's comment but is not a jump portmap writes",
+                jump.builtin
+            ));
+        }
+
+        // Trees: which chains exist, which jumps lead into them, which rules they hold.
+        let kind = match table {
+            Table::Nat => Kind::Nat,
+            Table::Filter => Kind::Filter,
+        };
+        let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+        for name in ours.chains.keys() {
+            if want.chains.contains_key(name) || (table == Table::Nat && *name == p.chain(layout::STALE)) {
+                continue;
+            }
+            match Node::parse(p, name) {
+                Some(n) if n.kind == kind => {
+                    nodes.insert(name.clone(), n);
+                }
+                _ => reasons.push(format!("{at}: chain {name} was not written by portmap")),
+            }
+        }
+        for t in [Transport::Tcp, Transport::Udp] {
+            let root = Node::root(kind, t).name(p);
+            if !nodes.contains_key(&root) {
+                reasons.push(format!("{at}: chain {root} is missing"));
+            }
+        }
+        let mut edges: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut incoming: BTreeMap<String, usize> = BTreeMap::new();
+        let mut rules_found: Vec<(String, Node, String)> = Vec::new();
+        for (name, node) in &nodes {
+            for line in &ours.chains[name] {
+                let child = line
+                    .rsplit_once("-j ")
+                    .and_then(|(_, t)| nodes.get(t).map(|c| (t, c)))
+                    .filter(|(_, c)| {
+                        c.transport == node.transport && c.span() < node.span() && node.holds(c.lo as u16, c.hi as u16)
+                    })
+                    .filter(|(_, c)| c.jump(p) == *line);
+                if let Some((target, _)) = child {
+                    edges.entry(name.clone()).or_default().push(target.to_owned());
+                    *incoming.entry(target.to_owned()).or_default() += 1;
+                } else {
+                    rules_found.push((name.clone(), *node, line.clone()));
+                }
+            }
+        }
+        // Reachable: from the roots (which the static dispatch chain jumps to) through the jumps.
+        let mut reachable: BTreeSet<String> = BTreeSet::new();
+        let mut todo: Vec<String> = [Transport::Tcp, Transport::Udp]
+            .iter()
+            .map(|t| Node::root(kind, *t).name(p))
+            .filter(|r| nodes.contains_key(r))
+            .collect();
+        while let Some(n) = todo.pop() {
+            if reachable.insert(n.clone()) {
+                todo.extend(edges.get(&n).cloned().unwrap_or_default());
+            }
+        }
+        for name in nodes.keys() {
+            let is_root = nodes[name].span() == 65536;
+            match incoming.get(name).copied().unwrap_or(0) {
+                0 if !is_root => reasons.push(format!("{at}: chain {name} is not reached from its parent chain")),
+                n if n > 1 => reasons.push(format!("{at}: chain {name} is jumped to {n} times")),
+                _ => {}
+            }
+        }
+        for (chain, node, line) in rules_found {
+            let parsed = match table {
+                Table::Nat => parse_dnat(&line).map(|(run, comment)| {
+                    let (name, description) = layout::parse_mapping_comment(&comment);
+                    (run, name, description, None, true)
+                }),
+                Table::Filter => {
+                    parse_filter(&line).map(|(run, name, source, accept)| (run, name, None, source, accept))
+                }
+            };
+            match parsed {
+                Some((run, name, description, source, accept))
+                    if portmap_core::is_mapping_name(&name)
+                        && run.transport == node.transport
+                        && Family::of(run.to) == family =>
+                {
+                    let placed = reachable.contains(&chain) && node.holds(run.start, run.end);
+                    found.entry(name).or_default().push(Found {
+                        family,
+                        table,
+                        chain,
+                        line,
+                        run,
+                        placed,
+                        description,
+                        source,
+                        accept,
+                    });
+                }
+                _ => reasons.push(format!(
+                    "{at}: chain {chain} holds a rule portmap did not write: {}",
+                    portmap_core::shown(&line)
+                )),
+            }
+        }
+        if table == Table::Nat
+            && let Some(records) = ours.chains.get(&p.chain(layout::STALE))
+        {
+            for line in records {
+                match parse_stale(line) {
+                    Some(s) if Family::of(s.forward.to) == family => pending.push(s),
+                    _ => reasons.push(format!(
+                        "{at}: chain {} holds a rule portmap did not write",
+                        p.chain(layout::STALE)
+                    )),
+                }
+            }
+        }
+    }
+
+    let mappings: Vec<ObservedMapping> = found
+        .into_iter()
+        .map(|(name, rules)| into_mapping(name, &rules))
+        .collect();
+    for s in &mut pending {
+        if s.unless_from.is_some() {
+            s.unless_from = Some(
+                mappings
+                    .iter()
+                    .find(|m| m.name == s.mapping)
+                    .map(|m| m.allow_from.clone())
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    reasons.sort();
+    reasons.dedup();
+    Observed {
+        backend: backend.to_owned(),
+        table: table_name,
+        generation,
+        place: None,
+        state: if reasons.is_empty() {
+            TableState::Intact
+        } else {
+            TableState::Damaged { reasons }
+        },
+        settings,
+        mappings,
+        environment: portmap_core::Environment::default(),
+        pending_flows: pending,
+    }
+}
+
+fn phrase(items: &[String]) -> String {
+    let shown: Vec<&str> = items.iter().take(LISTED).map(String::as_str).collect();
+    match items.len() - shown.len() {
+        0 => shown.join(", "),
+        rest => format!("{} and {rest} more", shown.join(", ")),
+    }
+}
+
+fn is_are(items: &[String]) -> &'static str {
+    if items.len() == 1 { "is" } else { "are" }
+}
+
+/// One mapping from its rules, with every way they fall short of what portmap writes for it.
+fn into_mapping(name: String, rules: &[Found]) -> ObservedMapping {
+    let nat: Vec<&Found> = rules.iter().filter(|r| r.table == Table::Nat).collect();
+    let filter: Vec<&Found> = rules.iter().filter(|r| r.table == Table::Filter).collect();
+    let mut damage = Vec::new();
+    let description = nat.first().and_then(|r| r.description.clone());
+    if nat.iter().any(|r| r.description != description) {
+        damage.push("its DNAT rules disagree on the description".to_owned());
+    }
+    let families: BTreeSet<Family> = rules.iter().map(|r| r.family).collect();
+    if families.len() > 1 {
+        damage.push("its rules are split between IPv4 and IPv6".to_owned());
+    }
+    let mut forwards: Vec<Forward> = nat.iter().flat_map(|r| r.run.forwards()).collect();
+    forwards.sort_unstable();
+    let before = forwards.len();
+    forwards.dedup();
+    if forwards.len() != before {
+        damage.push("some of its ports have more than one DNAT rule".to_owned());
+    }
+    let allow_from = portmap_core::canonical_prefixes(
+        filter
+            .iter()
+            .filter(|r| r.accept)
+            .filter_map(|r| r.source)
+            .collect::<Vec<_>>(),
+    );
+    if forwards.is_empty() {
+        damage.push("it forwards nothing: only left-over filter rules remain".to_owned());
+    }
+    let want = MappingRules::new(&name, description.as_deref(), &forwards, &allow_from);
+    let mut open = Vec::new();
+    let mut refused = Vec::new();
+    let mut unaccepted = Vec::new();
+    let mut differ = Vec::new();
+    for (run, dnat, want_filter) in &want.runs {
+        let have_nat: Vec<&&Found> = nat.iter().filter(|r| r.run == *run).collect();
+        let have: Vec<&&Found> = filter.iter().filter(|r| r.run == *run).collect();
+        let lines: Vec<&str> = have.iter().map(|r| r.line.as_str()).collect();
+        let label = run.label();
+        if lines == want_filter.iter().map(String::as_str).collect::<Vec<_>>()
+            && have_nat.len() == 1
+            && have_nat[0].line == *dnat
+        {
+            continue;
+        }
+        let drop_at = have.iter().position(|r| !r.accept);
+        let accepts_before_drop = have[..drop_at.unwrap_or(have.len())]
+            .iter()
+            .filter(|r| r.accept)
+            .count();
+        let accepts_all = have.iter().any(|r| r.accept && r.source.is_none());
+        if !allow_from.is_empty() && drop_at.is_none() {
+            open.push(label);
+        } else if drop_at.is_some() && accepts_before_drop == 0 {
+            refused.push(label);
+        } else if have.is_empty() || (!accepts_all && allow_from.is_empty()) {
+            unaccepted.push(label);
+        } else {
+            differ.push(label);
+        }
+    }
+    let nat_runs: BTreeSet<Run> = want.runs.iter().map(|(r, _, _)| *r).collect();
+    let nowhere: BTreeSet<String> = filter
+        .iter()
+        .filter(|r| !nat_runs.contains(&r.run))
+        .map(|r| r.run.label())
+        .collect();
+    let nowhere: Vec<String> = nowhere.into_iter().collect();
+    if !open.is_empty() {
+        damage.push(format!(
+            "{} {} not guarded by the allow-list: open to every source",
+            phrase(&open),
+            is_are(&open)
+        ));
+    }
+    if !refused.is_empty() {
+        damage.push(format!(
+            "{}: every source is refused (the allow-list's drop comes before any accept)",
+            phrase(&refused)
+        ));
+    }
+    if !unaccepted.is_empty() {
+        damage.push(format!(
+            "{} {} no accept in filter: forwarded connections pass only where the FORWARD chain's other rules or policy let them",
+            phrase(&unaccepted),
+            if unaccepted.len() == 1 { "has" } else { "have" }
+        ));
+    }
+    if !differ.is_empty() {
+        damage.push(format!(
+            "the rules of {} differ from the ones portmap writes for it",
+            phrase(&differ)
+        ));
+    }
+    if !nowhere.is_empty() && !forwards.is_empty() {
+        damage.push(format!(
+            "{} {} filter rules but no DNAT rule",
+            phrase(&nowhere),
+            if nowhere.len() == 1 { "has" } else { "have" }
+        ));
+    }
+    let misplaced: BTreeSet<String> = rules
+        .iter()
+        .filter(|r| !r.placed)
+        .map(|r| format!("{} (chain {})", r.run.label(), r.chain))
+        .collect();
+    if !misplaced.is_empty() {
+        let list: Vec<String> = misplaced.into_iter().collect();
+        damage.push(format!(
+            "the rules for {} sit where packets for those ports never arrive",
+            phrase(&list)
+        ));
+    }
+    let wanted_count: usize = want.runs.iter().map(|(_, _, f)| f.len() + 1).sum();
+    if damage.is_empty() && wanted_count != rules.len() {
+        damage.push(format!(
+            "it has {} rules where portmap writes {wanted_count}",
+            rules.len()
+        ));
+    }
+    let objects = if damage.is_empty() {
+        Vec::new()
+    } else {
+        rules
+            .iter()
+            .map(|r| format!("{} {} {}: {}", r.family.tool(), r.table, r.chain, r.line))
+            .collect()
+    };
+    ObservedMapping {
+        name,
+        description,
+        forwards,
+        allow_from,
+        damage,
+        objects,
+    }
+}

@@ -1,0 +1,227 @@
+//! Read `iptables-save` / `ip6tables-save` output: per table, the built-in chains' policies and
+//! rules and every user chain's rules, as the text lines the tool prints (after `-A NAME `). Also
+//! the ruleset generation portmap defines for iptables (a hash of the nat and filter tables).
+//!
+//! Text only; it never runs a tool and never decides what a rule means.
+
+use std::collections::BTreeMap;
+
+use crate::layout::{Chains, Jump, Prefix, Table};
+
+/// One table as `iptables-save` printed it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableDump {
+    /// Built-in chains and their policies (`ACCEPT`, `DROP`), in the order printed.
+    pub policies: Vec<(String, String)>,
+    /// Rules of every chain (built-in and user), in order.
+    pub rules: BTreeMap<String, Vec<String>>,
+    /// User chains declared (`:NAME - [0:0]`), in the order printed.
+    pub user_chains: Vec<String>,
+}
+
+impl TableDump {
+    /// A built-in chain's policy.
+    pub fn policy(&self, chain: &str) -> Option<&str> {
+        self.policies
+            .iter()
+            .find(|(c, _)| c == chain)
+            .map(|(_, p)| p.as_str())
+    }
+
+    /// The rules of a chain (empty when it has none or does not exist).
+    pub fn rules_of(&self, chain: &str) -> &[String] {
+        self.rules.get(chain).map_or(&[], Vec::as_slice)
+    }
+
+    /// portmap's part of the table: the chains of prefix `p` and the jumps into them that carry
+    /// portmap's comment (a jump without it is someone else's rule and stays out of the picture).
+    pub fn ours(&self, p: &Prefix) -> Chains {
+        let mut chains = BTreeMap::new();
+        for name in self.user_chains.iter().filter(|n| p.owns_name(n)) {
+            chains.insert(name.clone(), self.rules_of(name).to_vec());
+        }
+        let comment = format!("--comment {}", crate::layout::quoted(&p.jump_comment()));
+        let mut jumps = Vec::new();
+        for (builtin, _) in &self.policies {
+            for spec in self.rules_of(builtin) {
+                let target = spec.rsplit_once("-j ").map(|(_, t)| t);
+                if target.is_some_and(|t| p.owns_name(t)) && spec.contains(&comment) {
+                    jumps.push(Jump {
+                        builtin: builtin.clone(),
+                        spec: spec.clone(),
+                    });
+                }
+            }
+        }
+        Chains { chains, jumps }
+    }
+}
+
+/// A whole `iptables-save` output, by table name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dump {
+    /// Tables printed, by name.
+    pub tables: BTreeMap<String, TableDump>,
+}
+
+impl Dump {
+    /// One of portmap's tables (empty when the tool printed none).
+    pub fn table(&self, table: Table) -> TableDump {
+        self.tables.get(table.name()).cloned().unwrap_or_default()
+    }
+}
+
+/// Why a save output could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What was wrong.
+    pub what: String,
+}
+
+/// Parse `iptables-save` output.
+pub fn parse(text: &str) -> Result<Dump, ParseError> {
+    let mut dump = Dump::default();
+    let mut current: Option<(String, TableDump)> = None;
+    for (i, line) in text.lines().enumerate() {
+        let err = |what: &str| ParseError {
+            line: i + 1,
+            what: what.to_owned(),
+        };
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('*') {
+            if current.is_some() {
+                return Err(err("a table starts before the previous one's COMMIT"));
+            }
+            current = Some((name.to_owned(), TableDump::default()));
+            continue;
+        }
+        let Some((name, table)) = current.as_mut() else {
+            return Err(err("a line outside any table"));
+        };
+        if line == "COMMIT" {
+            let (name, table) = current.take().ok_or_else(|| err("COMMIT outside a table"))?;
+            dump.tables.insert(name, table);
+            continue;
+        }
+        let _ = name;
+        if let Some(decl) = line.strip_prefix(':') {
+            let mut parts = decl.split(' ');
+            let chain = parts.next().unwrap_or_default().to_owned();
+            let policy = parts.next().ok_or_else(|| err("a chain line without a policy"))?;
+            if policy == "-" {
+                table.user_chains.push(chain.clone());
+            } else {
+                table.policies.push((chain.clone(), policy.to_owned()));
+            }
+            table.rules.entry(chain).or_default();
+            continue;
+        }
+        if let Some(rule) = line.strip_prefix("-A ") {
+            let (chain, spec) = rule.split_once(' ').unwrap_or((rule, ""));
+            table
+                .rules
+                .entry(chain.to_owned())
+                .or_default()
+                .push(spec.to_owned());
+            continue;
+        }
+        return Err(err("a line iptables-save does not print"));
+    }
+    if current.is_some() {
+        return Err(ParseError {
+            line: text.lines().count(),
+            what: "the last table has no COMMIT".to_owned(),
+        });
+    }
+    Ok(dump)
+}
+
+/// FNV-1a, 64 bits.
+fn fnv1a(hash: &mut u64, bytes: &[u8]) {
+    for b in bytes {
+        *hash ^= u64::from(*b);
+        *hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+}
+
+/// portmap's generation for iptables: a hash of the nat and filter tables of every save output
+/// given (IPv4 then IPv6), counters and comment lines left out, folded to 32 bits. Any change to a
+/// rule, chain or policy of those tables — portmap's or anyone's — changes it (but for a 2⁻³²
+/// chance); a change undone before the check, and changes to other tables (mangle, raw), do not.
+pub fn generation(saves: &[&str]) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for text in saves {
+        let mut in_table = false;
+        for line in text.lines() {
+            if let Some(name) = line.strip_prefix('*') {
+                in_table = name == "nat" || name == "filter";
+            }
+            if !in_table || line.starts_with('#') {
+                continue;
+            }
+            // `:FORWARD ACCEPT [12:3456]`: the counters move with traffic.
+            let line = match line.rfind(" [") {
+                Some(at) if line.starts_with(':') => &line[..at],
+                _ => line,
+            };
+            fnv1a(&mut hash, line.as_bytes());
+            fnv1a(&mut hash, b"\n");
+        }
+        fnv1a(&mut hash, b"\x00");
+    }
+    ((hash >> 32) ^ hash) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAVE: &str = "# Generated by iptables-save v1.8.9 on Tue Dec  1 23:04:57 2026
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [10:20]
+:OUTPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:PORTMAP-FWD - [0:0]
+-A FORWARD -m conntrack --ctstate DNAT -m comment --comment \"portmap PORTMAP\" -j PORTMAP-FWD
+-A FORWARD -j DOCKER
+-A FORWARD -j PORTMAP-FWD
+-A PORTMAP-FWD -p tcp -j PORTMAP-FT-0-65535
+COMMIT
+# Completed on Tue Dec  1 23:04:57 2026
+";
+
+    #[test]
+    fn reads_policies_chains_and_our_jumps() {
+        let dump = parse(SAVE).expect("parses");
+        let filter = dump.table(Table::Filter);
+        assert_eq!(filter.policy("FORWARD"), Some("DROP"));
+        assert_eq!(filter.user_chains, ["DOCKER", "PORTMAP-FWD"]);
+        let p = Prefix::new("PORTMAP").expect("valid");
+        let ours = filter.ours(&p);
+        assert_eq!(ours.chains.len(), 1);
+        // The jump without portmap's comment is not portmap's.
+        assert_eq!(ours.jumps.len(), 1);
+        assert_eq!(ours.jumps[0].builtin, "FORWARD");
+    }
+
+    #[test]
+    fn the_generation_ignores_counters_and_dates() {
+        let a = generation(&[SAVE]);
+        let b = generation(&[&SAVE.replace("[10:20]", "[99:1234]").replace("23:04:57", "23:05:00")]);
+        assert_eq!(a, b);
+        let c = generation(&[&SAVE.replace("-A FORWARD -j DOCKER\n", "")]);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn refuses_what_save_does_not_print() {
+        assert!(parse("*nat\n-A X\n").is_err());
+        assert!(parse("-A X -j ACCEPT\n").is_err());
+        assert!(parse("*nat\nbogus\nCOMMIT\n").is_err());
+    }
+}

@@ -25,11 +25,19 @@ pub fn other_variant(theirs: Variant, family: Family, filter: &TableDump) -> Opt
     if !(policy_drop || ends_in_drop) || rules.iter().any(|r| accepts_dnat(r)) {
         return None;
     }
-    let tool = format!("{}-{}", family.tool(), theirs.backend_name().trim_start_matches("iptables-"));
+    let tool = format!(
+        "{}-{}",
+        family.tool(),
+        theirs.backend_name().trim_start_matches("iptables-")
+    );
     Some(format!(
         "{tool} {}, chain FORWARD {} and does not accept DNAT-ed connections: legacy and nft rules both run, so it drops forwards that portmap's {} accepts (`{tool} -I FORWARD -m conntrack --ctstate DNAT -j ACCEPT` would let them through)",
         Table::Filter,
-        if policy_drop { "has policy DROP" } else { "ends in a drop rule" },
+        if policy_drop {
+            "has policy DROP"
+        } else {
+            "ends in a drop rule"
+        },
         theirs.other().backend_name(),
     ))
 }
@@ -37,7 +45,9 @@ pub fn other_variant(theirs: Variant, family: Family, filter: &TableDump) -> Opt
 /// A sentence when portmap's own variant drops everything in `FORWARD` above portmap's jump.
 pub fn own_variant(p: &Prefix, family: Family, filter: &TableDump) -> Option<String> {
     let rules = filter.rules_of("FORWARD");
-    let ours = rules.iter().position(|r| r.ends_with(&format!("-j {}", p.chain(crate::layout::FWD))))?;
+    let ours = rules
+        .iter()
+        .position(|r| r.ends_with(&format!("-j {}", p.chain(crate::layout::FWD))))?;
     rules[..ours].iter().any(|r| is_drop(r)).then(|| {
         format!(
             "{} filter, chain FORWARD drops every packet above portmap's jump to {}: forwarded connections never reach portmap's accepts",

@@ -101,14 +101,13 @@ pub fn desired<'a>(rules: &'a [MappingRules], plan: &Plan, stale: Vec<StaleFlows
 
 /// The commits that carry `plan` out from `current` (portmap's chains as saved just before), with
 /// `record` and the plan's pending cleanups written into the nat commits.
-pub fn steps(
-    p: &Prefix,
-    current: &Layout,
-    plan: &Plan,
-    record: &[StaleFlows],
-    lan: &LanSide,
-) -> Vec<Step> {
-    let rules: Vec<MappingRules> = plan.desired.mappings.iter().map(MappingRules::of_mapping).collect();
+pub fn steps(p: &Prefix, current: &Layout, plan: &Plan, record: &[StaleFlows], lan: &LanSide) -> Vec<Step> {
+    let rules: Vec<MappingRules> = plan
+        .desired
+        .mappings
+        .iter()
+        .map(MappingRules::of_mapping)
+        .collect();
     // Old versions of intact mappings being removed or changed stay in filter until phase 3. A
     // damaged mapping's remains are not kept: the configuration's rules replace them at once.
     let old: Vec<MappingRules> = plan

@@ -331,14 +331,6 @@ pub fn port_match(start: u16, end: u16) -> String {
     }
 }
 
-/// An address as `-d` prints it: with its full prefix length.
-fn host(addr: IpAddr) -> String {
-    match addr {
-        IpAddr::V4(a) => format!("{a}/32"),
-        IpAddr::V6(a) => format!("{a}/128"),
-    }
-}
-
 /// One run of a mapping's forwards in one protocol: consecutive external ports to consecutive
 /// inner ports of one host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -427,19 +419,31 @@ pub fn dnat_rule(run: &Run, comment: &str) -> String {
     )
 }
 
+/// A prefix as `-m conntrack --ctorigsrc` prints it: a host prefix as a bare address.
+pub fn prefix_text(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
 /// A filter rule of a run: `ACCEPT` (from `source`, or from everyone) or `DROP` (everyone else).
+/// It matches both directions of the connection by its conntrack tuples (original source and
+/// destination port, reply source and port: the inner host), so replies pass a FORWARD policy
+/// DROP as well, and connections another tool DNAT-ed elsewhere never match.
 pub fn filter_rule(run: &Run, name: &str, source: Option<&IpNet>, verdict: &str) -> String {
     let proto = run.transport.as_str();
-    let mut out = String::new();
+    let mut out = format!("-p {proto} -m conntrack ");
     if let Some(net) = source {
-        let _ = write!(out, "-s {net} ");
+        let _ = write!(out, "--ctorigsrc {} ", prefix_text(net));
     }
     let _ = write!(
         out,
-        "-d {} -p {proto} -m {proto} --dport {} -m conntrack --ctorigdstport {} -m comment --comment {} -j {verdict}",
-        host(run.to),
-        port_match(run.to_start, run.to_end()),
+        "--ctreplsrc {} --ctorigdstport {} --ctreplsrcport {} -m comment --comment {} -j {verdict}",
+        run.to,
         port_match(run.start, run.end),
+        port_match(run.to_start, run.to_end()),
         quoted(name)
     );
     out
@@ -542,7 +546,11 @@ pub fn static_chains(p: &Prefix, family: Family, table: Table, settings: &Settin
     let mut jumps = Vec::new();
     let comment = format!("-m comment --comment {}", quoted(&p.jump_comment()));
     chains.insert(p.chain(MARK), mark_rules(settings));
-    let v6_skip = if family == Family::V6 { "! -d fe80::/10 " } else { "" };
+    let v6_skip = if family == Family::V6 {
+        "! -d fe80::/10 "
+    } else {
+        ""
+    };
     match table {
         Table::Nat => {
             let masquerade = settings.masquerade && family == Family::V4;
@@ -676,9 +684,7 @@ pub fn build(p: &Prefix, input: &Input<'_>, lan: &LanSide) -> Layout {
                         });
                     }
                 }
-                chains
-                    .chains
-                    .extend(tree::build(p, kind, transport, entries));
+                chains.chains.extend(tree::build(p, kind, transport, entries));
             }
             if table == Table::Nat {
                 let records: Vec<String> = input

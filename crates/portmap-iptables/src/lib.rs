@@ -185,7 +185,9 @@ pub enum Error {
         actual: &'static str,
     },
     /// A plan for another prefix.
-    #[error("this plan was made for chains {planned}-…, but portmap is managing {actual}-…; use --table to match")]
+    #[error(
+        "this plan was made for chains {planned}-…, but portmap is managing {actual}-…; use --table to match"
+    )]
     WrongTable {
         /// The plan's prefix.
         planned: String,

@@ -30,7 +30,10 @@ pub struct Foreign {
 }
 
 /// portmap's part of the four tables, checked for the marker.
-pub fn owned(p: &Prefix, dumps: &[(Family, &Dump)]) -> Result<BTreeMap<(Family, Table), layout::Chains>, Foreign> {
+pub fn owned(
+    p: &Prefix,
+    dumps: &[(Family, &Dump)],
+) -> Result<BTreeMap<(Family, Table), layout::Chains>, Foreign> {
     let mut out = BTreeMap::new();
     let marker = layout::mark_rules(&Settings::default()).remove(0);
     for (family, dump) in dumps {
@@ -178,23 +181,24 @@ pub fn parse_dnat(spec: &str) -> Option<(Run, String)> {
 /// A filter rule portmap writes, read back: its run, mapping name, source and verdict.
 pub fn parse_filter(spec: &str) -> Option<(Run, String, Option<IpNet>, bool)> {
     let words: Vec<&str> = spec.split(' ').collect();
-    let (source, w) = match words.as_slice() {
-        ["-s", net, rest @ ..] => (Some(net.parse::<IpNet>().ok()?), rest),
-        rest => (None, rest),
+    let (proto, source, w) = match words.as_slice() {
+        ["-p", proto, "-m", "conntrack", "--ctorigsrc", net, rest @ ..] => {
+            let net = net
+                .parse::<IpNet>()
+                .ok()
+                .or_else(|| net.parse::<IpAddr>().ok().map(IpNet::from))?;
+            (*proto, Some(net), rest)
+        }
+        ["-p", proto, "-m", "conntrack", rest @ ..] => (*proto, None, rest),
+        _ => return None,
     };
     let [
-        "-d",
+        "--ctreplsrc",
         dst,
-        "-p",
-        proto,
-        "-m",
-        _,
-        "--dport",
-        dport,
-        "-m",
-        "conntrack",
         "--ctorigdstport",
         orig,
+        "--ctreplsrcport",
+        dport,
         "-m",
         "comment",
         "--comment",
@@ -205,7 +209,7 @@ pub fn parse_filter(spec: &str) -> Option<(Run, String, Option<IpNet>, bool)> {
     else {
         return None;
     };
-    let to = dst.parse::<IpNet>().ok()?.addr();
+    let to = dst.parse::<IpAddr>().ok()?;
     let (start, end) = ports(orig, ':')?;
     let (to_start, _) = ports(dport, ':')?;
     if start > end || u32::from(to_start) + u32::from(end - start) > 65535 {
@@ -224,7 +228,12 @@ pub fn parse_filter(spec: &str) -> Option<(Run, String, Option<IpNet>, bool)> {
         _ => return None,
     };
     let name = unquote(name)?;
-    let again = layout::filter_rule(&run, &name, source.as_ref(), if accept { "ACCEPT" } else { "DROP" });
+    let again = layout::filter_rule(
+        &run,
+        &name,
+        source.as_ref(),
+        if accept { "ACCEPT" } else { "DROP" },
+    );
     (again == spec).then_some((run, name, source, accept))
 }
 
@@ -311,7 +320,9 @@ pub fn analyse(
             match ours.chains.get(name) {
                 None => reasons.push(format!("{at}: chain {name} is missing")),
                 Some(have) if have != rules => {
-                    reasons.push(format!("{at}: chain {name} does not hold the rules portmap writes"));
+                    reasons.push(format!(
+                        "{at}: chain {name} does not hold the rules portmap writes"
+                    ));
                 }
                 Some(_) => {}
             }
@@ -370,7 +381,9 @@ pub fn analyse(
                     .rsplit_once("-j ")
                     .and_then(|(_, t)| nodes.get(t).map(|c| (t, c)))
                     .filter(|(_, c)| {
-                        c.transport == node.transport && c.span() < node.span() && node.holds(c.lo as u16, c.hi as u16)
+                        c.transport == node.transport
+                            && c.span() < node.span()
+                            && node.holds(c.lo as u16, c.hi as u16)
                     })
                     .filter(|(_, c)| c.jump(p) == *line);
                 if let Some((target, _)) = child {
@@ -396,7 +409,9 @@ pub fn analyse(
         for name in nodes.keys() {
             let is_root = nodes[name].span() == 65536;
             match incoming.get(name).copied().unwrap_or(0) {
-                0 if !is_root => reasons.push(format!("{at}: chain {name} is not reached from its parent chain")),
+                0 if !is_root => {
+                    reasons.push(format!("{at}: chain {name} is not reached from its parent chain"))
+                }
                 n if n > 1 => reasons.push(format!("{at}: chain {name} is jumped to {n} times")),
                 _ => {}
             }

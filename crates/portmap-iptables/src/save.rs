@@ -212,7 +212,9 @@ COMMIT
     #[test]
     fn the_generation_ignores_counters_and_dates() {
         let a = generation(&[SAVE]);
-        let b = generation(&[&SAVE.replace("[10:20]", "[99:1234]").replace("23:04:57", "23:05:00")]);
+        let b = generation(&[&SAVE
+            .replace("[10:20]", "[99:1234]")
+            .replace("23:04:57", "23:05:00")]);
         assert_eq!(a, b);
         let c = generation(&[&SAVE.replace("-A FORWARD -j DOCKER\n", "")]);
         assert_ne!(a, c);

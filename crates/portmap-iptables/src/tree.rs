@@ -160,7 +160,12 @@ pub fn root(p: &Prefix, kind: Kind, transport: Transport) -> String {
 }
 
 /// The chains of one tree for `entries`: the root always, other nodes when they hold something.
-pub fn build(p: &Prefix, kind: Kind, transport: Transport, mut entries: Vec<Entry>) -> BTreeMap<String, Vec<String>> {
+pub fn build(
+    p: &Prefix,
+    kind: Kind,
+    transport: Transport,
+    mut entries: Vec<Entry>,
+) -> BTreeMap<String, Vec<String>> {
     entries.sort_by_key(|a| (a.start, a.rank, a.end));
     // An old version whose rules are the new version's (e.g. only the description changed in a
     // filter rule) is not written twice.
@@ -237,7 +242,13 @@ mod tests {
         assert_eq!(Node::parse(&p(), &n.name(&p())), Some(n));
         let long = Prefix::new("ABCDEFGHIJKL").expect("valid");
         assert!(n.name(&long).len() <= crate::layout::MAX_CHAIN_LEN);
-        for bad in ["PORTMAP-NT-1-65535", "PORTMAP-NT-0-4096", "PORTMAP-NX-0-15", "PORTMAP-NT-016-31", "PORTMAP-PRE"] {
+        for bad in [
+            "PORTMAP-NT-1-65535",
+            "PORTMAP-NT-0-4096",
+            "PORTMAP-NX-0-15",
+            "PORTMAP-NT-016-31",
+            "PORTMAP-PRE",
+        ] {
             assert_eq!(Node::parse(&p(), bad), None, "{bad}");
         }
     }
@@ -251,9 +262,18 @@ mod tests {
 
     #[test]
     fn ten_thousand_ports_take_few_rules_per_packet() {
-        let chains = build(&p(), Kind::Nat, Transport::Tcp, (10000..20000).map(entry).collect());
+        let chains = build(
+            &p(),
+            Kind::Nat,
+            Transport::Tcp,
+            (10000..20000).map(entry).collect(),
+        );
         // The longest chain a packet walks through at each level is at most 16 rules.
-        assert!(chains.values().all(|c| c.len() <= 16), "{:?}", chains.values().map(Vec::len).max());
+        assert!(
+            chains.values().all(|c| c.len() <= 16),
+            "{:?}",
+            chains.values().map(Vec::len).max()
+        );
         // Follow port 15000 from the root: at most 4 chains.
         let mut at = "PORTMAP-NT-0-65535".to_owned();
         let mut depth = 0;
@@ -275,7 +295,12 @@ mod tests {
 
     #[test]
     fn a_one_entry_change_rewrites_only_its_path() {
-        let before = build(&p(), Kind::Nat, Transport::Tcp, (10000..20000).map(entry).collect());
+        let before = build(
+            &p(),
+            Kind::Nat,
+            Transport::Tcp,
+            (10000..20000).map(entry).collect(),
+        );
         let mut changed: Vec<Entry> = (10000..20000).map(entry).collect();
         changed[4321].lines = vec!["rule changed".to_owned()];
         let after = build(&p(), Kind::Nat, Transport::Tcp, changed);
@@ -294,6 +319,12 @@ mod tests {
         });
         let chains = build(&p(), Kind::Nat, Transport::Tcp, entries);
         let root = &chains["PORTMAP-NT-0-65535"];
-        assert_eq!(root, &vec!["-p tcp -m tcp --dport 0:4095 -j PORTMAP-NT-0-4095".to_owned(), "span".to_owned()]);
+        assert_eq!(
+            root,
+            &vec![
+                "-p tcp -m tcp --dport 0:4095 -j PORTMAP-NT-0-4095".to_owned(),
+                "span".to_owned()
+            ]
+        );
     }
 }

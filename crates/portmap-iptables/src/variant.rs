@@ -163,7 +163,11 @@ pub fn run_with_env(
     let ns = netns_file(netns)?;
     let mut cmd = Command::new(program);
     cmd.args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("LC_ALL", "C");
@@ -248,7 +252,10 @@ mod tests {
     #[test]
     fn backend_names() {
         for name in ["iptables", "iptables-legacy", "iptables-nft"] {
-            assert_eq!(Variant::from_backend_name(name).map(Variant::backend_name), Some(name));
+            assert_eq!(
+                Variant::from_backend_name(name).map(Variant::backend_name),
+                Some(name)
+            );
         }
         assert_eq!(Variant::from_backend_name("nft"), None);
     }

@@ -11,7 +11,8 @@ use kit::{CLIENT, CLIENT6, ConnError, Lab, OTHER, OTHER6, Server, WAN, config, c
 use portmap_core::Backend;
 use portmap_iptables::Variant;
 
-const WEB: &str = "  - { name: web, port: 8080, to: 192.168.1.66, to_port: 80, description: \"web server's\" }\n";
+const WEB: &str =
+    "  - { name: web, port: 8080, to: 192.168.1.66, to_port: 80, description: \"web server's\" }\n";
 
 fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(a, b, c, d))
@@ -44,7 +45,11 @@ fn protocols_and_ranges(variant: Variant) {
     let mut b = lab.backend(variant);
     converge(&mut b, &model(&config(&mappings)));
     let reply = assert_reached(lab.tcp(CLIENT, 8080), "192.168.1.66:80");
-    assert_eq!(reply.peer.ip(), IpAddr::V4(CLIENT), "no SNAT for internet clients");
+    assert_eq!(
+        reply.peer.ip(),
+        IpAddr::V4(CLIENT),
+        "no SNAT for internet clients"
+    );
     assert_reached(lab.udp(CLIENT, 5353), "192.168.1.70:53");
     assert_reached(lab.tcp(CLIENT, 9000), "192.168.1.25:9000");
     assert_reached(lab.udp(CLIENT, 9000), "192.168.1.25:9000");
@@ -54,7 +59,9 @@ fn protocols_and_ranges(variant: Variant) {
     assert_reached(lab.tcp(CLIENT, 6002), "192.168.1.80:7002");
     let save = lab.save(variant, false);
     assert!(
-        save.contains("--dport 6000:6002 -m comment --comment cams -j DNAT --to-destination 192.168.1.80:7000-7002/6000"),
+        save.contains(
+            "--dport 6000:6002 -m comment --comment cams -j DNAT --to-destination 192.168.1.80:7000-7002/6000"
+        ),
         "{save}"
     );
     // A port nobody maps is not forwarded.
@@ -73,7 +80,8 @@ fn tcp_udp_both_ranges_and_offset_ranges_nft() {
     protocols_and_ranges(Variant::Nft);
 }
 
-const SSH: &str = "  - { name: ssh, port: 2222, to: 192.168.1.25, to_port: 22, allow_from: [203.0.113.2/32] }\n";
+const SSH: &str =
+    "  - { name: ssh, port: 2222, to: 192.168.1.25, to_port: 22, allow_from: [203.0.113.2/32] }\n";
 
 /// A refused source reaches neither the inner host nor a service of the router's own that
 /// listens on the mapped port of its WAN address.
@@ -84,9 +92,16 @@ fn refused_means_dropped(variant: Variant) {
     let mut b = lab.backend(variant);
     converge(&mut b, &model(&config(SSH)));
     assert_reached(lab.tcp(CLIENT, 2222), "192.168.1.25:22");
-    assert_eq!(lab.tcp_blocked(OTHER, 2222), ConnError::Timeout, "refused means dropped");
+    assert_eq!(
+        lab.tcp_blocked(OTHER, 2222),
+        ConnError::Timeout,
+        "refused means dropped"
+    );
     assert_eq!(ssh.seen().len(), 1);
-    assert!(router_own.seen().is_empty(), "a refused source reached the router's own service");
+    assert!(
+        router_own.seen().is_empty(),
+        "a refused source reached the router's own service"
+    );
 }
 
 #[test]
@@ -110,16 +125,17 @@ fn hairpin_router_local_and_masquerade() {
     let router_own = Server::tcp(&lab.router, SocketAddr::new(v4(192, 168, 1, 1), 8080));
     let internet = Server::tcp(&lab.client, SocketAddr::new(IpAddr::V4(CLIENT), 7777));
     let mut b = lab.backend(variant);
-    converge(
-        &mut b,
-        &model(&format!("masquerade: true\n{}", config(WEB))),
-    );
+    converge(&mut b, &model(&format!("masquerade: true\n{}", config(WEB))));
     // A LAN host reaches the mapping through the public address; the reflected flow is
     // masqueraded to the router's LAN address, so the answer comes back through the router.
     let wan = SocketAddr::new(IpAddr::V4(WAN), 8080);
     let reply = request(&lab.lan, v4(192, 168, 1, 70), wan, true, kit::REPLY).expect("hairpin");
     assert_eq!(reply.server.to_string(), "192.168.1.66:80");
-    assert_eq!(reply.peer.ip(), v4(192, 168, 1, 1), "only reflected flows are masqueraded");
+    assert_eq!(
+        reply.peer.ip(),
+        v4(192, 168, 1, 1),
+        "only reflected flows are masqueraded"
+    );
     // The router's own processes reach it too (nat OUTPUT), without masquerade.
     let reply = request(&lab.router, IpAddr::V4(WAN), wan, true, kit::REPLY).expect("router-local");
     assert_eq!(reply.server.to_string(), "192.168.1.66:80");
@@ -143,10 +159,7 @@ fn hairpin_router_local_and_masquerade() {
     assert_eq!(web.seen().len(), 3);
 
     // Without hairpin and masquerade, none of it.
-    converge(
-        &mut b,
-        &model(&format!("hairpin: false\n{}", config(WEB))),
-    );
+    converge(&mut b, &model(&format!("hairpin: false\n{}", config(WEB))));
     assert!(request(&lab.lan, v4(192, 168, 1, 66), out, true, kit::BLOCKED).is_err());
     let save = lab.save(variant, false);
     assert!(!save.contains("MASQUERADE"), "{save}");
@@ -181,7 +194,11 @@ fn a_changed_target_takes_live_udp_flows_with_it() {
     let _old = lab.udp_server("192.168.1.70:53");
     let _new = lab.udp_server("192.168.1.66:53");
     let mut b = lab.backend(variant);
-    let dns = |to: &str| config(&format!("  - {{ name: dns, protocol: udp, port: 5353, to: {to}, to_port: 53 }}\n"));
+    let dns = |to: &str| {
+        config(&format!(
+            "  - {{ name: dns, protocol: udp, port: 5353, to: {to}, to_port: 53 }}\n"
+        ))
+    };
     converge(&mut b, &model(&dns("192.168.1.70")));
     assert_reached(lab.udp(CLIENT, 5353), "192.168.1.70:53");
     let flows = lab.router.exec("conntrack", &["-L", "-p", "udp"]);

@@ -58,7 +58,9 @@ pub fn has_root() -> bool {
         eprintln!("skipped: needs root");
         return false;
     }
-    panic!("needs root (CAP_NET_ADMIN) to create network namespaces; set PORTMAP_TEST_ALLOW_SKIP=1 outside CI to skip");
+    panic!(
+        "needs root (CAP_NET_ADMIN) to create network namespaces; set PORTMAP_TEST_ALLOW_SKIP=1 outside CI to skip"
+    );
 }
 
 /// First line of every namespace test.
@@ -134,8 +136,12 @@ impl Lab {
     /// The backend of `variant` in the router.
     #[track_caller]
     pub fn backend(&self, variant: Variant) -> IptablesBackend {
-        IptablesBackend::open(variant, &portmap_core::Netns::Named(self.router.name().to_owned()), "PORTMAP")
-            .unwrap_or_else(|e| panic!("open: {e}"))
+        IptablesBackend::open(
+            variant,
+            &portmap_core::Netns::Named(self.router.name().to_owned()),
+            "PORTMAP",
+        )
+        .unwrap_or_else(|e| panic!("open: {e}"))
     }
 
     /// A TCP identity server on a LAN address.
@@ -153,20 +159,38 @@ impl Lab {
     /// TCP from the client at `from` to the router's WAN address (of `from`'s family).
     pub fn tcp(&self, from: impl Into<IpAddr>, port: u16) -> Result<Reply, ConnError> {
         let from = from.into();
-        request(&self.client, from, SocketAddr::new(wan_for(from), port), true, REPLY)
+        request(
+            &self.client,
+            from,
+            SocketAddr::new(wan_for(from), port),
+            true,
+            REPLY,
+        )
     }
 
     /// UDP from the client at `from` to the router's WAN address.
     pub fn udp(&self, from: impl Into<IpAddr>, port: u16) -> Result<Reply, ConnError> {
         let from = from.into();
-        request(&self.client, from, SocketAddr::new(wan_for(from), port), false, REPLY)
+        request(
+            &self.client,
+            from,
+            SocketAddr::new(wan_for(from), port),
+            false,
+            REPLY,
+        )
     }
 
     /// TCP that should not get through: the error it got (panics if it got a reply).
     #[track_caller]
     pub fn tcp_blocked(&self, from: impl Into<IpAddr>, port: u16) -> ConnError {
         let from = from.into();
-        match request(&self.client, from, SocketAddr::new(wan_for(from), port), true, BLOCKED) {
+        match request(
+            &self.client,
+            from,
+            SocketAddr::new(wan_for(from), port),
+            true,
+            BLOCKED,
+        ) {
             Ok(reply) => panic!("tcp from {from} to port {port} got through to {}", reply.server),
             Err(e) => e,
         }
@@ -212,7 +236,11 @@ pub fn normalize(save: &str) -> String {
 }
 
 fn wan_for(from: IpAddr) -> IpAddr {
-    if from.is_ipv4() { IpAddr::V4(WAN) } else { IpAddr::V6(WAN6) }
+    if from.is_ipv4() {
+        IpAddr::V4(WAN)
+    } else {
+        IpAddr::V6(WAN6)
+    }
 }
 
 fn parse(addr: &str) -> SocketAddr {
@@ -220,7 +248,13 @@ fn parse(addr: &str) -> SocketAddr {
 }
 
 /// A request from `from` in `ns` to `to`; the reply parsed.
-pub fn request(ns: &Netns, from: IpAddr, to: SocketAddr, tcp: bool, timeout: Duration) -> Result<Reply, ConnError> {
+pub fn request(
+    ns: &Netns,
+    from: IpAddr,
+    to: SocketAddr,
+    tcp: bool,
+    timeout: Duration,
+) -> Result<Reply, ConnError> {
     let text = if tcp {
         traffic::tcp_request(ns, from, to, timeout)?
     } else {

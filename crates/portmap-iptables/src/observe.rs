@@ -410,7 +410,7 @@ pub fn analyse(
             let is_root = nodes[name].span() == 65536;
             match incoming.get(name).copied().unwrap_or(0) {
                 0 if !is_root => {
-                    reasons.push(format!("{at}: chain {name} is not reached from its parent chain"))
+                    reasons.push(format!("{at}: chain {name} is not reached from its parent chain"));
                 }
                 n if n > 1 => reasons.push(format!("{at}: chain {name} is jumped to {n} times")),
                 _ => {}

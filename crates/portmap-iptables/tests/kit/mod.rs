@@ -114,7 +114,7 @@ impl Lab {
         Lab { client, router, lan }
     }
 
-    /// The lab with IPv6 on every link as well (2001:db8:1::/64 WAN, 2001:db8:2::/64 LAN).
+    /// The lab with IPv6 on every link as well (`2001:db8:1::/64` WAN, `2001:db8:2::/64` LAN).
     #[track_caller]
     pub fn with_ipv6(tag: &str) -> Lab {
         let lab = Lab::new(tag);

@@ -43,7 +43,7 @@ COMMIT
 fn foreign_part(save: &str) -> String {
     save.lines()
         .filter(|l| !l.contains("PORTMAP"))
-        .map(|l| format!("{l}\n"))
+        .flat_map(|l| [l, "\n"])
         .collect()
 }
 
@@ -204,9 +204,10 @@ fn damage_is_seen_as_the_kernel_enforces_it_and_apply_converges() {
     assert!(plan(&mut b, &m).is_empty());
 
     // A whole subtree unreachable (its jump deleted): its mappings are damaged, apply repairs.
-    let many: String = (0..40)
+    let many = (0..40)
         .map(|i| format!("  - {{ name: m{i}, port: {}, to: 192.168.1.70 }}\n", 10000 + i))
-        .collect();
+        .collect::<Vec<_>>()
+        .concat();
     let m2 = model(&config(&format!("{SSH_WEB}{many}")));
     converge(&mut b, &m2);
     let save = lab.save(variant, false);
@@ -347,14 +348,15 @@ fn a_failed_second_commit_is_safe_and_the_next_apply_converges_nft() {
 fn conformance(variant: Variant) {
     let lab = Lab::with_ipv6(&format!("conf-{}", variant.backend_name().len()));
     let other = Lab::with_ipv6(&format!("conf2-{}", variant.backend_name().len()));
-    let many: String = (0..30)
+    let many = (0..30)
         .map(|i| {
             format!(
                 "  - {{ name: m{i}, protocol: both, port: {}, to: 192.168.1.70 }}\n",
                 20000 + i * 3
             )
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .concat();
     let m = model(&format!(
         "masquerade: true\n{}",
         config(&format!(

@@ -8,12 +8,16 @@
 //! - `plan` against a live table of N;
 //! - peak RSS of apply;
 //! - the dataplane: new TCP connections per second to the last-added mapping with 1 mapping, with
-//!   N mappings, and with the same forwards as N linear DNAT rules.
+//!   N mappings, and with the same forwards as N linear DNAT rules;
+//! - the same for the iptables backend (`--iptables legacy,nft`, see `iptables.rs`): apply against
+//!   `iptables-restore` of its own render, a one-mapping change (restore lines, chains rewritten),
+//!   connections per second at 1 and N mappings against N linear rules.
 //!
 //! Run it as root through `scripts/bench.sh` (which builds in release). `--quick` is the small-N
 //! run CI uses so the suite cannot rot. It only runs `ip`, `nft` and `portmap` on its own generated
 //! files inside its own namespaces.
 
+mod iptables;
 mod lab;
 mod measure;
 mod workload;
@@ -33,6 +37,8 @@ struct Options {
     dataplane: Duration,
     portmap: PathBuf,
     markdown: Option<PathBuf>,
+    iptables: Vec<portmap_iptables::Variant>,
+    nft: bool,
 }
 
 fn options() -> Options {
@@ -45,6 +51,8 @@ fn options() -> Options {
             .and_then(|p| p.parent().map(|d| d.join("portmap")))
             .unwrap_or_else(|| PathBuf::from("portmap")),
         markdown: None,
+        iptables: vec![portmap_iptables::Variant::Legacy, portmap_iptables::Variant::Nft],
+        nft: true,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -55,6 +63,7 @@ fn options() -> Options {
                 o.sizes = vec![200, 2000];
                 o.repeat = 3;
                 o.dataplane = Duration::from_millis(500);
+                o.iptables = vec![portmap_iptables::Variant::Legacy];
                 i += 1;
                 continue;
             }
@@ -68,6 +77,21 @@ fn options() -> Options {
             "--dataplane-seconds" => o.dataplane = Duration::from_secs_f64(value.parse().expect("seconds")),
             "--portmap" => o.portmap = PathBuf::from(value),
             "--markdown" => o.markdown = Some(PathBuf::from(value)),
+            "--iptables" => {
+                o.iptables = value
+                    .split(',')
+                    .filter(|s| !s.is_empty() && *s != "none")
+                    .map(|s| {
+                        portmap_iptables::Variant::from_backend_name(&format!("iptables-{s}"))
+                            .expect("--iptables legacy,nft")
+                    })
+                    .collect();
+            }
+            "--only-iptables" => {
+                o.nft = false;
+                i += 1;
+                continue;
+            }
             other => {
                 panic!("unknown option {other}; see the file header of crates/portmap-bench/src/main.rs")
             }
@@ -100,7 +124,7 @@ fn main() {
         "portmap-bench builds network namespaces and needs root"
     );
     assert!(
-        o.portmap.exists(),
+        !o.nft || o.portmap.exists(),
         "no portmap binary at {} (build it with --release, or pass --portmap)",
         o.portmap.display()
     );
@@ -113,11 +137,30 @@ fn main() {
     );
 
     let mut rows = Vec::new();
-    for &n in &o.sizes {
-        rows.push(measure_size(&o, &lab, &dir, n));
+    if o.nft {
+        for &n in &o.sizes {
+            rows.push(measure_size(&o, &lab, &dir, n));
+        }
+    }
+    iptables::prepare(&dir);
+    let mut ipt_rows = Vec::new();
+    for &variant in &o.iptables {
+        ipt_rows.extend(iptables::measure(
+            &lab,
+            &dir,
+            variant,
+            &o.sizes,
+            o.repeat,
+            o.dataplane,
+        ));
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let report = report(&rows);
+    let mut report = if rows.is_empty() {
+        String::new()
+    } else {
+        report(&rows)
+    };
+    report.push_str(&iptables::report(&ipt_rows));
     print!("{report}");
     if let Some(path) = &o.markdown {
         std::fs::write(path, &report).expect("write markdown");

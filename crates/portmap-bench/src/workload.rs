@@ -134,3 +134,37 @@ pub fn linear_ruleset(n: usize) -> String {
     s.push_str("\t}\n}\n");
     s
 }
+
+/// The same forwards as `n` linear iptables DNAT rules in nat `PREROUTING` (what Docker and
+/// kube-proxy evaluate), as `iptables-restore --noflush` input: one rule per (protocol, port), the
+/// last mapping last.
+pub fn linear_iptables(n: usize) -> String {
+    let mut s = String::with_capacity(n * 90);
+    s.push_str("*nat\n");
+    for m in mappings(n) {
+        let to = target(m.index, n);
+        let protos: &[&str] = match m.protocol {
+            "both" => &["tcp", "udp"],
+            "udp" => &["udp"],
+            _ => &["tcp"],
+        };
+        for p in protos {
+            for k in 0..m.len {
+                let to_port = if m.index + 1 == n {
+                    80
+                } else if m.len == 1 {
+                    m.port
+                } else {
+                    10000 + k
+                };
+                let _ = writeln!(
+                    s,
+                    "-A PREROUTING -i wan0 -p {p} -m {p} --dport {} -j DNAT --to-destination {to}:{to_port}",
+                    m.port + k
+                );
+            }
+        }
+    }
+    s.push_str("COMMIT\n");
+    s
+}

@@ -27,6 +27,8 @@ pub mod layout;
 pub mod observe;
 pub mod render;
 pub mod save;
+#[cfg(test)]
+mod tests;
 pub mod tree;
 pub mod variant;
 

@@ -1,0 +1,326 @@
+//! Unit tests without root: what render prints (snapshots), that observe reads the layout back as
+//! an intact table whose plan is empty, that each kind of damage is reported as the kernel enforces
+//! it, that user text stays inside its comment, and what the commits of a change touch.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use portmap_core::{Model, Observed, Settings, StaleFlows, TableState, plan};
+
+use crate::commit;
+use crate::layout::{self, Chains, Family, Input, LanSide, Layout, MappingRules, Prefix, Table};
+use crate::observe;
+use crate::render;
+
+fn p() -> Prefix {
+    Prefix::new("PORTMAP").expect("valid")
+}
+
+fn lan() -> LanSide {
+    let mut lan = LanSide::default();
+    lan.v4.push("192.168.1.1/32".parse().expect("net"));
+    lan.v4 = portmap_core::canonical_prefixes(lan.v4.clone());
+    lan.v6.push("2001:db8:2::1/128".parse().expect("net"));
+    lan.v6 = portmap_core::canonical_prefixes(lan.v6.clone());
+    lan
+}
+
+const HOME: &str = "wan: { interfaces: [wan0] }
+lan: { interfaces: [lan0] }
+masquerade: true
+mappings:
+  - { name: web, port: 8080, to: 192.168.1.66, to_port: 80, description: \"web server's door, a\\\\b\" }
+  - { name: mail-pop3, port: 110, to: 192.168.1.25, allow_from: [203.0.113.0/24, 198.51.100.7/32] }
+  - { name: game, protocol: udp, port: \"27015-27030\", to: 192.168.1.70 }
+  - { name: cams, protocol: both, port: \"6000-6002\", to: 192.168.1.80, to_port: \"7000-7002\" }
+  - { name: web6, port: 8080, to: \"2001:db8:2::66\", to_port: 80, allow_from: [\"2001:db8:7::/48\"] }
+";
+
+fn model(yaml: &str) -> Model {
+    portmap_core::load_str(yaml, "test").unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+fn built(m: &Model, stale: Vec<StaleFlows>) -> Layout {
+    let rules: Vec<MappingRules> = m.mappings.iter().map(MappingRules::of_mapping).collect();
+    let input = Input {
+        settings: m.settings.clone(),
+        mappings: rules.iter().map(|r| (r, 0)).collect(),
+        stale,
+    };
+    layout::build(&p(), &input, &lan())
+}
+
+fn observed(layout: &Layout) -> Observed {
+    observe::analyse(&p(), "iptables-legacy", &layout.tables, &lan(), Some(7))
+}
+
+#[test]
+fn render_home_router() {
+    let out = render::render(&p(), &model(HOME), &lan());
+    let out = out.replacen(env!("CARGO_PKG_VERSION"), "VERSION", 1);
+    insta::assert_snapshot!("render_home_router", out);
+}
+
+#[test]
+fn observe_reads_the_layout_back_intact_and_the_plan_is_empty() {
+    let m = model(HOME);
+    let o = observed(&built(&m, Vec::new()));
+    assert_eq!(o.state, TableState::Intact, "{o:#?}");
+    assert!(o.mappings.iter().all(|m| !m.is_damaged()), "{:#?}", o.mappings);
+    let p = plan(&m, &o);
+    assert!(p.is_empty(), "{p}");
+    assert_eq!(o.settings.wan_interfaces, ["wan0"]);
+    assert!(o.settings.masquerade && o.settings.hairpin);
+}
+
+#[test]
+fn nothing_is_missing_and_a_settings_change_is_a_setting_change() {
+    let o = observe::analyse(&p(), "iptables-nft", &BTreeMap::new(), &lan(), Some(1));
+    assert_eq!(o.state, TableState::Missing);
+    let m = model(HOME);
+    let mut other = m.clone();
+    other.settings.hairpin = false;
+    let p = plan(&other, &observed(&built(&m, Vec::new())));
+    assert_eq!(p.settings.len(), 1, "{p}");
+    assert!(p.changes.is_empty(), "{p}");
+}
+
+fn edit(layout: &mut Layout, family: Family, table: Table, f: impl Fn(&mut BTreeMap<String, Vec<String>>)) {
+    let chains = layout.tables.entry((family, table)).or_default();
+    f(&mut chains.chains);
+}
+
+fn damage_of(layout: &Layout, name: &str) -> Vec<String> {
+    let o = observed(layout);
+    o.mappings
+        .iter()
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("{name} not found: {o:#?}"))
+        .damage
+        .clone()
+}
+
+#[test]
+fn a_missing_drop_is_an_open_port() {
+    let mut l = built(&model(HOME), Vec::new());
+    edit(&mut l, Family::V4, Table::Filter, |c| {
+        for rules in c.values_mut() {
+            rules.retain(|r| !(r.contains("mail-pop3") && r.ends_with("-j DROP")));
+        }
+    });
+    assert_eq!(
+        damage_of(&l, "mail-pop3"),
+        ["tcp/110 is not guarded by the allow-list: open to every source"]
+    );
+}
+
+#[test]
+fn a_drop_before_the_accepts_refuses_everyone() {
+    let mut l = built(&model(HOME), Vec::new());
+    edit(&mut l, Family::V4, Table::Filter, |c| {
+        for rules in c.values_mut() {
+            if let Some(i) = rules
+                .iter()
+                .position(|r| r.contains("mail-pop3") && r.ends_with("-j DROP"))
+            {
+                let drop = rules.remove(i);
+                let first = rules.iter().position(|r| r.contains("mail-pop3")).unwrap_or(0);
+                rules.insert(first, drop);
+            }
+        }
+    });
+    let damage = damage_of(&l, "mail-pop3");
+    assert!(damage[0].contains("every source is refused"), "{damage:?}");
+}
+
+#[test]
+fn filter_rules_without_their_dnat_forward_nothing() {
+    let mut l = built(&model(HOME), Vec::new());
+    edit(&mut l, Family::V4, Table::Nat, |c| {
+        for rules in c.values_mut() {
+            rules.retain(|r| !r.contains("--comment \"web: "));
+        }
+    });
+    let damage = damage_of(&l, "web");
+    assert!(
+        damage.iter().any(|d| d.contains("forwards nothing")),
+        "{damage:?}"
+    );
+    // And the plan repairs it.
+    let p = plan(&model(HOME), &observed(&l));
+    assert!(
+        matches!(p.changes.as_slice(), [portmap_core::Change::Repair { .. }]),
+        "{p}"
+    );
+}
+
+#[test]
+fn a_rule_portmap_did_not_write_is_drift() {
+    let mut l = built(&model(HOME), Vec::new());
+    edit(&mut l, Family::V4, Table::Nat, |c| {
+        if let Some(root) = c.get_mut("PORTMAP-NT-0-65535") {
+            root.push("-p tcp -m tcp --dport 9999 -j DNAT --to-destination 10.0.0.1:1".to_owned());
+        }
+        c.insert("PORTMAP-EXTRA".to_owned(), Vec::new());
+    });
+    let o = observed(&l);
+    let TableState::Damaged { reasons } = &o.state else {
+        panic!("{o:#?}");
+    };
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("holds a rule portmap did not write")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("PORTMAP-EXTRA was not written by portmap")),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn a_chain_of_the_prefix_without_the_marker_is_foreign() {
+    let save = "*nat\n:PREROUTING ACCEPT [0:0]\n:PORTMAP-PRE - [0:0]\n-A PORTMAP-PRE -j RETURN\nCOMMIT\n";
+    let dump = crate::save::parse(save).expect("parse");
+    let err = observe::owned(&p(), &[(Family::V4, &dump)]).expect_err("foreign");
+    assert_eq!((err.family, err.table), (Family::V4, Table::Nat));
+    // Another prefix is not affected.
+    let other = Prefix::new("PM2").expect("valid");
+    assert!(observe::owned(&other, &[(Family::V4, &dump)]).is_ok());
+}
+
+#[test]
+fn descriptions_stay_inside_their_comment() {
+    for text in ["a b", "it's", "back\\slash", "\" -j ACCEPT", "ünïcode ✓"] {
+        let quoted = layout::quoted(text);
+        assert!(quoted.starts_with('"') && quoted.ends_with('"'), "{quoted}");
+        assert_eq!(observe::unquote(&quoted).as_deref(), Some(text));
+    }
+    assert_eq!(layout::quoted("web"), "web");
+    assert_eq!(layout::quoted("web.v6"), "\"web.v6\"");
+    let long = "x".repeat(400);
+    assert_eq!(
+        layout::mapping_comment("m", Some(&long)).len(),
+        layout::MAX_COMMENT_LEN
+    );
+    assert!(!layout::is_plain_interface("eth+"));
+    assert!(!layout::is_plain_interface("-j"));
+    assert!(layout::is_plain_interface("eth0.100"));
+}
+
+#[test]
+fn pending_cleanups_round_trip() {
+    let m = model(HOME);
+    let o = observed(&built(&m, Vec::new()));
+    let web = o.mappings.iter().find(|m| m.name == "web").expect("web");
+    let stale = vec![
+        StaleFlows {
+            mapping: "web".to_owned(),
+            forward: web.forwards[0],
+            unless_from: None,
+        },
+        StaleFlows {
+            mapping: "web6".to_owned(),
+            forward: portmap_core::Forward {
+                transport: portmap_core::Transport::Tcp,
+                port: 8080,
+                to: "2001:db8:2::66".parse().expect("addr"),
+                to_port: 80,
+            },
+            unless_from: Some(vec!["2001:db8:7::/48".parse().expect("net")]),
+        },
+    ];
+    let o = observed(&built(&m, stale.clone()));
+    assert_eq!(o.state, TableState::Intact);
+    assert_eq!(o.pending_flows, stale);
+}
+
+fn steps_between(before: &Model, after: &Model) -> Vec<commit::Step> {
+    let o = observed(&built(before, Vec::new()));
+    let pl = plan(after, &o);
+    commit::steps(&p(), &built(before, Vec::new()), &pl, &pl.stale_flows(), &lan())
+}
+
+#[test]
+fn a_change_is_widen_then_nat_then_narrow_and_touches_only_its_chains() {
+    let n = 10_000;
+    let yaml = |target: &str| {
+        let mut y = "wan: { interfaces: [wan0] }\nhairpin: false\nmappings:\n".to_owned();
+        for i in 0..n {
+            let to = if i == 4321 { target } else { "192.168.1.66" };
+            let _ = writeln!(y, "  - {{ name: m{i}, port: {}, to: {to} }}", 10_000 + i);
+        }
+        y
+    };
+    let before = model(&yaml("192.168.1.66"));
+    let after = model(&yaml("192.168.1.70"));
+    let steps = steps_between(&before, &after);
+    let phases: Vec<(Family, Table, &str)> = steps.iter().map(|s| (s.family, s.table, s.phase)).collect();
+    assert_eq!(
+        phases,
+        [
+            (Family::V4, Table::Filter, "widen"),
+            (Family::V4, Table::Nat, "nat"),
+            (Family::V4, Table::Filter, "narrow")
+        ]
+    );
+    // One leaf per table, plus the record of the stale flows in the nat commit.
+    assert_eq!(
+        steps.iter().map(|s| s.chains).collect::<Vec<_>>(),
+        [1, 2, 1],
+        "{steps:#?}"
+    );
+    assert!(steps.iter().all(|s| s.lines <= 40), "{steps:#?}");
+    assert!(
+        steps[1].script.contains("m4321 tcp/14321 192.168.1.66:14321"),
+        "{}",
+        steps[1].script
+    );
+}
+
+#[test]
+fn a_first_apply_accepts_before_it_forwards_and_destroy_unforwards_first() {
+    let m = model(HOME);
+    let steps = steps_between(&model("wan: { interfaces: [wan0] }\nmappings: []\n"), &m);
+    assert_eq!(steps[0].table, Table::Filter);
+    let empty = Layout::default();
+    let first = commit::steps(
+        &p(),
+        &empty,
+        &plan(&m, &Observed::missing("x", "PORTMAP", Some(1))),
+        &[],
+        &lan(),
+    );
+    let tables: Vec<Table> = first.iter().map(|s| s.table).collect();
+    assert_eq!(tables, [Table::Filter, Table::Filter, Table::Nat, Table::Nat]);
+    let destroy = commit::destroy_steps(&built(&m, Vec::new()));
+    let tables: Vec<Table> = destroy.iter().map(|s| s.table).collect();
+    assert_eq!(tables, [Table::Nat, Table::Nat, Table::Filter, Table::Filter]);
+    assert!(
+        destroy[0]
+            .script
+            .contains("-D PREROUTING -m comment --comment \"portmap PORTMAP\" -j PORTMAP-PRE")
+    );
+    assert!(destroy[0].script.contains("-X PORTMAP-NT-0-65535"));
+}
+
+#[test]
+fn the_diff_leaves_equal_chains_alone() {
+    let a = Chains {
+        chains: [("X".to_owned(), vec!["-j RETURN".to_owned()])].into(),
+        jumps: Vec::new(),
+    };
+    assert_eq!(commit::diff(Table::Nat, &a, &a), None);
+    let settings = Settings::default();
+    let s = layout::static_chains(&p(), Family::V4, Table::Filter, &settings, &lan());
+    let (script, _, chains) = commit::diff(Table::Filter, &Chains::default(), &s).expect("script");
+    assert_eq!(chains, 2);
+    assert!(
+        script.starts_with("*filter\n:PORTMAP-FWD - [0:0]\n:PORTMAP-MARK - [0:0]\n"),
+        "{script}"
+    );
+    assert!(script.ends_with("COMMIT\n"));
+}

@@ -248,3 +248,7 @@ impl<B: Backend> Session<B> {
         }))
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -297,6 +297,17 @@ fn a_saved_plan_is_checked_against_the_kernel_before_it_is_committed() {
         .expect_err("another namespace");
     assert!(matches!(err, Error::WrongPlace { .. }), "{err:?}");
 
+    let mut other_table = saved.clone();
+    other_table.table = "fake other".into();
+    let err = s
+        .apply_saved(&other_table, &ApplyOptions::default())
+        .expect_err("another table");
+    assert!(matches!(err, Error::WrongTable { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("table fake other of the fake backend"),
+        "{err}"
+    );
+
     let mut edited = saved.clone();
     edited.changes.clear();
     let err = s

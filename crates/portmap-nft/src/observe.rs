@@ -65,6 +65,9 @@ fn read_once(socket: &mut Socket, interfaces: &[Interface], t: &TableId) -> Resu
         }
         return Err(Error::Foreign { table: t.display() });
     }
+    if table.flags & layout::TABLE_F_OWNER != 0 {
+        return Err(Error::Owned { table: t.display() });
+    }
     let chains = socket.chains(t.family, &t.name)?;
     let rules = socket.rules(t.family, &t.name)?;
     let sets: Vec<Set> = socket
@@ -126,10 +129,10 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
     if snap.table_flags & layout::TABLE_F_DORMANT != 0 {
         reasons.push("the table is dormant (flags dormant): every forward is switched off".to_owned());
     }
-    if snap.table_flags & !layout::TABLE_F_DORMANT != 0 {
+    if snap.table_flags & !(layout::TABLE_F_DORMANT | layout::TABLE_F_OWNER) != 0 {
         reasons.push(format!(
             "the table has flags portmap does not set (0x{:x})",
-            snap.table_flags & !layout::TABLE_F_DORMANT
+            snap.table_flags & !(layout::TABLE_F_DORMANT | layout::TABLE_F_OWNER)
         ));
     }
 

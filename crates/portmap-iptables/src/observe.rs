@@ -4,9 +4,9 @@
 //! whose rules are incomplete, altered or unreachable carries `damage` saying what the kernel
 //! enforces instead; anything else that differs makes the structure `Damaged`.
 //!
-//! Observe checks that the trees route every port correctly (each rule sits in a chain that packets
-//! for its ports reach), not that they have the exact shape portmap would build; apply rebuilds
-//! every chain that differs from that shape whenever it has something to do.
+//! Rules that work but sit elsewhere than portmap puts them (another chain of the tree, another
+//! order) make the structure `Damaged` too, so that an intact observation means exactly the layout
+//! portmap builds; apply rewrites every chain that differs from it.
 //!
 //! Pure: it reads save output given to it and decides nothing.
 
@@ -479,6 +479,33 @@ pub fn analyse(
                     .map(|m| m.allow_from.clone())
                     .unwrap_or_default(),
             );
+        }
+    }
+    // Everything is where it works; is it also exactly where portmap puts it (the trees' shape, the
+    // order of rules within a chain)? A tree portmap would build differently is rebuilt.
+    if reasons.is_empty() && mappings.iter().all(|m| !m.is_damaged()) {
+        let rules: Vec<MappingRules> = mappings.iter().map(MappingRules::of_observed).collect();
+        let input = layout::Input {
+            settings: settings.clone(),
+            mappings: rules.iter().map(|r| (r, 0)).collect(),
+            stale: Vec::new(),
+        };
+        let want = layout::build(p, &input, lan);
+        for ((family, table), ours) in owned {
+            let expected = want.table(*family, *table);
+            for (name, rules) in &ours.chains {
+                if Node::parse(p, name).is_some() && expected.chains.get(name) != Some(rules) {
+                    reasons.push(format!(
+                        "{} {table}: chain {name} does not hold portmap's rules in the order and chains portmap writes them",
+                        family.tool()
+                    ));
+                }
+            }
+            for name in expected.chains.keys() {
+                if Node::parse(p, name).is_some() && !ours.chains.contains_key(name) {
+                    reasons.push(format!("{} {table}: chain {name} is missing", family.tool()));
+                }
+            }
         }
     }
     reasons.sort();

@@ -324,3 +324,205 @@ fn the_diff_leaves_equal_chains_alone() {
     );
     assert!(script.ends_with("COMMIT\n"));
 }
+
+/// Carry a restore script out on an in-memory table, as `iptables-restore --noflush` does for the
+/// lines portmap sends (`:CHAIN` flushes or creates, `-A`, `-I BUILTIN 1`, `-D BUILTIN spec`,
+/// `-X`); jumps stand for the built-in chains' rules.
+fn simulate(chains: &mut Chains, script: &str) {
+    for line in script.lines() {
+        if line.starts_with('*') || line == "COMMIT" {
+            continue;
+        }
+        if let Some(decl) = line.strip_prefix(':') {
+            let name = decl.split(' ').next().expect("name");
+            chains.chains.insert(name.to_owned(), Vec::new());
+        } else if let Some(rest) = line.strip_prefix("-A ") {
+            let (chain, spec) = rest.split_once(' ').expect("spec");
+            chains
+                .chains
+                .get_mut(chain)
+                .expect("declared")
+                .push(spec.to_owned());
+        } else if let Some(rest) = line.strip_prefix("-I ") {
+            let (builtin, spec) = rest.split_once(" 1 ").expect("position");
+            chains.jumps.insert(
+                0,
+                layout::Jump {
+                    builtin: builtin.to_owned(),
+                    spec: spec.to_owned(),
+                },
+            );
+        } else if let Some(rest) = line.strip_prefix("-D ") {
+            let (builtin, spec) = rest.split_once(' ').expect("spec");
+            let at = chains
+                .jumps
+                .iter()
+                .position(|j| j.builtin == builtin && j.spec == spec)
+                .expect("the rule to delete exists");
+            chains.jumps.remove(at);
+        } else if let Some(name) = line.strip_prefix("-X ") {
+            assert!(chains.chains.remove(name).is_some(), "-X {name}");
+        } else {
+            panic!("unexpected line {line}");
+        }
+    }
+}
+
+/// xorshift64*: deterministic damage.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Damage one of the four tables at random (never the marker itself, which would make it foreign).
+fn damage(rng: &mut Rng, l: &mut Layout) {
+    let keys: Vec<(Family, Table)> = l.tables.keys().copied().collect();
+    let key = keys[rng.below(keys.len())];
+    let chains = l.tables.get_mut(&key).expect("table");
+    let names: Vec<String> = chains.chains.keys().cloned().collect();
+    let name = names[rng.below(names.len())].clone();
+    let mark = p().chain(layout::MARK);
+    let rules = chains.chains.get_mut(&name).expect("chain");
+    let protected = usize::from(name == mark);
+    match rng.below(9) {
+        0 if rules.len() > protected => {
+            let i = protected + rng.below(rules.len() - protected);
+            rules.remove(i);
+        }
+        1 if !rules.is_empty() => {
+            let i = rng.below(rules.len());
+            let line = rules[i].clone();
+            rules.insert(i, line);
+        }
+        2 if rules.len() > protected + 1 => {
+            let i = protected + rng.below(rules.len() - protected);
+            let j = protected + rng.below(rules.len() - protected);
+            rules.swap(i, j);
+        }
+        3 => rules.push("-p tcp -m tcp --dport 9 -j DNAT --to-destination 10.9.9.9:9".to_owned()),
+        4 if rules.len() > protected => {
+            let i = protected + rng.below(rules.len() - protected);
+            rules[i] = rules[i]
+                .replacen("80", "81", 1)
+                .replacen("192.168.1.", "192.168.9.", 1);
+        }
+        5 if !chains.jumps.is_empty() => {
+            let i = rng.below(chains.jumps.len());
+            chains.jumps.remove(i);
+        }
+        6 if name != mark && !crate::layout::static_names(&p(), key.1).contains(&name) => {
+            // A tree chain removed with every rule jumping to it.
+            chains.chains.remove(&name);
+            for rules in chains.chains.values_mut() {
+                rules.retain(|r| !r.ends_with(&format!("-j {name}")));
+            }
+        }
+        7 if rules.len() > protected => {
+            // A rule moved into another chain of the same table.
+            let i = protected + rng.below(rules.len() - protected);
+            let line = rules.remove(i);
+            let other = names[rng.below(names.len())].clone();
+            if other != mark {
+                chains.chains.get_mut(&other).expect("chain").push(line);
+            }
+        }
+        _ => {
+            if let Some(j) = chains.jumps.first().cloned() {
+                chains.jumps.push(j);
+            }
+        }
+    }
+}
+
+#[test]
+fn apply_converges_from_random_damage() {
+    let many = (0..40)
+        .map(|i| format!("  - {{ name: n{i}, port: {}, to: 192.168.1.70 }}\n", 20_000 + i))
+        .collect::<Vec<_>>()
+        .concat();
+    let m = model(&format!("{HOME}{many}"));
+    let seed = std::env::var("DAMAGE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x9e37_79b9_7f4a_7c15_u64);
+    let rounds: usize = std::env::var("DAMAGE_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let mut rng = Rng(seed);
+    let mut seen = 0;
+    for round in 0..rounds {
+        let mut l = built(&m, Vec::new());
+        let ops = 1 + rng.below(4);
+        for _ in 0..ops {
+            damage(&mut rng, &mut l);
+        }
+        let o = observed(&l);
+        let pl = plan(&m, &o);
+        // Jumps in different built-in chains have no order between them.
+        let sorted = |l: &Layout| {
+            let mut l = l.clone();
+            for c in l.tables.values_mut() {
+                c.jumps.sort();
+            }
+            l
+        };
+        if sorted(&l) != sorted(&built(&m, Vec::new())) {
+            // Observe is total: every change to portmap's chains shows in the plan.
+            if !pl.changes_kernel() {
+                let want = built(&m, Vec::new());
+                for (k, c) in &l.tables {
+                    let w = want.table(k.0, k.1);
+                    for (name, rules) in &c.chains {
+                        if w.chains.get(name) != Some(rules) {
+                            eprintln!("{k:?} {name}: {rules:#?}\nwant {:#?}", w.chains.get(name));
+                        }
+                    }
+                    if c.jumps != w.jumps {
+                        eprintln!("{k:?} jumps {:#?}\nwant {:#?}", c.jumps, w.jumps);
+                    }
+                }
+                panic!("round {round}: damage not seen");
+            }
+            seen += 1;
+        }
+        for step in commit::steps(&p(), &l, &pl, &pl.stale_flows(), &lan()) {
+            simulate(
+                l.tables.entry((step.family, step.table)).or_default(),
+                &step.script,
+            );
+        }
+        let after = plan(&m, &observed(&l));
+        assert!(
+            !after.changes_kernel(),
+            "round {round}: did not converge:\n{after}\nfrom:\n{pl}"
+        );
+        // Converged means the exact layout, except for the record of the flows to clear.
+        let mut l2 = l.clone();
+        for ((_, table), c) in &mut l2.tables {
+            if *table == Table::Nat {
+                c.chains.insert(p().chain(layout::STALE), Vec::new());
+            }
+            c.jumps.sort();
+        }
+        let mut want = built(&m, Vec::new());
+        for c in want.tables.values_mut() {
+            c.jumps.sort();
+        }
+        assert_eq!(l2, want, "round {round}");
+    }
+    assert!(
+        seen * 6 > rounds * 5,
+        "{seen} of {rounds} rounds damaged anything"
+    );
+}

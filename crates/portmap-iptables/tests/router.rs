@@ -212,3 +212,59 @@ fn a_changed_target_takes_live_udp_flows_with_it() {
     assert!(kit::observe(&mut b).pending_flows.is_empty());
     assert!(b.destroy().expect("destroy"));
 }
+
+#[test]
+fn refused_hairpin_and_router_local_sources_are_dropped() {
+    require_root!();
+    let variant = Variant::Legacy;
+    let lab = Lab::new("refused-lan");
+    let ssh = lab.tcp_server("192.168.1.25:22");
+    let router_own = Server::tcp(&lab.router, SocketAddr::new(IpAddr::V4(WAN), 2222));
+    let mut b = lab.backend(variant);
+    let allowed = "  - { name: ssh, port: 2222, to: 192.168.1.25, to_port: 22, allow_from: [203.0.113.2/32, 192.168.1.66/32] }\n";
+    converge(&mut b, &model(&config(allowed)));
+    let wan = SocketAddr::new(IpAddr::V4(WAN), 2222);
+    // An allowed LAN host is reflected; another LAN host and the router itself are refused, and
+    // the router's own service on that port sees neither.
+    request(&lab.lan, v4(192, 168, 1, 66), wan, true, kit::REPLY).expect("allowed LAN host");
+    assert!(request(&lab.lan, v4(192, 168, 1, 70), wan, true, kit::BLOCKED).is_err());
+    assert!(request(&lab.router, IpAddr::V4(WAN), wan, true, kit::BLOCKED).is_err());
+    assert_eq!(ssh.seen().len(), 1);
+    assert!(router_own.seen().is_empty(), "{:?}", router_own.seen());
+}
+
+#[test]
+fn an_interrupted_cleanup_is_recorded_and_finished_by_the_next_apply() {
+    require_root!();
+    let variant = Variant::Nft;
+    let lab = Lab::new("pending");
+    let _old = lab.udp_server("192.168.1.70:53");
+    let _new = lab.udp_server("192.168.1.66:53");
+    let mut b = lab.backend(variant);
+    let dns = |to: &str| {
+        config(&format!(
+            "  - {{ name: dns, protocol: udp, port: 5353, to: {to}, to_port: 53 }}\n"
+        ))
+    };
+    converge(&mut b, &model(&dns("192.168.1.70")));
+    assert_reached(lab.udp(CLIENT, 5353), "192.168.1.70:53");
+    // The commit records the flows to clear; the process "dies" before clearing them.
+    let next = model(&dns("192.168.1.66"));
+    let p = kit::plan(&mut b, &next);
+    let stale = p.stale_flows();
+    assert_eq!(stale.len(), 1);
+    b.commit(&p, &stale).expect("commit");
+    let o = kit::observe(&mut b);
+    assert_eq!(o.pending_flows, stale);
+    let save = lab.save(variant, false);
+    assert!(
+        save.contains("-A PORTMAP-STALE -m comment --comment \"dns udp/5353 192.168.1.70:53\""),
+        "{save}"
+    );
+    // The next apply finishes the job and forgets the record.
+    let (p, report) = converge(&mut b, &next);
+    assert_eq!(p.pending_flows, stale);
+    assert!(report.flows_cleared >= 1, "{report:?}");
+    assert!(kit::observe(&mut b).pending_flows.is_empty());
+    assert!(kit::plan(&mut b, &next).is_empty());
+}

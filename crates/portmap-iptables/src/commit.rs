@@ -90,12 +90,14 @@ pub fn diff(table: Table, current: &Chains, target: &Chains) -> Option<(String, 
     Some((format!("*{table}\n{head}{body}{tail}COMMIT\n"), lines, chains))
 }
 
-/// The layout for the configuration of `plan` (what `render` prints and the last phase leaves).
-pub fn desired<'a>(rules: &'a [MappingRules], plan: &Plan, stale: Vec<StaleFlows>) -> Input<'a> {
+/// The layout for the configuration of `plan` (what `render` prints and the last phase leaves),
+/// with commit serial `serial`.
+pub fn desired<'a>(rules: &'a [MappingRules], plan: &Plan, stale: Vec<StaleFlows>, serial: u32) -> Input<'a> {
     Input {
         settings: plan.desired.settings.clone(),
         mappings: rules.iter().map(|r| (r, 0)).collect(),
         stale,
+        serial,
     }
 }
 
@@ -126,10 +128,12 @@ pub fn steps(p: &Prefix, current: &Layout, plan: &Plan, record: &[StaleFlows], l
             stale.push(s.clone());
         }
     }
-    let mut widened = desired(&rules, plan, stale.clone());
+    // The nat commit of IPv4 counts the commit (see `layout::serial_rule`).
+    let serial = crate::observe::recorded_serial(p, &current.tables).wrapping_add(1);
+    let mut widened = desired(&rules, plan, stale.clone(), serial);
     widened.mappings.extend(old.iter().map(|r| (r, 1)));
     let widened = layout::build(p, &widened, lan);
-    let target = layout::build(p, &desired(&rules, plan, stale), lan);
+    let target = layout::build(p, &desired(&rules, plan, stale, serial), lan);
 
     let mut out = Vec::new();
     let mut state = current.clone();

@@ -8,8 +8,9 @@
 //!
 //! - table **nat**:
 //!   - `P-MARK`, never jumped to: portmap's marker (`-m comment --comment "managed by portmap"` as its
-//!     first rule) and the settings the chains were built for (comment-only rules `wan`, `lan`,
-//!     `masquerade`, `hairpin`). Chains of the prefix in a table whose `P-MARK` does not start with
+//!     first rule), the settings the chains were built for (comment-only rules `wan`, `lan`,
+//!     `masquerade`, `hairpin`) and, in IPv4 nat only, the commit serial (`generation N`, see
+//!     [`serial_rule`]). Chains of the prefix in a table whose `P-MARK` does not start with
 //!     the marker are not portmap's: they are never rebuilt or deleted.
 //!   - `P-PRE` (from `PREROUTING`): marks first packets arriving on a LAN interface (bit
 //!     [`LAN_MARK`], for masquerade and hairpin), sends packets arriving on a WAN interface and
@@ -653,6 +654,25 @@ pub struct Input<'a> {
     pub mappings: Vec<(&'a MappingRules, u8)>,
     /// Pending conntrack cleanups.
     pub stale: Vec<StaleFlows>,
+    /// portmap's commit serial, recorded in the IPv4 nat `P-MARK` (see [`serial_rule`]).
+    pub serial: u32,
+}
+
+/// The rule of the IPv4 nat `P-MARK` chain that counts portmap's commits: each plan carried out
+/// adds one, so portmap's generation (a hash of the other rules of nat and filter, plus this
+/// serial) moves by exactly one when portmap alone changed the tables.
+pub fn serial_rule(serial: u32) -> String {
+    format!("-m comment --comment {}", quoted(&format!("generation {serial}")))
+}
+
+/// The serial of a `P-MARK` rule written by [`serial_rule`].
+pub fn parse_serial(rule: &str) -> Option<u32> {
+    let n = rule
+        .strip_prefix("-m comment --comment \"generation ")?
+        .strip_suffix('"')?
+        .parse()
+        .ok()?;
+    (serial_rule(n) == rule).then_some(n)
 }
 
 /// The whole layout for `input`: static chains, trees, records, jumps, for both families and tables.
@@ -661,6 +681,11 @@ pub fn build(p: &Prefix, input: &Input<'_>, lan: &LanSide) -> Layout {
     for family in Family::ALL {
         for table in Table::ALL {
             let mut chains = static_chains(p, family, table, &input.settings, lan);
+            if (family, table) == (Family::V4, Table::Nat)
+                && let Some(mark) = chains.chains.get_mut(&p.chain(MARK))
+            {
+                mark.push(serial_rule(input.serial));
+            }
             let kind = match table {
                 Table::Nat => Kind::Nat,
                 Table::Filter => Kind::Filter,

@@ -223,10 +223,10 @@ pub struct IptablesBackend {
     fail_commit: Option<(Family, Table)>,
 }
 
-/// What `iptables-save` printed for both families, parsed, and the generation of it.
+/// What `iptables-save` printed for both families, parsed, and the hash of what is not portmap's.
 struct Snapshot {
     dumps: Vec<(Family, save::Dump)>,
-    generation: u32,
+    foreign: u32,
 }
 
 /// The chain prefix for a `--table` value: `portmap` (the nft default) means `PORTMAP`; anything
@@ -368,12 +368,14 @@ impl IptablesBackend {
     fn snapshot(&self) -> Result<Snapshot, Error> {
         let v4 = self.save(Family::V4, self.variant)?;
         let v6 = self.save(Family::V6, self.variant)?;
+        let dumps = vec![
+            (Family::V4, Self::parse(Family::V4, &v4)?),
+            (Family::V6, Self::parse(Family::V6, &v6)?),
+        ];
+        let all: Vec<&save::Dump> = dumps.iter().map(|(_, d)| d).collect();
         Ok(Snapshot {
-            generation: save::generation(&[&v4, &v6]),
-            dumps: vec![
-                (Family::V4, Self::parse(Family::V4, &v4)?),
-                (Family::V6, Self::parse(Family::V6, &v6)?),
-            ],
+            foreign: save::foreign_hash(&self.prefix, &all),
+            dumps,
         })
     }
 
@@ -517,7 +519,7 @@ impl Backend for IptablesBackend {
             .map(|s| s.lan_interfaces)
             .unwrap_or_default();
         let lan = lan_side(&self.netns, &lan_ifaces)?;
-        let mut observed = observe::analyse(&self.prefix, self.name(), &owned, &lan, Some(snap.generation));
+        let mut observed = observe::analyse(&self.prefix, self.name(), &owned, &lan, Some(snap.foreign));
         observed.place = Some(self.place.clone());
         observed.environment = self.environment(&snap);
         Ok(observed)
@@ -551,16 +553,31 @@ impl Backend for IptablesBackend {
         let Some(planned) = plan.generation else {
             return Err(Error::NoGeneration);
         };
-        // iptables has no generation of its own: portmap's is a hash of the tables it touches,
-        // taken again right before the first commit.
+        // iptables has no generation of its own. portmap's is a hash of the other rules of nat and
+        // filter plus the serial its own commits keep, read again right before the first commit;
+        // and its own chains must still call for exactly the plan's changes.
         let snap = self.snapshot()?;
-        if snap.generation != planned {
+        let owned = self.owned(&snap)?;
+        let lan = lan_side(&self.netns, &plan.desired.settings.lan_interfaces)?;
+        let serial = observe::recorded_serial(&self.prefix, &owned);
+        if snap.foreign.wrapping_add(serial) != planned {
             return Err(Error::Stale { planned });
         }
-        let owned = self.owned(&snap)?;
+        let recorded = observe::recorded_settings(&self.prefix, &owned)
+            .map(|s| s.lan_interfaces)
+            .unwrap_or_default();
+        let now = observe::analyse(
+            &self.prefix,
+            self.name(),
+            &owned,
+            &lan_side(&self.netns, &recorded)?,
+            Some(snap.foreign),
+        );
+        if !portmap_core::plan(&plan.desired, &now).same_changes(plan) {
+            return Err(Error::Stale { planned });
+        }
         let rebuilt = owned.values().all(|c| c.chains.is_empty());
         let current = layout::Layout { tables: owned };
-        let lan = lan_side(&self.netns, &plan.desired.settings.lan_interfaces)?;
         let steps = commit::steps(&self.prefix, &current, plan, record, &lan);
         self.run_steps(&steps)?;
         Ok(ApplyReport::new(

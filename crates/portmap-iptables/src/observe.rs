@@ -73,9 +73,23 @@ pub fn recorded_settings(p: &Prefix, owned: &BTreeMap<(Family, Table), layout::C
     })
 }
 
+/// portmap's commit serial, from the IPv4 nat `P-MARK` chain (0 when there is none).
+pub fn recorded_serial(p: &Prefix, owned: &BTreeMap<(Family, Table), layout::Chains>) -> u32 {
+    owned
+        .get(&(Family::V4, Table::Nat))
+        .and_then(|c| c.chains.get(&p.chain(layout::MARK)))
+        .and_then(|rules| rules.last())
+        .and_then(|rule| layout::parse_serial(rule))
+        .unwrap_or(0)
+}
+
 /// Settings from a `P-MARK` chain's rules (after the marker); `None` when a rule is not one
 /// portmap writes there.
 fn parse_settings(rules: &[String]) -> Option<Settings> {
+    let rules = match rules.split_last() {
+        Some((last, rest)) if layout::parse_serial(last).is_some() => rest,
+        _ => rules,
+    };
     let mut s = Settings::default();
     for rule in rules.iter().skip(1) {
         if let Some(rest) = rule.strip_prefix("-i ") {
@@ -289,15 +303,19 @@ struct Found {
 /// How many ports a damage finding names before counting the rest.
 const LISTED: usize = 4;
 
-/// Analyse portmap's chains (already checked for the marker) into `Observed`.
+/// Analyse portmap's chains (already checked for the marker) into `Observed`. `foreign` is the
+/// hash of everything else in nat and filter ([`crate::save::foreign_hash`]); the generation
+/// reported is it plus portmap's commit serial.
 pub fn analyse(
     p: &Prefix,
     backend: &str,
     owned: &BTreeMap<(Family, Table), layout::Chains>,
     lan: &LanSide,
-    generation: Option<u32>,
+    foreign: Option<u32>,
 ) -> Observed {
     let table_name = p.to_string();
+    let serial = recorded_serial(p, owned);
+    let generation = foreign.map(|f| f.wrapping_add(serial));
     if owned.values().all(|c| c.chains.is_empty() && c.jumps.is_empty()) {
         return Observed::missing(backend, &table_name, generation);
     }
@@ -315,7 +333,12 @@ pub fn analyse(
     for ((family, table), ours) in owned {
         let (family, table) = (*family, *table);
         let at = format!("{} {table}", family.tool());
-        let want = layout::static_chains(p, family, table, &settings, lan);
+        let mut want = layout::static_chains(p, family, table, &settings, lan);
+        if (family, table) == (Family::V4, Table::Nat)
+            && let Some(mark) = want.chains.get_mut(&p.chain(layout::MARK))
+        {
+            mark.push(layout::serial_rule(serial));
+        }
         for (name, rules) in &want.chains {
             match ours.chains.get(name) {
                 None => reasons.push(format!("{at}: chain {name} is missing")),
@@ -489,6 +512,7 @@ pub fn analyse(
             settings: settings.clone(),
             mappings: rules.iter().map(|r| (r, 0)).collect(),
             stale: Vec::new(),
+            serial,
         };
         let want = layout::build(p, &input, lan);
         for ((family, table), ours) in owned {

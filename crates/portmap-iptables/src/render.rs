@@ -21,6 +21,7 @@ pub fn render(p: &Prefix, model: &Model, lan: &LanSide) -> String {
         settings: model.settings.clone(),
         mappings: rules.iter().map(|r| (r, 0)).collect(),
         stale: Vec::new(),
+        serial: 1,
     };
     let (v4, v6) = commit::script(&layout::build(p, &input, lan));
     let mut out = String::with_capacity(v4.len() + v6.len() + 256);

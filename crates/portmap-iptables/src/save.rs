@@ -1,6 +1,7 @@
 //! Read `iptables-save` / `ip6tables-save` output: per table, the built-in chains' policies and
 //! rules and every user chain's rules, as the text lines the tool prints (after `-A NAME `). Also
-//! the ruleset generation portmap defines for iptables (a hash of the nat and filter tables).
+//! the hash of everything in nat and filter that is not portmap's, from which portmap's generation
+//! is made (see [`foreign_hash`]).
 //!
 //! Text only; it never runs a tool and never decides what a rule means.
 
@@ -148,28 +149,46 @@ fn fnv1a(hash: &mut u64, bytes: &[u8]) {
     }
 }
 
-/// portmap's generation for iptables: a hash of the nat and filter tables of every save output
-/// given (IPv4 then IPv6), counters and comment lines left out, folded to 32 bits. Any change to a
-/// rule, chain or policy of those tables — portmap's or anyone's — changes it (but for a 2⁻³²
-/// chance); a change undone before the check, and changes to other tables (mangle, raw), do not.
-pub fn generation(saves: &[&str]) -> u32 {
+/// A hash of everything in the nat and filter tables of `dumps` that is not portmap's (chains of
+/// prefix `p`, and the jumps into them that carry portmap's comment): policies, other chains and
+/// their rules, the built-in chains' other rules. Folded to 32 bits. portmap's generation is this plus the serial its own commits keep in `P-MARK`.
+pub fn foreign_hash(p: &Prefix, dumps: &[&Dump]) -> u32 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for text in saves {
-        let mut in_table = false;
-        for line in text.lines() {
-            if let Some(name) = line.strip_prefix('*') {
-                in_table = name == "nat" || name == "filter";
+    let comment = format!("--comment {}", crate::layout::quoted(&p.jump_comment()));
+    for dump in dumps {
+        for table in [Table::Filter, Table::Nat] {
+            let t = dump.table(table);
+            fnv1a(&mut hash, table.name().as_bytes());
+            for (chain, policy) in &t.policies {
+                // portmap's own jumps are portmap's: inserting them is its own change. A built-in
+                // chain with policy ACCEPT and nothing else hashes as nothing, so a table that
+                // only comes into being with portmap's first commit does not move the hash.
+                let others: Vec<&String> = t
+                    .rules_of(chain)
+                    .iter()
+                    .filter(|rule| {
+                        !(rule
+                            .rsplit_once("-j ")
+                            .is_some_and(|(_, target)| p.owns_name(target))
+                            && rule.contains(&comment))
+                    })
+                    .collect();
+                if policy == "ACCEPT" && others.is_empty() {
+                    continue;
+                }
+                fnv1a(&mut hash, format!(":{chain} {policy}\n").as_bytes());
+                for rule in others {
+                    fnv1a(&mut hash, rule.as_bytes());
+                    fnv1a(&mut hash, b"\n");
+                }
             }
-            if !in_table || line.starts_with('#') {
-                continue;
+            for chain in t.user_chains.iter().filter(|c| !p.owns_name(c)) {
+                fnv1a(&mut hash, format!(":{chain}\n").as_bytes());
+                for rule in t.rules_of(chain) {
+                    fnv1a(&mut hash, rule.as_bytes());
+                    fnv1a(&mut hash, b"\n");
+                }
             }
-            // `:FORWARD ACCEPT [12:3456]`: the counters move with traffic.
-            let line = match line.rfind(" [") {
-                Some(at) if line.starts_with(':') => &line[..at],
-                _ => line,
-            };
-            fnv1a(&mut hash, line.as_bytes());
-            fnv1a(&mut hash, b"\n");
         }
         fnv1a(&mut hash, b"\x00");
     }
@@ -210,14 +229,30 @@ COMMIT
     }
 
     #[test]
-    fn the_generation_ignores_counters_and_dates() {
-        let a = generation(&[SAVE]);
-        let b = generation(&[&SAVE
-            .replace("[10:20]", "[99:1234]")
-            .replace("23:04:57", "23:05:00")]);
-        assert_eq!(a, b);
-        let c = generation(&[&SAVE.replace("-A FORWARD -j DOCKER\n", "")]);
-        assert_ne!(a, c);
+    fn the_foreign_hash_sees_other_rules_but_not_portmaps() {
+        let p = Prefix::new("PORTMAP").expect("valid");
+        let hash = |text: &str| foreign_hash(&p, &[&parse(text).expect("parses")]);
+        let a = hash(SAVE);
+        assert_eq!(
+            a,
+            hash(
+                &SAVE
+                    .replace("[10:20]", "[99:1234]")
+                    .replace("23:04:57", "23:05:00")
+            )
+        );
+        assert_ne!(a, hash(&SAVE.replace("-A FORWARD -j DOCKER\n", "")));
+        assert_ne!(a, hash(&SAVE.replace(":FORWARD DROP", ":FORWARD ACCEPT")));
+        // portmap's own chains do not count (its commit serial does, see observe).
+        assert_eq!(
+            a,
+            hash(&SAVE.replace("-A PORTMAP-FWD -p tcp -j PORTMAP-FT-0-65535\n", ""))
+        );
+        // A table of nothing but empty ACCEPT chains is the same as none.
+        let empty = "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n";
+        assert_eq!(hash(SAVE), hash(&format!("{SAVE}{empty}")));
+        // A jump without portmap's comment is someone else's rule.
+        assert_ne!(a, hash(&SAVE.replace("-A FORWARD -j PORTMAP-FWD\n", "")));
     }
 
     #[test]

@@ -256,8 +256,24 @@ fn a_plan_made_before_another_change_is_refused() {
         !lab.save(variant, false).contains("PORTMAP"),
         "nothing was applied"
     );
-    // Planned afresh, it applies.
-    converge(&mut b, &m);
+    // Planned afresh, it applies, and the generation moves by exactly one (portmap's own commit).
+    let p = plan(&mut b, &m);
+    kit::apply_plan(&mut b, &p);
+    let after = observe(&mut b).generation;
+    assert_eq!(after, p.generation.map(|g| g.wrapping_add(1)));
+    // A plan made before portmap's own chains were edited by hand is refused too.
+    let next = model(&config(
+        "  - { name: web, port: 8081, to: 192.168.1.66, to_port: 80 }\n",
+    ));
+    let p = plan(&mut b, &next);
+    lab.restore(
+        variant,
+        false,
+        "*nat\n-A PORTMAP-NT-0-65535 -p tcp -m tcp --dport 9 -j DNAT --to-destination 10.0.0.9:9\nCOMMIT\n",
+    );
+    let e = b.commit(&p, &[]).expect_err("stale");
+    assert!(portmap_iptables::IptablesBackend::is_stale(&e), "{e}");
+    converge(&mut b, &next);
 }
 
 /// The nat commit fails after filter's widening commit landed: the old forward still works, the

@@ -494,6 +494,7 @@ impl IptablesBackend {
                 blocking.push(s);
             }
         }
+        blocking.extend(coexistence::native_nft(&nl, self.variant));
         Environment {
             interfaces: portmap_netlink::interfaces(&nl)
                 .ok()

@@ -459,6 +459,34 @@ fn a_forward_drop_in_the_other_variant_is_warned_about() {
     assert!(lab.tcp(CLIENT, 8080).is_err());
     lab.restore(Variant::Legacy, false, "*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n");
     assert!(lab.tcp(CLIENT, 8080).is_ok());
+
+    // A native nftables forward chain (firewalld's, fw4's) that drops is warned about too, until it
+    // accepts DNAT-ed connections.
+    let fw =
+        "table inet fw {\n\tchain forward {\n\t\ttype filter hook forward priority 0; policy drop;\n\t}\n}\n";
+    let out = lab.router.exec_with_stdin("nft", &["-f", "-"], Some(fw));
+    assert!(out.ok(), "{out}");
+    let p = plan(&mut b, &m);
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("nftables table inet fw, chain forward has policy drop")),
+        "{:?}",
+        p.warnings
+    );
+    assert!(
+        !p.warnings.iter().any(|w| w.contains("FORWARD has policy DROP")),
+        "{:?}",
+        p.warnings
+    );
+    let out = lab.router.exec(
+        "nft",
+        &[
+            "add", "rule", "inet", "fw", "forward", "ct", "status", "dnat", "accept",
+        ],
+    );
+    assert!(out.ok(), "{out}");
+    assert!(plan(&mut b, &m).warnings.iter().all(|w| !w.contains("inet fw")));
 }
 
 #[test]

@@ -1,9 +1,9 @@
-//! Self-tests of the test harness in `tests/support/`: the lab topology routes, servers and clients
+//! Self-tests of the test harness in `tests/it/support/`: the lab topology routes, servers and clients
 //! tell who answered and why a connection failed, namespaces and their processes are gone after the
 //! guards drop (also on panic), and the nft readers normalise what they should. None of this needs the
 //! `portmap` binary, so these pass on their own and prove that failures elsewhere are portmap's.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddrV4;
 use std::path::Path;

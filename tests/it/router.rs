@@ -2,7 +2,7 @@
 //! processes, the router's LAN-side services never taken over, and masquerade of LAN traffic leaving
 //! through the WAN. Real connections in the test's own client / router / LAN namespaces.
 
-mod support;
+use crate::support;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 

@@ -1,7 +1,7 @@
 //! Coexistence warnings: another table's dropping forward chain, forwarding disabled, a missing
 //! interface. They name what they found, go to standard error and into the JSON plan, and never block.
 
-mod support;
+use crate::support;
 
 use support::{Netns, TempDir, portmap};
 

@@ -2,7 +2,7 @@
 //! kernel exactly as it was (every earlier message in the batch is rolled back), and the error names
 //! the failing message. A saved plan made before the ruleset changed is refused whole.
 
-mod support;
+use crate::support;
 
 use portmap::{
     ApplyOptions, BackendKind, Mapping, Model, Netns, PortRange, Protocol, Session, Settings, TableState,

@@ -1,4 +1,4 @@
-//! Test harness shared by the end-to-end, conformance and CLI tests (`mod support;` in each test file).
+//! Test harness shared by the integration tests in `tests/it/` (`mod support;` in `main.rs`).
 //!
 //! Its job: make throw-away network namespaces (an internet client, the router, the LAN; IPv4, and
 //! IPv6 on request) and remove them again even when a test panics; run code, servers and clients

@@ -6,7 +6,7 @@
 //! portmap must see B's table as its own (an empty plan). Named snapshots record the layout per fixture
 //! for review.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,7 @@
 //! touches only that mapping's elements; `status --json` of 10,000 lists every mapping; a 10,000-
 //! mapping file with one error reports exactly that error with its line.
 
-mod support;
+use crate::support;
 
 use std::fmt::Write as _;
 

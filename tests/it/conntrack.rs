@@ -2,7 +2,7 @@
 //! UDP flow from a fixed source port follows the new target on its next datagram, while a TCP
 //! connection of an untouched mapping carries on. `--keep-conntrack` leaves flows alone.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};

@@ -5,7 +5,7 @@
 //! Every config here uses `hairpin: false`, so what is tested is the WAN path alone; hairpin, masquerade
 //! and router-local forwards are tested in `router.rs`, IPv6 in `ipv6.rs`.
 
-mod support;
+use crate::support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 

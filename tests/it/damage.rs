@@ -63,7 +63,7 @@
 //!
 //! Must not: touch the host namespace (every `nft` and `portmap` runs in the test's router namespace).
 
-mod support;
+use crate::support;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};

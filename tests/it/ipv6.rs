@@ -8,7 +8,7 @@
 //! link-local addresses never taken over, an empty second plan, `status --json`, and a mapping that
 //! changes family in place.
 
-mod support;
+use crate::support;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 

@@ -4,7 +4,7 @@
 //! were made for, and keeps working next to another program that writes the ruleset at the same
 //! time. Every scenario here was reproduced from outside against an earlier portmap.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

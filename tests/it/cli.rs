@@ -2,7 +2,7 @@
 //! plan JSON, `render` output that nft loads, and `--netns`. Each test that touches a kernel uses its own
 //! namespace with `wan0` and `lan0` links; nothing runs against the host.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -2,13 +2,11 @@
 //! kernel exactly as it was (every earlier message in the batch is rolled back), and the error names
 //! the failing message. A saved plan made before the ruleset changed is refused whole.
 
-use crate::support;
-
 use portmap::{
     ApplyOptions, BackendKind, Mapping, Model, Netns, PortRange, Protocol, Session, Settings, TableState,
     plan,
 };
-use support::Netns as TestNetns;
+use portmap_testkit::{Netns as TestNetns, require_root};
 
 fn mapping(name: &str, port: u16, to: &str, allow: &[&str]) -> Mapping {
     Mapping {
@@ -43,7 +41,7 @@ fn ruleset(ns: &TestNetns) -> String {
 
 #[test]
 fn a_batch_rejected_part_way_changes_nothing() {
-    support::require_root!();
+    require_root!();
     let ns = TestNetns::with_links("atomic", &["wan0", "lan0"]);
     ns.nft_load("table ip foreign {\n set s { type ipv4_addr; elements = { 198.51.100.1 }; }\n}\n");
     let mut backend =
@@ -103,7 +101,7 @@ fn a_batch_rejected_part_way_changes_nothing() {
 
 #[test]
 fn a_saved_plan_is_refused_after_the_ruleset_changed() {
-    support::require_root!();
+    require_root!();
     let ns = TestNetns::with_links("stale", &["wan0", "lan0"]);
     let mut backend =
         Session::open(BackendKind::Nft, &Netns::Named(ns.name().to_owned()), "portmap").expect("open");

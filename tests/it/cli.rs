@@ -2,15 +2,15 @@
 //! plan JSON, `render` output that nft loads, and `--netns`. Each test that touches a kernel uses its own
 //! namespace with `wan0` and `lan0` links; nothing runs against the host.
 
-use crate::support;
-
 use std::path::Path;
 
-use support::topology::path_str;
-use support::{
-    BAD_FIXTURES, GOOD_FIXTURES, Netns, RunOptions, change_actions, config, fixture, portmap, portmap_with,
+use portmap_testkit::topology::path_str;
+use portmap_testkit::{
+    BAD_FIXTURES, GOOD_FIXTURES, Netns, RunOptions, change_actions, config, fixture, require_root,
     table_action,
 };
+
+use crate::PORTMAP;
 
 fn router(tag: &str) -> Netns {
     Netns::with_links(tag, &["wan0", "lan0"])
@@ -22,11 +22,11 @@ fn read(path: &Path) -> String {
 
 #[test]
 fn validate_accepts_the_good_fixtures() {
-    support::require_root!();
+    require_root!();
     let ns = router("val-good");
     for name in GOOD_FIXTURES {
         let path = fixture(name);
-        let run = portmap(&["--netns", ns.name(), "validate", "-c", path_str(&path)]);
+        let run = PORTMAP.run(&["--netns", ns.name(), "validate", "-c", path_str(&path)]);
         run.success();
         assert!(
             run.stderr.trim().is_empty(),
@@ -34,7 +34,7 @@ fn validate_accepts_the_good_fixtures() {
         );
     }
     assert_eq!(
-        support::nft::ruleset(&ns),
+        portmap_testkit::nft::ruleset(&ns),
         "",
         "validate must not touch the kernel"
     );
@@ -42,24 +42,26 @@ fn validate_accepts_the_good_fixtures() {
 
 #[test]
 fn validate_rejects_the_bad_fixtures_with_positions() {
-    support::require_root!();
+    require_root!();
     let ns = router("val-bad");
     for bad in BAD_FIXTURES {
         let path = bad.path();
-        let run = portmap(&["--netns", ns.name(), "validate", "-c", path_str(&path)]);
+        let run = PORTMAP.run(&["--netns", ns.name(), "validate", "-c", path_str(&path)]);
         bad.check(&run, Some(path_str(&path)));
     }
 }
 
 #[test]
 fn validate_reports_every_error_at_once() {
-    support::require_root!();
+    require_root!();
     let ns = router("val-all");
     let path = fixture("bad/several-errors.yaml");
-    let run = portmap(&["--netns", ns.name(), "validate", "-c", path_str(&path)]);
+    let run = PORTMAP.run(&["--netns", ns.name(), "validate", "-c", path_str(&path)]);
     run.expect_code(1);
-    let lines: std::collections::BTreeSet<u32> =
-        support::diagnostics(&run.stderr).iter().map(|d| d.line).collect();
+    let lines: std::collections::BTreeSet<u32> = portmap_testkit::diagnostics(&run.stderr)
+        .iter()
+        .map(|d| d.line)
+        .collect();
     assert!(
         lines.is_superset(&[9, 13, 15].into()),
         "expected errors on lines 9, 13 and 15, got {lines:?}\n{run}"
@@ -68,12 +70,12 @@ fn validate_reports_every_error_at_once() {
 
 #[test]
 fn validate_suggests_the_key_that_was_meant() {
-    support::require_root!();
+    require_root!();
     let ns = router("val-dym");
     let path = fixture("bad/unknown-key.yaml");
-    let run = portmap(&["--netns", ns.name(), "validate", "-c", path_str(&path)]);
+    let run = PORTMAP.run(&["--netns", ns.name(), "validate", "-c", path_str(&path)]);
     run.expect_code(1);
-    let hint = support::diagnostics(&run.stderr)
+    let hint = portmap_testkit::diagnostics(&run.stderr)
         .into_iter()
         .find(|d| d.line == 8);
     assert!(
@@ -85,14 +87,16 @@ fn validate_suggests_the_key_that_was_meant() {
 
 #[test]
 fn validate_reads_the_config_from_stdin() {
-    support::require_root!();
+    require_root!();
     let ns = router("val-stdin");
     let good = read(&fixture("both.yaml"));
     let opts = RunOptions {
         stdin: Some(&good),
         ..RunOptions::default()
     };
-    portmap_with(&opts, &["--netns", ns.name(), "validate", "-c", "-"]).success();
+    PORTMAP
+        .run_with(&opts, &["--netns", ns.name(), "validate", "-c", "-"])
+        .success();
 
     for bad in BAD_FIXTURES {
         let text = read(&bad.path());
@@ -100,27 +104,27 @@ fn validate_reads_the_config_from_stdin() {
             stdin: Some(&text),
             ..RunOptions::default()
         };
-        let run = portmap_with(&opts, &["--netns", ns.name(), "validate", "-c", "-"]);
+        let run = PORTMAP.run_with(&opts, &["--netns", ns.name(), "validate", "-c", "-"]);
         bad.check(&run, None);
     }
 }
 
 #[test]
 fn validate_names_a_relative_file_as_given() {
-    support::require_root!();
+    require_root!();
     let ns = router("val-rel");
     let dir = fixture("");
     let opts = RunOptions {
         cwd: Some(&dir),
         ..RunOptions::default()
     };
-    let run = portmap_with(
+    let run = PORTMAP.run_with(
         &opts,
         &["--netns", ns.name(), "validate", "-c", "bad/port-zero.yaml"],
     );
     run.expect_code(1);
     assert!(
-        support::diagnostics(&run.stderr)
+        portmap_testkit::diagnostics(&run.stderr)
             .iter()
             .any(|d| d.file == "bad/port-zero.yaml" && d.line == 9),
         "expected `bad/port-zero.yaml:9:COL: …`\n{run}"
@@ -129,9 +133,9 @@ fn validate_names_a_relative_file_as_given() {
 
 #[test]
 fn validate_fails_on_a_missing_file() {
-    support::require_root!();
+    require_root!();
     let ns = router("val-miss");
-    let run = portmap(&[
+    let run = PORTMAP.run(&[
         "--netns",
         ns.name(),
         "validate",
@@ -147,10 +151,10 @@ fn validate_fails_on_a_missing_file() {
 
 #[test]
 fn plan_json_is_an_object_with_changes_and_summary() {
-    support::require_root!();
+    require_root!();
     let ns = router("plan-json");
     let path = fixture("allow-lists.yaml");
-    let run = portmap(&["--netns", ns.name(), "plan", "-c", path_str(&path), "--json"]);
+    let run = PORTMAP.run(&["--netns", ns.name(), "plan", "-c", path_str(&path), "--json"]);
     run.success();
     let plan = run.json();
     assert!(plan.is_object(), "{plan:#}");
@@ -169,31 +173,43 @@ fn plan_json_is_an_object_with_changes_and_summary() {
         !plan["summary"]["table"].is_null(),
         "summary.table is missing: {plan:#}"
     );
-    assert_eq!(support::nft::ruleset(&ns), "", "plan must not touch the kernel");
+    assert_eq!(
+        portmap_testkit::nft::ruleset(&ns),
+        "",
+        "plan must not touch the kernel"
+    );
 }
 
 #[test]
 fn plan_detailed_exitcode_says_changes_are_pending() {
-    support::require_root!();
+    require_root!();
     let ns = router("plan-exit");
     let path = fixture("ranges.yaml");
     let path = path_str(&path);
-    portmap(&["--netns", ns.name(), "plan", "-c", path, "--detailed-exitcode"]).expect_code(2);
-    portmap(&["--netns", ns.name(), "plan", "-c", path]).expect_code(0);
-    portmap(&["--netns", ns.name(), "apply", "-c", path, "--auto-approve"]).success();
-    portmap(&["--netns", ns.name(), "plan", "-c", path, "--detailed-exitcode"]).expect_code(0);
+    PORTMAP
+        .run(&["--netns", ns.name(), "plan", "-c", path, "--detailed-exitcode"])
+        .expect_code(2);
+    PORTMAP
+        .run(&["--netns", ns.name(), "plan", "-c", path])
+        .expect_code(0);
+    PORTMAP
+        .run(&["--netns", ns.name(), "apply", "-c", path, "--auto-approve"])
+        .success();
+    PORTMAP
+        .run(&["--netns", ns.name(), "plan", "-c", path, "--detailed-exitcode"])
+        .expect_code(0);
 }
 
 #[test]
 fn plan_reads_the_config_from_stdin() {
-    support::require_root!();
+    require_root!();
     let ns = router("plan-stdin");
     let yaml = config("\n  - name: web\n    port: 8080\n    to: 192.168.1.66\n    to_port: 80\n");
     let opts = RunOptions {
         stdin: Some(&yaml),
         ..RunOptions::default()
     };
-    let run = portmap_with(&opts, &["--netns", ns.name(), "plan", "-c", "-", "--json"]);
+    let run = PORTMAP.run_with(&opts, &["--netns", ns.name(), "plan", "-c", "-", "--json"]);
     run.success();
     assert_eq!(
         change_actions(&run.json()),
@@ -202,32 +218,34 @@ fn plan_reads_the_config_from_stdin() {
     );
 
     // apply from stdin, then the same config from stdin plans nothing.
-    portmap_with(
-        &opts,
-        &["--netns", ns.name(), "apply", "-c", "-", "--auto-approve"],
-    )
-    .success();
-    portmap_with(
-        &opts,
-        &["--netns", ns.name(), "plan", "-c", "-", "--detailed-exitcode"],
-    )
-    .expect_code(0);
+    PORTMAP
+        .run_with(
+            &opts,
+            &["--netns", ns.name(), "apply", "-c", "-", "--auto-approve"],
+        )
+        .success();
+    PORTMAP
+        .run_with(
+            &opts,
+            &["--netns", ns.name(), "plan", "-c", "-", "--detailed-exitcode"],
+        )
+        .expect_code(0);
 }
 
 #[test]
 fn render_prints_a_script_nft_loads() {
-    support::require_root!();
+    require_root!();
     let ns = router("render");
     for name in GOOD_FIXTURES {
         let path = fixture(name);
-        let run = portmap(&["--netns", ns.name(), "render", "-c", path_str(&path)]);
+        let run = PORTMAP.run(&["--netns", ns.name(), "render", "-c", path_str(&path)]);
         run.success();
         assert!(
             run.stdout.contains("table inet portmap"),
             "{name}: render output\n{run}"
         );
         assert_eq!(
-            support::nft::ruleset(&ns),
+            portmap_testkit::nft::ruleset(&ns),
             "",
             "{name}: render must not touch the kernel"
         );
@@ -242,17 +260,17 @@ fn render_prints_a_script_nft_loads() {
 
 #[test]
 fn render_reads_the_config_from_stdin() {
-    support::require_root!();
+    require_root!();
     let ns = router("render-in");
     let path = fixture("both.yaml");
-    let from_file = portmap(&["--netns", ns.name(), "render", "-c", path_str(&path)]);
+    let from_file = PORTMAP.run(&["--netns", ns.name(), "render", "-c", path_str(&path)]);
     from_file.success();
     let text = read(&path);
     let opts = RunOptions {
         stdin: Some(&text),
         ..RunOptions::default()
     };
-    let from_stdin = portmap_with(&opts, &["--netns", ns.name(), "render", "-c", "-"]);
+    let from_stdin = PORTMAP.run_with(&opts, &["--netns", ns.name(), "render", "-c", "-"]);
     from_stdin.success();
     assert!(from_file.stdout.contains("table inet portmap"), "{from_file}");
     assert_eq!(from_stdin.stdout, from_file.stdout);
@@ -260,7 +278,7 @@ fn render_reads_the_config_from_stdin() {
 
 #[test]
 fn netns_option_selects_the_namespace() {
-    support::require_root!();
+    require_root!();
     let target = router("netns-tgt");
     let elsewhere = router("netns-oth");
     let path = fixture("both.yaml");
@@ -269,41 +287,42 @@ fn netns_option_selects_the_namespace() {
         exec_in: Some(elsewhere.name()),
         ..RunOptions::default()
     };
-    portmap_with(
-        &opts,
-        &[
-            "--netns",
-            target.name(),
-            "apply",
-            "-c",
-            path_str(&path),
-            "--auto-approve",
-        ],
-    )
-    .success();
+    PORTMAP
+        .run_with(
+            &opts,
+            &[
+                "--netns",
+                target.name(),
+                "apply",
+                "-c",
+                path_str(&path),
+                "--auto-approve",
+            ],
+        )
+        .success();
     assert!(
-        support::nft_list(&target, "inet portmap").is_ok(),
+        portmap_testkit::nft_list(&target, "inet portmap").is_ok(),
         "the table belongs in --netns"
     );
     assert_eq!(
-        support::nft::ruleset(&elsewhere),
+        portmap_testkit::nft::ruleset(&elsewhere),
         "",
         "the namespace the process started in is untouched"
     );
     // Global options work after the subcommand too.
-    let run = portmap_with(&opts, &["status", "--json", "--netns", target.name()]);
+    let run = PORTMAP.run_with(&opts, &["status", "--json", "--netns", target.name()]);
     run.success();
     assert_eq!(run.json()["mappings"].as_array().map(Vec::len), Some(3), "{run}");
 }
 
 #[test]
 fn usage_errors_exit_1_not_2() {
-    support::require_root!();
+    require_root!();
     let ns = router("usage");
     // 2 means "changes pending"; a mistyped command line must not look like that to a script.
-    let run = portmap(&["--netns", ns.name(), "frobnicate"]);
+    let run = PORTMAP.run(&["--netns", ns.name(), "frobnicate"]);
     run.expect_code(1);
-    let run = portmap(&["--netns", ns.name(), "plan", "--no-such-flag"]);
+    let run = PORTMAP.run(&["--netns", ns.name(), "plan", "--no-such-flag"]);
     run.expect_code(1);
 }
 
@@ -317,14 +336,14 @@ fn validate_stderr(fixture_file: &str) -> String {
         cwd: Some(&dir),
         ..RunOptions::default()
     };
-    let run = portmap_with(&opts, &["--netns", ns.name(), "validate", "-c", fixture_file]);
+    let run = PORTMAP.run_with(&opts, &["--netns", ns.name(), "validate", "-c", fixture_file]);
     run.expect_code(1);
     run.stderr
 }
 
 #[test]
 fn validate_message_unknown_key() {
-    support::require_root!();
+    require_root!();
     insta::assert_snapshot!(validate_stderr("bad/unknown-key.yaml"), @"
     error: bad/unknown-key.yaml is not a valid portmap configuration; nothing was changed:
     bad/unknown-key.yaml:8:5: mappings[0]: unknown key `protocl`; did you mean `protocol`?
@@ -334,7 +353,7 @@ fn validate_message_unknown_key() {
 
 #[test]
 fn validate_message_port_zero() {
-    support::require_root!();
+    require_root!();
     insta::assert_snapshot!(validate_stderr("bad/port-zero.yaml"), @r#"
     error: bad/port-zero.yaml is not a valid portmap configuration; nothing was changed:
     bad/port-zero.yaml:9:11: mappings[0].port: port 0 is out of range; use 1-65535 or "A-B"
@@ -344,7 +363,7 @@ fn validate_message_port_zero() {
 
 #[test]
 fn validate_message_overlapping_ports() {
-    support::require_root!();
+    require_root!();
     insta::assert_snapshot!(validate_stderr("bad/overlapping-ports.yaml"), @"
     error: bad/overlapping-ports.yaml is not a valid portmap configuration; nothing was changed:
     bad/overlapping-ports.yaml:14:11: mappings[1].port: tcp port 8080 is also forwarded by mapping `web` (line 9: tcp 8080); each protocol and external port can belong to one enabled IPv4 mapping (and one IPv6 mapping)
@@ -354,7 +373,7 @@ fn validate_message_overlapping_ports() {
 
 #[test]
 fn validate_message_hostile_name() {
-    support::require_root!();
+    require_root!();
     insta::assert_snapshot!(validate_stderr("bad/hostile-name.yaml"), @r#"
     error: bad/hostile-name.yaml is not a valid portmap configuration; nothing was changed:
     bad/hostile-name.yaml:7:11: mappings[0].name: the name `web\"; flush ruleset; add table ip pwned;…` contains `\"`; use 1-64 characters from A-Z a-z 0-9 _ . - starting with a letter or digit
@@ -364,7 +383,7 @@ fn validate_message_hostile_name() {
 
 #[test]
 fn validate_message_several_errors() {
-    support::require_root!();
+    require_root!();
     insta::assert_snapshot!(validate_stderr("bad/several-errors.yaml"), @r#"
     error: bad/several-errors.yaml is not a valid portmap configuration; nothing was changed:
     bad/several-errors.yaml:9:11: mappings[0].port: port 70000 is out of range; use 1-65535 or "A-B"
@@ -376,11 +395,11 @@ fn validate_message_several_errors() {
 
 #[test]
 fn without_cap_net_admin_says_so_in_one_sentence() {
-    support::require_root!();
+    require_root!();
     let ns = router("noperm");
-    let before = support::nft::ruleset(&ns);
+    let before = portmap_testkit::nft::ruleset(&ns);
     // The same binary, run as `nobody` with every capability dropped, inside the test's namespace.
-    let bin = env!("CARGO_BIN_EXE_portmap");
+    let bin = PORTMAP.binary();
     let path = fixture("both.yaml");
     for args in [
         vec!["status"],
@@ -400,7 +419,7 @@ fn without_cap_net_admin_says_so_in_one_sentence() {
             bin,
         ];
         argv.extend(args.iter().copied());
-        let run = support::command::run("ip", &argv, None, None);
+        let run = portmap_testkit::command::run("ip", &argv, None, None);
         assert_eq!(run.code, 1, "{run}");
         let lines: Vec<&str> = run.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "one line, no backtrace: {run}");
@@ -409,14 +428,14 @@ fn without_cap_net_admin_says_so_in_one_sentence() {
             "{run}"
         );
     }
-    assert_eq!(support::nft::ruleset(&ns), before);
+    assert_eq!(portmap_testkit::nft::ruleset(&ns), before);
 }
 
 #[test]
 fn hostile_table_names_are_refused_before_anything_runs() {
-    support::require_root!();
+    require_root!();
     let ns = router("badtable");
-    let before = support::nft::ruleset(&ns);
+    let before = portmap_testkit::nft::ruleset(&ns);
     let path = fixture("both.yaml");
     let overlong = "a".repeat(300);
     for name in [
@@ -447,7 +466,7 @@ fn hostile_table_names_are_refused_before_anything_runs() {
                 "--auto-approve",
             ],
         ] {
-            let run = portmap(&args);
+            let run = PORTMAP.run(&args);
             assert_eq!(run.code, 1, "{run}");
             assert!(run.stderr.contains("is not valid: use 1-64 characters"), "{run}");
             assert!(
@@ -456,7 +475,11 @@ fn hostile_table_names_are_refused_before_anything_runs() {
             );
         }
     }
-    assert_eq!(support::nft::ruleset(&ns), before, "the kernel is unchanged");
+    assert_eq!(
+        portmap_testkit::nft::ruleset(&ns),
+        before,
+        "the kernel is unchanged"
+    );
 }
 
 /// `portmap ARGS` started inside `ns` with standard output a pipe whose reading end is already
@@ -474,7 +497,7 @@ fn with_closed_stdout(ns: &Netns, args: &[&str]) -> (i32, String) {
     let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     drop(read_end);
     let output = std::process::Command::new("ip")
-        .args(["netns", "exec", ns.name(), support::portmap::BINARY])
+        .args(["netns", "exec", ns.name(), PORTMAP.binary()])
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::from(write_end))
@@ -489,11 +512,13 @@ fn with_closed_stdout(ns: &Netns, args: &[&str]) -> (i32, String) {
 
 #[test]
 fn a_closed_stdout_ends_the_command_quietly() {
-    support::require_root!();
+    require_root!();
     let ns = router("epipe");
     let good = fixture("home-router.yaml");
     let good = path_str(&good);
-    portmap(&["--netns", ns.name(), "apply", "-c", good, "--auto-approve"]).success();
+    PORTMAP
+        .run(&["--netns", ns.name(), "apply", "-c", good, "--auto-approve"])
+        .success();
     for (args, code) in [
         (vec!["validate", "-c", good], 0),
         (vec!["render", "-c", good], 0),
@@ -520,7 +545,7 @@ fn a_closed_stdout_ends_the_command_quietly() {
         }
     }
     // A change still applies (and says so through its exit status) when nobody reads the output.
-    let changed = support::TempDir::new("epipe");
+    let changed = portmap_testkit::TempDir::new("epipe");
     let one = changed.write(
         "one.yaml",
         &config("\n  - name: web\n    port: 8080\n    to: 192.168.1.66\n"),
@@ -537,7 +562,7 @@ fn a_closed_stdout_ends_the_command_quietly() {
         ],
     );
     assert_eq!(got, 0, "{stderr}");
-    let status = portmap(&["--netns", ns.name(), "status", "--json"]);
+    let status = PORTMAP.run(&["--netns", ns.name(), "status", "--json"]);
     assert_eq!(
         status.json()["mappings"].as_array().map(Vec::len),
         Some(1),
@@ -547,9 +572,9 @@ fn a_closed_stdout_ends_the_command_quietly() {
 
 #[test]
 fn input_is_read_only_up_to_its_size_limit() {
-    support::require_root!();
+    require_root!();
     let ns = router("bounded");
-    let dir = support::TempDir::new("bounded");
+    let dir = portmap_testkit::TempDir::new("bounded");
     // A sparse 40 MiB file: refused from its size, without reading it.
     let sparse = dir.path().join("sparse.yaml");
     std::fs::File::create(&sparse)
@@ -577,7 +602,7 @@ fn input_is_read_only_up_to_its_size_limit() {
     ] {
         let mut full = vec!["--netns", ns.name()];
         full.extend(&args);
-        let run = portmap(&full);
+        let run = PORTMAP.run(&full);
         run.expect_code(1);
         assert_eq!(run.stderr.trim_end(), expected, "{run}");
     }
@@ -587,7 +612,7 @@ fn input_is_read_only_up_to_its_size_limit() {
         stdin: Some(&endless),
         ..RunOptions::default()
     };
-    let run = portmap_with(&opts, &["--netns", ns.name(), "validate", "-c", "-"]);
+    let run = PORTMAP.run_with(&opts, &["--netns", ns.name(), "validate", "-c", "-"]);
     run.expect_code(1);
     assert_eq!(
         run.stderr.trim_end(),
@@ -603,13 +628,13 @@ fn input_is_read_only_up_to_its_size_limit() {
 
 #[test]
 fn deep_nesting_is_an_error_not_a_crash() {
-    support::require_root!();
+    require_root!();
     let ns = router("deep");
-    let dir = support::TempDir::new("deep");
+    let dir = portmap_testkit::TempDir::new("deep");
     let deep = dir.write("deep.yaml", &format!("wan: {}", "[".repeat(20_000)));
-    let run = portmap(&["--netns", ns.name(), "validate", "-c", path_str(&deep)]);
+    let run = PORTMAP.run(&["--netns", ns.name(), "validate", "-c", path_str(&deep)]);
     run.expect_code(1);
-    let found = support::diagnostics(&run.stderr);
+    let found = portmap_testkit::diagnostics(&run.stderr);
     assert_eq!(found.len(), 1, "{run}");
     assert_eq!((found[0].line, found[0].col), (1, 261), "{run}");
     assert!(found[0].text.contains("more than 64 deep"), "{run}");
@@ -617,9 +642,9 @@ fn deep_nesting_is_an_error_not_a_crash() {
 
 #[test]
 fn a_netns_that_is_not_a_namespace_fails_at_once() {
-    support::require_root!();
+    require_root!();
     let ns = router("nsfile");
-    let dir = support::TempDir::new("nsfile");
+    let dir = portmap_testkit::TempDir::new("nsfile");
     let fifo = dir.path().join("fifo");
     let c_fifo = std::ffi::CString::new(path_str(&fifo)).unwrap_or_default();
     // SAFETY: `c_fifo` is a NUL-terminated path.
@@ -636,7 +661,7 @@ fn a_netns_that_is_not_a_namespace_fails_at_once() {
         (path_str(dir.path()), "is a directory"),
         (path_str(&plain), "is a plain file, not a mounted namespace"),
     ] {
-        let run = portmap_with(&opts, &["--netns", netns, "status"]);
+        let run = PORTMAP.run_with(&opts, &["--netns", netns, "status"]);
         run.expect_code(1);
         assert_eq!(
             run.stderr.trim_end(),
@@ -652,7 +677,7 @@ fn a_netns_that_is_not_a_namespace_fails_at_once() {
         "a FIFO must not block: {:?}",
         started.elapsed()
     );
-    let run = portmap_with(&opts, &["--netns", "no-such-ns-here", "status"]);
+    let run = PORTMAP.run_with(&opts, &["--netns", "no-such-ns-here", "status"]);
     run.expect_code(1);
     assert!(
         run.stderr.contains("there is no /run/netns/no-such-ns-here"),
@@ -662,11 +687,11 @@ fn a_netns_that_is_not_a_namespace_fails_at_once() {
 
 #[test]
 fn entering_a_netns_without_cap_sys_admin_says_so() {
-    support::require_root!();
+    require_root!();
     let target = router("nosysadm");
     let here = router("nosysadm-h");
     // Root with CAP_NET_ADMIN but without CAP_SYS_ADMIN, started in another namespace.
-    let run = support::command::run(
+    let run = portmap_testkit::command::run(
         "ip",
         &[
             "netns",
@@ -675,7 +700,7 @@ fn entering_a_netns_without_cap_sys_admin_says_so() {
             "setpriv",
             "--bounding-set=-sys_admin",
             "--inh-caps=-sys_admin",
-            support::portmap::BINARY,
+            PORTMAP.binary(),
             "--netns",
             target.name(),
             "status",
@@ -699,7 +724,7 @@ fn entering_a_netns_without_cap_sys_admin_says_so() {
 
 #[test]
 fn command_line_values_are_escaped_and_cut_in_errors() {
-    support::require_root!();
+    require_root!();
     let ns = router("echo");
     let path = fixture("both.yaml");
     let hostile = format!("x\u{1b}[31m\"`{}", "y".repeat(10_000));
@@ -732,7 +757,7 @@ fn command_line_values_are_escaped_and_cut_in_errors() {
             format!("error: cannot read configuration file {shown}: File name too long (os error 36)"),
         ),
     ] {
-        let run = portmap_with(&opts, &args);
+        let run = PORTMAP.run_with(&opts, &args);
         run.expect_code(1);
         assert_eq!(run.stderr.trim_end(), expected, "{run}");
         assert!(

@@ -6,12 +6,12 @@
 //! portmap must see B's table as its own (an empty plan). Named snapshots record the layout per fixture
 //! for review.
 
-use crate::support;
-
 use std::path::{Path, PathBuf};
 
-use support::topology::path_str;
-use support::{Netns, fixture, nft_list, normalize, portmap};
+use portmap_testkit::topology::path_str;
+use portmap_testkit::{Netns, fixture, nft_list, normalize, require_root};
+
+use crate::PORTMAP;
 
 /// Interface names a config's `interfaces:` lists mention (flow `[a, b]` or block `- a` lists), so the
 /// scratch namespaces have those links.
@@ -64,10 +64,12 @@ fn same_table_both_ways(config: &Path) -> String {
     let a = scratch_router("conf-a", &yaml);
     let b = scratch_router("conf-b", &yaml);
 
-    portmap(&["--netns", a.name(), "apply", "-c", file, "--auto-approve"]).success();
+    PORTMAP
+        .run(&["--netns", a.name(), "apply", "-c", file, "--auto-approve"])
+        .success();
     let applied = normalize(&nft_list(&a, "inet portmap").expect("apply built inet portmap in A"));
 
-    let render = portmap(&["--netns", b.name(), "render", "-c", file]);
+    let render = PORTMAP.run(&["--netns", b.name(), "render", "-c", file]);
     render.success();
     let loaded = b.exec_with_stdin("nft", &["-f", "-"], Some(&render.stdout));
     assert!(
@@ -83,13 +85,15 @@ fn same_table_both_ways(config: &Path) -> String {
     );
 
     // portmap reads nft's table back as exactly what the config asks for.
-    let plan = portmap(&["--netns", b.name(), "plan", "-c", file, "--detailed-exitcode"]);
+    let plan = PORTMAP.run(&["--netns", b.name(), "plan", "-c", file, "--detailed-exitcode"]);
     assert_eq!(
         plan.code, 0,
         "{file}: portmap does not recognise the table nft -f built from render\n{plan}"
     );
     // And applying over it changes nothing.
-    portmap(&["--netns", b.name(), "apply", "-c", file, "--auto-approve"]).success();
+    PORTMAP
+        .run(&["--netns", b.name(), "apply", "-c", file, "--auto-approve"])
+        .success();
     assert_eq!(
         normalize(&nft_list(&b, "inet portmap").expect("still there")),
         rendered
@@ -109,7 +113,7 @@ fn home_router() -> PathBuf {
 
 #[test]
 fn home_router_example() {
-    support::require_root!();
+    require_root!();
     let path = home_router();
     eprintln!("conformance of {}", path.display());
     same_table_both_ways(&path);
@@ -117,7 +121,7 @@ fn home_router_example() {
 
 #[test]
 fn dual_stack_example() {
-    support::require_root!();
+    require_root!();
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dual-stack.yaml");
     let table = same_table_both_ways(&path);
     assert!(table.contains("map dnat6 {"), "{table}");
@@ -125,7 +129,7 @@ fn dual_stack_example() {
 
 #[test]
 fn home_router_fixture() {
-    support::require_root!();
+    require_root!();
     let table = same_table_both_ways(&fixture("home-router.yaml"));
     // The disabled mapping is not in the kernel.
     assert!(!table.contains("old-camera"), "{table}");
@@ -133,7 +137,7 @@ fn home_router_fixture() {
 
 #[test]
 fn allow_lists() {
-    support::require_root!();
+    require_root!();
     let table = same_table_both_ways(&fixture("allow-lists.yaml"));
     for name in ["ssh", "vnc", "voip"] {
         assert!(
@@ -153,7 +157,7 @@ fn allow_lists() {
 
 #[test]
 fn ranges() {
-    support::require_root!();
+    require_root!();
     let table = same_table_both_ways(&fixture("ranges.yaml"));
     // One element per port.
     for (port, to_port) in (6000..=6002).zip(7000..=7002) {
@@ -174,7 +178,7 @@ fn ranges() {
 
 #[test]
 fn both_protocols() {
-    support::require_root!();
+    require_root!();
     let table = same_table_both_ways(&fixture("both.yaml"));
     for proto in ["tcp", "udp"] {
         assert!(table.contains(&format!("{proto} . 53 ")), "{table}");
@@ -185,7 +189,7 @@ fn both_protocols() {
 
 #[test]
 fn masquerade_and_hairpin() {
-    support::require_root!();
+    require_root!();
     let table = same_table_both_ways(&fixture("masquerade.yaml"));
     assert!(table.contains("meta nfproto ipv4 masquerade"), "{table}");
     assert!(table.contains("ct status dnat masquerade"), "{table}");
@@ -194,7 +198,7 @@ fn masquerade_and_hairpin() {
 
 #[test]
 fn ipv6_and_dual_stack() {
-    support::require_root!();
+    require_root!();
     let table = same_table_both_ways(&fixture("ipv6.yaml"));
     // The dual-stack pair: tcp 80 in both maps, each to its own target.
     assert!(
@@ -227,45 +231,46 @@ fn layout(fixture_file: &str) -> String {
     let path = fixture(fixture_file);
     let yaml = std::fs::read_to_string(&path).expect("fixture");
     let ns = scratch_router("layout", &yaml);
-    portmap(&[
-        "--netns",
-        ns.name(),
-        "apply",
-        "-c",
-        path_str(&path),
-        "--auto-approve",
-    ])
-    .success();
+    PORTMAP
+        .run(&[
+            "--netns",
+            ns.name(),
+            "apply",
+            "-c",
+            path_str(&path),
+            "--auto-approve",
+        ])
+        .success();
     normalize(&nft_list(&ns, "inet portmap").expect("table exists"))
 }
 
 #[test]
 fn layout_home_router() {
-    support::require_root!();
+    require_root!();
     insta::assert_snapshot!("layout_home_router", layout("home-router.yaml"));
 }
 
 #[test]
 fn layout_allow_lists() {
-    support::require_root!();
+    require_root!();
     insta::assert_snapshot!("layout_allow_lists", layout("allow-lists.yaml"));
 }
 
 #[test]
 fn layout_ranges() {
-    support::require_root!();
+    require_root!();
     insta::assert_snapshot!("layout_ranges", layout("ranges.yaml"));
 }
 
 #[test]
 fn layout_both() {
-    support::require_root!();
+    require_root!();
     insta::assert_snapshot!("layout_both", layout("both.yaml"));
 }
 
 #[test]
 fn layout_ipv6() {
-    support::require_root!();
+    require_root!();
     insta::assert_snapshot!("layout_ipv6", layout("ipv6.yaml"));
 }
 

@@ -2,13 +2,13 @@
 //! UDP flow from a fixed source port follows the new target on its next datagram, while a TCP
 //! connection of an untouched mapping carries on. `--keep-conntrack` leaves flows alone.
 
-use crate::support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use support::{CLIENT, Reply, Topology, WAN};
+use portmap_testkit::{CLIENT, Reply, Topology, WAN, require_root};
+
+use crate::PORTMAP;
 
 fn config(voip_target: &str) -> String {
     format!(
@@ -70,8 +70,8 @@ fn echo(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream, text: &str) -
 
 #[test]
 fn a_live_udp_flow_follows_a_changed_target_and_tcp_of_others_survives() {
-    support::require_root!();
-    let t = Topology::new("ct-follow");
+    require_root!();
+    let t = Topology::new(PORTMAP, "ct-follow");
     let _old = t.udp_server("192.168.1.66:5060");
     let _new = t.udp_server("192.168.1.71:5060");
     echo_server(&t, "192.168.1.66:80".parse().expect("addr"));
@@ -110,8 +110,8 @@ fn a_live_udp_flow_follows_a_changed_target_and_tcp_of_others_survives() {
 
 #[test]
 fn keep_conntrack_leaves_live_flows_on_the_old_target() {
-    support::require_root!();
-    let t = Topology::new("ct-keep");
+    require_root!();
+    let t = Topology::new(PORTMAP, "ct-keep");
     let _old = t.udp_server("192.168.1.66:5060");
     let _new = t.udp_server("192.168.1.71:5060");
     t.apply(&config("192.168.1.66")).success();
@@ -122,7 +122,7 @@ fn keep_conntrack_leaves_live_flows_on_the_old_target() {
     t.portmap(&[
         "apply",
         "-c",
-        support::topology::path_str(&path),
+        portmap_testkit::topology::path_str(&path),
         "--auto-approve",
         "--keep-conntrack",
     ])
@@ -133,7 +133,7 @@ fn keep_conntrack_leaves_live_flows_on_the_old_target() {
         "the tracked flow keeps its old translation"
     );
     // A new flow (another source port) meets the new rule.
-    let fresh = support::traffic::udp_request(
+    let fresh = portmap_testkit::traffic::udp_request(
         &t.client,
         CLIENT,
         SocketAddrV4::new(WAN, 5060),
@@ -145,8 +145,8 @@ fn keep_conntrack_leaves_live_flows_on_the_old_target() {
 
 #[test]
 fn destroy_ends_live_flows_too() {
-    support::require_root!();
-    let t = Topology::new("ct-destroy");
+    require_root!();
+    let t = Topology::new(PORTMAP, "ct-destroy");
     let old = t.udp_server("192.168.1.66:5060");
     t.apply(&config("192.168.1.66")).success();
     let phone = fixed_port_client(&t);
@@ -177,8 +177,8 @@ fn destroy_ends_live_flows_too() {
 #[test]
 fn an_interrupted_conntrack_cleanup_is_finished_by_the_next_apply() {
     use portmap::Backend as _;
-    support::require_root!();
-    let t = Topology::new("ct-pending");
+    require_root!();
+    let t = Topology::new(PORTMAP, "ct-pending");
     let _old = t.udp_server("192.168.1.66:5060");
     let _new = t.udp_server("192.168.1.71:5060");
     t.apply(&config("192.168.1.66")).success();
@@ -216,7 +216,7 @@ fn an_interrupted_conntrack_cleanup_is_finished_by_the_next_apply() {
     let run = t.portmap(&[
         "apply",
         "-c",
-        support::topology::path_str(&path),
+        portmap_testkit::topology::path_str(&path),
         "--auto-approve",
     ]);
     run.success();

@@ -63,8 +63,6 @@
 //!
 //! Must not: touch the host namespace (every `nft` and `portmap` runs in the test's router namespace).
 
-use crate::support;
-
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -74,12 +72,14 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::topology::path_str;
-use support::traffic::{REPLY_TIMEOUT, tcp_request};
-use support::{
+use portmap_testkit::topology::path_str;
+use portmap_testkit::traffic::{REPLY_TIMEOUT, tcp_request};
+use portmap_testkit::{
     CLIENT, CLIENT6, ConnError, LAN_HOSTS, LAN_HOSTS6, OTHER_CLIENT, OTHER_CLIENT6, Reply, Run, Server,
-    Topology, WAN, WAN6, normalize,
+    Topology, WAN, WAN6, normalize, require_root,
 };
+
+use crate::PORTMAP;
 
 /// Mappings in the configuration (the fixed probes included).
 const MAPPINGS: usize = 300;
@@ -102,7 +102,7 @@ const KINDS_ENV: &str = "PORTMAP_DAMAGE_KINDS";
 
 #[test]
 fn damage_is_seen_and_repaired_by_one_apply() {
-    support::require_root!();
+    require_root!();
     let knobs = Knobs::from_env();
     eprintln!(
         "damage fuzzer seed: {seed} — replay with {SEED_ENV}={seed}",
@@ -1065,7 +1065,7 @@ fn sock(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
 
 impl Lab {
     fn new(specs: Vec<Spec>, seed: u64) -> Lab {
-        let t = Topology::with_ipv6("damage");
+        let t = Topology::with_ipv6(PORTMAP, "damage");
         let config = t.write_config(&config_yaml(&specs));
         let lan = &t.lan;
         let servers = ProbeServers {

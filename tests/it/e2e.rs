@@ -1,20 +1,20 @@
 //! End-to-end tests: the `portmap` binary against a real kernel, with real connections through the
 //! DNAT it installs. Each test builds its own client / router / LAN namespaces (see
-//! `support::topology`) and removes them when it ends, even on panic; nothing touches the host.
+//! `portmap_testkit::topology`) and removes them when it ends, even on panic; nothing touches the host.
 //!
 //! Every config here uses `hairpin: false`, so what is tested is the WAN path alone; hairpin, masquerade
 //! and router-local forwards are tested in `router.rs`, IPv6 in `ipv6.rs`.
 
-use crate::support;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use support::topology::path_str;
-use support::traffic::{REPLY_TIMEOUT, tcp_request};
-use support::{
+use portmap_testkit::topology::path_str;
+use portmap_testkit::traffic::{REPLY_TIMEOUT, tcp_request};
+use portmap_testkit::{
     BAD_FIXTURES, CLIENT, ConnError, FOREIGN_TABLE, OTHER_CLIENT, Reply, Topology, WAN, change_actions,
-    config, nft_list, normalize, scalar, status_mapping, table_action,
+    config, nft_list, normalize, require_root, scalar, status_mapping, table_action,
 };
+
+use crate::PORTMAP;
 
 const WEB: &str = "
   - name: web
@@ -55,8 +55,8 @@ fn assert_contains(haystack: &str, needles: &[&str]) {
 
 #[test]
 fn tcp_mapping_reaches_the_lan_host_with_the_clients_address() {
-    support::require_root!();
-    let t = Topology::new("tcp");
+    require_root!();
+    let t = Topology::new(PORTMAP, "tcp");
     let web = t.tcp_server("192.168.1.66:80");
     t.apply(&config(WEB)).success();
 
@@ -82,8 +82,8 @@ fn tcp_mapping_reaches_the_lan_host_with_the_clients_address() {
 
 #[test]
 fn udp_mapping_reaches_the_lan_host() {
-    support::require_root!();
-    let t = Topology::new("udp");
+    require_root!();
+    let t = Topology::new(PORTMAP, "udp");
     let dns = t.udp_server("192.168.1.70:53");
     t.apply(&config(
         "
@@ -108,8 +108,8 @@ fn udp_mapping_reaches_the_lan_host() {
 
 #[test]
 fn both_mapping_forwards_tcp_and_udp_on_the_same_port() {
-    support::require_root!();
-    let t = Topology::new("both");
+    require_root!();
+    let t = Topology::new(PORTMAP, "both");
     let tcp = t.tcp_server("192.168.1.25:9000");
     let udp = t.udp_server("192.168.1.25:9000");
     t.apply(&config(
@@ -132,8 +132,8 @@ fn both_mapping_forwards_tcp_and_udp_on_the_same_port() {
 
 #[test]
 fn offset_range_maps_each_port_to_its_inner_port() {
-    support::require_root!();
-    let t = Topology::new("range");
+    require_root!();
+    let t = Topology::new(PORTMAP, "range");
     let servers: Vec<_> = (7000..=7002)
         .map(|p| t.tcp_server(&format!("192.168.1.70:{p}")))
         .collect();
@@ -175,13 +175,13 @@ fn offset_range_maps_each_port_to_its_inner_port() {
 /// NAT processing and hand the connection to that listener).
 #[test]
 fn a_refused_source_reaches_neither_the_lan_host_nor_the_router() {
-    support::require_root!();
-    let t = Topology::new("refused");
+    require_root!();
+    let t = Topology::new(PORTMAP, "refused");
     let inner_tcp = t.tcp_server("192.168.1.25:22");
     let inner_udp = t.udp_server("192.168.1.25:22");
     // The router's own services on the mapped port, on its WAN address.
-    let router_tcp = support::Server::tcp(&t.router, SocketAddr::from((WAN, 2222)));
-    let router_udp = support::Server::udp(&t.router, SocketAddr::from((WAN, 2222)));
+    let router_tcp = portmap_testkit::Server::tcp(&t.router, SocketAddr::from((WAN, 2222)));
+    let router_udp = portmap_testkit::Server::udp(&t.router, SocketAddr::from((WAN, 2222)));
     t.apply(&config(
         "
   - name: ssh
@@ -212,8 +212,8 @@ fn a_refused_source_reaches_neither_the_lan_host_nor_the_router() {
 
 #[test]
 fn allow_from_admits_listed_sources_only() {
-    support::require_root!();
-    let t = Topology::new("allow");
+    require_root!();
+    let t = Topology::new(PORTMAP, "allow");
     let ssh = t.tcp_server("192.168.1.25:22");
     t.apply(&config(SSH_FROM_CLIENT)).success();
 
@@ -239,8 +239,8 @@ fn allow_from_admits_listed_sources_only() {
 
 #[test]
 fn unmapped_ports_stay_closed() {
-    support::require_root!();
-    let t = Topology::new("closed");
+    require_root!();
+    let t = Topology::new(PORTMAP, "closed");
     let web = t.tcp_server("192.168.1.66:80");
     let tcp_other = t.tcp_server("192.168.1.66:9090");
     let udp_other = t.udp_server("192.168.1.66:9090");
@@ -260,8 +260,8 @@ fn unmapped_ports_stay_closed() {
 
 #[test]
 fn dnat_applies_only_to_wan_traffic_for_the_router() {
-    support::require_root!();
-    let t = Topology::new("scope");
+    require_root!();
+    let t = Topology::new(PORTMAP, "scope");
     let web = t.tcp_server("192.168.1.66:80");
     let direct = t.tcp_server("192.168.1.66:8080");
     t.apply(&config(WEB)).success();
@@ -295,8 +295,8 @@ fn dnat_applies_only_to_wan_traffic_for_the_router() {
 
 #[test]
 fn plan_is_empty_after_apply_and_status_lists_the_mappings() {
-    support::require_root!();
-    let t = Topology::new("status");
+    require_root!();
+    let t = Topology::new(PORTMAP, "status");
     let yaml = config(&format!(
         "{WEB}    description: \"web server\"\n{SSH_FROM_CLIENT}"
     ));
@@ -367,8 +367,8 @@ fn plan_is_empty_after_apply_and_status_lists_the_mappings() {
 
 #[test]
 fn drift_table_deleted_by_hand_is_recreated() {
-    support::require_root!();
-    let t = Topology::new("drift-tbl");
+    require_root!();
+    let t = Topology::new(PORTMAP, "drift-tbl");
     let _web = t.tcp_server("192.168.1.66:80");
     t.apply(&config(WEB)).success();
     let applied = t.table().expect("table exists");
@@ -404,8 +404,8 @@ fn drift_table_deleted_by_hand_is_recreated() {
 
 #[test]
 fn drift_chain_deleted_by_hand_is_repaired() {
-    support::require_root!();
-    let t = Topology::new("drift-chn");
+    require_root!();
+    let t = Topology::new(PORTMAP, "drift-chn");
     let _web = t.tcp_server("192.168.1.66:80");
     t.apply(&config(WEB)).success();
     let applied = t.table().expect("table exists");
@@ -430,13 +430,13 @@ fn drift_chain_deleted_by_hand_is_repaired() {
 
 #[test]
 fn drift_rule_deleted_by_hand_is_repaired() {
-    support::require_root!();
-    let t = Topology::new("drift-rule");
+    require_root!();
+    let t = Topology::new(PORTMAP, "drift-rule");
     let _web = t.tcp_server("192.168.1.66:80");
     t.apply(&config(WEB)).success();
     let applied = t.table().expect("table exists");
 
-    let handles = support::nft::rule_handles(&t.router, "inet portmap", "prerouting");
+    let handles = portmap_testkit::nft::rule_handles(&t.router, "inet portmap", "prerouting");
     assert!(!handles.is_empty(), "chain prerouting has no rules:\n{applied}");
     for handle in handles {
         let handle = handle.to_string();
@@ -463,8 +463,8 @@ fn drift_rule_deleted_by_hand_is_repaired() {
 
 #[test]
 fn drift_element_deleted_by_hand_is_restored() {
-    support::require_root!();
-    let t = Topology::new("drift-elem");
+    require_root!();
+    let t = Topology::new(PORTMAP, "drift-elem");
     let _web = t.tcp_server("192.168.1.66:80");
     let _api = t.tcp_server("192.168.1.66:81");
     t.apply(&config(&[WEB, API].concat())).success();
@@ -508,8 +508,8 @@ fn table_handle(t: &Topology) -> String {
 
 #[test]
 fn retarget_and_remove_mappings_leave_the_others_working() {
-    support::require_root!();
-    let t = Topology::new("change");
+    require_root!();
+    let t = Topology::new(PORTMAP, "change");
     let old_web = t.tcp_server("192.168.1.66:80");
     let new_web = t.tcp_server("192.168.1.71:80");
     let api = t.tcp_server("192.168.1.66:81");
@@ -574,8 +574,8 @@ fn retarget_and_remove_mappings_leave_the_others_working() {
 
 #[test]
 fn disabled_mapping_is_removed_from_the_kernel() {
-    support::require_root!();
-    let t = Topology::new("disable");
+    require_root!();
+    let t = Topology::new(PORTMAP, "disable");
     let _web = t.tcp_server("192.168.1.66:80");
     let _api = t.tcp_server("192.168.1.66:81");
     t.apply(&config(&[WEB, API].concat())).success();
@@ -597,8 +597,8 @@ fn disabled_mapping_is_removed_from_the_kernel() {
 
 #[test]
 fn destroy_removes_the_table_and_stops_forwarding() {
-    support::require_root!();
-    let t = Topology::new("destroy");
+    require_root!();
+    let t = Topology::new(PORTMAP, "destroy");
     let web = t.tcp_server("192.168.1.66:80");
     t.apply(&config(&[WEB, SSH_FROM_CLIENT].concat())).success();
     t.assert_tcp(CLIENT, 8080, "192.168.1.66:80");
@@ -620,8 +620,8 @@ fn destroy_removes_the_table_and_stops_forwarding() {
 
 #[test]
 fn foreign_table_is_untouched_by_apply_and_destroy() {
-    support::require_root!();
-    let t = Topology::new("foreign");
+    require_root!();
+    let t = Topology::new(PORTMAP, "foreign");
     let _web = t.tcp_server("192.168.1.66:80");
     let _api = t.tcp_server("192.168.1.66:81");
     t.router.nft_load(FOREIGN_TABLE);
@@ -654,8 +654,8 @@ fn foreign_table_is_untouched_by_apply_and_destroy() {
 
 #[test]
 fn bad_configs_leave_the_kernel_untouched() {
-    support::require_root!();
-    let t = Topology::new("badcfg");
+    require_root!();
+    let t = Topology::new(PORTMAP, "badcfg");
     let _web = t.tcp_server("192.168.1.66:80");
     t.router.nft_load(FOREIGN_TABLE);
     t.apply(&config(WEB)).success();
@@ -690,8 +690,8 @@ fn bad_configs_leave_the_kernel_untouched() {
 
 #[test]
 fn apply_without_approval_and_without_a_terminal_refuses() {
-    support::require_root!();
-    let t = Topology::new("noapprove");
+    require_root!();
+    let t = Topology::new(PORTMAP, "noapprove");
     let path = t.write_config(&config(WEB));
     let empty = t.router_ruleset();
 
@@ -720,8 +720,8 @@ fn apply_without_approval_and_without_a_terminal_refuses() {
 
 #[test]
 fn saved_plan_applies() {
-    support::require_root!();
-    let t = Topology::new("planfile");
+    require_root!();
+    let t = Topology::new(PORTMAP, "planfile");
     let _web = t.tcp_server("192.168.1.66:80");
     let path = t.write_config(&config(WEB));
     let plan_file = t.dir.path().join("web.plan");
@@ -738,8 +738,8 @@ fn saved_plan_applies() {
 
 #[test]
 fn saved_plan_is_refused_after_the_ruleset_changed() {
-    support::require_root!();
-    let t = Topology::new("stale");
+    require_root!();
+    let t = Topology::new(PORTMAP, "stale");
     let path = t.write_config(&config(WEB));
     let plan_file = t.dir.path().join("web.plan");
     let plan_file = path_str(&plan_file);
@@ -771,8 +771,8 @@ fn saved_plan_is_refused_after_the_ruleset_changed() {
 
 #[test]
 fn a_new_wan_address_is_forwarded_without_a_reapply() {
-    support::require_root!();
-    let t = Topology::new("wan-addr");
+    require_root!();
+    let t = Topology::new(PORTMAP, "wan-addr");
     let _web = t.tcp_server("192.168.1.66:80");
     t.apply(&config(WEB)).success();
     let table = t.table().expect("table exists");

@@ -1,22 +1,25 @@
-//! Self-tests of the test harness in `tests/it/support/`: the lab topology routes, servers and clients
-//! tell who answered and why a connection failed, namespaces and their processes are gone after the
-//! guards drop (also on panic), and the nft readers normalise what they should. None of this needs the
-//! `portmap` binary, so these pass on their own and prove that failures elsewhere are portmap's.
-
-use crate::support;
+//! Self-tests of the test kit (`crates/portmap-testkit`): the lab topology routes, servers and
+//! clients tell who answered and why a connection failed, namespaces and their processes are gone
+//! after the guards drop (also on panic), and the nft readers normalise what they should. None of
+//! this needs the `portmap` binary to work, so these pass on their own and prove that failures
+//! elsewhere are portmap's.
 
 use std::net::SocketAddrV4;
 use std::path::Path;
 
-use support::traffic::{BLOCKED_TIMEOUT, REPLY_TIMEOUT, tcp_request, udp_request};
-use support::{CLIENT, ConnError, FOREIGN_TABLE, Netns, OTHER_CLIENT, Reply, Topology, WAN, nft_list};
+use portmap_testkit::traffic::{BLOCKED_TIMEOUT, REPLY_TIMEOUT, tcp_request, udp_request};
+use portmap_testkit::{
+    CLIENT, ConnError, FOREIGN_TABLE, Netns, OTHER_CLIENT, Reply, Topology, WAN, nft_list, require_root,
+};
+
+use crate::PORTMAP;
 
 #[test]
 fn topology_routes_plain_tcp_and_udp_then_disappears() {
-    support::require_root!();
+    require_root!();
     let names;
     {
-        let t = Topology::new("self");
+        let t = Topology::new(PORTMAP, "self");
         names = [
             t.client.name().to_owned(),
             t.router.name().to_owned(),
@@ -65,7 +68,7 @@ fn topology_routes_plain_tcp_and_udp_then_disappears() {
     for name in &names {
         assert!(!Netns::exists(name), "{name} should be gone after drop");
     }
-    let listed = support::run("ip", &["netns", "list"], None, None);
+    let listed = portmap_testkit::run("ip", &["netns", "list"], None, None);
     for name in &names {
         assert!(
             !listed.stdout.contains(name.as_str()),
@@ -77,8 +80,8 @@ fn topology_routes_plain_tcp_and_udp_then_disappears() {
 
 #[test]
 fn forwarding_is_on_in_the_router_only() {
-    support::require_root!();
-    let t = Topology::new("fwd");
+    require_root!();
+    let t = Topology::new(PORTMAP, "fwd");
     let read = |ns: &Netns| {
         ns.exec("sysctl", &["-n", "net.ipv4.ip_forward"])
             .stdout
@@ -92,8 +95,8 @@ fn forwarding_is_on_in_the_router_only() {
 
 #[test]
 fn clients_tell_refused_from_timeout() {
-    support::require_root!();
-    let t = Topology::new("errs");
+    require_root!();
+    let t = Topology::new(PORTMAP, "errs");
     // Nothing listens on the router itself: TCP gets a reset, UDP an ICMP port unreachable.
     assert_eq!(t.tcp(CLIENT, 8080), Err(ConnError::Refused));
     assert_eq!(t.udp(CLIENT, 8080), Err(ConnError::Refused));
@@ -134,8 +137,8 @@ fn clients_tell_refused_from_timeout() {
 
 #[test]
 fn servers_stop_when_dropped() {
-    support::require_root!();
-    let t = Topology::new("stop");
+    require_root!();
+    let t = Topology::new(PORTMAP, "stop");
     t.route_client_to_lan();
     let tcp_to = SocketAddrV4::new("192.168.1.25".parse().expect("address"), 22);
     let udp_to = SocketAddrV4::new("192.168.1.25".parse().expect("address"), 5353);
@@ -188,8 +191,8 @@ table inet handmade {
 
 #[test]
 fn hand_written_dnat_is_seen_as_the_e2e_tests_expect() {
-    support::require_root!();
-    let t = Topology::new("dnat");
+    require_root!();
+    let t = Topology::new(PORTMAP, "dnat");
     let web = t.tcp_server("192.168.1.66:80");
     let dns = t.udp_server("192.168.1.70:53");
     let ssh = t.tcp_server("192.168.1.25:22");
@@ -208,7 +211,7 @@ fn hand_written_dnat_is_seen_as_the_e2e_tests_expect() {
     t.assert_tcp_blocked(CLIENT, 9090);
     t.assert_udp_blocked(CLIENT, 8080);
 
-    let ips = |s: &support::Server| s.seen().iter().map(std::net::SocketAddr::ip).collect::<Vec<_>>();
+    let ips = |s: &portmap_testkit::Server| s.seen().iter().map(std::net::SocketAddr::ip).collect::<Vec<_>>();
     assert_eq!(
         ips(&web),
         [CLIENT, OTHER_CLIENT],
@@ -242,7 +245,7 @@ fn hand_written_dnat_is_seen_as_the_e2e_tests_expect() {
 
 #[test]
 fn netns_guard_cleans_up_on_panic_and_kills_its_processes() {
-    support::require_root!();
+    require_root!();
     let (tx, rx) = std::sync::mpsc::channel();
     let result = std::panic::catch_unwind(move || {
         let ns = Netns::new("panic");
@@ -261,7 +264,7 @@ fn netns_guard_cleans_up_on_panic_and_kills_its_processes() {
 
 #[test]
 fn enter_runs_code_inside_the_namespace_only() {
-    support::require_root!();
+    require_root!();
     let ns = Netns::with_links("enter", &["wan0", "lan0"]);
     let inside = ns.enter(|| std::fs::read_to_string("/proc/thread-self/net/dev").expect("read net/dev"));
     assert!(inside.contains("wan0:") && inside.contains("lan0:"), "{inside}");
@@ -272,13 +275,13 @@ fn enter_runs_code_inside_the_namespace_only() {
 
 #[test]
 fn nft_readers_normalise_counters_and_handles() {
-    support::require_root!();
+    require_root!();
     let ns = Netns::new("nft");
     assert!(nft_list(&ns, "ip foreign").is_err(), "no table yet");
     ns.nft_load(FOREIGN_TABLE);
     let raw = nft_list(&ns, "ip foreign").expect("foreign table listed");
     assert!(raw.contains("counter packets 0 bytes 0"), "{raw}");
-    let normal = support::normalize(&raw);
+    let normal = portmap_testkit::normalize(&raw);
     assert!(
         normal.contains("\t\tcounter\n") && !normal.contains("packets"),
         "{normal}"
@@ -286,11 +289,14 @@ fn nft_readers_normalise_counters_and_handles() {
 
     let with_handles = ns.nft(&["-a", "list", "table", "ip", "foreign"]);
     assert!(with_handles.stdout.contains("# handle"), "{with_handles}");
-    assert_eq!(support::normalize(&with_handles.stdout), normal);
-    assert_eq!(support::nft::rule_handles(&ns, "ip foreign", "fwd_in").len(), 1);
+    assert_eq!(portmap_testkit::normalize(&with_handles.stdout), normal);
+    assert_eq!(
+        portmap_testkit::nft::rule_handles(&ns, "ip foreign", "fwd_in").len(),
+        1
+    );
 
     assert_eq!(
-        support::normalize("counter packets 12 bytes 3456 accept # handle 9\n"),
+        portmap_testkit::normalize("counter packets 12 bytes 3456 accept # handle 9\n"),
         "counter accept\n"
     );
 }
@@ -298,15 +304,15 @@ fn nft_readers_normalise_counters_and_handles() {
 #[test]
 #[should_panic(expected = "refusing to run portmap without --netns")]
 fn portmap_runner_refuses_without_netns() {
-    let _ = support::portmap(&["validate", "-c", "/dev/null"]);
+    let _ = PORTMAP.run(&["validate", "-c", "/dev/null"]);
 }
 
 #[test]
 fn portmap_runner_has_no_terminal_and_reads_stdin() {
-    support::require_root!();
+    require_root!();
     let ns = Netns::new("runner");
     // Use a shell in place of the binary to see what the runner gives it.
-    let out = support::run(
+    let out = portmap_testkit::run(
         "ip",
         &["netns", "exec", ns.name(), "sh", "-c", "tty; cat"],
         Some("hello"),
@@ -318,8 +324,9 @@ fn portmap_runner_has_no_terminal_and_reads_stdin() {
 
 #[test]
 fn diagnostics_parse_file_line_col() {
-    let d =
-        support::diagnostics("x\n/tmp/a b.yaml:1:2: no\nconf.yaml:7:11: mappings[0].port: must be 1-65535\n");
+    let d = portmap_testkit::diagnostics(
+        "x\n/tmp/a b.yaml:1:2: no\nconf.yaml:7:11: mappings[0].port: must be 1-65535\n",
+    );
     assert_eq!(d.len(), 1);
     assert_eq!((d[0].file.as_str(), d[0].line, d[0].col), ("conf.yaml", 7, 11));
     assert_eq!(d[0].text, "mappings[0].port: must be 1-65535");

@@ -1,6 +1,6 @@
 //! IPv6 end to end: mappings whose `to` is an IPv6 address forward the router's IPv6 address and
 //! port to it (ip6 DNAT through map `dnat6`), with real connections in the test's own client /
-//! router / LAN namespaces built by `Topology::with_ipv6` (see `support::topology`).
+//! router / LAN namespaces built by `Topology::with_ipv6` (see `portmap_testkit::topology`).
 //!
 //! Covered: TCP and UDP with the client's real address seen, a `both` range with an offset,
 //! `allow_from` with IPv6 prefixes, the dual-stack pattern (an IPv4 and an IPv6 mapping on the same
@@ -8,15 +8,15 @@
 //! link-local addresses never taken over, an empty second plan, `status --json`, and a mapping that
 //! changes family in place.
 
-use crate::support;
-
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
-use support::traffic::{REPLY_TIMEOUT, tcp_request, udp_request};
-use support::{
+use portmap_testkit::traffic::{REPLY_TIMEOUT, tcp_request, udp_request};
+use portmap_testkit::{
     CLIENT, CLIENT6, ConnError, OTHER_CLIENT6, ROUTER_LAN6, Reply, Server, Topology, WAN6, WAN6_LINK_LOCAL,
-    config, scalar, status_mapping,
+    config, require_root, scalar, status_mapping,
 };
+
+use crate::PORTMAP;
 
 const WEB6: &str = "
   - name: web6
@@ -54,7 +54,7 @@ fn assert_contains(haystack: &str, needles: &[&str]) {
     }
 }
 
-/// A config with hairpin on (the other tests use `support::config`, hairpin off).
+/// A config with hairpin on (the other tests use `portmap_testkit::config`, hairpin off).
 fn hairpin_config(mappings: &str) -> String {
     format!(
         "wan: {{ interfaces: [wan0] }}\nlan: {{ interfaces: [lan0] }}\nhairpin: true\nmappings:\n{}\n",
@@ -64,8 +64,8 @@ fn hairpin_config(mappings: &str) -> String {
 
 #[test]
 fn tcp_mapping_reaches_the_lan_host_with_the_clients_ipv6_address() {
-    support::require_root!();
-    let t = Topology::with_ipv6("v6-tcp");
+    require_root!();
+    let t = Topology::with_ipv6(PORTMAP, "v6-tcp");
     let web = t.tcp_server("[2001:db8:2::66]:80");
     t.apply(&config(WEB6)).success();
 
@@ -91,8 +91,8 @@ fn tcp_mapping_reaches_the_lan_host_with_the_clients_ipv6_address() {
 
 #[test]
 fn udp_mapping_reaches_the_lan_host_over_ipv6() {
-    support::require_root!();
-    let t = Topology::with_ipv6("v6-udp");
+    require_root!();
+    let t = Topology::with_ipv6(PORTMAP, "v6-udp");
     let dns = t.udp_server("[2001:db8:2::70]:53");
     t.apply(&config(
         "
@@ -117,8 +117,8 @@ fn udp_mapping_reaches_the_lan_host_over_ipv6() {
 
 #[test]
 fn both_range_with_an_offset_maps_each_port_over_ipv6() {
-    support::require_root!();
-    let t = Topology::with_ipv6("v6-range");
+    require_root!();
+    let t = Topology::with_ipv6(PORTMAP, "v6-range");
     let tcp: Vec<_> = (7000..=7002)
         .map(|p| t.tcp_server(&format!("[2001:db8:2::71]:{p}")))
         .collect();
@@ -164,8 +164,8 @@ fn both_range_with_an_offset_maps_each_port_over_ipv6() {
 
 #[test]
 fn allow_from_with_an_ipv6_prefix_admits_one_client_and_refuses_the_other() {
-    support::require_root!();
-    let t = Topology::with_ipv6("v6-allow");
+    require_root!();
+    let t = Topology::with_ipv6(PORTMAP, "v6-allow");
     let ssh = t.tcp_server("[2001:db8:2::25]:22");
     t.apply(&config(
         "
@@ -203,8 +203,8 @@ fn allow_from_with_an_ipv6_prefix_admits_one_client_and_refuses_the_other() {
 
 #[test]
 fn dual_stack_mappings_on_the_same_port_each_reach_their_own_target() {
-    support::require_root!();
-    let t = Topology::with_ipv6("v6-dual");
+    require_root!();
+    let t = Topology::with_ipv6(PORTMAP, "v6-dual");
     let web4 = t.tcp_server("192.168.1.66:80");
     let web6 = t.tcp_server("[2001:db8:2::25]:80");
     t.apply(&config(
@@ -236,8 +236,8 @@ fn dual_stack_mappings_on_the_same_port_each_reach_their_own_target() {
 
 #[test]
 fn hairpin_reaches_ipv6_mappings_from_lan_hosts_and_the_router() {
-    support::require_root!();
-    let t = Topology::with_ipv6("v6-hp");
+    require_root!();
+    let t = Topology::with_ipv6(PORTMAP, "v6-hp");
     let _web = t.tcp_server("[2001:db8:2::66]:80");
     let _dns = t.udp_server("[2001:db8:2::66]:53");
     t.apply(&hairpin_config(&format!(
@@ -272,8 +272,8 @@ fn hairpin_reaches_ipv6_mappings_from_lan_hosts_and_the_router() {
 
 #[test]
 fn the_routers_own_ipv6_addresses_are_never_taken_over() {
-    support::require_root!();
-    let t = Topology::with_ipv6("v6-own");
+    require_root!();
+    let t = Topology::with_ipv6(PORTMAP, "v6-own");
     let _web = t.tcp_server("[2001:db8:2::66]:80");
     // The router runs its own service on the mapped port on its LAN address and on loopback.
     let own_lan = SocketAddr::new(v6(ROUTER_LAN6), 8080);
@@ -307,8 +307,8 @@ fn the_routers_own_ipv6_addresses_are_never_taken_over() {
 
 #[test]
 fn link_local_destinations_stay_the_routers() {
-    support::require_root!();
-    let t = Topology::with_ipv6("v6-ll");
+    require_root!();
+    let t = Topology::with_ipv6(PORTMAP, "v6-ll");
     let web = t.tcp_server("[2001:db8:2::66]:80");
     // The router's own service on the mapped port, on every address.
     let own = Server::tcp(&t.router, SocketAddr::new(v6(Ipv6Addr::UNSPECIFIED), 8080));
@@ -333,8 +333,8 @@ fn link_local_destinations_stay_the_routers() {
 
 #[test]
 fn plan_is_empty_after_apply_and_status_lists_the_ipv6_mapping() {
-    support::require_root!();
-    let t = Topology::with_ipv6("v6-status");
+    require_root!();
+    let t = Topology::with_ipv6(PORTMAP, "v6-status");
     let yaml = config(&format!(
         "{WEB6}    description: \"web server over IPv6\"\n    allow_from: [2001:db8:1::/64]\n"
     ));
@@ -371,8 +371,8 @@ fn plan_is_empty_after_apply_and_status_lists_the_ipv6_mapping() {
 
 #[test]
 fn a_mapping_that_changes_family_is_changed_in_place() {
-    support::require_root!();
-    let t = Topology::with_ipv6("v6-move");
+    require_root!();
+    let t = Topology::with_ipv6(PORTMAP, "v6-move");
     let _web4 = t.tcp_server("192.168.1.25:22");
     let _web6 = t.tcp_server("[2001:db8:2::25]:22");
     t.apply(&config(
@@ -402,8 +402,8 @@ fn a_mapping_that_changes_family_is_changed_in_place() {
 
 #[test]
 fn a_retargeted_ipv6_udp_flow_follows_on_its_next_datagram() {
-    support::require_root!();
-    let t = Topology::with_ipv6("v6-ct");
+    require_root!();
+    let t = Topology::with_ipv6(PORTMAP, "v6-ct");
     let _old = t.udp_server("[2001:db8:2::70]:5060");
     let _new = t.udp_server("[2001:db8:2::71]:5060");
     let voip = |target: &str| {

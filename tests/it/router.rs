@@ -2,12 +2,12 @@
 //! processes, the router's LAN-side services never taken over, and masquerade of LAN traffic leaving
 //! through the WAN. Real connections in the test's own client / router / LAN namespaces.
 
-use crate::support;
-
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use support::traffic::{REPLY_TIMEOUT, tcp_request, udp_request};
-use support::{CLIENT, ConnError, ROUTER_LAN, Reply, Server, Topology, WAN};
+use portmap_testkit::traffic::{REPLY_TIMEOUT, tcp_request, udp_request};
+use portmap_testkit::{CLIENT, ConnError, ROUTER_LAN, Reply, Server, Topology, WAN, require_root};
+
+use crate::PORTMAP;
 
 /// A LAN host that is not the mapping's target.
 const LAN_CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 70);
@@ -32,8 +32,8 @@ fn addr(text: &str) -> SocketAddr {
 
 #[test]
 fn hairpin_lets_lan_hosts_use_the_public_address() {
-    support::require_root!();
-    let t = Topology::new("hp-lan");
+    require_root!();
+    let t = Topology::new(PORTMAP, "hp-lan");
     let _web = t.tcp_server("192.168.1.66:80");
     let _dns = t.udp_server("192.168.1.66:53");
     t.apply(&config(true, false)).success();
@@ -62,8 +62,8 @@ fn hairpin_lets_lan_hosts_use_the_public_address() {
 
 #[test]
 fn hairpin_reaches_mappings_from_the_router_itself() {
-    support::require_root!();
-    let t = Topology::new("hp-self");
+    require_root!();
+    let t = Topology::new(PORTMAP, "hp-self");
     let _web = t.tcp_server("192.168.1.66:80");
     t.apply(&config(true, false)).success();
     let got = reply(&tcp_request(
@@ -77,8 +77,8 @@ fn hairpin_reaches_mappings_from_the_router_itself() {
 
 #[test]
 fn the_routers_lan_side_services_are_never_taken_over() {
-    support::require_root!();
-    let t = Topology::new("hp-own");
+    require_root!();
+    let t = Topology::new(PORTMAP, "hp-own");
     let _web = t.tcp_server("192.168.1.66:80");
     // The router runs its own service on 8080 — the mapped port — on its LAN address and loopback.
     let _own_lan = Server::tcp(&t.router, SocketAddrV4::new(ROUTER_LAN, 8080));
@@ -113,8 +113,8 @@ fn the_routers_lan_side_services_are_never_taken_over() {
 
 #[test]
 fn hairpin_false_turns_reflection_off() {
-    support::require_root!();
-    let t = Topology::new("hp-off");
+    require_root!();
+    let t = Topology::new(PORTMAP, "hp-off");
     let web = t.tcp_server("192.168.1.66:80");
     t.apply(&config(false, false)).success();
     let got = tcp_request(&t.lan, LAN_CLIENT, SocketAddrV4::new(WAN, 8080), REPLY_TIMEOUT);
@@ -141,8 +141,8 @@ fn hairpin_false_turns_reflection_off() {
 
 #[test]
 fn masquerade_shows_lan_traffic_as_the_routers_address() {
-    support::require_root!();
-    let t = Topology::new("masq");
+    require_root!();
+    let t = Topology::new(PORTMAP, "masq");
     // A server on the internet side; the client namespace has no route to the LAN, so without
     // masquerade the LAN host's packets would get no answer.
     let internet = Server::tcp(&t.client, SocketAddrV4::new(CLIENT, 9000));
@@ -168,8 +168,8 @@ fn masquerade_shows_lan_traffic_as_the_routers_address() {
 
 #[test]
 fn a_new_lan_address_is_drift_until_applied() {
-    support::require_root!();
-    let t = Topology::new("hp-drift");
+    require_root!();
+    let t = Topology::new(PORTMAP, "hp-drift");
     let _web = t.tcp_server("192.168.1.66:80");
     t.apply(&config(true, false)).success();
     t.router
@@ -194,8 +194,8 @@ fn a_new_lan_address_is_drift_until_applied() {
 
 #[test]
 fn masquerade_leaves_ipv6_routed() {
-    support::require_root!();
-    let t = Topology::with_ipv6("masq6");
+    require_root!();
+    let t = Topology::with_ipv6(PORTMAP, "masq6");
     let lan_host = std::net::Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x70);
     let client6 = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
     let wan6 = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
@@ -228,8 +228,8 @@ fn masquerade_leaves_ipv6_routed() {
 /// port of its public address, while a listed LAN host is reflected as usual.
 #[test]
 fn hairpin_and_router_local_sources_outside_allow_from_are_dropped() {
-    support::require_root!();
-    let t = Topology::new("hp-refused");
+    require_root!();
+    let t = Topology::new(PORTMAP, "hp-refused");
     let inner = t.tcp_server("192.168.1.66:80");
     let router_service = Server::tcp(&t.router, SocketAddr::from((WAN, 8080)));
     let yaml = "wan: { interfaces: [wan0] }\nlan: { interfaces: [lan0] }\nhairpin: true\n\
@@ -240,7 +240,7 @@ fn hairpin_and_router_local_sources_outside_allow_from_are_dropped() {
 
     let to = SocketAddrV4::new(WAN, 8080);
     for (ns, from) in [(&t.lan, LAN_CLIENT), (&t.router, WAN)] {
-        let got = tcp_request(ns, from, to, support::traffic::BLOCKED_TIMEOUT);
+        let got = tcp_request(ns, from, to, portmap_testkit::traffic::BLOCKED_TIMEOUT);
         assert!(
             matches!(got, Err(ConnError::Timeout)),
             "{from} is outside allow_from and must be dropped, got {got:?}"

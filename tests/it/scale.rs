@@ -3,12 +3,12 @@
 //! touches only that mapping's elements; `status --json` of 10,000 lists every mapping; a 10,000-
 //! mapping file with one error reports exactly that error with its line.
 
-use crate::support;
-
 use std::fmt::Write as _;
 
-use ::portmap::{BackendKind, Mapping, Model, Netns, PortRange, Protocol, Session, Settings, plan};
-use support::{Netns as TestNetns, TempDir, portmap};
+use portmap::{BackendKind, Mapping, Model, Netns, PortRange, Protocol, Session, Settings, plan};
+use portmap_testkit::{Netns as TestNetns, TempDir, require_root};
+
+use crate::PORTMAP;
 
 /// `n` mappings: mostly single TCP ports, every 10th UDP, every 25th with an allow-list.
 fn model(n: usize) -> Model {
@@ -61,7 +61,7 @@ fn yaml(model: &Model) -> String {
 
 #[test]
 fn fifty_thousand_mappings_apply_read_back_and_change_in_place() {
-    support::require_root!();
+    require_root!();
     let ns = TestNetns::with_links("scale50k", &["wan0", "lan0"]);
     let mut backend =
         Session::open(BackendKind::Nft, &Netns::Named(ns.name().to_owned()), "portmap").expect("open");
@@ -89,14 +89,16 @@ fn fifty_thousand_mappings_apply_read_back_and_change_in_place() {
 
 #[test]
 fn status_json_of_ten_thousand_is_complete() {
-    support::require_root!();
+    require_root!();
     let ns = TestNetns::with_links("scale10k", &["wan0", "lan0"]);
     let dir = TempDir::new("scale10k");
     let ten = model(10_000);
     let path = dir.write("portmap.yaml", &yaml(&ten));
-    let path = support::topology::path_str(&path);
-    portmap(&["--netns", ns.name(), "apply", "-c", path, "--auto-approve"]).success();
-    let status = portmap(&["--netns", ns.name(), "status", "--json"]);
+    let path = portmap_testkit::topology::path_str(&path);
+    PORTMAP
+        .run(&["--netns", ns.name(), "apply", "-c", path, "--auto-approve"])
+        .success();
+    let status = PORTMAP.run(&["--netns", ns.name(), "status", "--json"]);
     status.success();
     let json = status.json();
     let mappings = json["mappings"].as_array().expect("mappings");
@@ -104,7 +106,9 @@ fn status_json_of_ten_thousand_is_complete() {
     let names: std::collections::HashSet<&str> = mappings.iter().filter_map(|m| m["name"].as_str()).collect();
     assert_eq!(names.len(), 10_000);
     assert!(names.contains("m0") && names.contains("m9999"));
-    portmap(&["--netns", ns.name(), "plan", "-c", path, "--detailed-exitcode"]).expect_code(0);
+    PORTMAP
+        .run(&["--netns", ns.name(), "plan", "-c", path, "--detailed-exitcode"])
+        .expect_code(0);
 }
 
 #[test]

@@ -4,12 +4,12 @@
 //! were made for, and keeps working next to another program that writes the ruleset at the same
 //! time. Every scenario here was reproduced from outside against an earlier portmap.
 
-use crate::support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use support::topology::path_str;
-use support::{CLIENT, OTHER_CLIENT, Topology, config, status_mapping};
+use portmap_testkit::topology::path_str;
+use portmap_testkit::{CLIENT, OTHER_CLIENT, Topology, config, require_root, status_mapping};
+
+use crate::PORTMAP;
 
 const SSH: &str = "
   - name: ssh
@@ -57,7 +57,7 @@ fn status(t: &Topology) -> serde_json::Value {
 fn converges(t: &Topology) -> String {
     let plan = t.plan_text();
     plan.expect_code(2);
-    let path = t.dir.path().join(support::topology::CONFIG_FILE);
+    let path = t.dir.path().join(portmap_testkit::topology::CONFIG_FILE);
     t.portmap(&["apply", "-c", path_str(&path), "--auto-approve"])
         .success();
     t.plan_text().expect_code(0);
@@ -66,8 +66,8 @@ fn converges(t: &Topology) -> String {
 
 #[test]
 fn a_table_portmap_did_not_create_is_never_changed_or_deleted() {
-    support::require_root!();
-    let t = Topology::new("foreign");
+    require_root!();
+    let t = Topology::new(PORTMAP, "foreign");
     t.router.nft_load(FIREWALL);
     let before = t.router_ruleset();
     let path = t.write_config(&config(SSH));
@@ -96,8 +96,8 @@ fn a_table_portmap_did_not_create_is_never_changed_or_deleted() {
 
 #[test]
 fn a_dormant_table_is_seen_and_woken() {
-    support::require_root!();
-    let t = Topology::new("dormant");
+    require_root!();
+    let t = Topology::new(PORTMAP, "dormant");
     let _web = t.tcp_server("192.168.1.66:80");
     t.apply(&config(SSH)).success();
     t.assert_tcp(CLIENT, 8080, "192.168.1.66:80");
@@ -114,8 +114,8 @@ fn a_dormant_table_is_seen_and_woken() {
 
 #[test]
 fn a_flushed_allow_list_is_damage_not_an_open_mapping() {
-    support::require_root!();
-    let t = Topology::new("flushset");
+    require_root!();
+    let t = Topology::new(PORTMAP, "flushset");
     let ssh = t.tcp_server("192.168.1.25:22");
     t.apply(&config(SSH)).success();
 
@@ -145,8 +145,8 @@ fn a_flushed_allow_list_is_damage_not_an_open_mapping() {
 
 #[test]
 fn a_deleted_guard_is_an_open_port_and_is_closed_again() {
-    support::require_root!();
-    let t = Topology::new("guard");
+    require_root!();
+    let t = Topology::new(PORTMAP, "guard");
     let ssh = t.tcp_server("192.168.1.25:22");
     t.apply(&config(SSH)).success();
     t.assert_tcp_blocked(OTHER_CLIENT, 2222);
@@ -178,9 +178,9 @@ fn a_deleted_guard_is_an_open_port_and_is_closed_again() {
 
 #[test]
 fn a_saved_plan_applies_only_where_and_when_it_was_made() {
-    support::require_root!();
-    let a = Topology::new("plan-a");
-    let b = Topology::new("plan-b");
+    require_root!();
+    let a = Topology::new(PORTMAP, "plan-a");
+    let b = Topology::new(PORTMAP, "plan-b");
     a.apply(&config("")).success();
     b.apply(&config("")).success();
     let path = a.write_config(&config(SSH));
@@ -238,8 +238,8 @@ fn a_saved_plan_applies_only_where_and_when_it_was_made() {
 
 #[test]
 fn apply_and_status_keep_working_next_to_another_writer() {
-    support::require_root!();
-    let t = Topology::new("writer");
+    require_root!();
+    let t = Topology::new(PORTMAP, "writer");
     t.apply(&config(SSH)).success();
     let stop = AtomicBool::new(false);
     let router = &t.router;

@@ -1,9 +1,9 @@
 //! Coexistence warnings: another table's dropping forward chain, forwarding disabled, a missing
 //! interface. They name what they found, go to standard error and into the JSON plan, and never block.
 
-use crate::support;
+use portmap_testkit::{Netns, TempDir, require_root};
 
-use support::{Netns, TempDir, portmap};
+use crate::PORTMAP;
 
 const CONFIG: &str = "wan: { interfaces: [wan0] }\nlan: { interfaces: [lan0] }\n\
                       mappings:\n  - name: web\n    port: 8080\n    to: 192.168.1.66\n    to_port: 80\n";
@@ -17,10 +17,10 @@ fn router(tag: &str) -> Netns {
 fn warnings_of(ns: &Netns, config: &str) -> (String, Vec<String>) {
     let dir = TempDir::new("warn");
     let path = dir.write("portmap.yaml", config);
-    let path = support::topology::path_str(&path);
-    let text = portmap(&["--netns", ns.name(), "plan", "-c", path]);
+    let path = portmap_testkit::topology::path_str(&path);
+    let text = PORTMAP.run(&["--netns", ns.name(), "plan", "-c", path]);
     text.success();
-    let json = portmap(&["--netns", ns.name(), "plan", "-c", path, "--json"]);
+    let json = PORTMAP.run(&["--netns", ns.name(), "plan", "-c", path, "--json"]);
     json.success();
     let list = json.json()["warnings"]
         .as_array()
@@ -37,7 +37,7 @@ fn warnings_of(ns: &Netns, config: &str) -> (String, Vec<String>) {
 
 #[test]
 fn a_dropping_forward_chain_elsewhere_is_named() {
-    support::require_root!();
+    require_root!();
     let ns = router("warn-drop");
     ns.nft_load(
         "table inet filter {\n chain forward { type filter hook forward priority 0; policy drop;\n  ct state established,related accept\n }\n}\n\
@@ -61,12 +61,12 @@ fn a_dropping_forward_chain_elsewhere_is_named() {
     // Warnings never block: apply goes ahead.
     let dir = TempDir::new("warn-apply");
     let path = dir.write("portmap.yaml", CONFIG);
-    let run = portmap(&[
+    let run = PORTMAP.run(&[
         "--netns",
         ns.name(),
         "apply",
         "-c",
-        support::topology::path_str(&path),
+        portmap_testkit::topology::path_str(&path),
         "--auto-approve",
     ]);
     run.success();
@@ -78,7 +78,7 @@ fn a_dropping_forward_chain_elsewhere_is_named() {
 
 #[test]
 fn disabled_forwarding_and_missing_interfaces_are_named() {
-    support::require_root!();
+    require_root!();
     let ns = router("warn-fwd");
     let (stderr, list) = warnings_of(&ns, CONFIG);
     assert!(list.is_empty(), "nothing to warn about: {list:?}\n{stderr}");

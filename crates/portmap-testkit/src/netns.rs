@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use super::command::{Run, run};
+use crate::command::{Run, run};
 
 /// Prefix of every namespace this harness makes.
 pub const PREFIX: &str = "pm-";

@@ -49,16 +49,16 @@ pub const GOOD_FIXTURES: &[&str] = &[
 impl BadFixture {
     /// Absolute path of the fixture.
     pub fn path(&self) -> std::path::PathBuf {
-        super::portmap::fixture(self.file)
+        crate::portmap::fixture(self.file)
     }
 
     /// Assert that `run` failed with exit 1 and reported every expected error as
     /// `FILE:LINE:COL: field: message`, FILE being `printed_file` when given (e.g. `<stdin>` is not
     /// checked: pass `None`).
     #[track_caller]
-    pub fn check(&self, run: &super::command::Run, printed_file: Option<&str>) {
+    pub fn check(&self, run: &crate::command::Run, printed_file: Option<&str>) {
         run.expect_code(1);
-        let found = super::portmap::diagnostics(&run.stderr);
+        let found = crate::portmap::diagnostics(&run.stderr);
         assert!(
             !found.is_empty(),
             "{}: no FILE:LINE:COL: diagnostics on stderr\n{run}",

@@ -2,19 +2,28 @@
 //! YAML header every test config shares, and readers for its machine output (`file:line:col`
 //! diagnostics, plan and status JSON).
 //!
-//! Safety net: [`portmap`] refuses to start without `--netns NAME`, and starts the binary *inside*
-//! that namespace (`ip netns exec NAME`), so a binary that ignored `--netns` still could not touch the
-//! host's ruleset.
+//! Safety net: [`Portmap::run`] refuses to start without `--netns NAME`, and starts the binary
+//! *inside* that namespace (`ip netns exec NAME`), so a binary that ignored `--netns` still could not
+//! touch the host's ruleset.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
-use super::command::{Run, run};
+use crate::command::{Run, run};
 
-/// Path of the binary under test.
-pub const BINARY: &str = env!("CARGO_BIN_EXE_portmap");
+/// The `portmap` binary under test. The kit cannot name it: `env!("CARGO_BIN_EXE_portmap")` exists
+/// only while the `portmap` package's own tests compile, so they make one, once, and pass it on:
+///
+/// ```ignore
+/// const PORTMAP: Portmap = Portmap::new(env!("CARGO_BIN_EXE_portmap"));
+/// PORTMAP.run(&["--netns", ns.name(), "status", "--json"]).success();
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Portmap {
+    binary: &'static str,
+}
 
 /// Extra settings for one `portmap` run.
 #[derive(Debug, Default, Clone, Copy)]
@@ -27,23 +36,37 @@ pub struct RunOptions<'a> {
     pub exec_in: Option<&'a str>,
 }
 
-/// Run the binary with `args`, which must contain `--netns NAME` (or `--netns=NAME`); stdin is
-/// `/dev/null` and there is no controlling terminal. Returns exit code and both streams.
-#[track_caller]
-pub fn portmap(args: &[&str]) -> Run {
-    portmap_with(&RunOptions::default(), args)
-}
+impl Portmap {
+    /// The binary at `binary` (an absolute path).
+    pub const fn new(binary: &'static str) -> Portmap {
+        Portmap { binary }
+    }
 
-/// [`portmap`] with options.
-#[track_caller]
-pub fn portmap_with(opts: &RunOptions<'_>, args: &[&str]) -> Run {
-    let target = netns_arg(args).unwrap_or_else(|| {
-        panic!("refusing to run portmap without --netns (the host's ruleset must never be touched): {args:?}")
-    });
-    let exec_in = opts.exec_in.unwrap_or(target);
-    let mut full = vec!["netns", "exec", exec_in, BINARY];
-    full.extend_from_slice(args);
-    run("ip", &full, opts.stdin, opts.cwd)
+    /// Path of the binary.
+    pub fn binary(self) -> &'static str {
+        self.binary
+    }
+
+    /// Run the binary with `args`, which must contain `--netns NAME` (or `--netns=NAME`); stdin is
+    /// `/dev/null` and there is no controlling terminal. Returns exit code and both streams.
+    #[track_caller]
+    pub fn run(self, args: &[&str]) -> Run {
+        self.run_with(&RunOptions::default(), args)
+    }
+
+    /// [`Portmap::run`] with options.
+    #[track_caller]
+    pub fn run_with(self, opts: &RunOptions<'_>, args: &[&str]) -> Run {
+        let target = netns_arg(args).unwrap_or_else(|| {
+            panic!(
+                "refusing to run portmap without --netns (the host's ruleset must never be touched): {args:?}"
+            )
+        });
+        let exec_in = opts.exec_in.unwrap_or(target);
+        let mut full = vec!["netns", "exec", exec_in, self.binary];
+        full.extend_from_slice(args);
+        run("ip", &full, opts.stdin, opts.cwd)
+    }
 }
 
 fn netns_arg<'a>(args: &[&'a str]) -> Option<&'a str> {
@@ -216,9 +239,10 @@ pub fn status_mapping<'a>(status: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("status lists no mapping {name}:\n{status:#}"))
 }
 
-/// The absolute path of a file under `tests/fixtures/`.
+/// The absolute path of a file under the workspace's `tests/fixtures/` (the kit lives in
+/// `crates/portmap-testkit`, two levels below the workspace root).
 pub fn fixture(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(relative)
+    let kit = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = kit.ancestors().nth(2).unwrap_or(kit);
+    root.join("tests/fixtures").join(relative)
 }

@@ -2,7 +2,7 @@
 //! and `# handle N` comments stripped, rule handles of a chain, and the foreign table used to prove
 //! that portmap leaves other tables alone.
 
-use super::netns::Netns;
+use crate::netns::Netns;
 
 /// A table that is not portmap's: a forward base chain with a counter and a set with one element.
 /// Loaded into router namespaces to check that apply and destroy leave it byte-identical.

@@ -25,19 +25,19 @@
 //! from a link-local address that has passed duplicate address detection, which the automatic ones
 //! need a second or two for.
 //!
-//! The lab also owns a scratch directory for configuration files and runs the `portmap` binary with
-//! `--netns <router>`. Clients reach the router's WAN address of their own family.
+//! The lab also owns a scratch directory for configuration files and runs the `portmap` binary it was
+//! given with `--netns <router>`. Clients reach the router's WAN address of their own family.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::command::Run;
-use super::netns::Netns;
-use super::nft;
-use super::portmap::{RunOptions, TempDir, portmap_with};
-use super::traffic::{BLOCKED_TIMEOUT, ConnError, REPLY_TIMEOUT, Reply, Server, tcp_request, udp_request};
+use crate::command::Run;
+use crate::netns::Netns;
+use crate::nft;
+use crate::portmap::{Portmap, RunOptions, TempDir};
+use crate::traffic::{BLOCKED_TIMEOUT, ConnError, REPLY_TIMEOUT, Reply, Server, tcp_request, udp_request};
 
 /// The router's WAN address: where clients send traffic for mappings.
 pub const WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
@@ -89,12 +89,14 @@ pub struct Topology {
     pub lan: Netns,
     /// Scratch directory for configuration and plan files.
     pub dir: TempDir,
+    portmap: Portmap,
 }
 
 impl Topology {
-    /// Build the lab; `tag` (a few letters naming the test) goes into the namespace names.
+    /// Build the lab, to run `portmap` against; `tag` (a few letters naming the test) goes into the
+    /// namespace names.
     #[track_caller]
-    pub fn new(tag: &str) -> Topology {
+    pub fn new(portmap: Portmap, tag: &str) -> Topology {
         let client = Netns::new(&format!("{tag}-c"));
         let router = Netns::new(&format!("{tag}-r"));
         let lan = Netns::new(&format!("{tag}-l"));
@@ -126,13 +128,14 @@ impl Topology {
             router,
             lan,
             dir,
+            portmap,
         }
     }
 
     /// The lab of [`Topology::new`] with IPv6 on every link as well (see the module docs).
     #[track_caller]
-    pub fn with_ipv6(tag: &str) -> Topology {
-        let t = Topology::new(tag);
+    pub fn with_ipv6(portmap: Portmap, tag: &str) -> Topology {
+        let t = Topology::new(portmap, tag);
         t.router.ip_batch(&format!(
             "addr add {WAN6}/64 dev wan0 nodad\n\
              addr add {WAN6_LINK_LOCAL}/64 dev wan0 nodad\n\
@@ -291,7 +294,7 @@ impl Topology {
     pub fn portmap_with(&self, opts: &RunOptions<'_>, args: &[&str]) -> Run {
         let mut full = vec!["--netns", self.router.name()];
         full.extend_from_slice(args);
-        portmap_with(opts, &full)
+        self.portmap.run_with(opts, &full)
     }
 
     /// Write `yaml` as the config and run `apply -c <it> --auto-approve`.

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::netns::Netns;
+use crate::netns::Netns;
 
 /// Time a client waits for a connection and for the reply when the path should work.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(2);

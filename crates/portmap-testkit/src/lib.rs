@@ -1,19 +1,29 @@
-//! Test harness shared by the integration tests in `tests/it/` (`mod support;` in `main.rs`).
+//! portmap's test kit: everything the tests of every crate (and the benchmarks) need to run portmap
+//! against a real kernel without touching the machine they run on.
 //!
-//! Its job: make throw-away network namespaces (an internet client, the router, the LAN; IPv4, and
-//! IPv6 on request) and remove them again even when a test panics; run code, servers and clients
-//! inside them; run the `portmap` binary against them; read the router's ruleset back in a
-//! comparable form.
+//! Its job: make throw-away network namespaces ([`Netns`], removed by its guard even when a test
+//! panics; namespaces of killed test processes are swept by the next run) and the lab most tests
+//! use ([`Topology`]: an internet client, the router, the LAN; IPv4, and IPv6 on request); run code,
+//! servers and clients inside them ([`traffic`]); run programs with a time limit and no terminal
+//! ([`command`]); run the `portmap` binary against a namespace ([`Portmap`]); read a ruleset back in
+//! a comparable form ([`nft`]); know the configuration fixtures under `tests/fixtures/`
+//! ([`fixtures`]).
 //!
 //! What it must not do: touch the host's network namespace. Every address, link, rule and socket lives
 //! in a namespace a test created, and the `portmap` binary is only ever started inside such a namespace
 //! (with `--netns` pointing at one), so even a binary that ignored `--netns` could not reach the host.
+//! Nor may it be a dependency of anything but tests and benchmarks (`[dev-dependencies]`, and
+//! `portmap-bench`): it panics instead of returning errors, and it is never published.
+//!
+//! It knows no portmap crate: a crate's own tests turn a [`Netns`] into that crate's types (e.g.
+//! `portmap_netlink::Netns::Named(ns.name().into())`). A kit depending on `portmap-netlink` would be
+//! a second copy of it inside portmap-netlink's own tests, with types that do not match.
 //!
 //! Needs root (`CAP_NET_ADMIN`). Without it every test fails with the reason, unless
-//! `PORTMAP_TEST_ALLOW_SKIP=1` is set outside CI, in which case tests print "skipped: needs root" and
-//! return.
+//! `PORTMAP_TEST_ALLOW_SKIP=1` is set outside CI, in which case tests that begin with
+//! [`require_root!`] print "skipped: needs root" and return.
 
-#![allow(dead_code, unused_imports, unused_macros)]
+#![warn(missing_docs)]
 
 pub mod command;
 pub mod fixtures;
@@ -28,8 +38,8 @@ pub use fixtures::{BAD_FIXTURES, BadFixture, GOOD_FIXTURES};
 pub use netns::Netns;
 pub use nft::{FOREIGN_TABLE, nft_list, normalize};
 pub use portmap::{
-    Diagnostic, RunOptions, TempDir, change_actions, config, diagnostics, fixture, portmap, portmap_with,
-    scalar, status_mapping, table_action,
+    Diagnostic, Portmap, RunOptions, TempDir, change_actions, config, diagnostics, fixture, scalar,
+    status_mapping, table_action,
 };
 pub use topology::{
     CLIENT, CLIENT6, LAN_HOSTS, LAN_HOSTS6, OTHER_CLIENT, OTHER_CLIENT6, ROUTER_LAN, ROUTER_LAN6, Topology,
@@ -60,13 +70,13 @@ pub fn has_root() -> bool {
     );
 }
 
-/// First line of every privileged test: `support::require_root!();` returns early when skipping is
-/// explicitly allowed and panics with the reason otherwise.
+/// First line of every privileged test: `require_root!();` returns early when skipping is explicitly
+/// allowed and panics with the reason otherwise (see [`has_root`]).
+#[macro_export]
 macro_rules! require_root {
     () => {
-        if !$crate::support::has_root() {
+        if !$crate::has_root() {
             return;
         }
     };
 }
-pub(crate) use require_root;

@@ -35,7 +35,7 @@ pub mod traffic;
 
 pub use command::{Run, run};
 pub use fixtures::{BAD_FIXTURES, BadFixture, GOOD_FIXTURES};
-pub use netns::Netns;
+pub use netns::{Netns, veth_pair};
 pub use nft::{FOREIGN_TABLE, nft_list, normalize};
 pub use portmap::{
     Diagnostic, Portmap, RunOptions, TempDir, change_actions, config, diagnostics, fixture, scalar,

@@ -38,6 +38,15 @@ impl Netns {
     /// `[a-z0-9-]`.
     #[track_caller]
     pub fn new(tag: &str) -> Netns {
+        let ns = Netns::bare(tag);
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Like [`Netns::new`], but the namespace as the kernel makes it: loopback down, no address on
+    /// any link.
+    #[track_caller]
+    pub fn bare(tag: &str) -> Netns {
         let tag: String = tag
             .chars()
             .map(|c| {
@@ -58,14 +67,15 @@ impl Netns {
                 *swept = true;
             }
             let out = run("ip", &["netns", "add", &name], None, None);
-            assert!(out.ok(), "cannot create network namespace {name}\n{out}");
+            assert!(
+                out.ok(),
+                "cannot create network namespace {name} (needs root: CAP_NET_ADMIN and CAP_SYS_ADMIN)\n{out}"
+            );
         }
-        let ns = Netns {
+        Netns {
             name,
             children: Mutex::new(Vec::new()),
-        };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
+        }
     }
 
     /// A namespace standing in for a router in tests that need no traffic: loopback plus a link (up)
@@ -118,6 +128,15 @@ impl Netns {
     /// `ip netns exec NAME program args…`, whatever its exit code.
     pub fn exec(&self, program: &str, args: &[&str]) -> Run {
         self.exec_with_stdin(program, args, None)
+    }
+
+    /// Standard output of `program args…` run inside the namespace; panics (with the command and both
+    /// streams) unless it exits 0.
+    #[track_caller]
+    pub fn output(&self, program: &str, args: &[&str]) -> String {
+        let out = self.exec(program, args);
+        assert!(out.ok(), "in namespace {}:\n{out}", self.name);
+        out.stdout
     }
 
     /// Like [`Netns::exec`] with text on standard input.
@@ -208,6 +227,17 @@ impl Drop for Netns {
             );
         }
     }
+}
+
+/// Join `a` and `b` with a veth pair, `a_if` in `a` and `b_if` in `b`, both ends up. The pair is
+/// created inside `a` with its peer moved straight into `b`, so it never exists in the host namespace.
+#[track_caller]
+pub fn veth_pair(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
+    a.ip_batch(&format!(
+        "link add {a_if} type veth peer name {b_if} netns {b}\nlink set {a_if} up\n",
+        b = b.name()
+    ));
+    b.ip(&["link", "set", b_if, "up"]);
 }
 
 /// Remove `pm-…-<pid>-<n>` namespaces whose test process is gone and in which nothing runs.

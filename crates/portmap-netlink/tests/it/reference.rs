@@ -1,158 +1,11 @@
-//! Test support: scratch network namespaces (deleted by a guard even on panic), running `nft`,
-//! `ip` and other programs in them, running code on a thread inside them, veth pairs between
-//! them, and the reference ruleset built both as objects (for `Batch`) and as an `nft -f` script.
-//!
-//! Never touches the host namespace's ruleset. Tests that need root fail (never pass silently)
-//! when run without it.
-
-#![allow(dead_code)]
-
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+//! The reference ruleset the kernel tests build two ways: as objects for a [`Batch`] (what portmap's
+//! nft backend sends) and as the `nft -f` script nft itself would load for the same table. Pure data:
+//! no namespace, no socket.
 
 use portmap_netlink::{
-    BaseChain, Chain, CmpOp, Data, Element, Expr, Family, Hook, MetaKey, NatType, Netns, PayloadBase, Policy,
-    Register, Rule, Set, Socket, Table, Verdict, datatype, interval, set_flags, udata,
+    BaseChain, Batch, Chain, CmpOp, Data, Element, Expr, Family, Hook, MetaKey, NatType, PayloadBase, Policy,
+    Register, Rule, Set, Table, Verdict, datatype, interval, set_flags, udata,
 };
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-/// Fails the test unless it runs as root.
-pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert!(euid == 0, "needs root (CAP_NET_ADMIN)");
-}
-
-/// A network namespace `pmnl-<pid>-<n>` that lives as long as this guard.
-pub struct TestNetns {
-    pub name: String,
-}
-
-impl TestNetns {
-    pub fn new() -> TestNetns {
-        require_root();
-        let name = format!(
-            "pmnl-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("run ip netns add");
-        assert!(
-            out.status.success(),
-            "ip netns add {name} failed (needs root (CAP_NET_ADMIN)): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        TestNetns { name }
-    }
-
-    pub fn netns(&self) -> Netns {
-        Netns::Named(self.name.clone())
-    }
-
-    pub fn socket(&self) -> Socket {
-        Socket::open(&self.netns()).expect("open socket in test netns")
-    }
-
-    /// Runs `nft ARGS` inside the namespace and returns stdout; panics on failure.
-    pub fn nft(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft"])
-            .args(args)
-            .output()
-            .expect("run nft");
-        assert!(
-            out.status.success(),
-            "nft {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `nft -f -` with this script.
-    pub fn nft_script(&self, script: &str) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run nft -f");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(script.as_bytes())
-            .expect("write script");
-        let out = child.wait_with_output().expect("wait nft");
-        assert!(
-            out.status.success(),
-            "nft -f failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl TestNetns {
-    /// Runs `program ARGS` inside the namespace and returns stdout; panics on failure.
-    pub fn exec(&self, program: &str, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
-            .args(args)
-            .output()
-            .expect("run a program in the test namespace");
-        assert!(
-            out.status.success(),
-            "{program} {args:?} in {} failed: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `ip ARGS` inside the namespace.
-    pub fn ip(&self, args: &[&str]) -> String {
-        self.exec("ip", args)
-    }
-
-    /// Runs `f` on a thread that has entered this namespace: sockets it creates live here.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    let ns = std::fs::File::open(&path).expect("open the namespace file");
-                    // SAFETY: an open namespace file; setns moves only this scoped thread.
-                    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
-                    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                    f()
-                })
-                .join()
-                .expect("the namespace thread panicked")
-        })
-    }
-}
-
-/// Connects `a` and `b` with a veth pair (`a_if` in `a`, `b_if` in `b`), both ends up, and brings
-/// up `lo` in both.
-pub fn veth_pair(a: &TestNetns, a_if: &str, b: &TestNetns, b_if: &str) {
-    a.ip(&[
-        "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name,
-    ]);
-    for (ns, ifname) in [(a, a_if), (b, b_if)] {
-        ns.ip(&["link", "set", ifname, "up"]);
-        ns.ip(&["link", "set", "lo", "up"]);
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
-    }
-}
 
 pub const REFERENCE_SCRIPT: &str = r#"table inet portmap {
   comment "managed by portmap"
@@ -485,8 +338,8 @@ pub fn rules() -> Vec<Rule> {
 
 /// The reference ruleset as one batch, in nft's order: table, chains, sets with their elements,
 /// rules.
-pub fn reference_batch() -> portmap_netlink::Batch {
-    let mut b = portmap_netlink::Batch::new();
+pub fn reference_batch() -> Batch {
+    let mut b = Batch::new();
     b.add_table(&table());
     for c in chains() {
         b.add_chain(&c);
@@ -499,40 +352,4 @@ pub fn reference_batch() -> portmap_netlink::Batch {
         b.add_rule(&r);
     }
     b
-}
-
-/// `nft list` output with each `elements = { ... }` block sorted (the kernel's hash order differs
-/// between namespaces).
-pub fn normalize_listing(text: &str) -> String {
-    let mut out = String::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        if let Some(pos) = line.find("elements = {") {
-            let mut block = line[pos + "elements = {".len()..].to_string();
-            while !block.trim_end().ends_with('}') {
-                match lines.next() {
-                    Some(next) => {
-                        block.push(' ');
-                        block.push_str(next.trim());
-                    }
-                    None => break,
-                }
-            }
-            let inner = block.trim_end().trim_end_matches('}');
-            let mut items: Vec<&str> = inner
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .collect();
-            items.sort_unstable();
-            out.push_str(&line[..pos]);
-            out.push_str("elements = { ");
-            out.push_str(&items.join(", "));
-            out.push_str(" }\n");
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
 }

@@ -3,14 +3,14 @@
 //! and a table of thousands of entries. Every test makes its own namespaces and deletes them
 //! (even on panic); they need root and fail without it; they never touch the host namespace.
 
-mod support;
-
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use portmap_netlink::conntrack::{Conntrack, Flow, L3, status};
-use support::{TestNetns, veth_pair};
+use portmap_testkit::{Netns as TestNetns, require_root, veth_pair};
+
+use crate::NetlinkNetns;
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
@@ -40,14 +40,14 @@ struct Pair {
 }
 
 fn pair() -> Pair {
-    let client = TestNetns::new();
-    let router = TestNetns::new();
+    let client = TestNetns::new("nl-ct-client");
+    let router = TestNetns::new("nl-ct-router");
     veth_pair(&client, "c0", &router, "r0");
     client.ip(&["addr", "add", "10.77.0.2/24", "dev", "c0"]);
     client.ip(&["addr", "add", "fd77::2/64", "dev", "c0", "nodad"]);
     router.ip(&["addr", "add", "10.77.0.1/24", "dev", "r0"]);
     router.ip(&["addr", "add", "fd77::1/64", "dev", "r0", "nodad"]);
-    router.nft_script(ROUTER_RULES);
+    router.nft_load(ROUTER_RULES);
     Pair { client, router }
 }
 
@@ -57,7 +57,7 @@ fn addr(s: &str) -> SocketAddr {
 
 fn udp(ns: &TestNetns, local: &str) -> UdpSocket {
     let local = addr(local);
-    let sock = ns.run(|| UdpSocket::bind(local).expect("bind udp"));
+    let sock = ns.enter(|| UdpSocket::bind(local).expect("bind udp"));
     sock.set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
     sock
@@ -87,7 +87,7 @@ fn is_sip_v4(f: &Flow) -> bool {
 
 /// `conntrack -L -f FAMILY` lines inside the router namespace.
 fn conntrack_list(ns: &TestNetns, family: &str) -> Vec<String> {
-    ns.exec("conntrack", &["-L", "-f", family])
+    ns.output("conntrack", &["-L", "-f", family])
         .lines()
         .map(str::to_owned)
         .collect()
@@ -95,12 +95,13 @@ fn conntrack_list(ns: &TestNetns, family: &str) -> Vec<String> {
 
 #[test]
 fn dnat_flows_are_dumped_and_deleted_selectively() {
+    require_root!();
     let Pair { client, router } = pair();
     // Servers on the router, behind the DNAT.
     let sip4 = udp(&router, "10.77.0.1:5070");
     let sip6 = udp(&router, "[fd77::1]:5070");
     let mdns = udp(&router, "10.77.0.1:5354");
-    let web = router.run(|| TcpListener::bind("10.77.0.1:80").expect("listen"));
+    let web = router.enter(|| TcpListener::bind("10.77.0.1:80").expect("listen"));
 
     // Clients.
     let c_sip4 = udp(&client, "10.77.0.2:40000");
@@ -110,7 +111,7 @@ fn dnat_flows_are_dumped_and_deleted_selectively() {
     c_sip6.send_to(b"sip6", addr("[fd77::1]:5060")).expect("send");
     c_mdns.send_to(b"mdns", addr("10.77.0.1:5353")).expect("send");
     let mut conn =
-        client.run(|| TcpStream::connect(addr("10.77.0.1:8080")).expect("connect through the DNAT"));
+        client.enter(|| TcpStream::connect(addr("10.77.0.1:8080")).expect("connect through the DNAT"));
     let (mut accepted, _) = web.accept().expect("accept");
     conn.write_all(b"hello").expect("write");
     let mut got = [0u8; 5];
@@ -214,6 +215,7 @@ fn dnat_flows_are_dumped_and_deleted_selectively() {
 
 #[test]
 fn a_deleted_udp_entry_lets_a_changed_dnat_rule_take_effect() {
+    require_root!();
     let Pair { client, router } = pair();
     let old_server = udp(&router, "10.77.0.1:5070");
     let new_server = udp(&router, "10.77.0.1:5071");
@@ -232,8 +234,11 @@ fn a_deleted_udp_entry_lets_a_changed_dnat_rule_take_effect() {
     assert_eq!(first.reply.src_port, Some(5070));
 
     // The mapping changes: 5060 now goes to 5071. The existing entry still sends it to 5070.
-    router.nft(&["flush", "chain", "inet", "t", "sip"]);
-    router.nft(&["add rule inet t sip meta nfproto ipv4 meta l4proto udp dnat ip to 10.77.0.1:5071"]);
+    router.output("nft", &["flush", "chain", "inet", "t", "sip"]);
+    router.output(
+        "nft",
+        &["add rule inet t sip meta nfproto ipv4 meta l4proto udp dnat ip to 10.77.0.1:5071"],
+    );
     phone.send_to(b"2", to).expect("send");
     assert_eq!(
         recv(&old_server, Duration::from_secs(2)).as_deref(),
@@ -262,11 +267,12 @@ fn a_deleted_udp_entry_lets_a_changed_dnat_rule_take_effect() {
 
 #[test]
 fn zones_marks_icmp_and_ids() {
-    let ns = TestNetns::new();
+    require_root!();
+    let ns = TestNetns::new("nl-conntrack");
     let insert = |extra: &[&str]| {
         let mut args = vec!["-I", "-s", "10.1.1.1", "-d", "10.1.1.2", "-t", "120"];
         args.extend_from_slice(extra);
-        ns.exec("conntrack", &args);
+        ns.output("conntrack", &args);
     };
     let udp_tuple = ["-p", "udp", "--sport", "1000", "--dport", "2000"];
     insert(&udp_tuple);
@@ -312,10 +318,13 @@ fn zones_marks_icmp_and_ids() {
     assert_eq!(left.len(), 2);
     assert!(left.iter().all(|f| f.zone.is_none()));
     assert!(
-        ns.exec("conntrack", &["-L", "--zone", "7"]).trim().is_empty(),
+        ns.output("conntrack", &["-L", "--zone", "7"]).trim().is_empty(),
         "zone 7 is empty"
     );
-    assert!(ns.exec("conntrack", &["-L", "-p", "udp"]).contains("sport=1000"));
+    assert!(
+        ns.output("conntrack", &["-L", "-p", "udp"])
+            .contains("sport=1000")
+    );
 
     // ICMP entries are found by id, type and code.
     assert_eq!(
@@ -334,14 +343,15 @@ fn zones_marks_icmp_and_ids() {
 #[test]
 fn five_thousand_entries() {
     const COUNT: u16 = 5_000;
-    let ns = TestNetns::new();
+    require_root!();
+    let ns = TestNetns::new("nl-conntrack");
     ns.ip(&["link", "set", "lo", "up"]);
     // Any rule using conntrack turns tracking on in the namespace.
-    ns.nft_script(
+    ns.nft_load(
         "table inet t {\n chain out {\n type filter hook output priority 0;\n ct state new counter\n }\n}\n",
     );
     let started = Instant::now();
-    ns.run(|| {
+    ns.enter(|| {
         let sink = UdpSocket::bind("127.0.0.1:9999").expect("bind sink");
         for port in 20_000..20_000 + COUNT {
             let s = UdpSocket::bind(("127.0.0.1", port)).expect("bind source");
@@ -381,8 +391,9 @@ fn five_thousand_entries() {
 
 #[test]
 fn missing_namespace_is_an_error() {
-    let ns = TestNetns::new();
-    let err =
-        Conntrack::open(&portmap_netlink::Netns::Named(format!("{}-missing", ns.name))).expect_err("missing");
+    require_root!();
+    let ns = TestNetns::new("nl-conntrack");
+    let err = Conntrack::open(&portmap_netlink::Netns::Named(format!("{}-missing", ns.name())))
+        .expect_err("missing");
     assert!(matches!(err, portmap_netlink::Error::Netns { .. }), "{err:?}");
 }

@@ -4,10 +4,10 @@
 //! host's are only read. Every test deletes its namespaces (even on panic); they need root and
 //! fail without it.
 
-mod support;
-
 use portmap_netlink::{Error, Netns, sysctl};
-use support::TestNetns;
+use portmap_testkit::{Netns as TestNetns, require_root};
+
+use crate::NetlinkNetns;
 
 const V4: &str = "net.ipv4.ip_forward";
 const V6: &str = "net.ipv6.conf.all.forwarding";
@@ -23,7 +23,7 @@ fn own_netns() -> String {
 /// Sets forwarding inside the namespace (never the host's: `ip netns exec` enters it first).
 fn set_forwarding(ns: &TestNetns, on: bool) {
     let v = if on { "1" } else { "0" };
-    ns.exec(
+    ns.output(
         "sysctl",
         &["-q", "-w", &format!("{V4}={v}"), &format!("{V6}={v}")],
     );
@@ -31,9 +31,10 @@ fn set_forwarding(ns: &TestNetns, on: bool) {
 
 #[test]
 fn values_follow_the_namespace_not_the_caller() {
+    require_root!();
     let before = own_netns();
-    let on = TestNetns::new();
-    let off = TestNetns::new();
+    let on = TestNetns::new("nl-sysctl");
+    let off = TestNetns::new("nl-sysctl");
     set_forwarding(&on, true);
     set_forwarding(&off, false);
 
@@ -42,14 +43,14 @@ fn values_follow_the_namespace_not_the_caller() {
         assert_eq!(sysctl::read(&off.netns(), key).expect("read"), "0", "{key}");
         // What a program inside sees.
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        assert_eq!(on.exec("cat", &[&path]).trim_end(), "1");
-        assert_eq!(off.exec("cat", &[&path]).trim_end(), "0");
+        assert_eq!(on.output("cat", &[&path]).trim_end(), "1");
+        assert_eq!(off.output("cat", &[&path]).trim_end(), "0");
         // The host's value (read only), through Netns::Current and directly.
         let host = std::fs::read_to_string(&path).expect("read host");
         assert_eq!(sysctl::read(&Netns::Current, key).expect("read"), host.trim_end());
     }
     // By path, too.
-    let by_path = Netns::Path(format!("/run/netns/{}", on.name).into());
+    let by_path = Netns::Path(format!("/run/netns/{}", on.name()).into());
     assert_eq!(sysctl::read(&by_path, V4).expect("read"), "1");
 
     // Flip them: the reads follow.
@@ -75,17 +76,18 @@ fn values_follow_the_namespace_not_the_caller() {
 
 #[test]
 fn per_interface_keys_exist_only_where_the_interface_is() {
-    let ns = TestNetns::new();
-    let other = TestNetns::new();
+    require_root!();
+    let ns = TestNetns::new("nl-sysctl");
+    let other = TestNetns::new("nl-sysctl");
     ns.ip(&["link", "add", "br-lan", "type", "veth", "peer", "name", "v1"]);
-    ns.exec("sysctl", &["-q", "-w", "net.ipv4.conf.br-lan.forwarding=1"]);
+    ns.output("sysctl", &["-q", "-w", "net.ipv4.conf.br-lan.forwarding=1"]);
     assert_eq!(
         sysctl::read(&ns.netns(), "net.ipv4.conf.br-lan.forwarding").expect("read"),
         "1"
     );
     let err = sysctl::read(&other.netns(), "net.ipv4.conf.br-lan.forwarding").expect_err("absent");
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
-    assert!(err.to_string().contains(&other.name), "{err}");
+    assert!(err.to_string().contains(other.name()), "{err}");
 
     // A value with more than one field comes back whole, without the trailing newline.
     let range = sysctl::read(&ns.netns(), "net.ipv4.ip_local_port_range").expect("read");
@@ -95,7 +97,8 @@ fn per_interface_keys_exist_only_where_the_interface_is() {
 
 #[test]
 fn bad_keys_and_namespaces_are_refused() {
-    let ns = TestNetns::new();
+    require_root!();
+    let ns = TestNetns::new("nl-sysctl");
     for key in [
         "../../etc/shadow",
         "net..ipv4",
@@ -112,11 +115,11 @@ fn bad_keys_and_namespaces_are_refused() {
         err.to_string(),
         format!(
             "sysctl net.ipv4.no_such_key in network namespace {} does not exist",
-            ns.name
+            ns.name()
         )
     );
     let err = sysctl::read(&ns.netns(), "net.ipv4").expect_err("a directory");
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
-    let err = sysctl::read(&Netns::Named(format!("{}-missing", ns.name)), V4).expect_err("missing ns");
+    let err = sysctl::read(&Netns::Named(format!("{}-missing", ns.name())), V4).expect_err("missing ns");
     assert!(matches!(err, Error::Netns { .. }), "{err:?}");
 }

@@ -3,16 +3,17 @@
 //! and deletes them (even on panic); they need root and fail without it; they never touch the
 //! host namespace.
 
-mod support;
-
 use std::net::IpAddr;
 
 use portmap_netlink::{Error, Interface, Netns, interfaces};
-use support::TestNetns;
+use portmap_testkit::{Netns as TestNetns, require_root};
+
+use crate::NetlinkNetns;
 
 /// `ip -j addr` in the namespace, as the same structure.
 fn ip_addr(ns: &TestNetns) -> Vec<Interface> {
-    let json: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "addr"])).expect("ip -j addr is JSON");
+    let json: serde_json::Value =
+        serde_json::from_str(&ns.ip(&["-j", "addr"]).stdout).expect("ip -j addr is JSON");
     json.as_array()
         .expect("an array of links")
         .iter()
@@ -39,8 +40,10 @@ fn addr(s: &str) -> IpAddr {
 
 #[test]
 fn interfaces_match_ip_addr() {
-    let ns = TestNetns::new();
-    let other = TestNetns::new();
+    require_root!();
+    let ns = TestNetns::new("nl-link");
+    // As `ip netns add` leaves it: `lo` down and no address anywhere.
+    let other = TestNetns::bare("nl-link");
     ns.ip(&["link", "set", "lo", "up"]);
     // v1 stays down, so v0 has no carrier and no link-local address appears behind our back.
     ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
@@ -54,7 +57,7 @@ fn interfaces_match_ip_addr() {
         "name",
         "x0",
         "netns",
-        &other.name,
+        other.name(),
     ]);
     ns.ip(&["link", "set", "v0", "up"]);
     ns.ip(&["addr", "add", "10.20.0.1/24", "dev", "v0"]);
@@ -105,8 +108,9 @@ fn interfaces_match_ip_addr() {
 
 #[test]
 fn a_missing_namespace_is_an_error() {
-    let ns = TestNetns::new();
-    let err = interfaces(&Netns::Named(format!("{}-missing", ns.name))).expect_err("missing");
+    require_root!();
+    let ns = TestNetns::new("nl-link");
+    let err = interfaces(&Netns::Named(format!("{}-missing", ns.name()))).expect_err("missing");
     assert!(matches!(err, Error::Netns { .. }), "{err:?}");
     let err = interfaces(&Netns::Named("../x".into())).expect_err("bad name");
     assert!(matches!(err, Error::Netns { .. }), "{err:?}");

@@ -2,29 +2,31 @@
 //! and deletes them (even on panic). They need root and fail without it; they never touch the
 //! host namespace's ruleset.
 
-mod support;
-
 use std::time::Instant;
 
 use portmap_netlink::{
     Batch, Chain, Data, Element, Error, Expr, Family, Netns, Register, Rule, Set, Socket, Table, elem_flags,
     interval, udata,
 };
-use support::{
-    REFERENCE_SCRIPT, TABLE, TCP, TestNetns, UDP, addr_port, proto_port, proto_port_map, reference_batch,
+use portmap_testkit::{Netns as TestNetns, normalize, require_root};
+
+use crate::NetlinkNetns;
+use crate::reference::{
+    self, REFERENCE_SCRIPT, TABLE, TCP, UDP, addr_port, proto_port, proto_port_map, reference_batch,
 };
 
 fn list(ns: &TestNetns) -> String {
-    support::normalize_listing(&ns.nft(&["list", "table", "inet", TABLE]))
+    normalize(&ns.output("nft", &["list", "table", "inet", TABLE]))
 }
 
 #[test]
 fn batch_builds_what_nft_f_builds() {
-    let ours = TestNetns::new();
-    let theirs = TestNetns::new();
+    require_root!();
+    let ours = TestNetns::new("nl-kernel");
+    let theirs = TestNetns::new("nl-kernel");
     let mut sock = ours.socket();
     sock.send(&reference_batch(), None).expect("send reference batch");
-    theirs.nft_script(REFERENCE_SCRIPT);
+    theirs.nft_load(REFERENCE_SCRIPT);
     let (a, b) = (list(&ours), list(&theirs));
     assert_eq!(a, b, "ours:\n{a}\nnft -f:\n{b}");
     assert!(a.contains("dnat ip to meta l4proto . th dport map @dnat4"), "{a}");
@@ -93,7 +95,8 @@ fn sorted(mut v: Vec<Element>) -> Vec<Element> {
 
 #[test]
 fn dump_round_trip() {
-    let ns = TestNetns::new();
+    require_root!();
+    let ns = TestNetns::new("nl-kernel");
     let mut sock = ns.socket();
     sock.send(&reference_batch(), None).expect("send");
 
@@ -107,7 +110,7 @@ fn dump_round_trip() {
             handle: None,
             ..table.clone()
         },
-        support::table()
+        reference::table()
     );
     assert_eq!(
         udata::parse_comment(table.userdata.as_deref().unwrap_or_default()).as_deref(),
@@ -127,21 +130,21 @@ fn dump_round_trip() {
         .map(|c| Chain { handle: None, ..c })
         .collect();
     chains.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut want = support::chains();
+    let mut want = reference::chains();
     want.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(chains, want);
 
     let rules = sock.rules(Family::Inet, TABLE).expect("rules");
     assert!(rules.iter().all(|r| r.handle.is_some()));
     let got: Vec<Rule> = rules.iter().map(normalize_rule).collect();
-    let want: Vec<Rule> = support::rules().iter().map(normalize_rule).collect();
+    let want: Vec<Rule> = reference::rules().iter().map(normalize_rule).collect();
     for w in &want {
         assert!(got.contains(w), "missing rule {w:#?}\nin {got:#?}");
     }
     assert_eq!(got.len(), want.len());
 
     let sets = sock.sets(Family::Inet, TABLE).expect("sets");
-    for (want_set, want_elems) in support::sets() {
+    for (want_set, want_elems) in reference::sets() {
         let got_set = sets
             .iter()
             .find(|s| s.name == want_set.name)
@@ -160,8 +163,8 @@ fn dump_round_trip() {
             .elements(Family::Inet, TABLE, "allow_mail_src")
             .expect("elements"),
     );
-    let theirs_ns = TestNetns::new();
-    theirs_ns.nft_script(REFERENCE_SCRIPT);
+    let theirs_ns = TestNetns::new("nl-kernel");
+    theirs_ns.nft_load(REFERENCE_SCRIPT);
     let theirs = interval::from_elements(
         &theirs_ns
             .socket()
@@ -205,8 +208,9 @@ fn dump_round_trip() {
 
 #[test]
 fn anonymous_sets_are_listed() {
-    let ns = TestNetns::new();
-    ns.nft_script("table inet portmap {\n chain c {\n tcp dport { 22, 80 } accept\n }\n}\n");
+    require_root!();
+    let ns = TestNetns::new("nl-kernel");
+    ns.nft_load("table inet portmap {\n chain c {\n tcp dport { 22, 80 } accept\n }\n}\n");
     let mut sock = ns.socket();
     let sets = sock.sets(Family::Inet, TABLE).expect("sets");
     let anon = sets
@@ -239,7 +243,7 @@ fn big_elements(count: usize) -> Vec<Element> {
 
 fn big_map_batch(elems: &[Element]) -> Batch {
     let mut b = Batch::new();
-    b.add_table(&support::table());
+    b.add_table(&reference::table());
     let map = proto_port_map("dnat4", 1, 461, 8);
     b.add_set(&map);
     b.add_elements(Family::Inet, TABLE, "dnat4", 1, elems);
@@ -252,7 +256,7 @@ fn big_map(count: usize) -> (Batch, Vec<Element>) {
 }
 
 fn load_and_dump(count: usize) {
-    let ns = TestNetns::new();
+    let ns = TestNetns::new("nl-kernel");
     let mut sock = ns.socket();
     let elems = big_elements(count);
     let started = Instant::now();
@@ -276,21 +280,24 @@ fn load_and_dump(count: usize) {
 
 #[test]
 fn ten_thousand_elements_in_one_batch() {
+    require_root!();
     load_and_dump(10_000);
 }
 
 #[test]
 fn fifty_thousand_elements_in_one_batch() {
+    require_root!();
     load_and_dump(50_000);
 }
 
 #[test]
 fn failing_message_rejects_the_whole_batch() {
-    let ns = TestNetns::new();
+    require_root!();
+    let ns = TestNetns::new("nl-kernel");
     let mut sock = ns.socket();
     let mut b = Batch::new();
-    b.add_table(&support::table());
-    b.add_chain(&support::chain("first", None, None));
+    b.add_table(&reference::table());
+    b.add_chain(&reference::chain("first", None, None));
     b.add_rule(&Rule {
         family: Family::Inet,
         table: TABLE.into(),
@@ -299,7 +306,7 @@ fn failing_message_rejects_the_whole_batch() {
         userdata: None,
         handle: None,
     });
-    b.add_chain(&support::chain("second", None, None));
+    b.add_chain(&reference::chain("second", None, None));
     let err = sock.send(&b, None).expect_err("must fail");
     match &err {
         Error::Kernel {
@@ -330,7 +337,8 @@ fn failing_message_rejects_the_whole_batch() {
 
 #[test]
 fn duplicate_element_is_named() {
-    let ns = TestNetns::new();
+    require_root!();
+    let ns = TestNetns::new("nl-kernel");
     let mut sock = ns.socket();
     let (batch, elems) = big_map(3000);
     sock.send(&batch, None).expect("send");
@@ -364,20 +372,21 @@ fn duplicate_element_is_named() {
 
 #[test]
 fn stale_generation_is_refused() {
-    let ns = TestNetns::new();
+    require_root!();
+    let ns = TestNetns::new("nl-kernel");
     let mut sock = ns.socket();
     let before = sock.generation().expect("generation");
     let mut b = Batch::new();
-    b.add_table(&support::table());
+    b.add_table(&reference::table());
     sock.send(&b, Some(before))
         .expect("current generation is accepted");
     let after = sock.generation().expect("generation");
     assert_ne!(before, after);
 
     // Someone else changes the ruleset.
-    ns.nft(&["add", "table", "ip", "other"]);
+    ns.output("nft", &["add", "table", "ip", "other"]);
     let mut b = Batch::new();
-    b.add_chain(&support::chain("late", None, None));
+    b.add_chain(&reference::chain("late", None, None));
     let err = sock.send(&b, Some(after)).expect_err("stale");
     assert!(matches!(err, Error::GenerationChanged), "{err:?}");
     assert!(sock.chains(Family::Inet, TABLE).expect("chains").is_empty());
@@ -388,9 +397,10 @@ fn stale_generation_is_refused() {
 
 #[test]
 fn named_and_path_namespaces() {
-    let ns = TestNetns::new();
+    require_root!();
+    let ns = TestNetns::new("nl-kernel");
     let name = format!("pmnl_named_{}", std::process::id());
-    let mut sock = Socket::open(&Netns::Named(ns.name.clone())).expect("open");
+    let mut sock = Socket::open(&Netns::Named(ns.name().to_owned())).expect("open");
     let mut b = Batch::new();
     b.add_table(&Table {
         family: Family::Ipv4,
@@ -400,17 +410,17 @@ fn named_and_path_namespaces() {
         handle: None,
     });
     sock.send(&b, None).expect("send");
-    assert!(ns.nft(&["list", "tables"]).contains(&name));
+    assert!(ns.output("nft", &["list", "tables"]).contains(&name));
 
     let mut by_path =
-        Socket::open(&Netns::Path(format!("/run/netns/{}", ns.name).into())).expect("open path");
+        Socket::open(&Netns::Path(format!("/run/netns/{}", ns.name()).into())).expect("open path");
     assert!(by_path.table(Family::Ipv4, &name).expect("read").is_some());
 
     // The host namespace does not have it (read only).
     let mut host = Socket::open(&Netns::Current).expect("open current");
     assert!(host.table(Family::Ipv4, &name).expect("read host").is_none());
 
-    let missing = Socket::open(&Netns::Named(format!("{}-missing", ns.name)));
+    let missing = Socket::open(&Netns::Named(format!("{}-missing", ns.name())));
     assert!(matches!(missing, Err(Error::Netns { .. })), "{missing:?}");
     let bad = Socket::open(&Netns::Named("../etc".into()));
     assert!(matches!(bad, Err(Error::Netns { .. })), "{bad:?}");
@@ -418,7 +428,8 @@ fn named_and_path_namespaces() {
 
 #[test]
 fn deltas_and_deletions() {
-    let ns = TestNetns::new();
+    require_root!();
+    let ns = TestNetns::new("nl-kernel");
     let mut sock = ns.socket();
     sock.send(&reference_batch(), None).expect("send");
     let generation = sock.generation().expect("generation");
@@ -467,7 +478,7 @@ fn deltas_and_deletions() {
     );
     sock.send(&b, Some(generation)).expect("delta");
 
-    let listing = ns.nft(&["list", "table", "inet", TABLE]);
+    let listing = ns.output("nft", &["list", "table", "inet", TABLE]);
     assert!(!listing.contains("map @dnat4"), "{listing}");
     assert!(
         listing.contains("tcp . 2222 comment \"ssh\" : 192.168.1.9 . 22"),
@@ -512,7 +523,8 @@ fn deltas_and_deletions() {
 
 #[test]
 fn open_interval_and_element_flags_round_trip() {
-    let ns = TestNetns::new();
+    require_root!();
+    let ns = TestNetns::new("nl-kernel");
     let mut sock = ns.socket();
     let set = Set {
         family: Family::Inet,
@@ -541,14 +553,14 @@ fn open_interval_and_element_flags_round_trip() {
         },
     ];
     let mut b = Batch::new();
-    b.add_table(&support::table());
+    b.add_table(&reference::table());
     b.add_set(&set);
     b.add_elements(Family::Inet, TABLE, "s", 1, &interval::to_elements(&ranges));
     sock.send(&b, None).expect("send");
     let elems = sock.elements(Family::Inet, TABLE, "s").expect("dump");
     assert!(elems.iter().any(|e| e.flags & elem_flags::INTERVAL_END != 0));
     assert_eq!(interval::from_elements(&elems), ranges);
-    let listing = ns.nft(&["list", "set", "inet", TABLE, "s"]);
+    let listing = ns.output("nft", &["list", "set", "inet", TABLE, "s"]);
     assert!(
         listing.contains("0.0.0.0/8, 255.255.255.0/24 comment \"top\""),
         "{listing}"
@@ -557,11 +569,12 @@ fn open_interval_and_element_flags_round_trip() {
 
 #[test]
 fn refused_expression_is_named() {
-    let ns = TestNetns::new();
+    require_root!();
+    let ns = TestNetns::new("nl-kernel");
     let mut sock = ns.socket();
     let mut b = Batch::new();
-    b.add_table(&support::table());
-    b.add_chain(&support::chain("c", None, None));
+    b.add_table(&reference::table());
+    b.add_chain(&reference::chain("c", None, None));
     b.add_rule(&Rule {
         family: Family::Inet,
         table: TABLE.into(),

@@ -190,8 +190,8 @@ impl Netns {
     /// when this guard drops.
     #[track_caller]
     pub fn spawn(&self, program: &str, args: &[&str]) -> u32 {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
+        let child = self
+            .command(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -204,6 +204,14 @@ impl Netns {
             .unwrap_or_else(PoisonError::into_inner)
             .push(child);
         pid
+    }
+
+    /// `ip netns exec NAME program`, as a command to add arguments to and run yourself (e.g. to time
+    /// it). Unlike [`Netns::spawn`], the guard does not own what it starts.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
     }
 
     /// Whether the namespace still exists (its file under `/run/netns`).

@@ -76,7 +76,7 @@ use portmap_testkit::topology::path_str;
 use portmap_testkit::traffic::{REPLY_TIMEOUT, tcp_request};
 use portmap_testkit::{
     CLIENT, CLIENT6, ConnError, LAN_HOSTS, LAN_HOSTS6, OTHER_CLIENT, OTHER_CLIENT6, Reply, Run, Server,
-    Topology, WAN, WAN6, normalize, require_root,
+    Topology, WAN, WAN6, nft, normalize, require_root,
 };
 
 use crate::PORTMAP;
@@ -918,31 +918,11 @@ fn parse_set(name: &str, is_map: bool, inner: &[&str]) -> SetInfo {
                 i += 1;
             }
             let body = body.trim().trim_end_matches('}');
-            set.elems = split_elements(body).into_iter().map(parse_elem).collect();
+            set.elems = nft::split_elements(body).into_iter().map(parse_elem).collect();
         }
     }
     set.elems.sort_by(|a, b| a.text.cmp(&b.text));
     set
-}
-
-/// Split an element list at the commas outside quoted comments.
-fn split_elements(body: &str) -> Vec<&str> {
-    let mut items = Vec::new();
-    let mut quoted = false;
-    let mut start = 0;
-    for (i, c) in body.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                items.push(body[start..i].trim());
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    items.push(body[start..].trim());
-    items.retain(|s| !s.is_empty());
-    items
 }
 
 /// `KEY [comment "C"] [: DATA]` (an IPv6 address has no ` : `, so that split is unambiguous).

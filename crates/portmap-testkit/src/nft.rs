@@ -56,8 +56,10 @@ pub fn normalize(listing: &str) -> String {
     sort_elements(&out)
 }
 
-/// Split a listing's element list at the commas that are not inside a quoted comment.
-fn split_outside_quotes(body: &str) -> Vec<&str> {
+/// The elements of a listing's `elements = { … }` list (`body` is what stands between the braces, on
+/// one line or several): split at the commas that are not inside a quoted comment, trimmed, empty
+/// ones dropped.
+pub fn split_elements(body: &str) -> Vec<&str> {
     let mut items = Vec::new();
     let mut quoted = false;
     let mut start = 0;
@@ -72,6 +74,7 @@ fn split_outside_quotes(body: &str) -> Vec<&str> {
         }
     }
     items.push(body[start..].trim());
+    items.retain(|s| !s.is_empty());
     items
 }
 
@@ -89,7 +92,7 @@ fn sort_elements(listing: &str) -> String {
             break;
         };
         let body = &rest[body_start..body_start + len];
-        let mut items = split_outside_quotes(body);
+        let mut items = split_elements(body);
         items.sort_unstable();
         out.push_str("elements = {\n");
         for item in items {

@@ -10,11 +10,9 @@ use portmap::{
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = Config {
-        wan: InterfaceList::new(["wan0"]),
-        lan: InterfaceList::new(["lan0"]),
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.wan = InterfaceList::new(["wan0"]);
+    config.lan = InterfaceList::new(["lan0"]);
 
     let mut web = MappingConfig::new("web", 8080, "192.168.1.66");
     web.to_port = Some(80.into());

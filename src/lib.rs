@@ -99,6 +99,16 @@ pub enum Error {
         /// Generation recorded in the plan.
         planned: u32,
     },
+    /// A saved plan was made for another table or backend.
+    #[error(
+        "this plan was made for {planned}, but portmap is managing {actual}; use --table and --backend to match"
+    )]
+    WrongTable {
+        /// What the plan names.
+        planned: String,
+        /// What portmap manages now.
+        actual: String,
+    },
     /// A saved plan was made for another network namespace, host or boot.
     #[error(
         "this plan was made for {planned}, but portmap is working in {actual}; a plan applies only where it was made — run `portmap plan` here"

@@ -145,6 +145,16 @@ impl<B: Backend> Session<B> {
     /// the kernel has moved past. Nothing is retried: a refused saved plan is made again.
     pub fn apply_saved(&mut self, saved: &Plan, options: &ApplyOptions) -> Result<ApplyReport, Error> {
         let observed = self.observe()?;
+        if saved.backend != observed.backend || saved.table != observed.table {
+            return Err(Error::WrongTable {
+                planned: format!(
+                    "table {} of the {} backend",
+                    portmap_core::shown_arg(&saved.table),
+                    portmap_core::shown_arg(&saved.backend)
+                ),
+                actual: format!("table {} of the {} backend", observed.table, observed.backend),
+            });
+        }
         if let (Some(planned), Some(here)) = (&saved.place, &observed.place)
             && planned != here
         {
@@ -248,3 +258,7 @@ impl<B: Backend> Session<B> {
         }))
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

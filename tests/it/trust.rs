@@ -279,3 +279,31 @@ fn apply_and_status_keep_working_next_to_another_writer() {
     });
     t.plan_text().expect_code(0);
 }
+
+#[test]
+fn a_table_owned_by_another_process_is_refused_in_words() {
+    require_root!();
+    let t = Topology::new(PORTMAP, "owned");
+    // Another program holds a table of portmap's name through its own netlink socket
+    // (NFT_TABLE_F_OWNER): every other process gets EPERM from the kernel.
+    let netns = portmap_netlink::Netns::Named(t.router.name().to_owned());
+    let mut socket = portmap_netlink::Socket::open(&netns).expect("socket");
+    let mut batch = portmap_netlink::Batch::new();
+    batch.add_table(&portmap_netlink::Table {
+        family: portmap_netlink::Family::Inet,
+        name: "portmap".into(),
+        flags: 2,
+        userdata: Some(portmap_netlink::udata::comment("managed by portmap")),
+        handle: None,
+    });
+    socket.send(&batch, None).expect("an owned table");
+    let before = t.router_ruleset();
+    let run = t.apply(&config(SSH));
+    run.expect_code(1);
+    assert_contains(&run.stderr, &["table inet portmap is owned by another process"]);
+    assert!(!run.stderr.contains("CAP_NET_ADMIN"), "{run}");
+    assert_eq!(t.router_ruleset(), before);
+    // The table goes with its owner's socket; then portmap makes its own.
+    drop(socket);
+    t.apply(&config(SSH)).success();
+}

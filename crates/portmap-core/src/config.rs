@@ -17,6 +17,7 @@ pub const CONFIG_VERSION: u32 = 1;
 /// A whole configuration file (version 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Config {
     /// Schema version; must be 1 when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -35,6 +36,18 @@ pub struct Config {
     /// The port mappings, in file order.
     #[serde(default)]
     pub mappings: Vec<MappingConfig>,
+}
+
+impl Config {
+    /// A configuration with these WAN interfaces and mappings, everything else at its default
+    /// (set the other fields afterwards: `config.hairpin = false`).
+    pub fn new(wan: InterfaceList, mappings: Vec<MappingConfig>) -> Self {
+        Config {
+            wan,
+            mappings,
+            ..Config::default()
+        }
+    }
 }
 
 impl Default for Config {
@@ -79,6 +92,7 @@ impl InterfaceList {
 /// One `mappings:` entry as written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct MappingConfig {
     /// Unique name.
     pub name: String,

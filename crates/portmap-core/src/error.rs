@@ -121,6 +121,7 @@ impl std::error::Error for ConfigErrors {}
 
 /// Why a saved plan file cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlanFileError {
     /// The text is not JSON.
     #[error("the plan file is not valid JSON")]
@@ -157,6 +158,7 @@ pub enum PlanFileError {
 
 /// Every error this crate returns.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A configuration did not validate.
     #[error("invalid configuration")]

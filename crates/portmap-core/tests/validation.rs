@@ -842,11 +842,7 @@ fn the_same_config_from_yaml_json_and_code_gives_the_same_model() {
     let mut web = MappingConfig::new("web", 8080, "192.168.1.66");
     web.to_port = Some(PortSpec::Number(80));
     web.allow_from = vec!["203.0.113.0/24".into()];
-    let code = Config {
-        wan: InterfaceList::new(["eth0"]),
-        mappings: vec![web],
-        ..Config::default()
-    };
+    let code = Config::new(InterfaceList::new(["eth0"]), vec![web]);
 
     let from_yaml = load_str(yaml, "x").expect("yaml");
     let from_json = validate(&serde_json::from_str::<Config>(json).expect("json")).expect("json valid");
@@ -864,16 +860,15 @@ fn the_same_config_from_yaml_json_and_code_gives_the_same_model() {
 fn configs_built_in_code_get_field_paths_without_positions() {
     let mut bad = MappingConfig::new("web", 0, "::1");
     bad.allow_from = vec!["10.0.0.1/8".into()];
-    let config = Config {
-        version: Some(3),
-        wan: InterfaceList::default(),
-        mappings: vec![
+    let mut config = Config::new(
+        InterfaceList::default(),
+        vec![
             MappingConfig::new("ok", 80, "10.0.0.1"),
             bad,
             MappingConfig::default(),
         ],
-        ..Config::default()
-    };
+    );
+    config.version = Some(3);
     let errors: Vec<String> = validate(&config)
         .expect_err("invalid")
         .iter()
@@ -917,29 +912,11 @@ fn hostile_strings_never_reach_a_model() {
     ];
     for h in hostile {
         let mut m = MappingConfig::new(h, 80, "10.0.0.1");
-        assert!(
-            validate(&Config {
-                wan: InterfaceList::new(["eth0"]),
-                mappings: vec![m.clone()],
-                ..Config::default()
-            })
-            .is_err()
-        );
+        assert!(validate(&Config::new(InterfaceList::new(["eth0"]), vec![m.clone()])).is_err());
         m.name = "ok".into();
         m.to = format!("10.0.0.1{h}");
-        assert!(
-            validate(&Config {
-                wan: InterfaceList::new(["eth0"]),
-                mappings: vec![m.clone()],
-                ..Config::default()
-            })
-            .is_err()
-        );
-        let interface_ok = validate(&Config {
-            wan: InterfaceList::new([format!("e{h}")]),
-            ..Config::default()
-        })
-        .is_ok();
+        assert!(validate(&Config::new(InterfaceList::new(["eth0"]), vec![m.clone()])).is_err());
+        let interface_ok = validate(&Config::new(InterfaceList::new([format!("e{h}")]), vec![])).is_ok();
         // `;`, `$(` and `\\` are legal in Linux interface names and harmless in a quoted nft string.
         assert_eq!(
             interface_ok,
@@ -950,14 +927,7 @@ fn hostile_strings_never_reach_a_model() {
     let long = "x".repeat(129);
     let mut m = MappingConfig::new("ok", 80, "10.0.0.1");
     m.description = Some(long);
-    assert!(
-        validate(&Config {
-            wan: InterfaceList::new(["eth0"]),
-            mappings: vec![m],
-            ..Config::default()
-        })
-        .is_err()
-    );
+    assert!(validate(&Config::new(InterfaceList::new(["eth0"]), vec![m])).is_err());
 }
 
 /// Ten thousand mappings (about 900 KB): `cargo test --release -p portmap-core -- --ignored --nocapture`.

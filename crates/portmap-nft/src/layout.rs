@@ -81,6 +81,8 @@ pub const TABLE_COMMENT: &str = "managed by portmap";
 
 /// `NFT_TABLE_F_DORMANT`: the table's base chains are unregistered from their hooks.
 pub const TABLE_F_DORMANT: u32 = 1;
+/// `NFT_TABLE_F_OWNER`: the table belongs to one netlink socket; every other process gets `EPERM`.
+pub const TABLE_F_OWNER: u32 = 2;
 
 /// Bytes of an `ifname` key (IFNAMSIZ).
 pub const IFNAME_LEN: u32 = 16;

@@ -33,6 +33,7 @@ pub const DEFAULT_TABLE: &str = "portmap";
 
 /// Errors of the nft backend.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The kernel interface failed (permission, namespace, a rejected batch, ...).
     #[error(transparent)]
@@ -96,6 +97,14 @@ pub enum Error {
         planned: Place,
         /// Where this backend works.
         actual: Place,
+    },
+    /// portmap's table is held by another process's netlink socket (`NFT_TABLE_F_OWNER`).
+    #[error(
+        "table {table} is owned by another process (nftables table flag `owner`): the kernel lets only that process change it until it closes its netlink socket; portmap changed nothing — stop that process (or give portmap another table with --table NAME)"
+    )]
+    Owned {
+        /// The table, e.g. `inet portmap`.
+        table: String,
     },
     /// A plan from another backend.
     #[error("this plan was made for the {0} backend, not nft")]

@@ -65,6 +65,9 @@ fn read_once(socket: &mut Socket, interfaces: &[Interface], t: &TableId) -> Resu
         }
         return Err(Error::Foreign { table: t.display() });
     }
+    if table.flags & layout::TABLE_F_OWNER != 0 {
+        return Err(Error::Owned { table: t.display() });
+    }
     let chains = socket.chains(t.family, &t.name)?;
     let rules = socket.rules(t.family, &t.name)?;
     let sets: Vec<Set> = socket
@@ -126,10 +129,10 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
     if snap.table_flags & layout::TABLE_F_DORMANT != 0 {
         reasons.push("the table is dormant (flags dormant): every forward is switched off".to_owned());
     }
-    if snap.table_flags & !layout::TABLE_F_DORMANT != 0 {
+    if snap.table_flags & !(layout::TABLE_F_DORMANT | layout::TABLE_F_OWNER) != 0 {
         reasons.push(format!(
             "the table has flags portmap does not set (0x{:x})",
-            snap.table_flags & !layout::TABLE_F_DORMANT
+            snap.table_flags & !(layout::TABLE_F_DORMANT | layout::TABLE_F_OWNER)
         ));
     }
 
@@ -264,11 +267,13 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
             let owner = element::parse_guard_element(e).and_then(|(key, chain)| {
                 let name = chain.strip_prefix("allow_")?;
                 let m = found.get_mut(name).filter(|m| m.chain)?;
-                Some((m, key))
+                let comment = e.userdata.as_deref().and_then(udata::parse_comment);
+                Some((m, key, comment.as_deref() == Some(name)))
             });
             match owner {
-                Some((m, key)) => {
+                Some((m, key, named)) => {
                     m.guards.insert((family, key));
+                    m.guard_comments_differ |= !named;
                 }
                 None => reasons.push(format!("map {map} holds an element portmap did not write")),
             }
@@ -336,6 +341,7 @@ struct Found<'a> {
     rules: Vec<&'a Rule>,
     set: Option<&'a Set>,
     guards: BTreeSet<(IpFamily, (Transport, u16))>,
+    guard_comments_differ: bool,
 }
 
 /// How many ports a damage finding lists by name before it counts the rest.
@@ -375,6 +381,9 @@ impl Found<'_> {
         }
         if self.descriptions_differ {
             damage.push("its DNAT elements disagree on the description".to_owned());
+        }
+        if self.guard_comments_differ {
+            damage.push("a guard element jumping to its allow-list names another mapping".to_owned());
         }
         if self.forwards.is_empty() {
             damage.push("it forwards nothing: only left-over allow-list objects remain".to_owned());

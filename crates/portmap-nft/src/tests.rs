@@ -640,6 +640,18 @@ fn a_mappings_incomplete_objects_are_damage_of_that_mapping_alone() {
             "tcp/25 is not guarded by the allow-list: open to every source",
         ),
         (
+            "guard comment names another mapping",
+            Box::new(|c| {
+                for e in c.elements.get_mut(layout::GUARD4).unwrap() {
+                    if crate::element::parse_guard_element(e).is_some_and(|(_, chain)| chain == "allow_mail")
+                    {
+                        e.userdata = Some(portmap_netlink::udata::comment("web"));
+                    }
+                }
+            }),
+            "a guard element jumping to its allow-list names another mapping",
+        ),
+        (
             "allow chain flushed",
             Box::new(|c| c.rules.retain(|r| r.chain != "allow_mail")),
             "chain allow_mail is empty: the ports it guards are open to every source",

@@ -696,6 +696,10 @@ impl SetInfo {
     fn is_v6(&self) -> bool {
         self.type_text.starts_with("ipv6_addr") || self.type_text.contains(": ipv6_addr")
     }
+
+    fn is_writable(&self) -> bool {
+        !self.flags.iter().any(|f| f == "constant")
+    }
 }
 
 impl ChainInfo {
@@ -722,6 +726,17 @@ impl ChainInfo {
 impl Snapshot {
     fn set(&self, name: &str) -> Option<&SetInfo> {
         self.sets.iter().find(|s| s.name == name)
+    }
+
+    /// A set whose elements nft can change: not one an earlier damage made `constant` (the kernel
+    /// refuses every element change of a constant set with EBUSY).
+    fn writable(&self, name: &str) -> Option<&SetInfo> {
+        self.set(name).filter(|s| s.is_writable())
+    }
+
+    /// The sets whose elements nft can change (see [`Snapshot::writable`]).
+    fn writable_sets(&self) -> impl Iterator<Item = &SetInfo> {
+        self.sets.iter().filter(|s| s.is_writable())
     }
 
     fn chain(&self, name: &str) -> Option<&ChainInfo> {
@@ -1893,7 +1908,7 @@ impl Fuzzer<'_> {
                 Some(Damage::new(kind, s).or_else(format!("flush {} {T} {}\n", set.keyword(), set.name)))
             }
             Kind::FlushSet => {
-                let full: Vec<&SetInfo> = snap.sets.iter().filter(|s| !s.elems.is_empty()).collect();
+                let full: Vec<&SetInfo> = snap.writable_sets().filter(|s| !s.elems.is_empty()).collect();
                 let set = rng.choose(&full)?;
                 Some(Damage::new(
                     kind,
@@ -1901,7 +1916,7 @@ impl Fuzzer<'_> {
                 ))
             }
             Kind::DeleteElement => {
-                let full: Vec<&SetInfo> = snap.sets.iter().filter(|s| !s.elems.is_empty()).collect();
+                let full: Vec<&SetInfo> = snap.writable_sets().filter(|s| !s.elems.is_empty()).collect();
                 let set = rng.choose(&full)?;
                 let e = rng.pick(&set.elems);
                 Some(Damage::new(
@@ -1914,8 +1929,7 @@ impl Fuzzer<'_> {
             Kind::ForeignGuardElement => self.foreign_guard(snap),
             Kind::ForeignAllowPrefix => {
                 let sets: Vec<&SetInfo> = snap
-                    .sets
-                    .iter()
+                    .writable_sets()
                     .filter(|s| s.name.starts_with("allow_") && !s.is_map)
                     .collect();
                 let set = rng.choose(&sets)?;
@@ -1934,7 +1948,7 @@ impl Fuzzer<'_> {
                 } else {
                     "lan_ifaces"
                 };
-                let set = snap.set(name)?;
+                let set = snap.writable(name)?;
                 let ifname = format!(
                     "\"{}\"",
                     rng.pick(&["wan1", "eth7", "ppp0", "br-guest", "lan0", "wan0"])
@@ -1950,7 +1964,7 @@ impl Fuzzer<'_> {
             Kind::ForeignLanSide => {
                 let v6 = rng.percent(50);
                 let name = if v6 { "lan_side6" } else { "lan_side4" };
-                let set = snap.set(name)?;
+                let set = snap.writable(name)?;
                 let addr = foreign_address(rng, v6);
                 if set.has(&addr) {
                     return None;
@@ -2004,7 +2018,7 @@ impl Fuzzer<'_> {
     fn foreign_dnat(&mut self, snap: &Snapshot) -> Option<Damage> {
         let rng = &mut self.rng;
         let v6 = rng.percent(40);
-        let map = snap.set(if v6 { "dnat6" } else { "dnat4" })?;
+        let map = snap.writable(if v6 { "dnat6" } else { "dnat4" })?;
         let key = format!("{} . {}", rng.pick(&["tcp", "udp"]), rng.between(40_000, 60_000));
         if map.has(&key) {
             return None;
@@ -2023,7 +2037,10 @@ impl Fuzzer<'_> {
 
     fn foreign_mapping_element(&mut self, snap: &Snapshot) -> Option<Damage> {
         let rng = &mut self.rng;
-        let maps: Vec<&SetInfo> = ["dnat4", "dnat6"].iter().filter_map(|m| snap.set(m)).collect();
+        let maps: Vec<&SetInfo> = ["dnat4", "dnat6"]
+            .iter()
+            .filter_map(|m| snap.writable(m))
+            .collect();
         let from = rng.choose(&maps)?;
         let named: Vec<&Elem> = from.elems.iter().filter(|e| e.comment.is_some()).collect();
         let e = rng.choose(&named)?;
@@ -2051,7 +2068,7 @@ impl Fuzzer<'_> {
     fn foreign_guard(&mut self, snap: &Snapshot) -> Option<Damage> {
         let rng = &mut self.rng;
         let v6 = rng.percent(40);
-        let guard = snap.set(if v6 { "guard6" } else { "guard4" })?;
+        let guard = snap.writable(if v6 { "guard6" } else { "guard4" })?;
         let dnat = snap.set(if v6 { "dnat6" } else { "dnat4" });
         let chains: Vec<String> = snap.regular_chains().iter().map(|c| c.name.clone()).collect();
         let new_port = || format!("tcp . {}", 40_000 + (self.serial % 20_000));
@@ -2089,7 +2106,7 @@ impl Fuzzer<'_> {
     }
 
     fn change_element(&mut self, snap: &Snapshot) -> Option<Damage> {
-        let full: Vec<&SetInfo> = snap.sets.iter().filter(|s| !s.elems.is_empty()).collect();
+        let full: Vec<&SetInfo> = snap.writable_sets().filter(|s| !s.elems.is_empty()).collect();
         let rng = &mut self.rng;
         let set = rng.choose(&full)?;
         let e = rng.pick(&set.elems).clone();
@@ -2255,7 +2272,7 @@ impl Fuzzer<'_> {
     fn foreign_stale(&mut self, snap: &Snapshot) -> Option<Damage> {
         let rng = &mut self.rng;
         let v6 = rng.percent(40);
-        let set = snap.set(if v6 { "stale6" } else { "stale4" })?;
+        let set = snap.writable(if v6 { "stale6" } else { "stale4" })?;
         let dnat = snap.set(if v6 { "dnat6" } else { "dnat4" });
         let known: Vec<&Elem> = dnat.map(|d| d.elems.iter().collect()).unwrap_or_default();
         // Mostly an existing forward, named as its mapping; sometimes one nobody has.

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use portmap_core::{ApplyReport, Backend, Model, Netns};
 use portmap_iptables::{IptablesBackend, Variant};
 
-use crate::lab::{Lab, must};
-use crate::measure::{connection_rate, flush_conntrack, median, ms};
+use portmap_testkit::Topology as Lab;
+
+use crate::measure::{connection_rate, flush_conntrack, median, ms, must};
 use crate::workload;
 
 /// What one (variant, N) measured.
@@ -36,7 +37,7 @@ fn model(yaml: &str) -> Model {
 }
 
 fn open(lab: &Lab, variant: Variant) -> IptablesBackend {
-    IptablesBackend::open(variant, &Netns::Named(lab.router.name.clone()), "PORTMAP")
+    IptablesBackend::open(variant, &Netns::Named(lab.router.name().to_owned()), "PORTMAP")
         .unwrap_or_else(|e| panic!("open {}: {e}", variant.backend_name()))
 }
 

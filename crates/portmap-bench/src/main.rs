@@ -15,10 +15,10 @@
 //!
 //! Run it as root through `scripts/bench.sh` (which builds in release). `--quick` is the small-N
 //! run CI uses so the suite cannot rot. It only runs `ip`, `nft` and `portmap` on its own generated
-//! files inside its own namespaces.
+//! files inside its own namespaces: the test kit's lab (`portmap_testkit::Topology`, the same client,
+//! router and LAN the end-to-end tests use), removed on drop, also when a measurement panics.
 
 mod iptables;
-mod lab;
 mod measure;
 mod workload;
 
@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use lab::{Lab, must};
-use measure::{connection_rate, flush_conntrack, median, ms, run};
+use measure::{connection_rate, flush_conntrack, median, ms, must, run};
+use portmap_testkit::{Portmap, Topology};
 
 struct Options {
     sizes: Vec<usize>,
@@ -128,9 +128,10 @@ fn main() {
         "no portmap binary at {} (build it with --release, or pass --portmap)",
         o.portmap.display()
     );
-    let dir = std::env::temp_dir().join(format!("portmap-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let lab = Lab::new();
+    // The lab keeps the binary's path for as long as the process runs.
+    let binary = String::leak(o.portmap.to_str().expect("utf-8 path").to_owned());
+    let lab = Topology::new(Portmap::new(binary), "bench");
+    let dir = lab.dir.path();
     println!(
         "portmap-bench: sizes {:?}, median of {}, dataplane {:?} per point",
         o.sizes, o.repeat, o.dataplane
@@ -139,22 +140,21 @@ fn main() {
     let mut rows = Vec::new();
     if o.nft {
         for &n in &o.sizes {
-            rows.push(measure_size(&o, &lab, &dir, n));
+            rows.push(measure_size(&o, &lab, dir, n));
         }
     }
-    iptables::prepare(&dir);
+    iptables::prepare(dir);
     let mut ipt_rows = Vec::new();
     for &variant in &o.iptables {
         ipt_rows.extend(iptables::measure(
             &lab,
-            &dir,
+            dir,
             variant,
             &o.sizes,
             o.repeat,
             o.dataplane,
         ));
     }
-    let _ = std::fs::remove_dir_all(&dir);
     let mut report = if rows.is_empty() {
         String::new()
     } else {
@@ -167,13 +167,13 @@ fn main() {
     }
 }
 
-fn portmap(o: &Options, lab: &Lab, args: &[&str]) -> Command {
+fn portmap(o: &Options, lab: &Topology, args: &[&str]) -> Command {
     let mut cmd = lab.router.command(o.portmap.to_str().expect("utf-8 path"));
     cmd.args(args);
     cmd
 }
 
-fn destroy(o: &Options, lab: &Lab) {
+fn destroy(o: &Options, lab: &Topology) {
     must(
         portmap(o, lab, &["destroy", "--auto-approve"]).output(),
         "portmap destroy",
@@ -186,7 +186,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-fn rate_with_portmap(o: &Options, lab: &Lab, dir: &Path, n: usize) -> f64 {
+fn rate_with_portmap(o: &Options, lab: &Topology, dir: &Path, n: usize) -> f64 {
     let cfg = write(dir, "rate.yaml", &workload::config(n, None));
     destroy(o, lab);
     run(
@@ -199,7 +199,7 @@ fn rate_with_portmap(o: &Options, lab: &Lab, dir: &Path, n: usize) -> f64 {
     rate
 }
 
-fn measure_size(o: &Options, lab: &Lab, dir: &Path, n: usize) -> Row {
+fn measure_size(o: &Options, lab: &Topology, dir: &Path, n: usize) -> Row {
     eprintln!("N = {n} …");
     let cfg = write(dir, &format!("n{n}.yaml"), &workload::config(n, None));
     let changed = write(
@@ -308,7 +308,7 @@ struct Monitor {
 }
 
 impl Monitor {
-    fn start(lab: &Lab, n: usize) -> Monitor {
+    fn start(lab: &Topology, n: usize) -> Monitor {
         let mut child = lab
             .router
             .command("nft")

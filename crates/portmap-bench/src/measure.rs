@@ -1,15 +1,15 @@
-//! Timing whole processes (wall time and peak RSS from `wait4`), medians, and the dataplane probe: new
-//! TCP connections per second from the client namespace through the router to the LAN host, for a
-//! bounded time.
+//! Timing whole processes (wall time and peak RSS from `wait4`), commands that must succeed, medians,
+//! and the dataplane probe: new TCP connections per second from the client namespace through the
+//! router to the LAN host, for a bounded time.
 
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::net::{SocketAddrV4, TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::lab::{LAN_HOST, Lab, WAN};
+use portmap_testkit::{LAN_HOSTS, Topology, WAN};
 
 /// One finished process.
 #[derive(Debug)]
@@ -56,6 +56,18 @@ pub fn run(mut cmd: Command, what: &str) -> Run {
     }
 }
 
+/// The output of a command that must have succeeded.
+pub fn must(out: std::io::Result<Output>, what: &str) -> Output {
+    let out = out.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Median of durations (they are sorted in place).
 pub fn median(v: &mut [Duration]) -> Duration {
     v.sort_unstable();
@@ -69,10 +81,10 @@ pub fn ms(d: Duration) -> String {
 
 /// New TCP connections per second from the client to WAN:`port` (DNAT-ed to the LAN host's port 80),
 /// counted for `duration`. Each connection is opened and reset at once, so neither side keeps it.
-pub fn connection_rate(lab: &Lab, port: u16, duration: Duration) -> f64 {
+pub fn connection_rate(lab: &Topology, port: u16, duration: Duration) -> f64 {
     let listener = lab
         .lan
-        .enter(|| TcpListener::bind(SocketAddrV4::new(Ipv4Addr::from(LAN_HOST), 80)))
+        .enter(|| TcpListener::bind(SocketAddrV4::new(LAN_HOSTS[0], 80)))
         .expect("bind server");
     let stop = Arc::new(AtomicBool::new(false));
     let server_stop = Arc::clone(&stop);
@@ -85,7 +97,7 @@ pub fn connection_rate(lab: &Lab, port: u16, duration: Duration) -> f64 {
             }
         }
     });
-    let target = SocketAddrV4::new(Ipv4Addr::from(WAN), port);
+    let target = SocketAddrV4::new(WAN, port);
     let (count, elapsed) = lab.client.enter(move || {
         // Warm up once, so a failing forward is reported instead of measured as zero.
         let first = TcpStream::connect_timeout(&target.into(), Duration::from_secs(2));
@@ -131,8 +143,8 @@ fn reset_on_close(stream: &TcpStream) {
 
 /// Forget every tracked connection in the router, so one measurement's entries do not weigh on the
 /// next.
-pub fn flush_conntrack(lab: &Lab) {
-    let netns = portmap_netlink::Netns::Named(lab.router.name.clone());
+pub fn flush_conntrack(lab: &Topology) {
+    let netns = portmap_netlink::Netns::Named(lab.router.name().to_owned());
     if let Ok(mut ct) = portmap_netlink::Conntrack::open(&netns) {
         let _ = ct.delete_where(None, |_| true);
     }

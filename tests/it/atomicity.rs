@@ -1,0 +1,124 @@
+//! Atomicity through the library API: a plan whose batch the kernel rejects part-way leaves the
+//! kernel exactly as it was (every earlier message in the batch is rolled back), and the error names
+//! the failing message. A saved plan made before the ruleset changed is refused whole.
+
+use portmap::{
+    ApplyOptions, BackendKind, Mapping, Model, Netns, PortRange, Protocol, Session, Settings, TableState,
+    plan,
+};
+use portmap_testkit::{Netns as TestNetns, require_root};
+
+fn mapping(name: &str, port: u16, to: &str, allow: &[&str]) -> Mapping {
+    Mapping {
+        name: name.to_owned(),
+        protocol: Protocol::Tcp,
+        port: PortRange::single(port),
+        to: to.parse().expect("address"),
+        to_port: PortRange::single(port),
+        allow_from: allow.iter().map(|a| a.parse().expect("prefix")).collect(),
+        description: None,
+    }
+}
+
+fn model(mappings: Vec<Mapping>) -> Model {
+    Model {
+        settings: Settings {
+            wan_interfaces: vec!["wan0".into()],
+            lan_interfaces: vec!["lan0".into()],
+            masquerade: false,
+            hairpin: false,
+        },
+        mappings,
+        disabled: Vec::new(),
+    }
+}
+
+fn ruleset(ns: &TestNetns) -> String {
+    let run = ns.nft(&["-a", "list", "ruleset"]);
+    assert!(run.ok(), "{run}");
+    run.stdout
+}
+
+#[test]
+fn a_batch_rejected_part_way_changes_nothing() {
+    require_root!();
+    let ns = TestNetns::with_links("atomic", &["wan0", "lan0"]);
+    ns.nft_load("table ip foreign {\n set s { type ipv4_addr; elements = { 198.51.100.1 }; }\n}\n");
+    let mut backend =
+        Session::open(BackendKind::Nft, &Netns::Named(ns.name().to_owned()), "portmap").expect("open");
+    let first = model(vec![
+        mapping("web", 8080, "192.168.1.66", &[]),
+        mapping("mail", 25, "192.168.1.25", &["203.0.113.0/24"]),
+    ]);
+    backend.converge(&first).expect("first apply");
+    let before = ruleset(&ns);
+
+    // A plan made from a stale view that does not know `web` exists: it creates `aaa` (an allow-list:
+    // set, chain, rule, guard and DNAT elements — several messages that the kernel accepts), adds an
+    // interface, and then creates `web` again, whose DNAT element already exists (EEXIST).
+    let mut observed = backend.observe().expect("observe");
+    assert_eq!(observed.state, TableState::Intact);
+    observed.mappings.retain(|m| m.name != "web");
+    let mut wanted = first.clone();
+    wanted.settings.wan_interfaces.push("wan9".into());
+    wanted
+        .mappings
+        .push(mapping("aaa", 9000, "192.168.1.70", &["192.0.2.0/24"]));
+    let p = plan(&wanted, &observed);
+    assert_eq!(p.changes.len(), 2, "{p:?}");
+
+    let err = backend
+        .apply(&p, &ApplyOptions::default())
+        .expect_err("the kernel must reject the batch");
+    // The whole chain of causes, as the CLI prints it.
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    eprintln!("rejected as expected: {text}");
+    assert!(
+        text.contains("creating mapping web"),
+        "error names the change: {text}"
+    );
+    assert!(
+        text.contains("add element") && text.contains("dnat4"),
+        "error names the message: {text}"
+    );
+    assert!(
+        text.contains("File exists") || text.contains("os error 17"),
+        "error gives the errno: {text}"
+    );
+    assert_eq!(
+        ruleset(&ns),
+        before,
+        "a rejected batch must leave the ruleset exactly as it was"
+    );
+    assert!(portmap::plan(&first, &backend.observe().expect("observe")).is_empty());
+}
+
+#[test]
+fn a_saved_plan_is_refused_after_the_ruleset_changed() {
+    require_root!();
+    let ns = TestNetns::with_links("stale", &["wan0", "lan0"]);
+    let mut backend =
+        Session::open(BackendKind::Nft, &Netns::Named(ns.name().to_owned()), "portmap").expect("open");
+    let wanted = model(vec![mapping("web", 8080, "192.168.1.66", &[])]);
+    let saved = plan(&wanted, &backend.observe().expect("observe"));
+    // Someone else changes the ruleset (not our table) after the plan was made.
+    ns.nft_load("table ip other {\n chain c { type filter hook input priority 0; policy accept; }\n}\n");
+    let before = ruleset(&ns);
+    let err = backend
+        .apply(&saved, &ApplyOptions::default())
+        .expect_err("a stale plan must be refused");
+    assert!(
+        err.to_string()
+            .contains("changed the ruleset after this plan was made"),
+        "{err}"
+    );
+    assert_eq!(ruleset(&ns), before);
+    // A fresh plan applies.
+    backend.converge(&wanted).expect("fresh apply");
+}

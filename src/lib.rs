@@ -46,6 +46,7 @@ pub use portmap_core::{
 };
 // Backends.
 pub use portmap_core::{ApplyReport, Backend, Netns};
+pub use portmap_iptables::{IptablesBackend, Variant as IptablesVariant};
 pub use portmap_nft::{DEFAULT_TABLE, NftBackend};
 pub use session::{ApplyOptions, CONVERGE_ATTEMPTS, Destroyed, Outcome, Session};
 
@@ -56,16 +57,32 @@ pub enum BackendKind {
     /// nftables over netlink (the default).
     #[default]
     Nft,
+    /// iptables through `iptables-restore`/`iptables-save`: the variant the system's `iptables`
+    /// command is ([`IptablesVariant::System`]), or one forced.
+    Iptables(IptablesVariant),
 }
 
 impl BackendKind {
-    /// Render the ruleset the backend would build for `model` in table `table` of network namespace
-    /// `netns` (whose LAN-side addresses it reads; the process's own namespace needs no privileges).
-    pub fn render(self, model: &Model, table: &str, netns: &Netns) -> Result<String, Error> {
-        match self {
-            BackendKind::Nft => portmap_nft::render_script(model, table, netns)
-                .map_err(|e| Error::Backend(Box::new(BackendError::Nft(e)))),
+    /// The kind a `--backend` name asks for: `nft`, `iptables`, `iptables-legacy`, `iptables-nft`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "nft" => Some(BackendKind::Nft),
+            other => IptablesVariant::from_backend_name(other).map(BackendKind::Iptables),
         }
+    }
+
+    /// Render the ruleset the backend would build for `model` in table `table` (nft) or chains
+    /// `PREFIX-…` (iptables; `portmap` means `PORTMAP`) of network namespace `netns` (whose
+    /// LAN-side addresses it reads; the process's own namespace needs no privileges): what
+    /// `nft -f` or `iptables-restore` loads.
+    pub fn render(self, model: &Model, table: &str, netns: &Netns) -> Result<String, Error> {
+        let rendered = match self {
+            BackendKind::Nft => portmap_nft::render_script(model, table, netns).map_err(BackendError::Nft),
+            BackendKind::Iptables(_) => {
+                portmap_iptables::render_script(model, table, netns).map_err(BackendError::Iptables)
+            }
+        };
+        rendered.map_err(|e| Error::Backend(Box::new(e)))
     }
 }
 
@@ -76,6 +93,9 @@ pub enum BackendError {
     /// The nft backend failed.
     #[error(transparent)]
     Nft(#[from] portmap_nft::Error),
+    /// The iptables backend failed.
+    #[error(transparent)]
+    Iptables(#[from] portmap_iptables::Error),
 }
 
 /// Errors of the facade: everything a library user can get back.
@@ -164,15 +184,23 @@ impl Error {
 pub enum Backends {
     /// nftables.
     Nft(NftBackend),
+    /// iptables (legacy or nft variant).
+    Iptables(IptablesBackend),
 }
 
 impl Backends {
-    /// Open a backend of `kind` in a network namespace, managing table `table`.
+    /// Open a backend of `kind` in a network namespace, managing table `table` (nft) or the chains
+    /// of that prefix (iptables).
     pub fn open(kind: BackendKind, netns: &Netns, table: &str) -> Result<Self, Error> {
         let opened = match kind {
-            BackendKind::Nft => NftBackend::open(netns, table).map(Backends::Nft),
+            BackendKind::Nft => NftBackend::open(netns, table)
+                .map(Backends::Nft)
+                .map_err(BackendError::Nft),
+            BackendKind::Iptables(variant) => IptablesBackend::open(variant, netns, table)
+                .map(Backends::Iptables)
+                .map_err(BackendError::Iptables),
         };
-        opened.map_err(|e| Error::Backend(Box::new(BackendError::Nft(e))))
+        opened.map_err(|e| Error::Backend(Box::new(e)))
     }
 }
 
@@ -181,6 +209,7 @@ macro_rules! delegate {
     ($self:ident, $b:ident => $call:expr) => {
         match $self {
             Backends::Nft($b) => $call.map_err(BackendError::from),
+            Backends::Iptables($b) => $call.map_err(BackendError::from),
         }
     };
 }
@@ -191,6 +220,7 @@ impl Backend for Backends {
     fn name(&self) -> &'static str {
         match self {
             Backends::Nft(b) => b.name(),
+            Backends::Iptables(b) => b.name(),
         }
     }
 
@@ -205,6 +235,7 @@ impl Backend for Backends {
     fn is_stale(error: &BackendError) -> bool {
         match error {
             BackendError::Nft(e) => NftBackend::is_stale(e),
+            BackendError::Iptables(e) => IptablesBackend::is_stale(e),
         }
     }
 

@@ -16,7 +16,7 @@ use portmap::{
     shown_size,
 };
 
-/// Declarative port forwarding for Linux routers: plan and atomically apply nftables DNAT mappings.
+/// Declarative port forwarding for Linux routers: plan and apply nftables or iptables DNAT mappings.
 #[derive(Debug, Parser)]
 #[command(name = "portmap", version, about, propagate_version = true)]
 struct Cli {
@@ -24,11 +24,12 @@ struct Cli {
     #[arg(long, global = true, value_name = "NAME")]
     netns: Option<String>,
 
-    /// Name of the table portmap owns (family inet).
+    /// Name of the table portmap owns (nft: family inet), or with an iptables backend the prefix
+    /// of its chains (`portmap` means PORTMAP-…).
     #[arg(long, global = true, value_name = "NAME", default_value = portmap::DEFAULT_TABLE)]
     table: String,
 
-    /// Kernel backend.
+    /// Kernel backend: nft, or iptables (legacy or nft variant; see docs/iptables.md).
     #[arg(long, global = true, value_enum, default_value_t = BackendArg::Nft)]
     backend: BackendArg,
 
@@ -38,7 +39,14 @@ struct Cli {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum BackendArg {
+    /// nftables over netlink: one table, one atomic transaction (the default).
     Nft,
+    /// iptables, the variant the system's `iptables` command is (`iptables -V`).
+    Iptables,
+    /// iptables-legacy (`x_tables`), through `iptables-legacy-restore`.
+    IptablesLegacy,
+    /// iptables-nft (the `nf_tables` compatibility layer), through `iptables-nft-restore`.
+    IptablesNft,
 }
 
 #[derive(Debug, Args)]
@@ -57,7 +65,8 @@ struct ConfigArg {
 enum Command {
     /// Check a configuration file and report every error with its position.
     Validate(ConfigArg),
-    /// Print the nft script for a configuration (`nft -f` loads the same table apply builds).
+    /// Print what the backend's own tool loads for a configuration (`nft -f`, or
+    /// `iptables-restore` with an iptables backend): the same ruleset apply builds.
     Render(ConfigArg),
     /// Show how the kernel differs from the configuration.
     Plan {
@@ -95,7 +104,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Remove portmap's table and every mapping in it.
+    /// Remove portmap's table (or chains) and every mapping in it.
     Destroy {
         /// Destroy without asking.
         #[arg(long)]
@@ -192,6 +201,9 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<ExitStatus> {
     let kind = match cli.backend {
         BackendArg::Nft => BackendKind::Nft,
+        BackendArg::Iptables => BackendKind::Iptables(portmap::IptablesVariant::System),
+        BackendArg::IptablesLegacy => BackendKind::Iptables(portmap::IptablesVariant::Legacy),
+        BackendArg::IptablesNft => BackendKind::Iptables(portmap::IptablesVariant::Nft),
     };
     let out = std::io::stdout();
     let color = use_color(&out);
@@ -313,8 +325,17 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 repair,
                 delete,
             } = plan.counts();
+            // nft commits one transaction; iptables-restore commits each table on its own.
+            let how = if matches!(kind, BackendKind::Nft) {
+                format!("in one transaction ({} messages", report.messages)
+            } else {
+                format!(
+                    "with iptables-restore, one commit per table ({} lines",
+                    report.messages
+                )
+            };
             sayln!(
-                "\nApply complete: {create} created, {update} changed, {delete} deleted{}{} — {} kernel objects in one transaction ({} messages, {:.1} ms){}.",
+                "\nApply complete: {create} created, {update} changed, {delete} deleted{}{} — {} kernel objects {how}, {:.1} ms){}.",
                 if repair > 0 {
                     format!(", {repair} repaired")
                 } else {
@@ -322,7 +343,6 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 },
                 if report.rebuilt { ", table rebuilt" } else { "" },
                 report.objects,
-                report.messages,
                 elapsed.as_secs_f64() * 1000.0,
                 match report.flows_cleared {
                     0 => String::new(),

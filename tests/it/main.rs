@@ -14,6 +14,7 @@ use portmap_testkit::Portmap;
 const PORTMAP: Portmap = Portmap::new(env!("CARGO_BIN_EXE_portmap"));
 
 mod atomicity;
+mod backends;
 mod cli;
 mod conformance;
 mod conntrack;

@@ -345,12 +345,9 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
 /// What stands in the way of the forwards working, in sentences naming what was found. Never blocks.
 pub fn warnings(model: &Model, env: &crate::model::Environment) -> Vec<String> {
     let mut out = Vec::new();
+    // Each sentence comes from the backend, with the fix in that backend's own terms.
     for chain in &env.blocking_forward_chains {
-        out.push(format!(
-            "{chain}: forwarded connections to the mappings will be dropped there (an accept in portmap's own \
-             table does not carry over to another table); add `ct status dnat accept` to that chain — see \
-             docs/coexistence.md"
-        ));
+        out.push(format!("{chain} — see docs/coexistence.md"));
     }
     let has_v4 = model.mappings.iter().any(|m| m.to.is_ipv4());
     if env.ipv4_forwarding == Some(false) && has_v4 {

@@ -101,7 +101,7 @@ pub fn native_nft(netns: &portmap_netlink::Netns, ours: Variant) -> Vec<String> 
                 rules.iter().filter(|r| r.chain == chain.name).collect();
             if let Some(why) = nft_blocks(chain, &chain_rules) {
                 found.push(format!(
-                    "nftables table {} {}, chain {} {why} and does not accept `ct status dnat`: nftables and iptables rules both run, so it drops forwards that portmap's {} accepts",
+                    "nftables table {} {}, chain {} {why} and does not accept `ct status dnat`: nftables and iptables rules both run, so it drops forwards that portmap's {} accepts; add `ct status dnat accept` to that chain",
                     table.family.as_str(),
                     table.name,
                     chain.name,

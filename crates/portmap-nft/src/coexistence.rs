@@ -33,7 +33,7 @@ pub fn blocking_forward_chains(socket: &mut Socket, own: &TableId) -> Result<Vec
             let chain_rules: Vec<&Rule> = rules.iter().filter(|r| r.chain == chain.name).collect();
             if let Some(why) = blocks(chain, &chain_rules) {
                 found.push(format!(
-                    "table {} {}, chain {} {why} and does not accept `ct status dnat`",
+                    "table {} {}, chain {} {why} and does not accept `ct status dnat`: forwarded connections to the mappings will be dropped there (an accept in portmap's own table does not carry over to another table); add `ct status dnat accept` to that chain",
                     table.family.as_str(),
                     table.name,
                     chain.name

@@ -34,7 +34,7 @@ pub use portmap_core::{
 pub use portmap_core::{Environment, Observed, ObservedMapping, Place, TableState};
 // Plans.
 pub use portmap_core::{
-    Change, Counts, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, PlanFileError,
+    Change, Counts, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, PlanFileError, Refusal,
     SettingChange, StaleFlows, TableAction, describe_forwards, describe_runs, fold_forwards, plan,
 };
 // Output for people and machines.
@@ -111,34 +111,10 @@ pub enum Error {
     /// The backend failed (permission, namespace, a rejected transaction, a foreign table, …).
     #[error(transparent)]
     Backend(Box<dyn std::error::Error + Send + Sync>),
-    /// The ruleset changed after the plan was made; nothing was applied.
-    #[error(
-        "another program changed the ruleset after this plan was made (the plan was made at generation {planned}); nothing was applied — run `portmap plan` again"
-    )]
-    Stale {
-        /// Generation recorded in the plan.
-        planned: u32,
-    },
-    /// A saved plan was made for another table or backend.
-    #[error(
-        "this plan was made for {planned}, but portmap is managing {actual}; use --table and --backend to match"
-    )]
-    WrongTable {
-        /// What the plan names.
-        planned: String,
-        /// What portmap manages now.
-        actual: String,
-    },
-    /// A saved plan was made for another network namespace, host or boot.
-    #[error(
-        "this plan was made for {planned}, but portmap is working in {actual}; a plan applies only where it was made — run `portmap plan` here"
-    )]
-    WrongPlace {
-        /// Where the plan was made.
-        planned: Place,
-        /// Where portmap works now.
-        actual: Place,
-    },
+    /// A plan was made for another backend, table or place, has no generation, or the ruleset
+    /// moved past it; nothing was applied.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// A saved plan's changes are not what its desired state calls for against the kernel as it is
     /// (at the same generation): the file was edited.
     #[error(
@@ -173,7 +149,7 @@ impl Error {
     /// Whether the error means another program got in between, so that planning afresh may
     /// succeed.
     pub fn is_race(&self) -> bool {
-        matches!(self, Error::Stale { .. } | Error::Overtaken(_))
+        matches!(self, Error::Refused(Refusal::Stale { .. }) | Error::Overtaken(_))
     }
 }
 

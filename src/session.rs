@@ -4,7 +4,7 @@
 //! killed in between leaves the next apply a note to finish). Backends only observe, commit and
 //! remove flows; nothing here knows nft or iptables.
 
-use portmap_core::{ApplyReport, Backend, Model, Observed, Plan, StaleFlows, plan};
+use portmap_core::{ApplyReport, Backend, Model, Observed, Place, Plan, Refusal, StaleFlows, plan};
 
 use crate::Error;
 
@@ -57,10 +57,10 @@ pub struct Session<B> {
     backend: B,
 }
 
-/// A backend error as the facade reports it; a stale commit becomes [`Error::Stale`].
+/// A backend error as the facade reports it; a stale commit becomes [`Refusal::Stale`].
 fn backend_error<B: Backend>(error: B::Error, planned: Option<u32>) -> Error {
     match planned {
-        Some(planned) if B::is_stale(&error) => Error::Stale { planned },
+        Some(planned) if B::is_stale(&error) => Refusal::Stale { planned }.into(),
         _ => Error::Backend(Box::new(error)),
     }
 }
@@ -145,28 +145,13 @@ impl<B: Backend> Session<B> {
     /// the kernel has moved past. Nothing is retried: a refused saved plan is made again.
     pub fn apply_saved(&mut self, saved: &Plan, options: &ApplyOptions) -> Result<ApplyReport, Error> {
         let observed = self.observe()?;
-        if saved.backend != observed.backend || saved.table != observed.table {
-            return Err(Error::WrongTable {
-                planned: format!(
-                    "table {} of the {} backend",
-                    portmap_core::shown_arg(&saved.table),
-                    portmap_core::shown_arg(&saved.backend)
-                ),
-                actual: format!("table {} of the {} backend", observed.table, observed.backend),
-            });
-        }
-        if let (Some(planned), Some(here)) = (&saved.place, &observed.place)
-            && planned != here
-        {
-            return Err(Error::WrongPlace {
-                planned: planned.clone(),
-                actual: here.clone(),
-            });
-        }
-        if saved.generation != observed.generation {
-            return Err(Error::Stale {
-                planned: saved.generation.unwrap_or_default(),
-            });
+        let here = observed.place.clone().unwrap_or_else(|| Place {
+            boot_id: String::new(),
+            netns: 0,
+        });
+        let generation = saved.binding(&observed.backend, &observed.table, &here)?;
+        if observed.generation != Some(generation) {
+            return Err(Refusal::Stale { planned: generation }.into());
         }
         let fresh = plan(&saved.desired, &observed);
         if !fresh.same_changes(saved) {

@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::fmt::Write as _;
 
-use portmap_core::{ApplyReport, Backend, Model, Observed, Place, Plan, StaleFlows, plan};
+use portmap_core::{ApplyReport, Backend, Model, Observed, Place, Plan, Refusal, StaleFlows, plan};
 
 use super::{ApplyOptions, CONVERGE_ATTEMPTS, Session};
 use crate::Error;
@@ -295,16 +295,23 @@ fn a_saved_plan_is_checked_against_the_kernel_before_it_is_committed() {
     let err = s
         .apply_saved(&elsewhere, &ApplyOptions::default())
         .expect_err("another namespace");
-    assert!(matches!(err, Error::WrongPlace { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Refused(Refusal::WrongPlace { .. })),
+        "{err:?}"
+    );
 
     let mut other_table = saved.clone();
     other_table.table = "fake other".into();
     let err = s
         .apply_saved(&other_table, &ApplyOptions::default())
         .expect_err("another table");
-    assert!(matches!(err, Error::WrongTable { .. }), "{err:?}");
     assert!(
-        err.to_string().contains("table fake other of the fake backend"),
+        matches!(err, Error::Refused(Refusal::WrongTable { .. })),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("made for fake other, but portmap is managing fake portmap"),
         "{err}"
     );
 
@@ -320,7 +327,7 @@ fn a_saved_plan_is_checked_against_the_kernel_before_it_is_committed() {
     let err = s
         .apply_saved(&saved, &ApplyOptions::default())
         .expect_err("the generation moved on");
-    assert!(matches!(err, Error::Stale { .. }), "{err:?}");
+    assert!(matches!(err, Error::Refused(Refusal::Stale { .. })), "{err:?}");
     assert_eq!(s.backend().commits, 1);
 }
 

@@ -156,6 +156,53 @@ pub enum PlanFileError {
     Inconsistent(String),
 }
 
+/// Why a plan is not committed: it was made for another backend, table or place (boot and network
+/// namespace), it carries no generation, or the ruleset has moved past its generation. Shared by
+/// every backend and by the orchestration, so each says it in the same words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The plan is for another backend.
+    #[error("this plan was made for the {planned} backend, not {actual}; use --backend to match")]
+    WrongBackend {
+        /// The plan's backend (escaped).
+        planned: String,
+        /// The backend asked to commit it.
+        actual: String,
+    },
+    /// The plan is for another table (or chain prefix).
+    #[error("this plan was made for {planned}, but portmap is managing {actual}; use --table to match")]
+    WrongTable {
+        /// The plan's table (escaped).
+        planned: String,
+        /// The table the backend manages.
+        actual: String,
+    },
+    /// The plan was made for another network namespace, host or boot.
+    #[error(
+        "this plan was made for {planned}, but portmap is working in {actual}; a plan applies only where it was made — run `portmap plan` here"
+    )]
+    WrongPlace {
+        /// Where the plan was made.
+        planned: crate::model::Place,
+        /// Where the backend works.
+        actual: crate::model::Place,
+    },
+    /// The plan does not say which generation it was made at.
+    #[error(
+        "this plan does not say which ruleset generation it was made at, so portmap cannot tell whether the kernel changed since; nothing was applied — run `portmap plan` again"
+    )]
+    NoGeneration,
+    /// The ruleset changed after the plan was made.
+    #[error(
+        "another program changed the ruleset after this plan was made (the plan was made at generation {planned}); nothing was applied — run `portmap plan` again"
+    )]
+    Stale {
+        /// Generation recorded in the plan.
+        planned: u32,
+    },
+}
+
 /// Every error this crate returns.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

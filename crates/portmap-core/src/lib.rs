@@ -31,7 +31,7 @@ pub use diagnostic::{
     MAX_CONFIG_BYTES, MAX_DEPTH, MAX_ERRORS, MAX_LOOKAHEAD, MAX_NODES, MAX_PLAN_BYTES, shown, shown_arg,
     shown_origin, shown_size,
 };
-pub use error::{ConfigError, ConfigErrors, Error, PlanFileError};
+pub use error::{ConfigError, ConfigErrors, Error, PlanFileError, Refusal};
 pub use load::{load_bytes, load_str, parse_config};
 pub use model::{
     Environment, Forward, Mapping, Model, Observed, ObservedMapping, ParsePortRangeError, Place, PortRange,

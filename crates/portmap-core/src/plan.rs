@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::error::PlanFileError;
+use crate::error::{PlanFileError, Refusal};
 use crate::model::{
     Forward, Mapping, Model, Observed, ObservedMapping, Place, PortRange, Protocol, Settings, TableState,
     Transport,
@@ -175,6 +175,33 @@ impl Plan {
             && self.changes == other.changes
             && self.desired == other.desired
             && self.pending_flows == other.pending_flows
+    }
+
+    /// Check that this plan was made for `backend` managing `table` at `place`, and return the
+    /// generation it was made at (a plan without one is refused). What a backend checks before it
+    /// commits; the staleness of the generation is the backend's to find out.
+    pub fn binding(&self, backend: &str, table: &str, place: &Place) -> Result<u32, Refusal> {
+        if self.backend != backend {
+            return Err(Refusal::WrongBackend {
+                planned: crate::diagnostic::shown_arg(&self.backend),
+                actual: backend.to_owned(),
+            });
+        }
+        if self.table != table {
+            return Err(Refusal::WrongTable {
+                planned: crate::diagnostic::shown_arg(&self.table),
+                actual: table.to_owned(),
+            });
+        }
+        if let Some(planned) = &self.place
+            && planned != place
+        {
+            return Err(Refusal::WrongPlace {
+                planned: planned.clone(),
+                actual: place.clone(),
+            });
+        }
+        self.generation.ok_or(Refusal::NoGeneration)
     }
 
     /// How many mappings the plan creates, changes and deletes.

@@ -165,47 +165,9 @@ pub enum Error {
         /// The prefix.
         prefix: String,
     },
-    /// The ruleset changed after the plan was made.
-    #[error(
-        "another program changed the ruleset after this plan was made (the plan was made at generation {planned}); nothing was applied — run `portmap plan` again"
-    )]
-    Stale {
-        /// Generation recorded in the plan.
-        planned: u32,
-    },
-    /// A plan without a generation.
-    #[error(
-        "this plan does not say which ruleset generation it was made at, so portmap cannot tell whether the kernel changed since; nothing was applied — run `portmap plan` again"
-    )]
-    NoGeneration,
-    /// A plan from another backend.
-    #[error("this plan was made for the {planned} backend, not {actual}")]
-    WrongBackend {
-        /// The plan's backend.
-        planned: String,
-        /// This backend.
-        actual: &'static str,
-    },
-    /// A plan for another prefix.
-    #[error(
-        "this plan was made for chains {planned}-…, but portmap is managing {actual}-…; use --table to match"
-    )]
-    WrongTable {
-        /// The plan's prefix.
-        planned: String,
-        /// This backend's.
-        actual: String,
-    },
-    /// A plan made elsewhere.
-    #[error(
-        "this plan was made for {planned}, but portmap is working in {actual}; a plan applies only where it was made — run `portmap plan` here"
-    )]
-    WrongPlace {
-        /// Where the plan was made.
-        planned: Place,
-        /// Where this backend works.
-        actual: Place,
-    },
+    /// The plan is not for this backend, prefix or place, has no generation, or is stale.
+    #[error(transparent)]
+    Refused(#[from] portmap_core::Refusal),
     /// Reading interfaces, sysctls, the boot id or conntrack failed.
     #[error(transparent)]
     Netlink(#[from] portmap_netlink::Error),
@@ -527,33 +489,11 @@ impl Backend for IptablesBackend {
     }
 
     fn commit(&mut self, plan: &Plan, record: &[StaleFlows]) -> Result<ApplyReport, Error> {
-        if plan.backend != self.name() {
-            return Err(Error::WrongBackend {
-                planned: portmap_core::shown_arg(&plan.backend),
-                actual: self.name(),
-            });
-        }
-        if plan.table != self.prefix.as_str() {
-            return Err(Error::WrongTable {
-                planned: portmap_core::shown_arg(&plan.table),
-                actual: self.prefix.to_string(),
-            });
-        }
-        if let Some(planned) = &plan.place
-            && *planned != self.place
-        {
-            return Err(Error::WrongPlace {
-                planned: planned.clone(),
-                actual: self.place.clone(),
-            });
-        }
+        let planned = plan.binding(self.name(), self.prefix.as_str(), &self.place)?;
         check_interfaces(&plan.desired.settings)?;
         if !plan.changes_kernel() && record.is_empty() {
             return Ok(ApplyReport::default());
         }
-        let Some(planned) = plan.generation else {
-            return Err(Error::NoGeneration);
-        };
         // iptables has no generation of its own. portmap's is a hash of the other rules of nat and
         // filter plus the serial its own commits keep, read again right before the first commit;
         // and its own chains must still call for exactly the plan's changes.
@@ -562,7 +502,7 @@ impl Backend for IptablesBackend {
         let lan = lan_side(&self.netns, &plan.desired.settings.lan_interfaces)?;
         let serial = observe::recorded_serial(&self.prefix, &owned);
         if snap.foreign.wrapping_add(serial) != planned {
-            return Err(Error::Stale { planned });
+            return Err(portmap_core::Refusal::Stale { planned }.into());
         }
         let recorded = observe::recorded_settings(&self.prefix, &owned)
             .map(|s| s.lan_interfaces)
@@ -575,7 +515,7 @@ impl Backend for IptablesBackend {
             Some(snap.foreign),
         );
         if !portmap_core::plan(&plan.desired, &now).same_changes(plan) {
-            return Err(Error::Stale { planned });
+            return Err(portmap_core::Refusal::Stale { planned }.into());
         }
         let rebuilt = owned.values().all(|c| c.chains.is_empty());
         let current = layout::Layout { tables: owned };
@@ -589,7 +529,7 @@ impl Backend for IptablesBackend {
     }
 
     fn is_stale(error: &Error) -> bool {
-        matches!(error, Error::Stale { .. })
+        matches!(error, Error::Refused(portmap_core::Refusal::Stale { .. }))
     }
 
     fn clear_flows(&mut self, stale: &[StaleFlows]) -> Result<usize, Error> {

@@ -35,30 +35,12 @@ pub const DEFAULT_TABLE: &str = "portmap";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The plan is not for this backend, table or place, has no generation, or is stale.
+    #[error(transparent)]
+    Refused(#[from] portmap_core::Refusal),
     /// The kernel interface failed (permission, namespace, a rejected batch, ...).
     #[error(transparent)]
     Netlink(#[from] portmap_netlink::Error),
-    /// A saved plan was made for another table.
-    #[error("this plan was made for table {planned}, but portmap is managing {actual}; use --table to match")]
-    WrongTable {
-        /// Table named in the plan.
-        planned: String,
-        /// Table this backend manages.
-        actual: String,
-    },
-    /// The ruleset changed after the plan was made.
-    #[error(
-        "another program changed the ruleset after this plan was made (the plan was made at generation {planned}); nothing was applied — run `portmap plan` again"
-    )]
-    Stale {
-        /// Generation recorded in the plan.
-        planned: u32,
-    },
-    /// A plan that does not say which ruleset generation it was made at.
-    #[error(
-        "this plan does not say which ruleset generation it was made at, so portmap cannot tell whether the kernel changed since; nothing was applied — run `portmap plan` again"
-    )]
-    NoGeneration,
     /// The ruleset kept changing while it was being read.
     #[error(
         "another program kept changing the ruleset while portmap read it (tried {attempts} times); nothing was changed — try again, or find the program that keeps rewriting the ruleset"
@@ -88,16 +70,6 @@ pub enum Error {
         /// The table, e.g. `inet fw`.
         table: String,
     },
-    /// A saved plan was made for another network namespace, host or boot.
-    #[error(
-        "this plan was made for {planned}, but portmap is working in {actual}; a plan applies only where it was made — run `portmap plan` here"
-    )]
-    WrongPlace {
-        /// Where the plan was made.
-        planned: Place,
-        /// Where this backend works.
-        actual: Place,
-    },
     /// portmap's table is held by another process's netlink socket (`NFT_TABLE_F_OWNER`).
     #[error(
         "table {table} is owned by another process (nftables table flag `owner`): the kernel lets only that process change it until it closes its netlink socket; portmap changed nothing — stop that process (or give portmap another table with --table NAME)"
@@ -106,9 +78,6 @@ pub enum Error {
         /// The table, e.g. `inet portmap`.
         table: String,
     },
-    /// A plan from another backend.
-    #[error("this plan was made for the {0} backend, not nft")]
-    WrongBackend(String),
 }
 
 /// The nftables backend bound to one network namespace and one table.
@@ -218,41 +187,22 @@ impl Backend for NftBackend {
     }
 
     fn is_stale(error: &Error) -> bool {
-        matches!(error, Error::Stale { .. })
+        matches!(error, Error::Refused(portmap_core::Refusal::Stale { .. }))
     }
 
     fn commit(&mut self, plan: &Plan, record: &[StaleFlows]) -> Result<ApplyReport, Error> {
-        if plan.backend != "nft" {
-            return Err(Error::WrongBackend(portmap_core::shown_arg(&plan.backend)));
-        }
-        if plan.table != self.table.display() {
-            return Err(Error::WrongTable {
-                planned: portmap_core::shown_arg(&plan.table),
-                actual: self.table.display(),
-            });
-        }
-        if let Some(planned) = &plan.place
-            && *planned != self.place
-        {
-            return Err(Error::WrongPlace {
-                planned: planned.clone(),
-                actual: self.place.clone(),
-            });
-        }
+        // Every transaction is bound to the generation it was planned at: one the kernel has moved
+        // past is refused whole by the kernel itself.
+        let generation = plan.binding("nft", &self.table.display(), &self.place)?;
         if !plan.changes_kernel() {
             return Ok(ApplyReport::default());
         }
         let env = LanSide::read(&self.netns, &plan.desired.settings)?;
         let built = apply::build(plan, &self.table, &env, record);
-        // Every transaction is bound to the generation it was planned at: one the kernel has moved
-        // past is refused whole by the kernel itself.
-        let Some(generation) = plan.generation else {
-            return Err(Error::NoGeneration);
-        };
         match self.socket.send(&built.batch, Some(generation)) {
             Ok(()) => {}
             Err(portmap_netlink::Error::GenerationChanged) => {
-                return Err(Error::Stale { planned: generation });
+                return Err(portmap_core::Refusal::Stale { planned: generation }.into());
             }
             Err(e @ portmap_netlink::Error::Kernel { index, .. }) => {
                 return Err(match built.owner(index) {

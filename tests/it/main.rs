@@ -13,6 +13,44 @@ use portmap_testkit::Portmap;
 /// exists only while this package's tests compile).
 const PORTMAP: Portmap = Portmap::new(env!("CARGO_BIN_EXE_portmap"));
 
+/// A behaviour test run once for every backend: `fn name(t) { … }` becomes module `name` with the
+/// tests `nft`, `iptables_legacy` and `iptables_nft`, each giving the body a fresh lab whose
+/// `portmap` runs pass that `--backend`. Checks of one backend's own listing go under
+/// `if t.is_nft()`.
+macro_rules! every_backend {
+    ($(#[doc = $doc:literal])* fn $name:ident($t:ident) $body:block) => {
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn check($t: &portmap_testkit::Topology) $body
+
+            fn lab(backend: &'static str) -> portmap_testkit::Topology {
+                portmap_testkit::Topology::new(crate::PORTMAP, stringify!($name)).with_backend(backend)
+            }
+
+            #[test]
+            fn nft() {
+                portmap_testkit::require_root!();
+                check(&lab("nft"));
+            }
+
+            #[test]
+            fn iptables_legacy() {
+                portmap_testkit::require_root!();
+                check(&lab("iptables-legacy"));
+            }
+
+            #[test]
+            fn iptables_nft() {
+                portmap_testkit::require_root!();
+                check(&lab("iptables-nft"));
+            }
+        }
+    };
+}
+
 mod atomicity;
 mod backends;
 mod cli;

@@ -1,6 +1,7 @@
 //! Router completeness, end to end: hairpin (NAT reflection) for LAN hosts and for the router's own
 //! processes, the router's LAN-side services never taken over, and masquerade of LAN traffic leaving
-//! through the WAN. Real connections in the test's own client / router / LAN namespaces.
+//! through the WAN. Real connections in the test's own client / router / LAN namespaces. The tests
+//! written `every_backend! { … }` run once per backend (nft, iptables-legacy, iptables-nft).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
@@ -30,10 +31,8 @@ fn addr(text: &str) -> SocketAddr {
     text.parse().expect("socket address")
 }
 
-#[test]
-fn hairpin_lets_lan_hosts_use_the_public_address() {
-    require_root!();
-    let t = Topology::new(PORTMAP, "hp-lan");
+every_backend! {
+fn hairpin_lets_lan_hosts_use_the_public_address(t) {
     let _web = t.tcp_server("192.168.1.66:80");
     let _dns = t.udp_server("192.168.1.66:53");
     t.apply(&config(true, false)).success();
@@ -59,11 +58,10 @@ fn hairpin_lets_lan_hosts_use_the_public_address() {
     let got = reply(&t.tcp(CLIENT, 8080));
     assert_eq!(got.peer.ip(), std::net::IpAddr::V4(CLIENT));
 }
+}
 
-#[test]
-fn hairpin_reaches_mappings_from_the_router_itself() {
-    require_root!();
-    let t = Topology::new(PORTMAP, "hp-self");
+every_backend! {
+fn hairpin_reaches_mappings_from_the_router_itself(t) {
     let _web = t.tcp_server("192.168.1.66:80");
     t.apply(&config(true, false)).success();
     let got = reply(&tcp_request(
@@ -74,11 +72,10 @@ fn hairpin_reaches_mappings_from_the_router_itself() {
     ));
     assert_eq!(got.server, addr("192.168.1.66:80"), "{got:?}");
 }
+}
 
-#[test]
-fn the_routers_lan_side_services_are_never_taken_over() {
-    require_root!();
-    let t = Topology::new(PORTMAP, "hp-own");
+every_backend! {
+fn the_routers_lan_side_services_are_never_taken_over(t) {
     let _web = t.tcp_server("192.168.1.66:80");
     // The router runs its own service on 8080 — the mapped port — on its LAN address and loopback.
     let _own_lan = Server::tcp(&t.router, SocketAddrV4::new(ROUTER_LAN, 8080));
@@ -110,6 +107,7 @@ fn the_routers_lan_side_services_are_never_taken_over() {
     ));
     assert_eq!(got.server, addr("192.168.1.66:80"));
 }
+}
 
 #[test]
 fn hairpin_false_turns_reflection_off() {
@@ -139,10 +137,8 @@ fn hairpin_false_turns_reflection_off() {
     t.plan_json().expect_code(0);
 }
 
-#[test]
-fn masquerade_shows_lan_traffic_as_the_routers_address() {
-    require_root!();
-    let t = Topology::new(PORTMAP, "masq");
+every_backend! {
+fn masquerade_shows_lan_traffic_as_the_routers_address(t) {
     // A server on the internet side; the client namespace has no route to the LAN, so without
     // masquerade the LAN host's packets would get no answer.
     let internet = Server::tcp(&t.client, SocketAddrV4::new(CLIENT, 9000));
@@ -164,6 +160,7 @@ fn masquerade_shows_lan_traffic_as_the_routers_address() {
         Some(std::net::IpAddr::V4(WAN))
     );
     t.plan_json().expect_code(0);
+}
 }
 
 #[test]
@@ -223,13 +220,11 @@ fn masquerade_leaves_ipv6_routed() {
     assert_eq!(got.peer.ip(), std::net::IpAddr::V4(WAN), "{got:?}");
 }
 
+every_backend! {
 /// Refused means dropped on every way in: with hairpin, a LAN host and the router itself that are
 /// outside `allow_from` reach neither the inner host nor the router's own service on the mapped
 /// port of its public address, while a listed LAN host is reflected as usual.
-#[test]
-fn hairpin_and_router_local_sources_outside_allow_from_are_dropped() {
-    require_root!();
-    let t = Topology::new(PORTMAP, "hp-refused");
+fn hairpin_and_router_local_sources_outside_allow_from_are_dropped(t) {
     let inner = t.tcp_server("192.168.1.66:80");
     let router_service = Server::tcp(&t.router, SocketAddr::from((WAN, 8080)));
     let yaml = "wan: { interfaces: [wan0] }\nlan: { interfaces: [lan0] }\nhairpin: true\n\
@@ -262,4 +257,5 @@ fn hairpin_and_router_local_sources_outside_allow_from_are_dropped() {
     ));
     assert_eq!(got.server, addr("192.168.1.66:80"));
     assert!(router_service.seen().is_empty());
+}
 }

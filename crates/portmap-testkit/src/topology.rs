@@ -90,6 +90,8 @@ pub struct Topology {
     /// Scratch directory for configuration and plan files.
     pub dir: TempDir,
     portmap: Portmap,
+    /// The `--backend` every `portmap` run of this lab passes.
+    backend: &'static str,
 }
 
 impl Topology {
@@ -129,7 +131,26 @@ impl Topology {
             lan,
             dir,
             portmap,
+            backend: "nft",
         }
+    }
+
+    /// The same lab, with every `portmap` run passing `--backend backend` (`nft`,
+    /// `iptables-legacy`, `iptables-nft`).
+    #[must_use]
+    pub fn with_backend(mut self, backend: &'static str) -> Topology {
+        self.backend = backend;
+        self
+    }
+
+    /// The backend this lab's `portmap` runs use.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// Whether the lab runs the nft backend (whose table [`Topology::table`] lists).
+    pub fn is_nft(&self) -> bool {
+        self.backend == "nft"
     }
 
     /// The lab of [`Topology::new`] with IPv6 on every link as well (see the module docs).
@@ -292,7 +313,7 @@ impl Topology {
 
     /// Like [`Topology::portmap`] with options (stdin, working directory).
     pub fn portmap_with(&self, opts: &RunOptions<'_>, args: &[&str]) -> Run {
-        let mut full = vec!["--netns", self.router.name()];
+        let mut full = vec!["--netns", self.router.name(), "--backend", self.backend];
         full.extend_from_slice(args);
         self.portmap.run_with(opts, &full)
     }

@@ -88,8 +88,9 @@ fn everything(t: &Topology) -> String {
     )
 }
 
-fn the_router_behaves_the_same_through(backend: &str) {
-    let t = Topology::new(PORTMAP, &format!("be-{}", backend.replace("iptables", "ipt")));
+fn the_router_behaves_the_same_through(backend: &'static str) {
+    let t =
+        Topology::new(PORTMAP, &format!("be-{}", backend.replace("iptables", "ipt"))).with_backend(backend);
     let _web = t.tcp_server("192.168.1.66:80");
     let _dns = t.udp_server("192.168.1.66:53");
     let _cam = t.tcp_server("192.168.1.70:7001");
@@ -104,7 +105,7 @@ fn the_router_behaves_the_same_through(backend: &str) {
 
     let path = t.write_config(&config(MAPPINGS));
     let file = path_str(&path);
-    let run = t.portmap(&["--backend", backend, "apply", "-c", file, "--auto-approve"]);
+    let run = t.portmap(&["apply", "-c", file, "--auto-approve"]);
     run.success();
     assert!(run.stdout.contains("Apply complete: 4 created"), "{run}");
 
@@ -120,12 +121,9 @@ fn the_router_behaves_the_same_through(backend: &str) {
         router_service.seen()
     );
 
-    t.portmap(&["--backend", backend, "plan", "-c", file, "--detailed-exitcode"])
+    t.portmap(&["plan", "-c", file, "--detailed-exitcode"])
         .expect_code(0);
-    let status = t
-        .portmap(&["--backend", backend, "status", "--json"])
-        .success()
-        .json();
+    let status = t.portmap(&["status", "--json"]).success().json();
     assert_eq!(status["state"], "intact", "{status:#}");
     assert_eq!(status["mappings"].as_array().map(Vec::len), Some(4), "{status:#}");
     assert!(
@@ -133,8 +131,7 @@ fn the_router_behaves_the_same_through(backend: &str) {
         "{status:#}"
     );
 
-    t.portmap(&["--backend", backend, "destroy", "--auto-approve"])
-        .success();
+    t.portmap(&["destroy", "--auto-approve"]).success();
     t.assert_tcp_blocked(CLIENT, 8080);
     assert_eq!(
         everything(&t),

@@ -1,6 +1,9 @@
 //! Changes that take effect for flows already in flight: after an apply that retargets a mapping, a
 //! UDP flow from a fixed source port follows the new target on its next datagram, while a TCP
 //! connection of an untouched mapping carries on. `--keep-conntrack` leaves flows alone.
+//!
+//! The tests written `every_backend! { … }` run once per backend (nft, iptables-legacy,
+//! iptables-nft).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
@@ -68,13 +71,11 @@ fn echo(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream, text: &str) -
     line.trim_end().to_owned()
 }
 
-#[test]
-fn a_live_udp_flow_follows_a_changed_target_and_tcp_of_others_survives() {
-    require_root!();
-    let t = Topology::new(PORTMAP, "ct-follow");
+every_backend! {
+fn a_live_udp_flow_follows_a_changed_target_and_tcp_of_others_survives(t) {
     let _old = t.udp_server("192.168.1.66:5060");
     let _new = t.udp_server("192.168.1.71:5060");
-    echo_server(&t, "192.168.1.66:80".parse().expect("addr"));
+    echo_server(t, "192.168.1.66:80".parse().expect("addr"));
     t.apply(&config("192.168.1.66")).success();
 
     // A TCP connection of the untouched mapping, open across the apply.
@@ -94,7 +95,7 @@ fn a_live_udp_flow_follows_a_changed_target_and_tcp_of_others_survives() {
     let mut reader = BufReader::new(stream);
     assert_eq!(echo(&mut reader, &mut writer, "before"), "echo before");
 
-    let phone = fixed_port_client(&t);
+    let phone = fixed_port_client(t);
     assert_eq!(ask(&phone), "192.168.1.66:5060".parse().unwrap());
     assert_eq!(ask(&phone), "192.168.1.66:5060".parse().unwrap());
 
@@ -107,15 +108,14 @@ fn a_live_udp_flow_follows_a_changed_target_and_tcp_of_others_survives() {
     // The untouched mapping's TCP connection is still the same, working connection.
     assert_eq!(echo(&mut reader, &mut writer, "after"), "echo after");
 }
+}
 
-#[test]
-fn keep_conntrack_leaves_live_flows_on_the_old_target() {
-    require_root!();
-    let t = Topology::new(PORTMAP, "ct-keep");
+every_backend! {
+fn keep_conntrack_leaves_live_flows_on_the_old_target(t) {
     let _old = t.udp_server("192.168.1.66:5060");
     let _new = t.udp_server("192.168.1.71:5060");
     t.apply(&config("192.168.1.66")).success();
-    let phone = fixed_port_client(&t);
+    let phone = fixed_port_client(t);
     assert_eq!(ask(&phone), "192.168.1.66:5060".parse().unwrap());
 
     let path = t.write_config(&config("192.168.1.71"));
@@ -142,14 +142,13 @@ fn keep_conntrack_leaves_live_flows_on_the_old_target() {
     let fresh = Reply::parse(&fresh.expect("answer")).expect("identity");
     assert_eq!(fresh.server, "192.168.1.71:5060".parse().unwrap());
 }
+}
 
-#[test]
-fn destroy_ends_live_flows_too() {
-    require_root!();
-    let t = Topology::new(PORTMAP, "ct-destroy");
+every_backend! {
+fn destroy_ends_live_flows_too(t) {
     let old = t.udp_server("192.168.1.66:5060");
     t.apply(&config("192.168.1.66")).success();
-    let phone = fixed_port_client(&t);
+    let phone = fixed_port_client(t);
     assert_eq!(ask(&phone), "192.168.1.66:5060".parse().unwrap());
     let seen = old.seen().len();
 
@@ -168,6 +167,7 @@ fn destroy_ends_live_flows_too() {
         "nobody should answer after destroy"
     );
     assert_eq!(old.seen().len(), seen, "the old target must not get the datagram");
+}
 }
 
 /// An apply killed after its transaction landed but before it removed the stale tracked

@@ -19,15 +19,24 @@ const PORTMAP: Portmap = Portmap::new(env!("CARGO_BIN_EXE_portmap"));
 /// `if t.is_nft()`.
 macro_rules! every_backend {
     ($(#[doc = $doc:literal])* fn $name:ident($t:ident) $body:block) => {
+        every_backend!(@lab new; $(#[doc = $doc])* fn $name($t) $body);
+    };
+    // `ipv6;` first: the lab of `Topology::with_ipv6`.
+    (ipv6; $(#[doc = $doc:literal])* fn $name:ident($t:ident) $body:block) => {
+        every_backend!(@lab with_ipv6; $(#[doc = $doc])* fn $name($t) $body);
+    };
+    (@lab $make:ident; $(#[doc = $doc:literal])* fn $name:ident($t:ident) $body:block) => {
         $(#[doc = $doc])*
         mod $name {
             #[allow(unused_imports)]
             use super::*;
 
+            // The test's body: unwrap is as welcome here as in the #[test] functions below.
+            #[allow(clippy::unwrap_used)]
             fn check($t: &portmap_testkit::Topology) $body
 
             fn lab(backend: &'static str) -> portmap_testkit::Topology {
-                portmap_testkit::Topology::new(crate::PORTMAP, stringify!($name)).with_backend(backend)
+                portmap_testkit::Topology::$make(crate::PORTMAP, stringify!($name)).with_backend(backend)
             }
 
             #[test]

@@ -39,7 +39,7 @@ pub use model::{
 };
 pub use plan::{
     Change, Counts, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, SettingChange,
-    StaleFlows, TableAction, describe_forwards, describe_runs, fold_forwards, plan,
+    StaleFlows, TableAction, TrackedFlow, describe_forwards, describe_runs, fold_forwards, plan,
 };
 pub use render::{MappingSummary, plan_json, render_plan, render_status, render_warnings, status_json};
 pub use validate::{

@@ -287,6 +287,41 @@ pub struct StaleFlows {
     pub unless_from: Option<Vec<ipnet::IpNet>>,
 }
 
+/// A tracked connection as far as [`StaleFlows::covers`] needs it (the backends read it from
+/// conntrack).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackedFlow {
+    /// Whether the kernel DNAT-ed it (conntrack status `IPS_DST_NAT`).
+    pub dnat: bool,
+    /// IP protocol number of the original direction.
+    pub proto: u8,
+    /// Source address of the original direction (the client).
+    pub src: IpAddr,
+    /// Destination port of the original direction (the mapped port).
+    pub dst_port: Option<u16>,
+    /// Source address of the reply direction (who answers: the inner host).
+    pub reply_src: IpAddr,
+    /// Source port of the reply direction.
+    pub reply_src_port: Option<u16>,
+}
+
+impl StaleFlows {
+    /// Whether `flow` was DNAT-ed through this forward and is to go: same protocol and original
+    /// destination port, answered by the forward's target, and not from a source that may stay.
+    pub fn covers(&self, flow: &TrackedFlow) -> bool {
+        let f = &self.forward;
+        flow.dnat
+            && flow.proto == f.transport.number()
+            && flow.dst_port == Some(f.port)
+            && flow.reply_src == f.to
+            && flow.reply_src_port == Some(f.to_port)
+            && !self
+                .unless_from
+                .as_ref()
+                .is_some_and(|keep| keep.iter().any(|net| net.contains(&flow.src)))
+    }
+}
+
 /// Compare the configuration with the kernel. Pure and total.
 pub fn plan(model: &Model, observed: &Observed) -> Plan {
     let table_action = match &observed.state {

@@ -677,3 +677,55 @@ fn warnings_name_what_stands_in_the_way() {
         "no IPv4 mapping, no IPv4 warning: {text}"
     );
 }
+
+#[test]
+fn stale_flows_cover_exactly_the_dnat_flows_of_their_forward() {
+    let forward = Forward {
+        transport: Transport::Udp,
+        port: 5060,
+        to: ip("192.168.1.66"),
+        to_port: 5060,
+    };
+    let flow = portmap_core::TrackedFlow {
+        dnat: true,
+        proto: 17,
+        src: ip("203.0.113.2"),
+        dst_port: Some(5060),
+        reply_src: ip("192.168.1.66"),
+        reply_src_port: Some(5060),
+    };
+    let all = portmap_core::StaleFlows {
+        mapping: "voip".into(),
+        forward,
+        unless_from: None,
+    };
+    assert!(all.covers(&flow));
+    for other in [
+        portmap_core::TrackedFlow { dnat: false, ..flow },
+        portmap_core::TrackedFlow { proto: 6, ..flow },
+        portmap_core::TrackedFlow {
+            dst_port: Some(5061),
+            ..flow
+        },
+        portmap_core::TrackedFlow {
+            reply_src: ip("192.168.1.67"),
+            ..flow
+        },
+        portmap_core::TrackedFlow {
+            reply_src_port: Some(5062),
+            ..flow
+        },
+    ] {
+        assert!(!all.covers(&other), "{other:?}");
+    }
+    // A narrowed allow-list keeps the flows of the sources it still admits.
+    let narrowed = portmap_core::StaleFlows {
+        unless_from: Some(vec!["203.0.113.0/24".parse().expect("prefix")]),
+        ..all
+    };
+    assert!(!narrowed.covers(&flow));
+    assert!(narrowed.covers(&portmap_core::TrackedFlow {
+        src: ip("198.51.100.9"),
+        ..flow
+    }));
+}

@@ -235,18 +235,16 @@ fn check_interfaces(settings: &portmap_core::Settings) -> Result<(), Error> {
     }
 }
 
-/// Whether `flow` was DNAT-ed through the forward `stale` names (as the nft backend decides).
+/// Whether `flow` was DNAT-ed through the forward `stale` names (see [`StaleFlows::covers`]).
 fn flow_is_stale(flow: &Flow, stale: &StaleFlows) -> bool {
-    let f = &stale.forward;
-    flow.status & conntrack::status::DST_NAT != 0
-        && flow.original.proto == f.transport.number()
-        && flow.original.dst_port == Some(f.port)
-        && flow.reply.src == f.to
-        && flow.reply.src_port == Some(f.to_port)
-        && !stale
-            .unless_from
-            .as_ref()
-            .is_some_and(|keep| keep.iter().any(|net| net.contains(&flow.original.src)))
+    stale.covers(&portmap_core::TrackedFlow {
+        dnat: flow.status & conntrack::status::DST_NAT != 0,
+        proto: flow.original.proto,
+        src: flow.original.src,
+        dst_port: flow.original.dst_port,
+        reply_src: flow.reply.src,
+        reply_src_port: flow.reply.src_port,
+    })
 }
 
 impl IptablesBackend {

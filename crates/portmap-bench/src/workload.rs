@@ -102,19 +102,18 @@ pub fn last_port(n: usize) -> u16 {
     mappings(n).last().map_or(0, |m| m.port)
 }
 
-/// The same forwards as `n` linear DNAT rules in their own table, for the reference dataplane: one
-/// rule per (protocol, port), tested in order, so the last mapping is the last rule.
-pub fn linear_ruleset(n: usize) -> String {
-    let mut s = String::with_capacity(n * 80);
-    s.push_str("table ip linear {\n\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n");
+/// Every (protocol, external port, target address, target port) of the workload of `n` forwards, in
+/// mapping order (the last mapping last): what the linear reference rulesets hold, one rule each.
+fn linear_forwards(n: usize) -> Vec<(&'static str, u16, String, u16)> {
+    let mut out = Vec::new();
     for m in mappings(n) {
         let to = target(m.index, n);
-        let protos: &[&str] = match m.protocol {
+        let protos: &[&'static str] = match m.protocol {
             "both" => &["tcp", "udp"],
             "udp" => &["udp"],
             _ => &["tcp"],
         };
-        for p in protos {
+        for &p in protos {
             for k in 0..m.len {
                 let to_port = if m.index + 1 == n {
                     80
@@ -123,13 +122,20 @@ pub fn linear_ruleset(n: usize) -> String {
                 } else {
                     10000 + k
                 };
-                let _ = writeln!(
-                    s,
-                    "\t\tiifname \"wan0\" {p} dport {} dnat to {to}:{to_port}",
-                    m.port + k
-                );
+                out.push((p, m.port + k, to.clone(), to_port));
             }
         }
+    }
+    out
+}
+
+/// The same forwards as `n` linear DNAT rules in their own table, for the reference dataplane: one
+/// rule per (protocol, port), tested in order, so the last mapping is the last rule.
+pub fn linear_ruleset(n: usize) -> String {
+    let mut s = String::with_capacity(n * 80);
+    s.push_str("table ip linear {\n\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n");
+    for (p, port, to, to_port) in linear_forwards(n) {
+        let _ = writeln!(s, "\t\tiifname \"wan0\" {p} dport {port} dnat to {to}:{to_port}");
     }
     s.push_str("\t}\n}\n");
     s
@@ -141,29 +147,11 @@ pub fn linear_ruleset(n: usize) -> String {
 pub fn linear_iptables(n: usize) -> String {
     let mut s = String::with_capacity(n * 90);
     s.push_str("*nat\n");
-    for m in mappings(n) {
-        let to = target(m.index, n);
-        let protos: &[&str] = match m.protocol {
-            "both" => &["tcp", "udp"],
-            "udp" => &["udp"],
-            _ => &["tcp"],
-        };
-        for p in protos {
-            for k in 0..m.len {
-                let to_port = if m.index + 1 == n {
-                    80
-                } else if m.len == 1 {
-                    m.port
-                } else {
-                    10000 + k
-                };
-                let _ = writeln!(
-                    s,
-                    "-A PREROUTING -i wan0 -p {p} -m {p} --dport {} -j DNAT --to-destination {to}:{to_port}",
-                    m.port + k
-                );
-            }
-        }
+    for (p, port, to, to_port) in linear_forwards(n) {
+        let _ = writeln!(
+            s,
+            "-A PREROUTING -i wan0 -p {p} -m {p} --dport {port} -j DNAT --to-destination {to}:{to_port}"
+        );
     }
     s.push_str("COMMIT\n");
     s

@@ -621,6 +621,16 @@ pub(crate) fn reading(scalar: &Scalar) -> String {
 mod tests {
     use super::*;
 
+    /// The errors of a text refused whole (no tree), with their positions.
+    fn refusal(parsed: &Parsed) -> Vec<(Pos, &str)> {
+        assert!(parsed.root.is_none(), "{:?}", parsed.root);
+        parsed
+            .errors
+            .iter()
+            .map(|e| (e.pos, e.message.as_str()))
+            .collect()
+    }
+
     fn messages(text: &str) -> Vec<(Pos, String)> {
         parse(text)
             .errors
@@ -817,12 +827,7 @@ mod tests {
             ),
         ] {
             let parsed = parse(&text);
-            assert!(parsed.root.is_none());
-            let got: Vec<_> = parsed
-                .errors
-                .iter()
-                .map(|e| (e.pos, e.message.as_str()))
-                .collect();
+            let got = refusal(&parsed);
             assert_eq!(
                 got,
                 vec![(
@@ -846,12 +851,7 @@ mod tests {
         };
         let text = "- 1\n".repeat(2000);
         let parsed = parse_within(&text, limits);
-        assert!(parsed.root.is_none());
-        let got: Vec<_> = parsed
-            .errors
-            .iter()
-            .map(|e| (e.pos, e.message.as_str()))
-            .collect();
+        let got = refusal(&parsed);
         assert_eq!(
             got,
             vec![(
@@ -883,12 +883,7 @@ mod tests {
             (format!("a: x{}\n", "y".repeat(5000)), (1, 2)),
         ] {
             let parsed = parse_within(&text, limits);
-            assert!(parsed.root.is_none());
-            let got: Vec<_> = parsed
-                .errors
-                .iter()
-                .map(|e| (e.pos, e.message.as_str()))
-                .collect();
+            let got = refusal(&parsed);
             assert_eq!(
                 got,
                 vec![(

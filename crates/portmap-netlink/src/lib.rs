@@ -36,6 +36,6 @@ pub use batch::Batch;
 pub use conntrack::{Conntrack, Flow, Icmp, L3, Tuple};
 pub use error::Error;
 pub use link::{Interface, interfaces};
-pub use netns::{Netns, boot_id, inode as netns_inode};
+pub use netns::{Netns, boot_id, identity as netns_identity, inode as netns_inode};
 pub use object::*;
 pub use socket::Socket;

@@ -168,6 +168,19 @@ pub fn inode(netns: &Netns) -> Result<u64, Error> {
     })
 }
 
+/// The identity of `netns` as a file system sees it: the device and inode numbers of its
+/// namespace file (`stat -L /proc/self/ns/net`). The same for every path that leads to one
+/// namespace; what a lock or a record about one namespace is keyed on, since names can be reused
+/// and one namespace can have several.
+pub fn identity(netns: &Netns) -> Result<(u64, u64), Error> {
+    use std::os::unix::fs::MetadataExt;
+    run_in(netns, || {
+        std::fs::metadata("/proc/thread-self/ns/net")
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|e| Error::io("reading the network namespace's identity", e))
+    })
+}
+
 /// The kernel's boot id: a random UUID made at every boot, so different on every host and after
 /// every reboot.
 pub fn boot_id() -> Result<String, Error> {

@@ -18,6 +18,8 @@
 
 #![warn(missing_docs)]
 
+pub mod confirm;
+mod lock;
 mod session;
 
 // Reading and checking a configuration.
@@ -49,6 +51,8 @@ pub use portmap_core::{ApplyReport, Backend, Netns};
 pub use portmap_iptables::{IptablesBackend, Variant as IptablesVariant};
 pub use portmap_nft::{DEFAULT_TABLE, NftBackend};
 pub use session::{ApplyOptions, CONVERGE_ATTEMPTS, Destroyed, Outcome, Session};
+// Taking turns with other writers.
+pub use lock::{DEFAULT_LOCK_TIMEOUT, Holder, Lock, LockError, LockKey, RUN_DIR, RUN_DIR_ENV, RunDir};
 
 /// Which kernel backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -143,6 +147,13 @@ pub enum Error {
     /// A fresh plan was not approved.
     #[error("cancelled; nothing was changed")]
     Declined,
+    /// The write lock could not be had (another writer held it too long, or the run directory is
+    /// unusable).
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// Confirm-or-rollback refused or failed.
+    #[error(transparent)]
+    Confirm(#[from] confirm::ConfirmError),
 }
 
 impl Error {

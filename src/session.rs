@@ -175,11 +175,26 @@ impl<B: Backend> Session<B> {
         &mut self,
         model: &Model,
         options: &ApplyOptions,
+        approve: impl FnMut(&Plan, usize) -> bool,
+    ) -> Result<Outcome, Error> {
+        self.converge_prepared(model, options, approve, |_, _| Ok(()))
+    }
+
+    /// [`Session::converge_approved`] calling `prepare` right before each commit with the plan and
+    /// the observation it was made from — the exact state the commit changes, since the commit is
+    /// refused if the kernel moved past it. An error from `prepare` stops applying with nothing
+    /// committed. (`apply --confirm` snapshots the table there.)
+    pub fn converge_prepared(
+        &mut self,
+        model: &Model,
+        options: &ApplyOptions,
         mut approve: impl FnMut(&Plan, usize) -> bool,
+        mut prepare: impl FnMut(&Plan, &Observed) -> Result<(), Error>,
     ) -> Result<Outcome, Error> {
         let mut approved: Option<Plan> = None;
         for attempt in 1..=CONVERGE_ATTEMPTS {
-            let plan = plan(model, &self.observe()?);
+            let observed = self.observe()?;
+            let plan = plan(model, &observed);
             if plan.is_empty() {
                 return Ok(Outcome {
                     plan,
@@ -193,6 +208,7 @@ impl<B: Backend> Session<B> {
                 }
                 approved = Some(plan.clone());
             }
+            prepare(&plan, &observed)?;
             match self.apply(&plan, options) {
                 Ok(report) => {
                     return Ok(Outcome {

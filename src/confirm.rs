@@ -131,6 +131,7 @@ impl Pending {
         };
         let restores = match &self.before {
             None => "no table (it would be removed)".to_owned(),
+            Some(c) if c.mappings.len() == 1 => "1 mapping".to_owned(),
             Some(c) => format!("{} mappings", c.mappings.len()),
         };
         if left.is_zero() {
@@ -524,7 +525,7 @@ fn restore<B: Backend>(session: &mut Session<B>, pending: &Pending) -> Result<(V
                 return Ok((
                     Verdict::RolledBack,
                     format!(
-                        "restored the snapshot in one transaction: {} mappings created, {} changed, {} deleted, {} repaired{}",
+                        "restored the snapshot in one transaction: {} created, {} changed, {} deleted, {} repaired{}",
                         c.create,
                         c.update,
                         c.delete,

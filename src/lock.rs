@@ -393,13 +393,26 @@ pub(crate) fn command_line(pid: u32) -> Option<String> {
         return None;
     }
     let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let words: Vec<String> = bytes
+    let mut words: Vec<String> = bytes
         .split(|&b| b == 0)
         .filter(|w| !w.is_empty())
         .map(|w| String::from_utf8_lossy(w).into_owned())
         .collect();
-    Some(portmap_core::shown_arg(&words.join(" ")))
+    // The program by its name, not its path: `portmap apply -c /etc/portmap/portmap.yaml`.
+    if let Some(first) = words.first_mut()
+        && let Some((_, name)) = first.rsplit_once('/')
+    {
+        *first = name.to_owned();
+    }
+    let line = portmap_core::shown_origin(&words.join(" "));
+    Some(match line.char_indices().nth(COMMAND_CHARS) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    })
 }
+
+/// How much of a command line a message shows.
+const COMMAND_CHARS: usize = 200;
 
 /// Whether `pid` is a running (not zombie) process.
 pub(crate) fn process_alive(pid: u32) -> bool {

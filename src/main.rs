@@ -7,7 +7,7 @@ use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -15,6 +15,8 @@ use portmap::{
     BackendKind, Backends, MAX_CONFIG_BYTES, MAX_PLAN_BYTES, Model, Netns, Plan, Session, shown_arg,
     shown_size,
 };
+
+mod cli_confirm;
 
 /// Declarative port forwarding for Linux routers: plan and apply nftables or iptables DNAT mappings.
 #[derive(Debug, Parser)]
@@ -32,6 +34,11 @@ struct Cli {
     /// Kernel backend: nft, or iptables (legacy or nft variant; see docs/iptables.md).
     #[arg(long, global = true, value_enum, default_value_t = BackendArg::Nft)]
     backend: BackendArg,
+
+    /// How long a command that writes waits for another writer of the same namespace and table
+    /// (e.g. 60s, 500ms, 2m; 0: do not wait).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "60s", value_parser = cli_confirm::parse_duration)]
+    lock_timeout: Duration,
 
     #[command(subcommand)]
     command: Command,
@@ -97,6 +104,21 @@ enum Command {
         /// old target until they end).
         #[arg(long)]
         keep_conntrack: bool,
+        /// Roll the change back after SECONDS unless `portmap confirm` (or `yes` on the terminal)
+        /// keeps it; a detached watchdog does the rollback, whatever happens to this process.
+        #[arg(long, value_name = "SECONDS", conflicts_with = "planfile")]
+        confirm: Option<u64>,
+    },
+    /// Keep a change applied with `apply --confirm` (stops its rollback).
+    Confirm,
+    /// Undo a change applied with `apply --confirm` now, instead of at its deadline.
+    Rollback,
+    /// The watchdog `apply --confirm` starts (internal).
+    #[command(hide = true)]
+    ConfirmWatchdog {
+        /// The confirmation to watch.
+        #[arg(long)]
+        id: String,
     },
     /// Show the mappings the kernel holds now.
     Status {
@@ -257,9 +279,11 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             planfile,
             auto_approve,
             keep_conntrack,
+            confirm: confirm_seconds,
         } => {
             let options = portmap::ApplyOptions::keep_conntrack(*keep_conntrack);
             let mut started = Instant::now();
+            let mut guard = None;
             let (plan, report) = if let Some(path) = planfile {
                 let bytes = read_limited(path, "plan file", MAX_PLAN_BYTES)?;
                 let text = String::from_utf8(bytes).map_err(|_| {
@@ -273,6 +297,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                     return Ok(ExitStatus::Success);
                 }
                 // A saved plan is the approval (as with terraform).
+                let _lock = cli_confirm::lock(cli, kind)?;
                 let report = backend.apply_saved(&plan, &options)?;
                 (plan, report)
             } else {
@@ -281,11 +306,16 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                     .unwrap_or_else(|| PathBuf::from("/etc/portmap/portmap.yaml"));
                 let model = load(&path)?;
                 let mut backend = open(cli, kind)?;
+                // Writers take turns; the plan is made once the lock is ours.
+                let lock = cli_confirm::lock(cli, kind)?;
+                if let Some(seconds) = confirm_seconds {
+                    guard = Some(cli_confirm::Guard::new(cli, kind, *seconds, backend.name())?);
+                }
                 // A fresh plan is shown and confirmed; when another program changes the ruleset
                 // before the transaction, portmap plans again and asks again only if the changes
                 // differ from what was approved.
                 let mut refusal = None;
-                let outcome = backend.converge_approved(&model, &options, |plan, attempt| {
+                let approve = |plan: &Plan, attempt: usize| {
                     let shown = if attempt > 1 {
                         sayln!("\nAnother program changed the ruleset in the meantime; planned again:\n")
                     } else {
@@ -303,11 +333,26 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                     }
                     started = Instant::now();
                     true
-                });
+                };
+                let outcome = match guard.as_mut() {
+                    Some(g) => backend.converge_prepared(&model, &options, approve, |plan, observed| {
+                        g.prepare(&lock, plan, observed)
+                    }),
+                    None => backend.converge_approved(&model, &options, approve),
+                };
+                if outcome.is_err()
+                    && let Some(g) = &guard
+                {
+                    g.failed(&lock);
+                }
+                drop(lock);
                 match outcome {
                     Ok(o) if o.plan.is_empty() => {
                         print_plan(&o.plan, color)?;
-                        return Ok(ExitStatus::Success);
+                        return match guard {
+                            Some(g) => g.armed(cli, kind),
+                            None => Ok(ExitStatus::Success),
+                        };
                     }
                     Ok(o) => (o.plan, o.report),
                     Err(portmap::Error::Declined) => {
@@ -350,18 +395,28 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                     n => format!("; {n} stale tracked connections removed"),
                 }
             )?;
-            Ok(ExitStatus::Success)
+            match guard {
+                Some(g) => g.armed(cli, kind),
+                None => {
+                    cli_confirm::note_pending(cli, kind);
+                    Ok(ExitStatus::Success)
+                }
+            }
         }
+        Command::Confirm => cli_confirm::confirm(cli, kind),
+        Command::Rollback => cli_confirm::rollback(cli, kind),
+        Command::ConfirmWatchdog { id } => cli_confirm::watchdog(cli, kind, id),
         Command::Status { json } => {
             let mut backend = open(cli, kind)?;
             let observed = backend.observe()?;
+            let (confirm_text, confirm_json) = cli_confirm::status(cli, kind)?;
             if *json {
-                sayln!(
-                    "{}",
-                    serde_json::to_string_pretty(&portmap::status_json(&observed))?
-                )?;
+                let mut value = portmap::status_json(&observed);
+                value["confirm"] = confirm_json;
+                sayln!("{}", serde_json::to_string_pretty(&value)?)?;
             } else {
                 say(&portmap::render_status(&observed, color))?;
+                say(&confirm_text)?;
             }
             Ok(ExitStatus::Success)
         }
@@ -370,6 +425,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             keep_conntrack,
         } => {
             let mut backend = open(cli, kind)?;
+            let _lock = cli_confirm::lock(cli, kind)?;
             let observed = backend.observe()?;
             if observed.state == portmap::TableState::Missing {
                 sayln!("Nothing to destroy: table {} does not exist.", observed.table)?;
@@ -397,6 +453,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 )?,
                 Some(_) => sayln!("Destroyed table {}.", observed.table)?,
             }
+            cli_confirm::note_pending(cli, kind);
             Ok(ExitStatus::Success)
         }
     }

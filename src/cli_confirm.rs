@@ -285,8 +285,8 @@ fn report(settled: &Settled) -> Result<ExitStatus> {
 }
 
 /// Start the watchdog: this very binary (`/proc/self/exe`) in a session of its own, with no
-/// terminal, standard streams on /dev/null, SIGHUP ignored, working directory `/`, and the
-/// namespace held open as descriptor 3, so that it acts on this namespace even if its name is
+/// terminal, standard streams on /dev/null, SIGHUP ignored, working directory `/`, no other
+/// inherited descriptor but the namespace, held open as descriptor 3, so that it acts on this namespace even if its name is
 /// given to another later.
 fn spawn_watchdog(netns: &Netns, table: &str, backend: &str, id: &str) -> Result<ProcessId> {
     let ns_path = match netns {
@@ -313,7 +313,7 @@ fn spawn_watchdog(netns: &Netns, table: &str, backend: &str, id: &str) -> Result
         .stderr(Stdio::null())
         .current_dir("/");
     // SAFETY: between fork and exec only async-signal-safe calls (setsid, signal, dup2, fcntl,
-    // umask) on values computed before the fork.
+    // close_range or close, umask) on values computed before the fork.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() == -1 {
@@ -324,6 +324,13 @@ fn spawn_watchdog(netns: &Netns, table: &str, backend: &str, id: &str) -> Result
                 libc::fcntl(3, libc::F_SETFD, 0);
             } else if libc::dup2(ns_fd, 3) == -1 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // Nothing else of the parent's: an inherited terminal or socket would keep the
+            // parent's session alive, or tie the watchdog to it.
+            if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) != 0 {
+                for fd in 4..1024 {
+                    libc::close(fd);
+                }
             }
             libc::umask(0o077);
             Ok(())

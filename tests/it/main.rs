@@ -69,6 +69,7 @@ mod damage;
 mod e2e;
 mod harness;
 mod ipv6;
+mod locking;
 mod router;
 mod scale;
 mod trust;

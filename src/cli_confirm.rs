@@ -4,6 +4,7 @@
 //! and what `status` adds. The decisions are the library's (`portmap::confirm`, `portmap::Lock`);
 //! this module prints, asks and starts processes.
 
+use std::fmt::Write as _;
 use std::io::BufRead;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -12,7 +13,7 @@ use std::process::{Command as Process, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use portmap::confirm::{Confirmation, Pending, ProcessId, Settled, Verdict, timestamp};
+use portmap::confirm::{ConfirmRequest, Confirmation, Pending, ProcessId, Settled, Verdict, timestamp};
 use portmap::{BackendKind, Lock, LockKey, Netns, Observed, Plan, RunDir};
 
 use crate::{Cli, ExitStatus, netns_of, open, say, tell};
@@ -27,7 +28,9 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         )
     };
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let value: f64 = number.parse().map_err(|_| bad())?;
     let scale = match unit.trim() {
@@ -88,7 +91,9 @@ impl Guard {
     pub(crate) fn new(cli: &Cli, kind: BackendKind, seconds: u64, backend: &'static str) -> Result<Guard> {
         let store = Confirmation::new(RunDir::from_env(), key(cli, kind)?);
         if let Some(other) = store.pending()? {
-            return Err(portmap::Error::from(portmap::confirm::ConfirmError::AlreadyPending(other.describe())).into());
+            return Err(
+                portmap::Error::from(portmap::confirm::ConfirmError::AlreadyPending(other.describe())).into(),
+            );
         }
         if !(1..=portmap::confirm::MAX_CONFIRM_SECONDS).contains(&seconds) {
             return Err(portmap::Error::from(portmap::confirm::ConfirmError::BadSeconds(seconds)).into());
@@ -105,16 +110,20 @@ impl Guard {
 
     /// Right before a commit: snapshot what the commit changes and make sure a watchdog will roll
     /// it back.
-    pub(crate) fn prepare(&mut self, lock: &Lock, plan: &Plan, observed: &Observed) -> Result<(), portmap::Error> {
-        let mut pending = self.store.prepare(
-            lock,
-            observed,
-            &plan.desired,
-            self.seconds,
-            self.backend,
-            &self.table,
-            self.pending.as_ref(),
-        )?;
+    pub(crate) fn prepare(
+        &mut self,
+        lock: &Lock,
+        plan: &Plan,
+        observed: &Observed,
+    ) -> Result<(), portmap::Error> {
+        let request = ConfirmRequest {
+            seconds: self.seconds,
+            backend: self.backend,
+            table: &self.table,
+        };
+        let mut pending =
+            self.store
+                .prepare(lock, observed, &plan.desired, &request, self.pending.as_ref())?;
         if pending.watchdog.is_none() {
             let started = spawn_watchdog(&self.netns, &self.table, self.backend, &pending.id);
             match started {
@@ -149,10 +158,7 @@ impl Guard {
             return Ok(ExitStatus::Success);
         };
         let deadline = timestamp(pending.deadline_unix_ms);
-        let how = format!(
-            "portmap{} confirm",
-            same_target(cli)
-        );
+        let how = format!("portmap{} confirm", same_target(cli));
         let stdin = std::io::stdin();
         if !std::io::IsTerminal::is_terminal(&stdin) {
             say(&format!(
@@ -167,7 +173,10 @@ impl Guard {
             "\nKeep this change? Type yes within {} s (or run `{how}` elsewhere); no, or no answer, rolls it back at {deadline}: ",
             self.seconds
         ))?;
-        let mut reminders = [60u64, 30, 10, 5].into_iter().filter(|&r| r < self.seconds).peekable();
+        let mut reminders = [60u64, 30, 10, 5]
+            .into_iter()
+            .filter(|&r| r < self.seconds)
+            .peekable();
         loop {
             let left = pending.remaining();
             if left.is_zero() {
@@ -222,10 +231,10 @@ impl Guard {
 fn same_target(cli: &Cli) -> String {
     let mut out = String::new();
     if let Some(ns) = &cli.netns {
-        out.push_str(&format!(" --netns {}", portmap::shown_arg(ns)));
+        let _ = write!(out, " --netns {}", portmap::shown_arg(ns));
     }
     if cli.table != portmap::DEFAULT_TABLE {
-        out.push_str(&format!(" --table {}", portmap::shown_arg(&cli.table)));
+        let _ = write!(out, " --table {}", portmap::shown_arg(&cli.table));
     }
     if !matches!(cli.backend, crate::BackendArg::Nft) {
         out.push_str(" --backend ");
@@ -306,12 +315,19 @@ fn spawn_watchdog(netns: &Netns, table: &str, backend: &str, id: &str) -> Result
         .with_context(|| format!("cannot open {}", ns_path.display()))?;
     let ns_fd = ns.as_raw_fd();
     let mut cmd = Process::new("/proc/self/exe");
-    cmd.args(["--netns", "/proc/self/fd/3", "--table", table, "--backend", backend])
-        .args(["confirm-watchdog", "--id", id])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .current_dir("/");
+    cmd.args([
+        "--netns",
+        "/proc/self/fd/3",
+        "--table",
+        table,
+        "--backend",
+        backend,
+    ])
+    .args(["confirm-watchdog", "--id", id])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .current_dir("/");
     // SAFETY: between fork and exec only async-signal-safe calls (setsid, signal, dup2, fcntl,
     // close_range or close, umask) on values computed before the fork.
     unsafe {
@@ -391,7 +407,9 @@ pub(crate) fn watchdog(cli: &Cli, kind: BackendKind, id: &str) -> Result<ExitSta
         "{}: watchdog for the change {id} started; it rolls the change back at the deadline unless confirmed",
         store.key()
     ));
-    match store.wait_deadline(id, || open(cli, kind).map_err(|e| portmap::Error::Backend(format!("{e:#}").into())))? {
+    match store.wait_deadline(id, || {
+        open(cli, kind).map_err(|e| portmap::Error::Backend(format!("{e:#}").into()))
+    })? {
         Some(settled) if settled.verdict == Verdict::Failed => Ok(ExitStatus::Error),
         _ => Ok(ExitStatus::Success),
     }
@@ -405,10 +423,10 @@ pub(crate) fn status(cli: &Cli, kind: BackendKind) -> Result<(String, serde_json
     let last = store.last()?;
     let mut text = String::new();
     if let Some(p) = &pending {
-        text.push_str(&format!("\nConfirmation pending: {}.\n", p.describe()));
+        let _ = write!(text, "\nConfirmation pending: {}.\n", p.describe());
     }
     if let Some(s) = &last {
-        text.push_str(&format!("\nLast confirmation: {s}\n"));
+        let _ = write!(text, "\nLast confirmation: {s}\n");
     }
     let json = serde_json::json!({
         "pending": pending.as_ref().map(|p| serde_json::json!({

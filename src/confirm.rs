@@ -117,7 +117,10 @@ impl Pending {
                 "but its watchdog (pid {}) is gone, so nothing will roll it back by itself: `portmap confirm` keeps it, `portmap rollback` undoes it",
                 w.pid
             ),
-            None => "but no watchdog was started for it: `portmap confirm` keeps it, `portmap rollback` undoes it".to_owned(),
+            None => {
+                "but no watchdog was started for it: `portmap confirm` keeps it, `portmap rollback` undoes it"
+                    .to_owned()
+            }
         };
         let left = self.remaining();
         let when = if left.is_zero() {
@@ -239,6 +242,17 @@ pub enum ConfirmError {
     BadSeconds(u64),
 }
 
+/// What `apply --confirm` asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfirmRequest<'a> {
+    /// The window, 1 to [`MAX_CONFIRM_SECONDS`].
+    pub seconds: u64,
+    /// The backend as `--backend` names it (the watchdog opens the same).
+    pub backend: &'a str,
+    /// The table (or chain prefix) as `--table` gave it.
+    pub table: &'a str,
+}
+
 /// The confirm-or-rollback state of one key in one run directory.
 #[derive(Debug, Clone)]
 pub struct Confirmation {
@@ -259,7 +273,10 @@ impl Confirmation {
 
     /// The pending record's path.
     pub fn pending_path(&self) -> PathBuf {
-        self.dir.path().join("confirm").join(format!("{}.json", self.key.stem()))
+        self.dir
+            .path()
+            .join("confirm")
+            .join(format!("{}.json", self.key.stem()))
     }
 
     fn settled_path(&self) -> PathBuf {
@@ -290,23 +307,26 @@ impl Confirmation {
     }
 
     /// Record, before the commit, that the change from `observed` to `applied` is to be confirmed
-    /// within `seconds`: the snapshot of `observed` and the deadline, under a new id (or the
-    /// `id` of a record being rewritten because the commit is tried again). Refused when another
-    /// confirmation is pending or `observed` cannot be restored exactly.
+    /// as `request` says: the snapshot of `observed` and the deadline, under a new id (or the id
+    /// of `rewrite`, the record of this same apply, when its commit is tried again). Refused when
+    /// another confirmation is pending or `observed` cannot be restored exactly.
     pub fn prepare(
         &self,
         _lock: &Lock,
         observed: &Observed,
         applied: &Model,
-        seconds: u64,
-        backend: &str,
-        table: &str,
-        id: Option<&Pending>,
+        request: &ConfirmRequest<'_>,
+        rewrite: Option<&Pending>,
     ) -> Result<Pending, ConfirmError> {
+        let &ConfirmRequest {
+            seconds,
+            backend,
+            table,
+        } = request;
         if !(1..=MAX_CONFIRM_SECONDS).contains(&seconds) {
             return Err(ConfirmError::BadSeconds(seconds));
         }
-        match (self.pending()?, id) {
+        match (self.pending()?, rewrite) {
             (Some(other), Some(ours)) if other.id == ours.id => {}
             (Some(other), _) => return Err(ConfirmError::AlreadyPending(other.describe())),
             (None, _) => {}
@@ -315,7 +335,7 @@ impl Confirmation {
         let now = unix_ms();
         let pending = Pending {
             version: RECORD_VERSION,
-            id: id.map_or_else(
+            id: rewrite.map_or_else(
                 || format!("{}-{}", std::process::id(), boot_ns()),
                 |p| p.id.clone(),
             ),
@@ -327,7 +347,7 @@ impl Confirmation {
             applied_unix_ms: now,
             deadline_unix_ms: now + seconds * 1000,
             deadline_boot_ms: boot_ms() + seconds * 1000,
-            watchdog: id.and_then(|p| p.watchdog),
+            watchdog: rewrite.and_then(|p| p.watchdog),
             before,
             applied: Config::from(applied),
         };
@@ -413,13 +433,20 @@ impl Confirmation {
                 _ => return Ok(None),
             }
         }
-        let lock = Lock::acquire(&self.key, &self.dir, Duration::from_secs(u64::MAX >> 2), |_, _| {})?;
+        let lock = Lock::acquire(
+            &self.key,
+            &self.dir,
+            Duration::from_secs(u64::MAX >> 2),
+            |_, _| {},
+        )?;
         match self.pending()? {
             Some(p) if p.id == id => {}
             _ => return Ok(None),
         }
         match open() {
-            Ok(mut session) => Ok(self.roll_back(&lock, &mut session, "the watchdog")?.map(|(_, s)| s)),
+            Ok(mut session) => Ok(self
+                .roll_back(&lock, &mut session, "the watchdog")?
+                .map(|(_, s)| s)),
             Err(e) => {
                 let pending = self.pending()?.filter(|p| p.id == id);
                 Ok(pending.map(|p| {
@@ -496,7 +523,8 @@ fn restore<B: Backend>(session: &mut Session<B>, pending: &Pending) -> Result<(V
                 portmap_core::render_plan(&since, false).trim_end()
             );
             if before.is_some() {
-                detail.push_str("\n(`portmap apply` of the old configuration puts the snapshot back by hand.)");
+                detail
+                    .push_str("\n(`portmap apply` of the old configuration puts the snapshot back by hand.)");
             }
             return Ok((Verdict::NotRolledBack, detail));
         }
@@ -509,7 +537,10 @@ fn restore<B: Backend>(session: &mut Session<B>, pending: &Pending) -> Result<(V
                         d.mappings, d.flows_cleared
                     ),
                 ),
-                None => (Verdict::RolledBack, "there was no table before, and there is none now".to_owned()),
+                None => (
+                    Verdict::RolledBack,
+                    "there was no table before, and there is none now".to_owned(),
+                ),
             });
         };
         let back = plan(before, &observed);
@@ -563,6 +594,10 @@ fn stop(watchdog: Option<ProcessId>) {
 }
 
 fn read_record<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, ConfirmError> {
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
     let mut file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
@@ -588,20 +623,22 @@ fn read_record<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, C
     if text.len() as u64 > limit {
         return Err(bad("too large".to_owned()));
     }
-    #[derive(Deserialize)]
-    struct Version {
-        version: u32,
-    }
     let v: Version = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     if v.version != RECORD_VERSION {
-        return Err(bad(format!("version {}, this portmap reads {RECORD_VERSION}", v.version)));
+        return Err(bad(format!(
+            "version {}, this portmap reads {RECORD_VERSION}",
+            v.version
+        )));
     }
-    serde_json::from_str(&text).map(Some).map_err(|e| bad(e.to_string()))
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// Write `value` as JSON to `path` through a temporary file and a rename, `0600`.
 fn write_record<T: Serialize>(path: &Path, value: &T) -> Result<(), LockError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| LockError::io(path, "cannot encode", e.into()))?;
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| LockError::io(path, "cannot encode", e.into()))?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let mut file = OpenOptions::new()
@@ -634,7 +671,10 @@ fn unix_ms() -> u64 {
 
 /// `CLOCK_BOOTTIME` in nanoseconds: monotonic, counts suspend, the same in every process.
 fn boot_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec into the one we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)

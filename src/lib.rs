@@ -150,10 +150,22 @@ pub enum Error {
     /// The write lock could not be had (another writer held it too long, or the run directory is
     /// unusable).
     #[error(transparent)]
-    Lock(#[from] LockError),
+    Lock(Box<LockError>),
     /// Confirm-or-rollback refused or failed.
     #[error(transparent)]
-    Confirm(#[from] confirm::ConfirmError),
+    Confirm(Box<confirm::ConfirmError>),
+}
+
+impl From<LockError> for Error {
+    fn from(e: LockError) -> Self {
+        Error::Lock(Box::new(e))
+    }
+}
+
+impl From<confirm::ConfirmError> for Error {
+    fn from(e: confirm::ConfirmError) -> Self {
+        Error::Confirm(Box::new(e))
+    }
 }
 
 impl Error {

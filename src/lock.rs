@@ -12,7 +12,7 @@
 //!
 //! This module knows nothing of plans or backends beyond the names that make a key.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
@@ -33,7 +33,7 @@ pub const RUN_DIR: &str = "/run/portmap";
 pub const RUN_DIR_ENV: &str = "PORTMAP_RUN_DIR";
 
 /// How long a writer waits for the lock unless told otherwise (`--lock-timeout`).
-pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// The directory of portmap's run-time state. Created `0700` on first use; an existing one must be
 /// a real directory (not a symlink) owned by the caller and writable by nobody else.
@@ -174,7 +174,10 @@ impl LockKey {
     /// The file name stem of everything kept for this key: family, namespace identity and the
     /// table name hex-escaped, e.g. `nft-ns4.4026532281-706f72746d6170`.
     pub fn stem(&self) -> String {
-        let hex: String = self.table.bytes().map(|b| format!("{b:02x}")).collect();
+        let hex = self.table.bytes().fold(String::new(), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        });
         format!("{}-ns{}.{}-{hex}", self.family, self.netns_dev, self.netns_ino)
     }
 }
@@ -469,7 +472,11 @@ mod tests {
     fn a_key_makes_a_plain_file_name_whatever_the_table_is_called() {
         assert_eq!(key("portmap").stem(), "nft-ns4.4026531840-706f72746d6170");
         let odd = key("../../etc/passwd\n");
-        assert!(odd.stem().chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+        assert!(
+            odd.stem()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        );
         assert!(!odd.stem().contains('/'));
         assert_ne!(key("a").stem(), key("b").stem());
     }

@@ -395,13 +395,11 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                     n => format!("; {n} stale tracked connections removed"),
                 }
             )?;
-            match guard {
-                Some(g) => g.armed(cli, kind),
-                None => {
-                    cli_confirm::note_pending(cli, kind);
-                    Ok(ExitStatus::Success)
-                }
+            if let Some(g) = guard {
+                return g.armed(cli, kind);
             }
+            cli_confirm::note_pending(cli, kind);
+            Ok(ExitStatus::Success)
         }
         Command::Confirm => cli_confirm::confirm(cli, kind),
         Command::Rollback => cli_confirm::rollback(cli, kind),

@@ -67,8 +67,10 @@ fn pending_id(t: &Topology) -> String {
 }
 
 fn alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
 }
 
 /// `portmap --netns ROUTER --backend B args…` on a pseudo-terminal of its own (its controlling
@@ -167,7 +169,9 @@ impl OnTerminal {
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 use std::os::unix::process::ExitStatusExt;
-                return status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+                return status
+                    .code()
+                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
             }
             assert!(Instant::now() < deadline, "did not end; terminal:\n{}", self.seen);
             // Keep reading, so the program never blocks on a full terminal.
@@ -460,10 +464,14 @@ fn a_second_confirm_apply_while_one_is_pending_is_refused() {
     let first = write(&t, "first.yaml", SSH);
     let second = write(&t, "second.yaml", DNS);
     t.portmap(&["apply", "-c", &before, "--auto-approve"]).success();
-    t.portmap(&["apply", "-c", &first, "--auto-approve", "--confirm", "30"]).success();
+    t.portmap(&["apply", "-c", &first, "--auto-approve", "--confirm", "30"])
+        .success();
     let run = t.portmap(&["apply", "-c", &second, "--auto-approve", "--confirm", "30"]);
     run.expect_code(1);
-    assert!(run.stderr.contains("is waiting") && run.stderr.contains("Settle it first"), "{run}");
+    assert!(
+        run.stderr.contains("is waiting") && run.stderr.contains("Settle it first"),
+        "{run}"
+    );
     assert_eq!(plan_code(&t, &first), 0, "the refused apply changed the kernel");
     // `portmap rollback` undoes the pending change now.
     let run = t.portmap(&["rollback"]);
@@ -478,12 +486,26 @@ fn confirm_and_rollback_with_nothing_pending_say_so() {
     let t = Topology::new(PORTMAP, "cf-none");
     let run = t.portmap(&["confirm"]);
     run.expect_code(1);
-    assert!(run.stderr.contains("nothing to confirm: no change applied with `apply --confirm` is waiting"), "{run}");
+    assert!(
+        run.stderr
+            .contains("nothing to confirm: no change applied with `apply --confirm` is waiting"),
+        "{run}"
+    );
     let run = t.portmap(&["rollback"]);
     run.expect_code(1);
     assert!(run.stderr.contains("nothing to roll back"), "{run}");
-    let run = t.portmap(&["apply", "-c", &write(&t, "c.yaml", WEB), "--auto-approve", "--confirm", "0"]);
+    let run = t.portmap(&[
+        "apply",
+        "-c",
+        &write(&t, "c.yaml", WEB),
+        "--auto-approve",
+        "--confirm",
+        "0",
+    ]);
     run.expect_code(1);
     assert!(run.stderr.contains("use 1 to 86400 seconds"), "{run}");
-    assert_eq!(t.portmap(&["status", "--json"]).success().json()["state"], "missing");
+    assert_eq!(
+        t.portmap(&["status", "--json"]).success().json()["state"],
+        "missing"
+    );
 }

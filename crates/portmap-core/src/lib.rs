@@ -42,8 +42,8 @@ pub use plan::{
     Change, Counts, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, SettingChange,
     StaleFlows, TableAction, TrackedFlow, describe_forwards, describe_runs, fold_forwards, plan,
 };
-pub use snapshot::{NotRestorable, restorable};
 pub use render::{MappingSummary, plan_json, render_plan, render_status, render_warnings, status_json};
+pub use snapshot::{NotRestorable, restorable};
 pub use validate::{
     MAX_DESCRIPTION_LEN, MAX_INTERFACE_LEN, MAX_NAME_LEN, canonical_prefixes, is_mapping_name, validate,
 };

@@ -157,7 +157,8 @@ mod tests {
             to_port: 99,
         });
         let ssh = observed.mappings.iter_mut().find(|m| m.name == "ssh").unwrap();
-        ssh.damage.push("tcp/2222 is not guarded by the allow-list: open to every source".into());
+        ssh.damage
+            .push("tcp/2222 is not guarded by the allow-list: open to every source".into());
         let err = restorable(&observed).unwrap_err();
         let text = err.to_string();
         assert_eq!(err.reasons.len(), 3, "{text}");

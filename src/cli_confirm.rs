@@ -56,14 +56,23 @@ pub(crate) fn key(cli: &Cli, kind: BackendKind) -> Result<LockKey> {
 pub(crate) fn lock(cli: &Cli, kind: BackendKind) -> Result<Lock> {
     let key = key(cli, kind)?;
     let timeout = cli.lock_timeout;
-    let lock = Lock::acquire(&key, &RunDir::from_env(), timeout, |key, holder| {
+    let taken = Lock::acquire(&key, &RunDir::from_env(), timeout, |key, holder| {
         let who = holder.map_or_else(|| "another portmap writer".to_owned(), |h| format!("{h}"));
         tell(&format!(
             "portmap: waiting for the lock on {key}, held by {who} (up to {}; --lock-timeout)\n",
             shown(timeout)
         ));
-    })?;
-    Ok(lock)
+    });
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    match taken {
+        Ok(lock) => Ok(lock),
+        // Not root: the run directory is root's, as the kernel's tables are.
+        Err(e @ (portmap::LockError::UnsafeDir { .. } | portmap::LockError::Io { .. })) if !root => bail!(
+            "cannot take the write lock ({e}); changing portmap's table needs root (CAP_NET_ADMIN), and so does its lock"
+        ),
+        Err(e) => Err(portmap::Error::from(e).into()),
+    }
 }
 
 fn shown(d: Duration) -> String {

@@ -223,7 +223,7 @@ pub enum ConfirmError {
     #[error(
         "cannot apply with --confirm: {0}\nNothing was changed. Repair the table first with a plain `portmap apply` (or `portmap destroy`), then apply with --confirm."
     )]
-    NotRestorable(#[from] NotRestorable),
+    NotRestorable(NotRestorable),
     /// A confirmation is already pending for this table.
     #[error(
         "cannot apply with --confirm: {0}.\nNothing was changed. Settle it first: `portmap confirm` keeps that change, `portmap rollback` undoes it now."
@@ -251,6 +251,12 @@ pub struct ConfirmRequest<'a> {
     pub backend: &'a str,
     /// The table (or chain prefix) as `--table` gave it.
     pub table: &'a str,
+}
+
+impl From<NotRestorable> for ConfirmError {
+    fn from(e: NotRestorable) -> Self {
+        ConfirmError::NotRestorable(e)
+    }
 }
 
 /// The confirm-or-rollback state of one key in one run directory.

@@ -5,7 +5,9 @@
 //!
 //! It is an `flock(2)` on a file under the run directory ([`RunDir`], `/run/portmap` by default):
 //! the kernel releases it when the holder's file is closed, so a writer killed with `-9` frees it
-//! at once and nothing has to be cleaned up. The file names the holder (pid, command line, since
+//! at once. A holder that lets go normally removes the file first (a waiter that locked the
+//! removed file sees it is no longer at its path and takes the new one); one killed leaves it for
+//! the next. The file names the holder (pid, command line, since
 //! when) for whoever waits. Keys are the namespace's device and inode (not its name, which can be
 //! reused or be one of several), the backend family and the table name, hex-escaped so that no
 //! name can make a path. Read-only commands never take it.
@@ -266,8 +268,27 @@ impl LockError {
 #[derive(Debug)]
 pub struct Lock {
     /// Held open for the `flock`; closing it releases the lock.
-    _file: File,
+    file: File,
+    path: PathBuf,
     key: LockKey,
+}
+
+impl Drop for Lock {
+    /// Remove the file while still holding it, then let go (closing the file): nothing is left
+    /// behind, and a waiter that locked the removed file notices and takes the path's new one.
+    fn drop(&mut self) {
+        if same_file(&self.file, &self.path) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Whether `path` still names the open `file`.
+fn same_file(file: &File, path: &Path) -> bool {
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 impl Lock {
@@ -282,22 +303,31 @@ impl Lock {
     ) -> Result<Lock, LockError> {
         let dir_path = dir.ensure(Some("locks"))?;
         let path = dir_path.join(format!("{}.lock", key.stem()));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY)
-            .open(&path)
-            .map_err(|e| LockError::io(&path, "cannot open the lock file", e))?;
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY)
+                .open(&path)
+                .map_err(|e| LockError::io(&path, "cannot open the lock file", e))
+        };
+        let mut file = open()?;
         let started = Instant::now();
         let mut told = false;
         let mut pause = Duration::from_millis(2);
         loop {
             // SAFETY: flock on an open descriptor has no memory effects.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                break;
+                // The holder before us removes the file as it lets go: a lock on a file no longer
+                // at the path is no lock. Open the path again and take that one.
+                if same_file(&file, &path) {
+                    break;
+                }
+                file = open()?;
+                continue;
             }
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
@@ -324,7 +354,8 @@ impl Lock {
         // cannot name us.
         let _ = say_holder(&mut file);
         Ok(Lock {
-            _file: file,
+            file,
+            path,
             key: key.clone(),
         })
     }
@@ -501,6 +532,33 @@ mod tests {
         drop(Lock::acquire(&key("u"), &dir, Duration::ZERO, |_, _| panic!("no wait")).unwrap());
         drop(first);
         drop(Lock::acquire(&key("t"), &dir, Duration::ZERO, |_, _| panic!("no wait")).unwrap());
+        let _ = std::fs::remove_dir_all(dir.path());
+    }
+
+    #[test]
+    fn holders_exclude_each_other_and_leave_no_file_behind() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let dir = scratch("exclusive");
+        let inside = AtomicBool::new(false);
+        let turns = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..40 {
+                        let lock =
+                            Lock::acquire(&key("x"), &dir, Duration::from_secs(30), |_, _| {}).unwrap();
+                        assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");
+                        std::thread::yield_now();
+                        inside.store(false, Ordering::SeqCst);
+                        turns.fetch_add(1, Ordering::SeqCst);
+                        drop(lock);
+                    }
+                });
+            }
+        });
+        assert_eq!(turns.load(Ordering::SeqCst), 320);
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("locks")).unwrap().collect();
+        assert!(left.is_empty(), "lock files left behind: {left:?}");
         let _ = std::fs::remove_dir_all(dir.path());
     }
 

@@ -39,6 +39,31 @@ fn plan_code(t: &Topology, file: &str) -> i32 {
     run.code
 }
 
+/// Removes the confirmation records a test left under the run directory for its lab's key (the
+/// namespace goes with the lab; its inode may be given to a later namespace).
+struct Records(Vec<std::path::PathBuf>);
+
+impl Records {
+    fn of(t: &Topology) -> Records {
+        let kind = portmap::BackendKind::from_name(t.backend()).expect("a backend name");
+        let netns = portmap::Netns::Named(t.router.name().to_owned());
+        let key = portmap::LockKey::new(kind, &netns, "portmap").expect("lock key");
+        let dir = portmap::RunDir::from_env().path().join("confirm");
+        Records(vec![
+            dir.join(format!("{}.json", key.stem())),
+            dir.join(format!("{}.last.json", key.stem())),
+        ])
+    }
+}
+
+impl Drop for Records {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// `status --json`'s `confirm` object.
 fn confirm_state(t: &Topology) -> Value {
     t.portmap(&["status", "--json"]).success().json()["confirm"].clone()
@@ -203,6 +228,7 @@ every_backend! {
 /// Six applies of six configurations at once: all succeed, one after the other, and the kernel
 /// ends up holding exactly one of them (whose plan is then empty) — not a mix.
 fn concurrent_applies_take_turns_and_the_last_wins_whole(t) {
+    let _records = Records::of(t);
     let files: Vec<String> = (0..6u16)
         .map(|i| {
             let mappings = format!(
@@ -240,6 +266,7 @@ every_backend! {
 /// command) and how long it waited; the kernel is unchanged. Killing the holder with -9 frees the
 /// lock at once.
 fn a_held_lock_times_out_naming_its_holder_and_kill_9_frees_it(t) {
+    let _records = Records::of(t);
     let before = write(t, "before.yaml", WEB);
     let after = write(t, "after.yaml", SSH);
     t.portmap(&["apply", "-c", &before, "--auto-approve"]).success();
@@ -281,6 +308,7 @@ every_backend! {
 /// `apply --confirm` then `portmap confirm` in time: the change stays, the watchdog is gone, and
 /// the new forward carries traffic past the deadline.
 fn a_confirmed_change_stays(t) {
+    let _records = Records::of(t);
     let _web = t.tcp_server("192.168.1.66:80");
     let _ssh = t.tcp_server("192.168.1.66:22");
     let before = write(t, "before.yaml", WEB);
@@ -314,6 +342,7 @@ every_backend! {
 /// No confirmation: at the deadline the watchdog restores the table in one transaction, and the
 /// old forward carries a real connection again.
 fn an_unconfirmed_change_is_rolled_back_at_the_deadline(t) {
+    let _records = Records::of(t);
     let _web = t.tcp_server("192.168.1.66:80");
     let before = write(t, "before.yaml", &format!("{WEB}\n{DNS}"));
     let after = write(t, "after.yaml", SSH);
@@ -348,6 +377,7 @@ every_backend! {
 /// The CLI killed with -9 while it waits at the terminal: the detached watchdog still rolls the
 /// change back.
 fn kill_9_of_the_cli_still_rolls_back(t) {
+    let _records = Records::of(t);
     let _web = t.tcp_server("192.168.1.66:80");
     let before = write(t, "before.yaml", WEB);
     let after = write(t, "after.yaml", SSH);
@@ -368,6 +398,7 @@ every_backend! {
 /// Another apply between the confirm-apply and its deadline: the watchdog leaves the table alone
 /// and says so, in `status` and in the log.
 fn another_apply_in_between_is_not_clobbered(t) {
+    let _records = Records::of(t);
     let before = write(t, "before.yaml", WEB);
     let confirmed = write(t, "confirmed.yaml", SSH);
     let other = write(t, "other.yaml", DNS);
@@ -392,6 +423,7 @@ fn another_apply_in_between_is_not_clobbered(t) {
 every_backend! {
 /// Applied with --confirm onto no table at all: the rollback removes the table.
 fn a_rollback_to_no_table_removes_the_table(t) {
+    let _records = Records::of(t);
     let after = write(t, "after.yaml", SSH);
     t.portmap(&["apply", "-c", &after, "--auto-approve", "--confirm", "1"]).success();
     let id = pending_id(t);
@@ -406,6 +438,7 @@ fn a_rollback_to_no_table_removes_the_table(t) {
 fn typing_yes_at_the_terminal_confirms() {
     require_root!();
     let t = Topology::new(PORTMAP, "cf-yes");
+    let _records = Records::of(&t);
     let before = write(&t, "before.yaml", WEB);
     let after = write(&t, "after.yaml", SSH);
     t.portmap(&["apply", "-c", &before, "--auto-approve"]).success();
@@ -426,6 +459,7 @@ fn typing_yes_at_the_terminal_confirms() {
 fn typing_no_at_the_terminal_rolls_back_now() {
     require_root!();
     let t = Topology::new(PORTMAP, "cf-no");
+    let _records = Records::of(&t);
     let before = write(&t, "before.yaml", WEB);
     let after = write(&t, "after.yaml", SSH);
     t.portmap(&["apply", "-c", &before, "--auto-approve"]).success();
@@ -441,6 +475,7 @@ fn typing_no_at_the_terminal_rolls_back_now() {
 fn a_dropped_terminal_still_rolls_back() {
     require_root!();
     let t = Topology::new(PORTMAP, "cf-hup");
+    let _records = Records::of(&t);
     let before = write(&t, "before.yaml", WEB);
     let after = write(&t, "after.yaml", SSH);
     t.portmap(&["apply", "-c", &before, "--auto-approve"]).success();
@@ -460,6 +495,7 @@ fn a_dropped_terminal_still_rolls_back() {
 fn a_second_confirm_apply_while_one_is_pending_is_refused() {
     require_root!();
     let t = Topology::new(PORTMAP, "cf-two");
+    let _records = Records::of(&t);
     let before = write(&t, "before.yaml", WEB);
     let first = write(&t, "first.yaml", SSH);
     let second = write(&t, "second.yaml", DNS);
@@ -484,6 +520,7 @@ fn a_second_confirm_apply_while_one_is_pending_is_refused() {
 fn confirm_and_rollback_with_nothing_pending_say_so() {
     require_root!();
     let t = Topology::new(PORTMAP, "cf-none");
+    let _records = Records::of(&t);
     let run = t.portmap(&["confirm"]);
     run.expect_code(1);
     assert!(

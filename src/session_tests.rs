@@ -346,3 +346,39 @@ fn destroy_clears_the_flows_of_every_forward_and_of_pending_records() {
     assert_eq!((destroyed.mappings, destroyed.flows_cleared), (2, 2));
     assert!(s.destroy(&ApplyOptions::default()).expect("again").is_none());
 }
+
+#[test]
+fn converge_prepared_sees_each_observation_before_its_commit_and_can_stop_it() {
+    let mut s = session(Fake {
+        interfere: 1,
+        ..Fake::default()
+    });
+    let mut seen = Vec::new();
+    let outcome = s
+        .converge_prepared(
+            &model(&[("web", 8080, "192.168.1.66")]),
+            &ApplyOptions::default(),
+            |_, _| true,
+            |plan, observed| {
+                // The observation the plan was made from: what the commit is bound to.
+                assert_eq!(plan.generation, observed.generation);
+                seen.push(observed.generation);
+                Ok(())
+            },
+        )
+        .expect("second attempt");
+    assert_eq!(outcome.attempts, 2);
+    assert_eq!(seen, [Some(0), Some(1)], "called before each commit");
+
+    let before = s.backend().commits;
+    let err = s
+        .converge_prepared(
+            &model(&[("web", 8080, "192.168.1.67")]),
+            &ApplyOptions::default(),
+            |_, _| true,
+            |_, _| Err(Error::Declined),
+        )
+        .expect_err("stopped");
+    assert!(matches!(err, Error::Declined), "{err}");
+    assert_eq!(s.backend().commits, before, "nothing was committed");
+}

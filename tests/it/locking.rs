@@ -546,3 +546,36 @@ fn confirm_and_rollback_with_nothing_pending_say_so() {
         "missing"
     );
 }
+
+#[test]
+fn a_table_no_configuration_builds_is_not_applied_with_confirm() {
+    require_root!();
+    let t = Topology::new(PORTMAP, "cf-dmg");
+    let _records = Records::of(&t);
+    let before = write(&t, "before.yaml", WEB);
+    let after = write(&t, "after.yaml", SSH);
+    t.portmap(&["apply", "-c", &before, "--auto-approve"]).success();
+    // A second run of forwards under the same mapping's name, by hand.
+    t.router.nft(&[
+        "add",
+        "element",
+        "inet",
+        "portmap",
+        "dnat4",
+        "{ tcp . 9999 comment \"web\" : 192.168.1.9 . 99 }",
+    ]);
+    let listing = t.table();
+    let run = t.portmap(&["apply", "-c", &after, "--auto-approve", "--confirm", "30"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("cannot apply with --confirm") && run.stderr.contains("mapping web holds 2 runs"),
+        "{run}"
+    );
+    assert_eq!(
+        run.stderr.matches("mapping web holds 2 runs").count(),
+        1,
+        "said once:\n{run}"
+    );
+    assert_eq!(t.table(), listing, "the kernel changed");
+    assert!(confirm_state(&t)["pending"].is_null());
+}

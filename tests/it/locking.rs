@@ -292,13 +292,18 @@ fn a_held_lock_times_out_naming_its_holder_and_kill_9_frees_it(t) {
     t.portmap(&["apply", "-c", &after, "--auto-approve", "--lock-timeout", "0"]).expect_code(1);
     assert!(started.elapsed() < Duration::from_secs(1));
 
-    // Read-only commands never take the lock.
+    // Read-only commands never take the lock; a saved plan's apply does.
     t.portmap(&["status", "--lock-timeout", "0"]).success();
-    t.portmap(&["plan", "-c", &after, "--lock-timeout", "0"]).success();
+    let saved = t.dir.path().join("saved.plan");
+    t.portmap(&["plan", "-c", &after, "--lock-timeout", "0", "--out", path_str(&saved)]).success();
+    let run = t.portmap(&["apply", path_str(&saved), "--lock-timeout", "0"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains(&format!("pid {pid} (portmap --netns")), "{run}");
 
     holder.kill_9();
     let started = Instant::now();
-    t.portmap(&["apply", "-c", &after, "--auto-approve", "--lock-timeout", "5s"]).success();
+    // The saved plan, made while the holder waited at its prompt, is still good: nothing changed.
+    t.portmap(&["apply", path_str(&saved), "--lock-timeout", "5s"]).success();
     assert!(started.elapsed() < Duration::from_secs(3), "the lock was not freed by kill -9");
     assert_eq!(plan_code(t, &after), 0);
 }

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 mod session;
+pub mod watch;
 
 // Reading and checking a configuration.
 pub use portmap_core::{
@@ -49,6 +50,8 @@ pub use portmap_core::{ApplyReport, Backend, Netns};
 pub use portmap_iptables::{IptablesBackend, Variant as IptablesVariant};
 pub use portmap_nft::{DEFAULT_TABLE, NftBackend};
 pub use session::{ApplyOptions, CONVERGE_ATTEMPTS, Destroyed, Outcome, Session};
+// The watch daemon.
+pub use watch::{Watch, WatchError, WatchHandle, WatchOptions, WatchStatus};
 
 /// Which kernel backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -434,7 +434,7 @@ impl Watch {
             ),
         );
         let started = Instant::now();
-        let outcome = self.session.converge(&self.model)?;
+        let outcome = self.converge()?;
         let now = SystemTime::now();
         let line = if outcome.plan.is_empty() {
             format!(
@@ -714,14 +714,20 @@ impl Watch {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     }
 
+    /// Observe, plan and apply the running configuration: every write of the watch (the first
+    /// apply, each repair, each reload) goes through here.
+    fn converge(&mut self) -> Result<crate::Outcome, Error> {
+        // The writers' lock (one per namespace and table) belongs here, held around the read and
+        // the write: `let _lock = …;`.
+        self.session.converge(&self.model)
+    }
+
     /// Read the kernel, compare, and repair what differs.
     fn check(&mut self, state: &mut State) {
         let dirty = state.dirty.take();
         let trigger = dirty.map_or(Trigger::Poll, |d| d.trigger);
-        // The writers' lock (one per namespace and table) is taken here, around the read and the
-        // write of one repair, once it exists: `let _lock = …;`.
         let started = Instant::now();
-        let result = self.session.converge(&self.model);
+        let result = self.converge();
         let elapsed = started.elapsed();
         let now = Instant::now();
         let wall = SystemTime::now();

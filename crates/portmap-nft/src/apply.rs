@@ -1,9 +1,10 @@
 //! Plan → one netlink batch. A table that is missing, damaged or changing shape is rebuilt whole
 //! (`add table` by name only, `delete table; add table …` in the same transaction, so it works
-//! whether or not the table exists); otherwise only the delta is sent: the elements, chains and sets of the mappings that
-//! change. A mapping's elements live in the maps of its family (`dnat4`/`guard4` or
-//! `dnat6`/`guard6`); a mapping whose target changes family moves between them, and its allow-list
-//! set is recreated with the other address type. Builds the batch only; sending it is the caller's.
+//! whether or not the table exists); otherwise only the delta is sent: the elements, chains and
+//! sets of the mappings that change. A mapping's elements live in the maps of its family
+//! (`dnat4`/`guard4` or `dnat6`/`guard6`); a mapping whose target changes family moves between
+//! them, and its allow-list set is recreated with the other address type. Builds the batch only;
+//! sending it is the caller's.
 
 use std::collections::{BTreeMap, BTreeSet};
 

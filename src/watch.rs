@@ -208,6 +208,7 @@ enum Input {
 pub struct WatchHandle {
     tx: Sender<Input>,
     status: Arc<Mutex<WatchStatus>>,
+    stopped: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Input {
@@ -244,6 +245,12 @@ impl WatchHandle {
     pub fn status(&self) -> WatchStatus {
         self.status.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
+
+    /// Whether [`Watch::run`] has returned: a source thread (a log reader, a metrics server)
+    /// ends when it sees this.
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
 }
 
 /// The watch daemon, ready to [`Watch::run`].
@@ -259,6 +266,7 @@ pub struct Watch {
     tx: Sender<Input>,
     rx: Receiver<Input>,
     status: Arc<Mutex<WatchStatus>>,
+    stopped: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Watch {
@@ -301,6 +309,7 @@ impl Watch {
             tx,
             rx,
             status: Arc::new(Mutex::new(WatchStatus::new())),
+            stopped: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -314,6 +323,7 @@ impl Watch {
         WatchHandle {
             tx: self.tx.clone(),
             status: Arc::clone(&self.status),
+            stopped: Arc::clone(&self.stopped),
         }
     }
 
@@ -322,7 +332,7 @@ impl Watch {
     /// error when the first apply fails or the watch cannot be set up. Failures after the first
     /// apply are logged and retried with the back-off, never fatal.
     pub fn run(mut self) -> Result<(), WatchError> {
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&self.stopped);
         let monitors = self.start_monitors(&stop)?;
         let result = self.watch();
         stop.store(true, Ordering::Relaxed);

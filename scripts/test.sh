@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check and test of portmap on a fresh Debian machine: installs what the tests need
-# (nftables, iptables, iproute2, conntrack, procps), then formatting, lints, docs and the whole test suite. The end-to-end tests
+# (nftables, iptables, iproute2, conntrack, procps, systemd-analyze), then formatting, lints, docs and the whole test suite. The end-to-end tests
 # create their own network namespaces and need root (CAP_NET_ADMIN + CAP_SYS_ADMIN); they fail loudly
 # without it unless PORTMAP_TEST_ALLOW_SKIP=1 is set.
 set -euo pipefail
@@ -14,6 +14,8 @@ command -v conntrack >/dev/null || need+=(conntrack)
 command -v iptables-legacy-restore >/dev/null || need+=(iptables)
 command -v sysctl >/dev/null || need+=(procps)
 command -v setpriv >/dev/null || need+=(util-linux)
+# tests/it/units.rs verifies the systemd units offline.
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing packages: ${need[*]} (run this script as root to install them)" >&2

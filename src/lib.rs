@@ -21,6 +21,7 @@
 pub mod confirm;
 mod lock;
 mod session;
+pub mod watch;
 
 // Reading and checking a configuration.
 pub use portmap_core::{
@@ -53,6 +54,8 @@ pub use portmap_nft::{DEFAULT_TABLE, NftBackend};
 pub use session::{ApplyOptions, CONVERGE_ATTEMPTS, Destroyed, Outcome, Session};
 // Taking turns with other writers.
 pub use lock::{DEFAULT_LOCK_TIMEOUT, Holder, Lock, LockError, LockKey, RUN_DIR, RUN_DIR_ENV, RunDir};
+// The watch daemon.
+pub use watch::{Watch, WatchError, WatchHandle, WatchOptions, WatchStatus};
 
 /// Which kernel backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -126,6 +126,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply the configuration, then keep the kernel matching it: repair within a second what
+    /// another program changes (nft: from the kernel's notifications; iptables: read every
+    /// --interval), re-read the file on SIGHUP, stop on SIGTERM. Logs one line per event on
+    /// standard error; tells systemd when it is ready (Type=notify).
+    Watch {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Seconds between reads of the kernel when nothing is announced (default 2 with iptables,
+        /// which announces nothing; 60 with nft, as a safety net).
+        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+        interval: Option<std::time::Duration>,
+        /// Own the table (nft flag `owner`): no other program can change it and `nft flush
+        /// ruleset` leaves it alone; `portmap apply` is then refused too (reload the watch instead).
+        #[arg(long)]
+        own: bool,
+        /// Receive buffer for the kernel's notifications, in bytes (default 8 MiB).
+        #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1024..))]
+        event_buffer: Option<u32>,
+    },
     /// Remove portmap's table (or chains) and every mapping in it.
     Destroy {
         /// Destroy without asking.
@@ -418,6 +437,29 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             }
             Ok(ExitStatus::Success)
         }
+        Command::Watch {
+            config,
+            interval,
+            own,
+            event_buffer,
+        } => {
+            if config.config == Path::new("-") {
+                bail!(
+                    "watch reads its configuration again on SIGHUP, so it needs a file, not standard input"
+                );
+            }
+            let path = config.config.clone();
+            let loader = Box::new(move || load(&path).map_err(|e| format!("{e:#}")));
+            let mut options = portmap::WatchOptions::default();
+            options.interval = *interval;
+            options.own = *own;
+            options.event_buffer = event_buffer.map(|b| b as usize);
+            options.lock_timeout = cli.lock_timeout;
+            let watch = portmap::Watch::new(kind, &netns_of(cli), &cli.table, loader, options)?;
+            let _signals = portmap::watch::forward_signals(&watch.handle())?;
+            watch.run()?;
+            Ok(ExitStatus::Success)
+        }
         Command::Destroy {
             auto_approve,
             keep_conntrack,
@@ -455,6 +497,20 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             Ok(ExitStatus::Success)
         }
     }
+}
+
+/// `--interval`: seconds, more than 0 and at most an hour (`0.5`, `2`).
+fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("`{}` is not a number of seconds", shown_arg(text)))?;
+    if !(seconds > 0.0 && seconds <= 3600.0) {
+        return Err(format!(
+            "{} is out of range: give more than 0 and at most 3600 seconds",
+            shown_arg(text)
+        ));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 fn netns_of(cli: &Cli) -> Netns {

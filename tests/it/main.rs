@@ -62,6 +62,7 @@ macro_rules! every_backend {
 
 mod atomicity;
 mod backends;
+mod boot;
 mod cli;
 mod conformance;
 mod conntrack;
@@ -73,4 +74,6 @@ mod locking;
 mod router;
 mod scale;
 mod trust;
+mod units;
 mod warnings;
+mod watch;

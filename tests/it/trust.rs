@@ -295,6 +295,7 @@ fn a_table_owned_by_another_process_is_refused_in_words() {
         flags: 2,
         userdata: Some(portmap_netlink::udata::comment("managed by portmap")),
         handle: None,
+        owner: None,
     });
     socket.send(&batch, None).expect("an owned table");
     let before = t.router_ruleset();

@@ -134,6 +134,16 @@ impl Batch {
         self.end(m, Op::AddTable, t.family, &t.name, "");
     }
 
+    /// Makes sure a table exists, changing nothing of one that does: `NFT_MSG_NEWTABLE` with the
+    /// name alone (no flags, no userdata), which the kernel answers for an existing table by
+    /// leaving its flags as they are. A [`Batch::del_table`] after it then works whether or not
+    /// the table existed — also on a table whose flags (`owner`, `persist`) may not be changed.
+    pub fn ensure_table(&mut self, family: Family, name: &str) {
+        let m = self.begin(NFT_MSG_NEWTABLE, NLM_F_CREATE, family);
+        Writer::new(&mut self.buf).put_str(NFTA_TABLE_NAME, name);
+        self.end(m, Op::AddTable, family, name, "");
+    }
+
     /// Deletes a table and everything in it.
     pub fn del_table(&mut self, family: Family, name: &str) {
         let m = self.begin(NFT_MSG_DELTABLE, 0, family);
@@ -479,6 +489,7 @@ mod tests {
             flags: 0,
             userdata: Some(crate::udata::comment("managed by portmap")),
             handle: None,
+            owner: None,
         });
         let bytes = b.bytes();
         assert_eq!(bytes.len(), 68);
@@ -528,6 +539,7 @@ mod tests {
             flags: 0,
             userdata: None,
             handle: None,
+            owner: None,
         });
         b.add_elements(Family::Inet, "t", "m", 0, &elems);
         // Find the message holding element 2500 and that element's offset in it.

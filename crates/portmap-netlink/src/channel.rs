@@ -14,8 +14,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use crate::attr::{Msg, Msgs, Writer, align4, read_u32_ne};
 use crate::consts::{
-    NETLINK_CAP_ACK, NETLINK_EXT_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_DUMP_INTR, NLMSG_DONE, NLMSG_ERROR,
-    NLMSG_HDRLEN, NLMSGERR_ATTR_MSG, NLMSGERR_ATTR_OFFS,
+    NETLINK_ADD_MEMBERSHIP, NETLINK_CAP_ACK, NETLINK_EXT_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_DUMP_INTR,
+    NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLMSGERR_ATTR_MSG, NLMSGERR_ATTR_OFFS,
 };
 use crate::error::Error;
 use crate::netns::{self, Netns};
@@ -73,6 +73,38 @@ impl Channel {
 
     pub(crate) fn raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
+    }
+
+    /// Joins the multicast `group` of the socket's protocol (`NETLINK_ADD_MEMBERSHIP`): the
+    /// kernel then sends the group's notifications to this socket as well.
+    pub(crate) fn join_group(&self, group: u32) -> io::Result<()> {
+        set_int(
+            self.fd.as_fd(),
+            libc::SOL_NETLINK,
+            NETLINK_ADD_MEMBERSHIP,
+            group.cast_signed(),
+        )
+    }
+
+    /// The port id the kernel bound the socket to (`getsockname`): what it records as the owner
+    /// of a table this socket creates with `NFT_TABLE_F_OWNER`.
+    pub(crate) fn port_id(&self) -> io::Result<u32> {
+        // SAFETY: an all-zero sockaddr_nl is valid; getsockname writes at most `len` bytes into it.
+        let mut addr: libc::sockaddr_nl = unsafe { mem::zeroed() };
+        let mut len = mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: `addr` and `len` are valid for writes and `len` is the size of `addr`.
+        let rc = unsafe {
+            libc::getsockname(
+                self.fd.as_raw_fd(),
+                (&raw mut addr).cast::<libc::sockaddr>(),
+                &raw mut len,
+            )
+        };
+        if rc < 0 {
+            Err(last_error())
+        } else {
+            Ok(addr.nl_pid)
+        }
     }
 
     pub(crate) fn last_seq(&self) -> u32 {
@@ -211,6 +243,15 @@ impl Channel {
                 Err(e) => return Err(Error::io("reading the netlink socket", e)),
             }
         }
+    }
+
+    /// Sets the receive buffer to `bytes` exactly (`SO_RCVBUFFORCE`, falling back to the capped
+    /// `SO_RCVBUF`), smaller or larger than before.
+    pub(crate) fn set_receive_buffer(&mut self, bytes: usize) -> Result<(), Error> {
+        set_buffer(self.fd.as_fd(), libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, bytes)
+            .map_err(|e| Error::io("sizing the netlink receive buffer", e))?;
+        self.rcvbuf = bytes;
+        Ok(())
     }
 
     /// Makes the socket buffers big enough for `send` bytes of requests and `recv` bytes of

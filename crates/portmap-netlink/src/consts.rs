@@ -10,6 +10,7 @@
 pub const NETLINK_ROUTE: i32 = 0;
 pub const NETLINK_NETFILTER: i32 = 12;
 pub const NLMSG_HDRLEN: usize = 16;
+pub const NLMSG_NOOP: u16 = 1;
 pub const NLMSG_ERROR: u16 = 2;
 pub const NLMSG_DONE: u16 = 3;
 pub const NLMSG_OVERRUN: u16 = 4;
@@ -25,6 +26,7 @@ pub const NLM_F_CAPPED: u16 = 0x100;
 pub const NLM_F_ACK_TLVS: u16 = 0x200;
 pub const NETLINK_CAP_ACK: i32 = 10;
 pub const NETLINK_EXT_ACK: i32 = 11;
+pub const NETLINK_ADD_MEMBERSHIP: i32 = 1;
 pub const NLMSGERR_ATTR_MSG: u16 = 1;
 pub const NLMSGERR_ATTR_OFFS: u16 = 2;
 pub const NLA_HDRLEN: usize = 4;
@@ -57,6 +59,20 @@ pub const NFT_MSG_GETSETELEM: u16 = 13;
 pub const NFT_MSG_DELSETELEM: u16 = 14;
 pub const NFT_MSG_NEWGEN: u16 = 15;
 pub const NFT_MSG_GETGEN: u16 = 16;
+pub const NFT_MSG_NEWOBJ: u16 = 18;
+pub const NFT_MSG_DELOBJ: u16 = 20;
+pub const NFT_MSG_NEWFLOWTABLE: u16 = 22;
+pub const NFT_MSG_DELFLOWTABLE: u16 = 24;
+pub const NFT_MSG_DESTROYTABLE: u16 = 26;
+pub const NFT_MSG_DESTROYCHAIN: u16 = 27;
+pub const NFT_MSG_DESTROYRULE: u16 = 28;
+pub const NFT_MSG_DESTROYSET: u16 = 29;
+pub const NFT_MSG_DESTROYSETELEM: u16 = 30;
+pub const NFT_MSG_DESTROYOBJ: u16 = 31;
+pub const NFT_MSG_DESTROYFLOWTABLE: u16 = 32;
+
+// nfnetlink.h: multicast groups
+pub const NFNLGRP_NFTABLES: u32 = 7;
 
 // attributes
 pub const NFTA_LIST_ELEM: u16 = 1;
@@ -65,6 +81,7 @@ pub const NFTA_TABLE_NAME: u16 = 1;
 pub const NFTA_TABLE_FLAGS: u16 = 2;
 pub const NFTA_TABLE_HANDLE: u16 = 4;
 pub const NFTA_TABLE_USERDATA: u16 = 6;
+pub const NFTA_TABLE_OWNER: u16 = 7;
 
 pub const NFTA_HOOK_HOOKNUM: u16 = 1;
 pub const NFTA_HOOK_PRIORITY: u16 = 2;
@@ -169,6 +186,13 @@ pub const NFTA_FIB_RESULT: u16 = 2;
 pub const NFTA_FIB_FLAGS: u16 = 3;
 
 pub const NFTA_GEN_ID: u16 = 1;
+pub const NFTA_GEN_PROC_PID: u16 = 2;
+pub const NFTA_GEN_PROC_NAME: u16 = 3;
+
+pub const NFTA_OBJ_TABLE: u16 = 1;
+pub const NFTA_OBJ_NAME: u16 = 2;
+pub const NFTA_FLOWTABLE_TABLE: u16 = 1;
+pub const NFTA_FLOWTABLE_NAME: u16 = 2;
 
 // values
 pub const NF_DROP: i32 = 0;
@@ -214,8 +238,10 @@ pub const CTA_PROTO_ICMPV6_CODE: u16 = 9;
 
 // rtnetlink.h: messages
 pub const RTM_NEWLINK: u16 = 16;
+pub const RTM_DELLINK: u16 = 17;
 pub const RTM_GETLINK: u16 = 18;
 pub const RTM_NEWADDR: u16 = 20;
+pub const RTM_DELADDR: u16 = 21;
 pub const RTM_GETADDR: u16 = 22;
 
 /// `struct ifinfomsg`: family, pad, type, index, flags, change.
@@ -231,6 +257,11 @@ pub const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
 // if_addr.h
 pub const IFA_ADDRESS: u16 = 1;
 pub const IFA_LOCAL: u16 = 2;
+
+// rtnetlink.h: multicast groups
+pub const RTNLGRP_LINK: u32 = 1;
+pub const RTNLGRP_IPV4_IFADDR: u32 = 5;
+pub const RTNLGRP_IPV6_IFADDR: u32 = 9;
 
 // if.h
 pub const IFF_UP: u32 = 0x1;

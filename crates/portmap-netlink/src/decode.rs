@@ -24,7 +24,8 @@ use crate::consts::{
     NFTA_SET_ELEM_FLAGS, NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_KEY_END, NFTA_SET_ELEM_LIST_ELEMENTS,
     NFTA_SET_ELEM_USERDATA, NFTA_SET_FIELD_LEN, NFTA_SET_FLAGS, NFTA_SET_HANDLE, NFTA_SET_ID,
     NFTA_SET_KEY_LEN, NFTA_SET_KEY_TYPE, NFTA_SET_NAME, NFTA_SET_TABLE, NFTA_SET_USERDATA, NFTA_TABLE_FLAGS,
-    NFTA_TABLE_HANDLE, NFTA_TABLE_NAME, NFTA_TABLE_USERDATA, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE,
+    NFTA_TABLE_HANDLE, NFTA_TABLE_NAME, NFTA_TABLE_OWNER, NFTA_TABLE_USERDATA, NFTA_VERDICT_CHAIN,
+    NFTA_VERDICT_CODE,
 };
 use crate::error::Error;
 use crate::object::{
@@ -104,13 +105,14 @@ pub(crate) fn table(msg: &Msg<'_>) -> Result<Option<Table>, Error> {
     let Some(family) = family(msg) else {
         return Ok(None);
     };
-    let (mut name, mut flags, mut userdata, mut handle) = (None, 0, None, None);
+    let (mut name, mut flags, mut userdata, mut handle, mut owner) = (None, 0, None, None, None);
     each(msg.attrs(), |a| {
         match a.ty {
             NFTA_TABLE_NAME => name = Some(a.string()?),
             NFTA_TABLE_FLAGS => flags = a.u32()?,
             NFTA_TABLE_USERDATA => userdata = Some(a.data.to_vec()),
             NFTA_TABLE_HANDLE => handle = Some(a.u64()?),
+            NFTA_TABLE_OWNER => owner = Some(a.u32()?),
             _ => {}
         }
         Ok(())
@@ -121,6 +123,7 @@ pub(crate) fn table(msg: &Msg<'_>) -> Result<Option<Table>, Error> {
         flags,
         userdata,
         handle,
+        owner,
     }))
 }
 

@@ -7,8 +7,9 @@
 //! the refused element.
 //!
 //! Beside nftables: [`Conntrack`] dumps and deletes connection-tracking entries (so that a changed
-//! DNAT reaches existing flows), [`interfaces`] lists a namespace's interfaces and addresses, and
-//! [`sysctl::read`] reads a sysctl as a namespace sees it. All of them work on a chosen
+//! DNAT reaches existing flows), [`interfaces`] lists a namespace's interfaces and addresses,
+//! [`sysctl::read`] reads a sysctl as a namespace sees it, and [`Monitor`] subscribes to the
+//! kernel's notifications of ruleset, link and address changes. All of them work on a chosen
 //! [`Netns`] without the process ever changing namespace.
 //!
 //! This crate knows the netlink wire formats and nft's conventions (userdata, datatypes,
@@ -26,6 +27,7 @@ mod encode;
 mod error;
 pub mod interval;
 pub mod link;
+pub mod monitor;
 mod netns;
 pub mod object;
 mod socket;
@@ -36,6 +38,7 @@ pub use batch::Batch;
 pub use conntrack::{Conntrack, Flow, Icmp, L3, Tuple};
 pub use error::Error;
 pub use link::{Interface, interfaces};
+pub use monitor::{Monitor, Received, Topic};
 pub use netns::{Netns, boot_id, identity as netns_identity, inode as netns_inode};
 pub use object::*;
 pub use socket::Socket;

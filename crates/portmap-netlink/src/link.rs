@@ -11,7 +11,8 @@ use crate::attr::Msg;
 use crate::channel::Channel;
 use crate::consts::{
     IFA_ADDRESS, IFA_LOCAL, IFADDRMSG_LEN, IFF_UP, IFINFOMSG_LEN, IFLA_EXT_MASK, IFLA_IFNAME, NETLINK_ROUTE,
-    NLM_F_DUMP, NLM_F_REQUEST, RTEXT_FILTER_SKIP_STATS, RTM_GETADDR, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK,
+    NLM_F_DUMP, NLM_F_REQUEST, RTEXT_FILTER_SKIP_STATS, RTM_DELADDR, RTM_DELLINK, RTM_GETADDR, RTM_GETLINK,
+    RTM_NEWADDR, RTM_NEWLINK,
 };
 use crate::error::Error;
 use crate::netns::Netns;
@@ -74,9 +75,10 @@ pub fn interfaces(netns: &Netns) -> Result<Vec<Interface>, Error> {
     Ok(out)
 }
 
-/// An `RTM_NEWLINK` reply: `ifinfomsg` (family, pad, type, index, flags, change) + attributes.
-fn decode_link(msg: &Msg<'_>) -> Result<Option<Interface>, Error> {
-    if msg.msg_type != RTM_NEWLINK {
+/// An `RTM_NEWLINK` reply or an `RTM_NEWLINK`/`RTM_DELLINK` notification: `ifinfomsg` (family,
+/// pad, type, index, flags, change) + attributes.
+pub(crate) fn decode_link(msg: &Msg<'_>) -> Result<Option<Interface>, Error> {
+    if msg.msg_type != RTM_NEWLINK && msg.msg_type != RTM_DELLINK {
         return Ok(None);
     }
     let h = msg
@@ -101,11 +103,11 @@ fn decode_link(msg: &Msg<'_>) -> Result<Option<Interface>, Error> {
     }))
 }
 
-/// An `RTM_NEWADDR` reply: `ifaddrmsg` (family, prefix length, flags, scope, index) + attributes;
+/// An `RTM_NEWADDR` reply or an `RTM_NEWADDR`/`RTM_DELADDR` notification: `ifaddrmsg` (family, prefix length, flags, scope, index) + attributes;
 /// `IFA_LOCAL` is the interface's own address where it differs from `IFA_ADDRESS` (the peer of a
 /// point-to-point link).
-fn decode_addr(msg: &Msg<'_>) -> Result<Option<(u32, IpAddr, u8)>, Error> {
-    if msg.msg_type != RTM_NEWADDR {
+pub(crate) fn decode_addr(msg: &Msg<'_>) -> Result<Option<(u32, IpAddr, u8)>, Error> {
+    if msg.msg_type != RTM_NEWADDR && msg.msg_type != RTM_DELADDR {
         return Ok(None);
     }
     let h = msg

@@ -59,6 +59,22 @@ pub struct Table {
     pub userdata: Option<Vec<u8>>,
     /// `NFTA_TABLE_HANDLE` (read back only; ignored when adding).
     pub handle: Option<u64>,
+    /// `NFTA_TABLE_OWNER`: the netlink port id of the socket that owns the table (read back only,
+    /// and only for a table with [`table_flags::OWNER`]; the kernel takes the creating socket's).
+    pub owner: Option<u32>,
+}
+
+/// `NFT_TABLE_F_*`: the flags of a table.
+pub mod table_flags {
+    /// `NFT_TABLE_F_DORMANT`: the table's base chains are unregistered from their hooks.
+    pub const DORMANT: u32 = 0x1;
+    /// `NFT_TABLE_F_OWNER` (Linux 5.12+): the table belongs to the netlink socket that created it
+    /// (or adopted it); the kernel refuses every other socket's change with `EPERM`, `flush
+    /// ruleset` skips it, and it is removed when that socket closes — unless [`PERSIST`].
+    pub const OWNER: u32 = 0x2;
+    /// `NFT_TABLE_F_PERSIST` (Linux 6.9+): with [`OWNER`], the table outlives its owner's socket,
+    /// left without an owner ("orphaned"); a socket can then adopt it by setting [`OWNER`] again.
+    pub const PERSIST: u32 = 0x4;
 }
 
 /// Netfilter hook of a base chain.

@@ -55,6 +55,14 @@ impl Socket {
         })
     }
 
+    /// The netlink port id the kernel bound this socket to: the owner it records for a table this
+    /// socket creates with [`crate::table_flags::OWNER`] (compare [`Table::owner`]).
+    pub fn port_id(&self) -> Result<u32, Error> {
+        self.chan
+            .port_id()
+            .map_err(|e| Error::io("reading the netlink socket's port id", e))
+    }
+
     /// The ruleset's generation id (`NFT_MSG_GETGEN`); every committed batch increments it.
     pub fn generation(&mut self) -> Result<u32, Error> {
         match self.get(NFT_MSG_GETGEN, 0, |_| {}, decode::generation)? {

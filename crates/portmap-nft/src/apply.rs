@@ -1,9 +1,10 @@
 //! Plan → one netlink batch. A table that is missing, damaged or changing shape is rebuilt whole
-//! (`add table; delete table; add table …` in the same transaction, so it works whether or not the
-//! table exists); otherwise only the delta is sent: the elements, chains and sets of the mappings that
-//! change. A mapping's elements live in the maps of its family (`dnat4`/`guard4` or
-//! `dnat6`/`guard6`); a mapping whose target changes family moves between them, and its allow-list
-//! set is recreated with the other address type. Builds the batch only; sending it is the caller's.
+//! (`add table` by name only, `delete table; add table …` in the same transaction, so it works
+//! whether or not the table exists); otherwise only the delta is sent: the elements, chains and
+//! sets of the mappings that change. A mapping's elements live in the maps of its family
+//! (`dnat4`/`guard4` or `dnat6`/`guard6`); a mapping whose target changes family moves between
+//! them, and its allow-list set is recreated with the other address type. Builds the batch only;
+//! sending it is the caller's.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -71,12 +72,24 @@ fn stale_records(flows: &[StaleFlows], already: &[StaleFlows]) -> BTreeMap<&'sta
 /// Build the batch that carries out `plan` (which must change the kernel) and records `record`,
 /// the tracked connections the caller removes after it, as pending cleanups.
 pub fn build(plan: &Plan, t: &TableId, env: &LanSide, record: &[StaleFlows]) -> Built {
+    build_with_flags(plan, t, env, record, 0)
+}
+
+/// [`build`], creating the table (when it is rebuilt) with `table_flags` (`NFT_TABLE_F_*`: owner
+/// and persist for a table the sending socket is to own).
+pub fn build_with_flags(
+    plan: &Plan,
+    t: &TableId,
+    env: &LanSide,
+    record: &[StaleFlows],
+    table_flags: u32,
+) -> Built {
     let before = &plan.observed_settings;
     let after = &plan.desired.settings;
     // A change of shape, or of the LAN side (whose addresses the table holds), rebuilds the table.
     let restructure = shape_of(before) != shape_of(after) || before.lan_interfaces != after.lan_interfaces;
     if plan.table_action != TableAction::Keep || restructure {
-        return rebuild(plan, t, env, record);
+        return rebuild(plan, t, env, record, table_flags);
     }
     let mut b = Builder {
         batch: Batch::new(),
@@ -145,20 +158,26 @@ pub fn table_object(t: &TableId) -> Table {
         flags: 0,
         userdata: Some(udata::comment(layout::TABLE_COMMENT)),
         handle: None,
+        owner: None,
     }
 }
 
 /// Delete whatever is there and build the whole table from the desired model, in one batch, with
 /// the pending conntrack cleanups it held and the new ones.
-fn rebuild(plan: &Plan, t: &TableId, env: &LanSide, record: &[StaleFlows]) -> Built {
+fn rebuild(plan: &Plan, t: &TableId, env: &LanSide, record: &[StaleFlows], table_flags: u32) -> Built {
     let mut contents = contents(&plan.desired, t, env);
     let all: Vec<StaleFlows> = plan.pending_flows.iter().chain(record).cloned().collect();
     for (set, elements) in stale_records(&all, &[]) {
         contents.elements.insert(set.to_owned(), elements);
     }
     let mut batch = Batch::new();
-    let table = table_object(t);
-    batch.add_table(&table);
+    let table = Table {
+        flags: table_flags,
+        ..table_object(t)
+    };
+    // The first message only makes sure there is a table to delete; it must not set flags, which
+    // the kernel refuses to change on a table that has `owner` or `persist`.
+    batch.ensure_table(t.family, &t.name);
     batch.del_table(t.family, &t.name);
     batch.add_table(&table);
     let mut objects = 1;

@@ -83,6 +83,11 @@ pub const TABLE_COMMENT: &str = "managed by portmap";
 pub const TABLE_F_DORMANT: u32 = 1;
 /// `NFT_TABLE_F_OWNER`: the table belongs to one netlink socket; every other process gets `EPERM`.
 pub const TABLE_F_OWNER: u32 = 2;
+/// `NFT_TABLE_F_PERSIST`: an owned table outlives its owner's socket (left without an owner, for
+/// another socket to adopt). A table left so by `portmap watch --own` carries it.
+pub const TABLE_F_PERSIST: u32 = 4;
+/// The table flags portmap's own modes set, and so accepts on its table.
+pub const TABLE_F_KNOWN: u32 = TABLE_F_DORMANT | TABLE_F_OWNER | TABLE_F_PERSIST;
 
 /// Bytes of an `ifname` key (IFNAMSIZ).
 pub const IFNAME_LEN: u32 = 16;

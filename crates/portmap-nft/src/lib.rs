@@ -72,11 +72,72 @@ pub enum Error {
     },
     /// portmap's table is held by another process's netlink socket (`NFT_TABLE_F_OWNER`).
     #[error(
-        "table {table} is owned by another process (nftables table flag `owner`): the kernel lets only that process change it until it closes its netlink socket; portmap changed nothing — stop that process (or give portmap another table with --table NAME)"
+        "table {table} is owned by another process (nftables table flag `owner`{holder}): the kernel lets only that process change it until it closes its netlink socket; portmap changed nothing — if it is `portmap watch --own`, change its configuration file and reload it (`systemctl reload portmap-watch`, or send it SIGHUP) instead; otherwise stop that process (or give portmap another table with --table NAME)"
     )]
     Owned {
         /// The table, e.g. `inet portmap`.
         table: String,
+        /// Who holds it, as far as the kernel says.
+        holder: Holder,
+    },
+    /// The kernel does not support table ownership (`NFT_TABLE_F_OWNER`, Linux 5.12+).
+    #[error(
+        "this kernel does not support nftables table ownership (flag owner, Linux 5.12 or later): it refused a table with it ({source}); run without --own"
+    )]
+    OwnerUnsupported {
+        /// The kernel's refusal.
+        #[source]
+        source: portmap_netlink::Error,
+    },
+}
+
+/// The holder of an owned table, as the kernel names it: the netlink port id of its socket, which
+/// for a process's first netlink socket is its pid.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Holder {
+    /// `NFTA_TABLE_OWNER`.
+    pub port: Option<u32>,
+    /// The name of the process whose pid is that port id, when there is one (`/proc/PID/comm`).
+    pub process: Option<String>,
+}
+
+impl Holder {
+    /// The holder of a table whose owner is netlink port `port`.
+    pub fn of_port(port: Option<u32>) -> Holder {
+        let process = port
+            .filter(|&p| p > 0 && p < 1 << 22)
+            .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
+            .map(|c| portmap_core::shown_arg(c.trim()));
+        Holder { port, process }
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.port, &self.process) {
+            (Some(port), Some(process)) => {
+                write!(f, ", held by netlink port {port}: process {process}, pid {port}")
+            }
+            (Some(port), None) => write!(f, ", held by netlink port {port}"),
+            (None, _) => Ok(()),
+        }
+    }
+}
+
+/// Who may change portmap's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Ownership {
+    /// Any process with `CAP_NET_ADMIN` (the default): the table has no owner.
+    #[default]
+    Shared,
+    /// The backend's netlink socket owns the table (`NFT_TABLE_F_OWNER`): the kernel refuses
+    /// every other process's change with `EPERM` and `flush ruleset` leaves the table alone.
+    /// With `persist` (`NFT_TABLE_F_PERSIST`, Linux 6.9+) the table outlives the socket, left
+    /// without an owner; without it the kernel removes the table when the socket closes.
+    Owned {
+        /// Whether the table also carries `NFT_TABLE_F_PERSIST`.
+        persist: bool,
     },
 }
 
@@ -87,6 +148,7 @@ pub struct NftBackend {
     netns: Netns,
     table: TableId,
     place: Place,
+    ownership: Ownership,
 }
 
 impl NftBackend {
@@ -104,12 +166,108 @@ impl NftBackend {
             socket,
             netns: netns.clone(),
             place,
+            ownership: Ownership::Shared,
         })
     }
 
     /// The table this backend manages.
     pub fn table(&self) -> &TableId {
         &self.table
+    }
+
+    /// Who may change the table (see [`NftBackend::take_ownership`]).
+    pub fn ownership(&self) -> Ownership {
+        self.ownership
+    }
+
+    /// Make this backend's socket the table's owner from now on (`NFT_TABLE_F_OWNER`, with
+    /// `NFT_TABLE_F_PERSIST` where the kernel has it): every table it builds is owned, `observe`
+    /// reports a table without an owner as damaged (so the next apply rebuilds it owned), and an
+    /// existing table left without an owner by an earlier owner (persist) is adopted at once, in
+    /// place, keeping its counters. What the kernel supports is probed with a scratch table
+    /// created and deleted in one transaction.
+    pub fn take_ownership(&mut self) -> Result<Ownership, Error> {
+        let persist = match self.probe(layout::TABLE_F_OWNER | layout::TABLE_F_PERSIST)? {
+            Ok(()) => true,
+            Err(_) => match self.probe(layout::TABLE_F_OWNER)? {
+                Ok(()) => false,
+                Err(source) => return Err(Error::OwnerUnsupported { source }),
+            },
+        };
+        self.ownership = Ownership::Owned { persist };
+        let t = &self.table;
+        if let Some(table) = self.socket.table(t.family, &t.name)?
+            && observe::is_ours(&table)
+            && table.flags & (layout::TABLE_F_OWNER | layout::TABLE_F_PERSIST) == layout::TABLE_F_PERSIST
+        {
+            // Left without an owner by an owner that went away: take it over as it is.
+            let mut batch = portmap_netlink::Batch::new();
+            batch.add_table(&portmap_netlink::Table {
+                flags: table.flags | layout::TABLE_F_OWNER,
+                ..apply::table_object(t)
+            });
+            self.socket.send(&batch, None)?;
+        }
+        Ok(self.ownership)
+    }
+
+    /// Whether the kernel takes a table with `flags`: a scratch table created and deleted in one
+    /// transaction. `Ok(Err(refusal))` when the kernel refuses the flags themselves.
+    fn probe(&mut self, flags: u32) -> Result<Result<(), portmap_netlink::Error>, Error> {
+        /// What the kernel answers for table flags it does not know.
+        const EOPNOTSUPP: i32 = 95;
+        const EINVAL: i32 = 22;
+        let probe = table_id(&format!("portmap-probe-{}", std::process::id()));
+        let mut batch = portmap_netlink::Batch::new();
+        batch.add_table(&portmap_netlink::Table {
+            flags,
+            ..apply::table_object(&probe)
+        });
+        batch.del_table(probe.family, &probe.name);
+        match self.socket.send(&batch, None) {
+            Ok(()) => Ok(Ok(())),
+            Err(e @ portmap_netlink::Error::Kernel { index: 0, errno, .. })
+                if errno == EOPNOTSUPP || errno == EINVAL =>
+            {
+                Ok(Err(e))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The flags a table this backend builds carries.
+    fn table_flags(&self) -> u32 {
+        match self.ownership {
+            Ownership::Shared => 0,
+            Ownership::Owned { persist: false } => layout::TABLE_F_OWNER,
+            Ownership::Owned { persist: true } => layout::TABLE_F_OWNER | layout::TABLE_F_PERSIST,
+        }
+    }
+
+    /// `error` from a transaction on the table, as the backend reports it: a permission refusal on
+    /// a table another process's socket owns is [`Error::Owned`], saying who holds it.
+    fn refusal(&mut self, error: portmap_netlink::Error) -> Error {
+        if matches!(error, portmap_netlink::Error::Permission { .. }) {
+            let t = &self.table;
+            if let Ok(Some(table)) = self.socket.table(t.family, &t.name)
+                && table.flags & layout::TABLE_F_OWNER != 0
+                && self.owner_port().ok().flatten() != table.owner
+            {
+                return Error::Owned {
+                    table: t.display(),
+                    holder: Holder::of_port(table.owner),
+                };
+            }
+        }
+        error.into()
+    }
+
+    /// The port id of the socket that is to own the table, when the backend owns it.
+    fn owner_port(&self) -> Result<Option<u32>, Error> {
+        match self.ownership {
+            Ownership::Shared => Ok(None),
+            Ownership::Owned { .. } => Ok(Some(self.socket.port_id()?)),
+        }
     }
 }
 
@@ -178,7 +336,8 @@ impl Backend for NftBackend {
     }
 
     fn observe(&mut self) -> Result<Observed, Error> {
-        let mut observed = observe::observe(&mut self.socket, &self.netns, &self.table)?;
+        let owner = self.owner_port()?;
+        let mut observed = observe::observe(&mut self.socket, &self.netns, &self.table, owner)?;
         observed.place = Some(self.place.clone());
         Ok(observed)
     }
@@ -195,7 +354,7 @@ impl Backend for NftBackend {
             return Ok(ApplyReport::default());
         }
         let env = LanSide::read(&self.netns, &plan.desired.settings)?;
-        let built = apply::build(plan, &self.table, &env, record);
+        let built = apply::build_with_flags(plan, &self.table, &env, record, self.table_flags());
         match self.socket.send(&built.batch, Some(generation)) {
             Ok(()) => {}
             Err(portmap_netlink::Error::GenerationChanged) => {
@@ -210,7 +369,7 @@ impl Backend for NftBackend {
                     None => e.into(),
                 });
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(self.refusal(e)),
         }
         Ok(ApplyReport::new(built.batch.len(), built.objects, built.rebuilt))
     }
@@ -235,8 +394,10 @@ impl Backend for NftBackend {
         for family in layout::IpFamily::ALL {
             batch.flush_set(t.family, &t.name, family.stale_set());
         }
-        self.socket.send(&batch, None)?;
-        Ok(())
+        match self.socket.send(&batch, None) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.refusal(e)),
+        }
     }
 
     fn render(&self, model: &Model) -> Result<String, Error> {
@@ -262,7 +423,7 @@ impl Backend for NftBackend {
             match self.socket.send(&batch, Some(generation)) {
                 Ok(()) => return Ok(true),
                 Err(portmap_netlink::Error::GenerationChanged) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(self.refusal(e)),
             }
         }
         Err(Error::Unstable { attempts: RETRIES })

@@ -20,9 +20,20 @@ use crate::{Error, coexistence};
 
 /// Read the table consistently and analyse it, then look around it (interfaces, forwarding
 /// sysctls, other tables' forward chains) for what would stop the forwards from working.
-pub fn observe(socket: &mut Socket, netns: &Netns, t: &TableId) -> Result<Observed, Error> {
+///
+/// A table owned by another process's socket (`NFT_TABLE_F_OWNER`) is read like any other: the
+/// kernel lets everyone read it, and refuses the write (which the backend reports as
+/// [`Error::Owned`]). `owner` is the netlink port id of `socket` when it is to own the table
+/// ([`crate::Ownership::Owned`]): a table that this socket does not own is then reported damaged,
+/// so that apply rebuilds it owned.
+pub fn observe(
+    socket: &mut Socket,
+    netns: &Netns,
+    t: &TableId,
+    owner: Option<u32>,
+) -> Result<Observed, Error> {
     let interfaces = link::interfaces(netns)?;
-    let mut observed = observe_table(socket, &interfaces, t)?;
+    let mut observed = observe_table(socket, &interfaces, t, owner)?;
     observed.environment = Environment {
         interfaces: Some(interfaces.iter().map(|i| i.name.clone()).collect()),
         ipv4_forwarding: read_flag(netns, "net.ipv4.ip_forward"),
@@ -37,9 +48,14 @@ fn read_flag(netns: &Netns, key: &str) -> Option<bool> {
     sysctl::read(netns, key).ok().map(|v| v.trim() != "0")
 }
 
-fn observe_table(socket: &mut Socket, interfaces: &[Interface], t: &TableId) -> Result<Observed, Error> {
+fn observe_table(
+    socket: &mut Socket,
+    interfaces: &[Interface],
+    t: &TableId,
+    owner: Option<u32>,
+) -> Result<Observed, Error> {
     for _ in 0..crate::RETRIES {
-        match read_once(socket, interfaces, t) {
+        match read_once(socket, interfaces, t, owner) {
             Ok(Some(observed)) => return Ok(observed),
             // Another program moved the generation, or deleted a chain or set between listing it
             // and dumping it: the picture is not consistent, read it again.
@@ -53,7 +69,12 @@ fn observe_table(socket: &mut Socket, interfaces: &[Interface], t: &TableId) -> 
 }
 
 /// One consistent read of the table, or `None` when the generation moved while reading.
-fn read_once(socket: &mut Socket, interfaces: &[Interface], t: &TableId) -> Result<Option<Observed>, Error> {
+fn read_once(
+    socket: &mut Socket,
+    interfaces: &[Interface],
+    t: &TableId,
+    owner: Option<u32>,
+) -> Result<Option<Observed>, Error> {
     let generation = socket.generation()?;
     let Some(table) = socket.table(t.family, &t.name)? else {
         return Ok((socket.generation()? == generation)
@@ -65,9 +86,7 @@ fn read_once(socket: &mut Socket, interfaces: &[Interface], t: &TableId) -> Resu
         }
         return Err(Error::Foreign { table: t.display() });
     }
-    if table.flags & layout::TABLE_F_OWNER != 0 {
-        return Err(Error::Owned { table: t.display() });
-    }
+    let owned_by_us = owner.is_some() && table.owner == owner && table.flags & layout::TABLE_F_OWNER != 0;
     let chains = socket.chains(t.family, &t.name)?;
     let rules = socket.rules(t.family, &t.name)?;
     let sets: Vec<Set> = socket
@@ -102,7 +121,32 @@ fn read_once(socket: &mut Socket, interfaces: &[Interface], t: &TableId) -> Resu
             ..Settings::default()
         },
     );
-    Ok(Some(analyse(t, &contents, &lan_side, Some(generation))))
+    let mut observed = analyse(t, &contents, &lan_side, Some(generation));
+    if owner.is_some() && !owned_by_us {
+        damaged(
+            &mut observed,
+            if table.flags & layout::TABLE_F_OWNER != 0 {
+                "the table is owned by another process (flag owner)"
+            } else if table.flags & layout::TABLE_F_PERSIST != 0 {
+                "the table has no owner (its owner's socket closed): it is rebuilt owned by this process"
+            } else {
+                "the table has no owner: it is rebuilt owned by this process (flag owner), so that no other program can change it"
+            },
+        );
+    }
+    Ok(Some(observed))
+}
+
+/// Add a finding to what `observed` says is wrong with the table's structure.
+fn damaged(observed: &mut Observed, reason: &str) {
+    match &mut observed.state {
+        TableState::Damaged { reasons } => reasons.push(reason.to_owned()),
+        state => {
+            *state = TableState::Damaged {
+                reasons: vec![reason.to_owned()],
+            };
+        }
+    }
 }
 
 /// Whether a table carries portmap's marker (the comment [`layout::TABLE_COMMENT`]).
@@ -129,10 +173,10 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
     if snap.table_flags & layout::TABLE_F_DORMANT != 0 {
         reasons.push("the table is dormant (flags dormant): every forward is switched off".to_owned());
     }
-    if snap.table_flags & !(layout::TABLE_F_DORMANT | layout::TABLE_F_OWNER) != 0 {
+    if snap.table_flags & !layout::TABLE_F_KNOWN != 0 {
         reasons.push(format!(
             "the table has flags portmap does not set (0x{:x})",
-            snap.table_flags & !(layout::TABLE_F_DORMANT | layout::TABLE_F_OWNER)
+            snap.table_flags & !layout::TABLE_F_KNOWN
         ));
     }
 

@@ -5,9 +5,9 @@
 //! panics; namespaces of killed test processes are swept by the next run) and the lab most tests
 //! use ([`Topology`]: an internet client, the router, the LAN; IPv4, and IPv6 on request); run code,
 //! servers and clients inside them ([`traffic`]); run programs with a time limit and no terminal
-//! ([`command`]); run the `portmap` binary against a namespace ([`Portmap`]); read a ruleset back in
-//! a comparable form ([`nft`]); know the configuration fixtures under `tests/fixtures/`
-//! ([`fixtures`]).
+//! ([`command`]), or long-running ones whose log is read as it comes ([`daemon`]); run the
+//! `portmap` binary against a namespace ([`Portmap`]); read a ruleset back in a comparable form
+//! ([`nft`]); know the configuration fixtures under `tests/fixtures/` ([`fixtures`]).
 //!
 //! What it must not do: touch the host's network namespace. Every address, link, rule and socket lives
 //! in a namespace a test created, and the `portmap` binary is only ever started inside such a namespace
@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod command;
+pub mod daemon;
 pub mod fixtures;
 pub mod netns;
 pub mod nft;
@@ -34,6 +35,7 @@ pub mod topology;
 pub mod traffic;
 
 pub use command::{Run, run};
+pub use daemon::{Daemon, Line};
 pub use fixtures::{BAD_FIXTURES, BadFixture, GOOD_FIXTURES};
 pub use netns::{Netns, veth_pair};
 pub use nft::{FOREIGN_TABLE, nft_list, normalize};

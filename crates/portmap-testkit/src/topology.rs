@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::command::Run;
+use crate::daemon::Daemon;
 use crate::netns::Netns;
 use crate::nft;
 use crate::portmap::{Portmap, RunOptions, TempDir};
@@ -316,6 +317,25 @@ impl Topology {
         let mut full = vec!["--netns", self.router.name(), "--backend", self.backend];
         full.extend_from_slice(args);
         self.portmap.run_with(opts, &full)
+    }
+
+    /// Start `portmap --netns <router> --backend B args…` inside the router namespace as a
+    /// long-running process (e.g. `watch`) with the extra environment `env`; it is killed when the
+    /// returned guard drops.
+    #[track_caller]
+    pub fn portmap_daemon(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut full = vec![
+            "netns",
+            "exec",
+            self.router.name(),
+            self.portmap.binary(),
+            "--netns",
+            self.router.name(),
+            "--backend",
+            self.backend,
+        ];
+        full.extend_from_slice(args);
+        Daemon::start("ip", &full, env)
     }
 
     /// Write `yaml` as the config and run `apply -c <it> --auto-approve`.

@@ -408,6 +408,7 @@ fn named_and_path_namespaces() {
         flags: 0,
         userdata: None,
         handle: None,
+        owner: None,
     });
     sock.send(&b, None).expect("send");
     assert!(ns.output("nft", &["list", "tables"]).contains(&name));

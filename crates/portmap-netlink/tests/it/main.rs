@@ -1,5 +1,6 @@
 //! portmap-netlink's kernel tests, as one test binary: `nf_tables` batches and dumps (`kernel`),
-//! conntrack (`conntrack`), interfaces (`link`) and sysctls (`sysctl`) against the real kernel, each
+//! conntrack (`conntrack`), interfaces (`link`), notifications and table ownership (`monitor`) and
+//! sysctls (`sysctl`) against the real kernel, each
 //! test in network namespaces of its own made by the test kit (`portmap-testkit`), which removes them
 //! even on panic. They need root and fail without it (unless `PORTMAP_TEST_ALLOW_SKIP=1` outside
 //! CI); they never touch the host namespace's ruleset.
@@ -7,6 +8,7 @@
 mod conntrack;
 mod kernel;
 mod link;
+mod monitor;
 mod reference;
 mod sysctl;
 

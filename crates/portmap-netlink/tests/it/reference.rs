@@ -52,6 +52,7 @@ pub fn table() -> Table {
         flags: 0,
         userdata: Some(udata::comment("managed by portmap")),
         handle: None,
+        owner: None,
     }
 }
 

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod confirm;
+pub mod import;
 mod lock;
 mod session;
 pub mod watch;

@@ -56,6 +56,16 @@ enum BackendArg {
     IptablesNft,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ImportFrom {
+    /// Native nftables tables.
+    Nft,
+    /// iptables and ip6tables, legacy and nft variants.
+    Iptables,
+    /// Both.
+    All,
+}
+
 #[derive(Debug, Args)]
 struct ConfigArg {
     /// Configuration file (`-` reads standard input).
@@ -144,6 +154,19 @@ enum Command {
         /// Receive buffer for the kernel's notifications, in bytes (default 8 MiB).
         #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1024..))]
         event_buffer: Option<u32>,
+    },
+    /// Read the DNAT forwards other tools wrote (nft tables, iptables and ip6tables of both
+    /// variants) and print a portmap configuration for them; the kernel is not changed.
+    Import {
+        /// Which rules to read.
+        #[arg(long, value_enum, default_value_t = ImportFrom::All)]
+        from: ImportFrom,
+        /// Write the configuration to FILE instead of standard output.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// The interface facing the internet, instead of the one most rules name (repeatable).
+        #[arg(long, value_name = "IFACE")]
+        wan: Vec<String>,
     },
     /// Remove portmap's table (or chains) and every mapping in it.
     Destroy {
@@ -458,6 +481,24 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             let watch = portmap::Watch::new(kind, &netns_of(cli), &cli.table, loader, options)?;
             let _signals = portmap::watch::forward_signals(&watch.handle())?;
             watch.run()?;
+            Ok(ExitStatus::Success)
+        }
+        Command::Import { from, output, wan } => {
+            let from = match from {
+                ImportFrom::Nft => portmap::import::ReadFrom::Nft,
+                ImportFrom::Iptables => portmap::import::ReadFrom::Iptables,
+                ImportFrom::All => portmap::import::ReadFrom::All,
+            };
+            let mut options = portmap::import::ImportOptions::new(from);
+            options.wan.clone_from(wan);
+            let imported = portmap::import::import(&netns_of(cli), &options)?;
+            let yaml = imported.to_yaml();
+            match output {
+                Some(path) => std::fs::write(path, &yaml)
+                    .with_context(|| format!("cannot write {}", shown_path(path)))?,
+                None => say(&yaml)?,
+            }
+            tell(&format!("{}\n", imported.summary()));
             Ok(ExitStatus::Success)
         }
         Command::Destroy {

@@ -14,6 +14,8 @@ pub mod convert;
 pub mod iptables;
 pub mod nft;
 pub mod read;
+#[cfg(test)]
+mod tests;
 
 use std::net::IpAddr;
 

@@ -47,10 +47,12 @@ impl ImportOptions {
 #[non_exhaustive]
 pub enum ImportError {
     /// No source of rules could be read at all.
-    #[error("nothing could be read, so nothing was imported:\n{}", .problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    #[error("no rules could be read, so nothing was imported{}:\n{}", if *.permission { " (reading the ruleset needs CAP_NET_ADMIN: run as root)" } else { "" }, .problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
     NothingRead {
         /// What went wrong with each source.
         problems: Vec<String>,
+        /// Whether a source was refused for want of privileges.
+        permission: bool,
     },
 }
 
@@ -183,7 +185,10 @@ pub fn import(netns: &Netns, options: &ImportOptions) -> Result<Imported, Import
         }
     }
     if !any {
-        return Err(ImportError::NothingRead { problems });
+        let permission = problems.iter().any(|p| {
+            p.contains("CAP_NET_ADMIN") || p.contains("Permission denied") || p.contains("must be root")
+        });
+        return Err(ImportError::NothingRead { problems, permission });
     }
     for p in problems {
         found.read.push(format!("not read: {p}"));

@@ -69,6 +69,7 @@ mod conntrack;
 mod damage;
 mod e2e;
 mod harness;
+mod import;
 mod ipv6;
 mod locking;
 mod router;

@@ -199,14 +199,13 @@ pub fn convert(found: Found, wan: Option<&[String]>) -> Imported {
             }
         }
         let mapping = finish(d, &mut names);
-        match reason {
-            Some(reason) => set_aside.push(SetAside { mapping, reason }),
-            None => {
-                for t in mapping.protocol.transports() {
-                    taken.push((v6, *t, mapping.ports, mapping.name.clone()));
-                }
-                mappings.push(mapping);
+        if let Some(reason) = reason {
+            set_aside.push(SetAside { mapping, reason });
+        } else {
+            for t in mapping.protocol.transports() {
+                taken.push((v6, *t, mapping.ports, mapping.name.clone()));
             }
+            mappings.push(mapping);
         }
     }
     Imported {
@@ -222,8 +221,9 @@ pub fn convert(found: Found, wan: Option<&[String]>) -> Imported {
 
 /// The same forward from several rules (different sources) → one draft admitting them all.
 fn merge_sources(drafts: Vec<Draft>) -> Vec<Draft> {
+    type Key = (Option<String>, Vec<Transport>, PortRange, IpAddr, u16);
     let mut out: Vec<Draft> = Vec::new();
-    let mut index: HashMap<(Option<String>, Vec<Transport>, PortRange, IpAddr, u16), usize> = HashMap::new();
+    let mut index: HashMap<Key, usize> = HashMap::new();
     for d in drafts {
         let key = (
             d.other_iif.clone(),
@@ -294,8 +294,9 @@ fn merge_runs(drafts: Vec<Draft>) -> Vec<Draft> {
 
 /// TCP and UDP forwards that agree on everything else → one `both` draft.
 fn merge_protocols(drafts: Vec<Draft>) -> Vec<Draft> {
+    type Key = (Option<String>, PortRange, IpAddr, u16, Vec<IpNet>);
     let mut out: Vec<Draft> = Vec::new();
-    let mut index: HashMap<(Option<String>, PortRange, IpAddr, u16, Vec<IpNet>), usize> = HashMap::new();
+    let mut index: HashMap<Key, usize> = HashMap::new();
     for d in drafts {
         let key = (d.other_iif.clone(), d.ports, d.to, d.to_port, d.sources.clone());
         if let Some(&i) = index.get(&key) {
@@ -482,21 +483,24 @@ impl Imported {
     pub fn summary(&self) -> String {
         let mut s = format!("imported {}", plural(self.mappings.len(), "mapping", "mappings"));
         if !self.set_aside.is_empty() {
-            s.push_str(&format!(
+            let _ = write!(
+                s,
                 "; {} set aside (commented out)",
                 plural(self.set_aside.len(), "mapping", "mappings")
-            ));
+            );
         }
         if !self.not_taken.is_empty() {
-            s.push_str(&format!(
+            let _ = write!(
+                s,
                 "; {} not taken over",
                 plural(self.not_taken.len(), "rule", "rules")
-            ));
+            );
         }
         if self.wan_guessed {
-            s.push_str(&format!(
+            let _ = write!(
+                s,
                 "; no rule names an interface, so wan is the placeholder {PLACEHOLDER_WAN}: check it"
-            ));
+            );
         }
         s.push_str("; nothing in the kernel was changed");
         s

@@ -9,6 +9,7 @@
 //! negations, several `--to-destination`, …) makes the rule [`NotTaken`](super::NotTaken) with the
 //! reason. portmap's own chains (found by their `P-MARK` marker chain) are skipped.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -116,10 +117,11 @@ pub fn decode(source: &str, v6: bool, dump: &Dump) -> Found {
     }
     let mut line = format!("{source}: nat PREROUTING");
     if !own.is_empty() {
-        line.push_str(&format!(
+        let _ = write!(
+            line,
             " (skipped portmap's own chains {})",
             own.iter().map(|p| format!("{p}…")).collect::<Vec<_>>().join(", ")
-        ));
+        );
     }
     found.read.push(line);
     found
@@ -144,7 +146,7 @@ impl Ctx<'_> {
         for (i, spec) in self.nat.rules_of(chain).iter().enumerate() {
             let mut origin = format!("{} nat {chain} rule {}", self.source, i + 1);
             if let Some(from) = from {
-                origin.push_str(&format!(" (jumped to from {from})"));
+                let _ = write!(origin, " (jumped to from {from})");
             }
             let w = words(spec);
             let comment = comment(&w);
@@ -373,12 +375,11 @@ fn comment(w: &[String]) -> Option<String> {
 }
 
 fn parse_ports(text: &str, sep: char) -> Option<(u16, u16)> {
-    let (a, b) = match text.split_once(sep) {
-        Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
-        None => {
-            let p = text.parse().ok()?;
-            (p, p)
-        }
+    let (a, b) = if let Some((a, b)) = text.split_once(sep) {
+        (a.parse().ok()?, b.parse().ok()?)
+    } else {
+        let p = text.parse().ok()?;
+        (p, p)
     };
     (a <= b).then_some((a, b))
 }
@@ -392,7 +393,11 @@ fn parse_net(text: &str, v6: bool) -> Option<IpNet> {
 }
 
 /// `--to-destination` text: `A`, `A:P`, `A:P-Q`, `A:P-Q/BASE`, `[A6]:P`.
-fn parse_destination(text: &str, v6: bool) -> Result<(IpAddr, Option<(u16, u16)>, Option<u16>), String> {
+/// A `--to-destination`: the address, the port or range (none: the packet's own), the base port of
+/// a shift (`/BASE`).
+type Destination = (IpAddr, Option<(u16, u16)>, Option<u16>);
+
+fn parse_destination(text: &str, v6: bool) -> Result<Destination, String> {
     let (addr_text, port_text) = if let Some(rest) = text.strip_prefix('[') {
         let (a, rest) = rest
             .split_once(']')

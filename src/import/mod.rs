@@ -5,7 +5,7 @@
 //! Reading and converting are kept apart. [`nft`] decodes rules dumped over netlink (the
 //! repository's own `portmap-netlink`) and [`iptables`] parses `iptables-save` text; both are pure
 //! and yield [`Found`]: the forwards a rule makes ([`Candidate`]s) and the DNAT rules that cannot be
-//! taken over, each with the reason ([`NotTaken`]). [`convert`] merges candidates into mappings
+//! taken over, each with the reason ([`NotTaken`]). [`convert()`] merges candidates into mappings
 //! (tcp+udp → `both`, consecutive ports → a range with `to_port`, several source rules → one
 //! `allow_from`), infers `wan` and writes the YAML. Only [`read`] touches the system: netlink dumps
 //! and `*-save` programs run in the chosen namespace, with no shell.

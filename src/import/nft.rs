@@ -15,6 +15,7 @@
 //! addresses, …) makes the rule [`NotTaken`](super::NotTaken), with the reason.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
@@ -54,7 +55,7 @@ pub enum TableKind {
     Native,
     /// portmap's own table (its marker comment): skipped.
     Portmap,
-    /// A table of `iptables-nft` (its rules hold x_tables `match`/`target` expressions): read
+    /// A table of `iptables-nft` (its rules hold `x_tables` `match`/`target` expressions): read
     /// through `iptables-nft-save` instead.
     IptablesNft,
 }
@@ -107,7 +108,7 @@ pub fn decode(tables: &[NftTable]) -> Found {
         format!("nft: table {}", read.join(", table "))
     };
     if !skipped.is_empty() {
-        line.push_str(&format!("; skipped table {}", skipped.join(", table ")));
+        let _ = write!(line, "; skipped table {}", skipped.join(", table "));
     }
     found.read.push(line);
     found
@@ -170,10 +171,10 @@ impl TableCtx<'_> {
     fn origin(&self, rule: &Rule, from: Option<&str>) -> String {
         let mut s = format!("nft table {} chain {}", table_name(&self.t.table), rule.chain);
         if let Some(h) = rule.handle {
-            s.push_str(&format!(" handle {h}"));
+            let _ = write!(s, " handle {h}");
         }
         if let Some(from) = from {
-            s.push_str(&format!(" (jumped to from {from})"));
+            let _ = write!(s, " (jumped to from {from})");
         }
         s
     }
@@ -201,7 +202,7 @@ impl TableCtx<'_> {
                     sources: f.sources,
                 })),
                 Ok(Outcome::Jump(target, cond)) => {
-                    if stack.iter().any(|c| *c == target) {
+                    if stack.contains(&target) {
                         found.skip(
                             &origin,
                             format!("jumps to chain {target}, which is already being followed (a loop)"),
@@ -215,8 +216,7 @@ impl TableCtx<'_> {
                         found.skip(&origin, format!("jumps to chain {target}, which does not exist"));
                     } else {
                         stack.push(target.clone());
-                        let from = format!("{chain}");
-                        self.walk(&target, &cond, stack, Some(&from), found);
+                        self.walk(&target, &cond, stack, Some(chain), found);
                         stack.pop();
                     }
                 }
@@ -278,8 +278,8 @@ fn rule_translates(rule: &Rule) -> bool {
         Expr::Nat {
             nat_type: NatType::Dnat,
             ..
-        } => true,
-        Expr::Immediate {
+        }
+        | Expr::Immediate {
             data: Data::Verdict(Verdict::Jump(_) | Verdict::Goto(_)),
             ..
         } => true,
@@ -535,6 +535,7 @@ impl State<'_> {
     }
 
     /// The fields of a set key starting at `r` over `len` bytes.
+    #[allow(clippy::many_single_char_names)] // registers, slots and lengths, as nft names them
     fn key_fields(&self, r: Register, len: u32) -> Result<Vec<Field>, String> {
         let mut out = Vec::new();
         let mut s = slot(r);
@@ -672,7 +673,7 @@ impl State<'_> {
                 invert,
                 ..
             } => self.lookup(*sreg, *dreg, set, *invert)?,
-            Expr::Counter { .. } => {}
+            Expr::Counter { .. } | Expr::Immediate { .. } => {}
             Expr::Unknown { name } if name == "log" || name == "counter" || name == "notrack" => {}
             Expr::Unknown { name } => {
                 return Err(match name.as_str() {
@@ -691,7 +692,6 @@ impl State<'_> {
             }
             Expr::Masq { .. } => return Err("masquerades (source NAT)".to_owned()),
             Expr::Nat { .. } => return Err("source NAT (snat)".to_owned()),
-            Expr::Immediate { .. } => {}
         }
         Ok(())
     }
@@ -909,6 +909,7 @@ impl State<'_> {
     }
 
     /// The forwards of a `dnat` expression under the rule's conditions.
+    #[allow(clippy::many_single_char_names)] // addresses, ports and registers of one expression
     fn dnat(&self, e: &Expr) -> Result<Vec<Forward>, String> {
         let Expr::Nat {
             family,
@@ -938,7 +939,7 @@ impl State<'_> {
             );
         }
         // Targets: (key values from a map element or none, address, first port, last port).
-        let mut targets: Vec<(Option<Vec<KeyValue>>, IpAddr, Option<(u16, u16)>)> = Vec::new();
+        let mut targets: Vec<Target> = Vec::new();
         match reg(addr_min) {
             Some(Val::Imm(bytes)) => {
                 let a = addr(&bytes, v6).ok_or("dnat to an address of the wrong length")?;
@@ -1062,7 +1063,7 @@ pub(super) fn expand(
                         "shifts ports {ports} outside its target range {a}-{b} (base {base})"
                     ));
                 }
-                first as u16
+                u16::try_from(first).unwrap_or(a)
             }
             (Some((a, b)), None) if a == b && lo == hi => a,
             (Some((a, b)), None) if a == lo && b == hi => lo,
@@ -1103,6 +1104,10 @@ pub(super) fn daddr_reason() -> String {
     "matches the destination address (ip daddr): a listen address, which portmap cannot express yet"
         .to_owned()
 }
+
+/// A DNAT target: the key of the map element it came from (none for `dnat to ADDR`), the
+/// address, and the port or range (none: the packet's own port).
+type Target = (Option<Vec<KeyValue>>, IpAddr, Option<(u16, u16)>);
 
 /// One field of a map element's key, read.
 enum KeyValue {

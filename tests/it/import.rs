@@ -5,6 +5,8 @@
 //! the foreign rules, applies the imported configuration with portmap and checks the same
 //! forwards carry real connections. Nothing touches the host namespace.
 
+use std::fmt::Write as _;
+
 use portmap_testkit::topology::path_str;
 use portmap_testkit::{CLIENT, OTHER_CLIENT, Topology, require_root};
 
@@ -21,7 +23,7 @@ fn kernel_state(t: &Topology) -> String {
         "ip6tables-nft-save",
     ] {
         let run = t.router.exec(tool, &[]);
-        out.push_str(&format!("--- {tool} (exit {})\n", run.code));
+        let _ = writeln!(out, "--- {tool} (exit {})", run.code);
         // Drop the `# Generated … on DATE` lines.
         for line in run.stdout.lines().filter(|l| !l.starts_with('#')) {
             out.push_str(line);
@@ -30,7 +32,7 @@ fn kernel_state(t: &Topology) -> String {
     }
     for names in ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"] {
         let run = t.router.exec("cat", &[names]);
-        out.push_str(&format!("--- {names}\n{}", run.stdout));
+        let _ = write!(out, "--- {names}\n{}", run.stdout);
     }
     out
 }

@@ -24,8 +24,13 @@ fn kernel_state(t: &Topology) -> String {
     ] {
         let run = t.router.exec(tool, &[]);
         let _ = writeln!(out, "--- {tool} (exit {})", run.code);
-        // Drop the `# Generated … on DATE` lines.
+        // Drop the `# Generated … on DATE` lines, and the packet counters of the chain lines
+        // (`:OUTPUT ACCEPT [6:412]`), which the router's own traffic moves.
         for line in run.stdout.lines().filter(|l| !l.starts_with('#')) {
+            let line = match line.rsplit_once(" [") {
+                Some((head, _)) if line.starts_with(':') => head,
+                _ => line,
+            };
             out.push_str(line);
             out.push('\n');
         }

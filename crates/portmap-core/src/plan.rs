@@ -537,7 +537,31 @@ fn field_changes(before: &ObservedMapping, after: &Mapping) -> Vec<FieldChange> 
             after: after.description.clone().unwrap_or_default(),
         });
     }
+    if before.limit != after.limit {
+        out.push(FieldChange {
+            field: "limit".to_owned(),
+            before: limit_text(before.limit.as_ref()),
+            after: limit_text(after.limit.as_ref()),
+        });
+    }
+    if before.log != after.log {
+        out.push(FieldChange {
+            field: "log".to_owned(),
+            before: log_text(before.log),
+            after: log_text(after.log),
+        });
+    }
     out
+}
+
+/// A limit for a plan: `20/second burst 40`, or `(none)`.
+pub fn limit_text(limit: Option<&crate::model::Limit>) -> String {
+    limit.map_or_else(|| "(none)".to_owned(), ToString::to_string)
+}
+
+/// Whether a mapping logs, for a plan: `true (group 100)` or `false`.
+pub fn log_text(log: Option<u16>) -> String {
+    log.map_or_else(|| "false".to_owned(), |g| format!("true (group {g})"))
 }
 
 /// A run of forwards that one configuration entry describes: consecutive external ports to

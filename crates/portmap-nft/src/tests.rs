@@ -44,6 +44,8 @@ fn mapping(
         },
         allow_from: allow.iter().map(|a| a.parse().unwrap()).collect(),
         description: None,
+        log: None,
+        limit: None,
     }
 }
 

@@ -553,7 +553,9 @@ pub fn render_status(observed: &Observed, color: bool) -> String {
         .collect();
     // Columns for what some mapping has: limits and logging, counters when they were read.
     let with_limits = summaries.iter().any(|s| s.limit.is_some() || s.log);
-    let with_counters = summaries.iter().any(|s| s.counters.is_some() || s.active_flows.is_some());
+    let with_counters = summaries
+        .iter()
+        .any(|s| s.counters.is_some() || s.active_flows.is_some());
     let mut header: Vec<String> = ["NAME", "PROTOCOL", "PORT", "TO", "TO_PORT", "ALLOW_FROM"]
         .map(str::to_owned)
         .to_vec();
@@ -583,7 +585,10 @@ pub fn render_status(observed: &Observed, color: bool) -> String {
             ];
             if with_limits {
                 row.push(dash(s.limit.clone().unwrap_or_default()));
-                row.push(s.log_group.map_or_else(|| "-".to_owned(), |g| format!("group {g}")));
+                row.push(
+                    s.log_group
+                        .map_or_else(|| "-".to_owned(), |g| format!("group {g}")),
+                );
             }
             if with_counters {
                 row.push(number(s.counters.map(|c| c.connections)));

@@ -628,8 +628,7 @@ fn description_problem(text: &str) -> Option<String> {
     None
 }
 
-const LIMIT_RULE: &str =
-    "write a rate as nft does: \"20/second\", or with a burst \"20/second burst 40\" (units second, minute, hour, day)";
+const LIMIT_RULE: &str = "write a rate as nft does: \"20/second\", or with a burst \"20/second burst 40\" (units second, minute, hour, day)";
 
 /// A `limit` as written (`20/second`, `20/second burst 40`, optionally ending in `packets` as nft
 /// prints it) → its canonical [`Limit`](crate::Limit): the rate in the shortest unit in which it
@@ -648,10 +647,7 @@ pub fn parse_limit(text: &str) -> Result<crate::model::Limit, String> {
         _ => return Err(format!("`{}` is not a limit; {LIMIT_RULE}", shown(text))),
     };
     let Some((count, unit)) = rate_text.split_once('/') else {
-        return Err(format!(
-            "`{}` has no unit; {LIMIT_RULE}",
-            shown(rate_text)
-        ));
+        return Err(format!("`{}` has no unit; {LIMIT_RULE}", shown(rate_text)));
     };
     let per = match unit {
         "second" => RateUnit::Second,

@@ -1180,13 +1180,7 @@ fn log_and_limit_are_read_checked_and_canonical() {
         "  - { name: plain, port: 81, to: 192.168.1.66 }\n",
     );
     let model = load_str(text, "x").expect("valid");
-    let limit = |rate, per, burst| {
-        Some(portmap_core::Limit {
-            rate,
-            per,
-            burst,
-        })
-    };
+    let limit = |rate, per, burst| Some(portmap_core::Limit { rate, per, burst });
     use portmap_core::RateUnit::{Hour, Second};
     assert_eq!(model.mappings[0].log, Some(7));
     assert_eq!(model.mappings[0].limit, limit(20, Second, 40));
@@ -1195,7 +1189,10 @@ fn log_and_limit_are_read_checked_and_canonical() {
     assert_eq!(model.mappings[2].limit, limit(2, Second, 5));
     assert_eq!(model.mappings[1].log, None);
     assert_eq!(model.mappings[3].limit, None);
-    assert_eq!(model.mappings[0].limit.expect("set").to_string(), "20/second burst 40");
+    assert_eq!(
+        model.mappings[0].limit.expect("set").to_string(),
+        "20/second burst 40"
+    );
     // Without `log_group`, the default group.
     let default = load_str(
         "wan: { interfaces: [wan0] }\nmappings:\n  - { name: web, port: 80, to: 192.168.1.66, log: true }\n",

@@ -8,7 +8,8 @@
 //!
 //! Beside nftables: [`Conntrack`] dumps and deletes connection-tracking entries (so that a changed
 //! DNAT reaches existing flows), [`interfaces`] lists a namespace's interfaces and addresses, and
-//! [`sysctl::read`] reads a sysctl as a namespace sees it. All of them work on a chosen
+//! [`sysctl::read`] reads a sysctl as a namespace sees it, and [`LogReader`] reads the packets
+//! rules log to an nflog group. All of them work on a chosen
 //! [`Netns`] without the process ever changing namespace.
 //!
 //! This crate knows the netlink wire formats and nft's conventions (userdata, datatypes,
@@ -27,6 +28,7 @@ mod error;
 pub mod interval;
 pub mod link;
 mod netns;
+pub mod nflog;
 pub mod object;
 mod socket;
 pub mod sysctl;
@@ -37,5 +39,6 @@ pub use conntrack::{Conntrack, Flow, Icmp, L3, Tuple};
 pub use error::Error;
 pub use link::{Interface, interfaces};
 pub use netns::{Netns, boot_id, inode as netns_inode};
+pub use nflog::{LogEvent, LogReader};
 pub use object::*;
 pub use socket::Socket;

@@ -418,6 +418,7 @@ fn set(
         concat: Vec::new(),
         userdata: Some(udata::set_udata(Some(key_order), data_order, comment)),
         handle: None,
+        obj_type: None,
     }
 }
 

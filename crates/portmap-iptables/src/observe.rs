@@ -699,5 +699,9 @@ fn into_mapping(name: String, rules: &[Found]) -> ObservedMapping {
         allow_from,
         damage,
         objects,
+        log: None,
+        limit: None,
+        counters: None,
+        active_flows: None,
     }
 }

@@ -111,6 +111,25 @@ impl NftBackend {
     pub fn table(&self) -> &TableId {
         &self.table
     }
+
+    /// The values of the counter objects of the table now, by name (none when the table does not
+    /// exist or is not portmap's).
+    fn counter_values(&mut self) -> Result<apply::Presets, Error> {
+        let t = &self.table;
+        match self.socket.table(t.family, &t.name)? {
+            Some(table) if observe::is_ours(&table) => {}
+            _ => return Ok(apply::Presets::new()),
+        }
+        Ok(self
+            .socket
+            .objects(t.family, &t.name)?
+            .into_iter()
+            .filter_map(|o| match o.kind {
+                portmap_netlink::ObjectKind::Counter { packets, bytes } => Some((o.name, (packets, bytes))),
+                _ => None,
+            })
+            .collect())
+    }
 }
 
 /// Whether `flow` was DNAT-ed through the forward `stale` names (see [`StaleFlows::covers`]).
@@ -195,7 +214,13 @@ impl Backend for NftBackend {
             return Ok(ApplyReport::default());
         }
         let env = LanSide::read(&self.netns, &plan.desired.settings)?;
-        let built = apply::build(plan, &self.table, &env, record);
+        // Counters a rebuild or a repair creates again start from what they hold now.
+        let presets = if apply::recreates_counters(plan) {
+            self.counter_values()?
+        } else {
+            apply::Presets::new()
+        };
+        let built = apply::build(plan, &self.table, &env, record, &presets);
         match self.socket.send(&built.batch, Some(generation)) {
             Ok(()) => {}
             Err(portmap_netlink::Error::GenerationChanged) => {

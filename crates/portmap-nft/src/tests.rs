@@ -388,7 +388,7 @@ fn ipv6_rules_use_the_expressions_nft_builds() {
         }
     )));
     let output: Vec<&Rule> = rules.iter().filter(|r| r.chain == layout::OUTPUT).collect();
-    assert_eq!(output.len(), 4);
+    assert_eq!(output.len(), 8);
 
     let allow = layout::allow_rule(&t(), "game6", IpFamily::V6, 0);
     assert!(allow.exprs.iter().any(|e| matches!(

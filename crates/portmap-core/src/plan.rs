@@ -355,7 +355,7 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
                 DeleteReason::NotInConfig
             };
             deletes.push(Change::Delete {
-                before: before.clone(),
+                before: uncounted(before),
                 reason,
             });
         }
@@ -366,14 +366,14 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
                 mapping: after.clone(),
             }),
             Some(before) if before.is_damaged() => updates.push(Change::Repair {
-                before: (*before).clone(),
+                before: uncounted(before),
                 after: after.clone(),
             }),
             Some(before) => {
                 let fields = field_changes(before, after);
                 if !fields.is_empty() {
                     updates.push(Change::Update {
-                        before: (*before).clone(),
+                        before: uncounted(before),
                         after: after.clone(),
                         fields,
                     });
@@ -401,6 +401,17 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
         desired: model.clone(),
         observed_settings: observed.settings.clone(),
         pending_flows: observed.pending_flows.clone(),
+    }
+}
+
+/// A mapping as a plan records it: without its counters and active flows, which move with
+/// traffic and are no part of what a plan changes (two plans made a moment apart are the same
+/// plan).
+fn uncounted(before: &ObservedMapping) -> ObservedMapping {
+    ObservedMapping {
+        counters: None,
+        active_flows: None,
+        ..before.clone()
     }
 }
 

@@ -18,6 +18,8 @@
 
 #![warn(missing_docs)]
 
+pub mod connlog;
+pub mod metrics;
 mod session;
 
 // Reading and checking a configuration.
@@ -31,7 +33,9 @@ pub use portmap_core::{
     canonical_prefixes, is_mapping_name,
 };
 // What the kernel holds.
-pub use portmap_core::{Environment, Observed, ObservedMapping, Place, TableState};
+pub use portmap_core::{Counters, Environment, Observed, ObservedMapping, Place, TableState, TrackedFlow};
+// Per-mapping logging and limits.
+pub use portmap_core::{DEFAULT_BURST, DEFAULT_LOG_GROUP, Limit, RateUnit, parse_limit};
 // Plans.
 pub use portmap_core::{
     Change, Counts, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, PlanFileError, Refusal,
@@ -229,6 +233,10 @@ impl Backend for Backends {
 
     fn destroy(&mut self) -> Result<bool, BackendError> {
         delegate!(self, b => b.destroy())
+    }
+
+    fn tracked_flows(&mut self) -> Result<Option<Vec<portmap_core::TrackedFlow>>, BackendError> {
+        delegate!(self, b => b.tracked_flows())
     }
 }
 

@@ -266,16 +266,21 @@ fn check_limits(model: &Model) -> Result<(), Error> {
     Ok(())
 }
 
-/// Whether `flow` was DNAT-ed through the forward `stale` names (see [`StaleFlows::covers`]).
-fn flow_is_stale(flow: &Flow, stale: &StaleFlows) -> bool {
-    stale.covers(&portmap_core::TrackedFlow {
+/// A conntrack entry as the core reads it.
+fn tracked(flow: &Flow) -> portmap_core::TrackedFlow {
+    portmap_core::TrackedFlow {
         dnat: flow.status & conntrack::status::DST_NAT != 0,
         proto: flow.original.proto,
         src: flow.original.src,
         dst_port: flow.original.dst_port,
         reply_src: flow.reply.src,
         reply_src_port: flow.reply.src_port,
-    })
+    }
+}
+
+/// Whether `flow` was DNAT-ed through the forward `stale` names (see [`StaleFlows::covers`]).
+fn flow_is_stale(flow: &Flow, stale: &StaleFlows) -> bool {
+    stale.covers(&tracked(flow))
 }
 
 impl IptablesBackend {
@@ -628,6 +633,11 @@ impl Backend for IptablesBackend {
         check_limits(model)?;
         let lan = lan_side(&self.netns, &model.settings.lan_interfaces)?;
         Ok(render::render(&self.prefix, model, &lan))
+    }
+
+    fn tracked_flows(&mut self) -> Result<Option<Vec<portmap_core::TrackedFlow>>, Error> {
+        let mut conntrack = Conntrack::open(&netlink_netns(&self.netns))?;
+        Ok(Some(conntrack.dump(None)?.iter().map(tracked).collect()))
     }
 
     fn destroy(&mut self) -> Result<bool, Error> {

@@ -132,16 +132,21 @@ impl NftBackend {
     }
 }
 
-/// Whether `flow` was DNAT-ed through the forward `stale` names (see [`StaleFlows::covers`]).
-fn flow_is_stale(flow: &Flow, stale: &StaleFlows) -> bool {
-    stale.covers(&portmap_core::TrackedFlow {
+/// A conntrack entry as the core reads it.
+fn tracked(flow: &Flow) -> portmap_core::TrackedFlow {
+    portmap_core::TrackedFlow {
         dnat: flow.status & conntrack::status::DST_NAT != 0,
         proto: flow.original.proto,
         src: flow.original.src,
         dst_port: flow.original.dst_port,
         reply_src: flow.reply.src,
         reply_src_port: flow.reply.src_port,
-    })
+    }
+}
+
+/// Whether `flow` was DNAT-ed through the forward `stale` names (see [`StaleFlows::covers`]).
+fn flow_is_stale(flow: &Flow, stale: &StaleFlows) -> bool {
+    stale.covers(&tracked(flow))
 }
 
 /// The netlink layer's handle for a namespace named by the core's plain value.
@@ -267,6 +272,11 @@ impl Backend for NftBackend {
     fn render(&self, model: &Model) -> Result<String, Error> {
         let env = LanSide::read(&self.netns, &model.settings)?;
         Ok(render::render(model, &self.table, &env))
+    }
+
+    fn tracked_flows(&mut self) -> Result<Option<Vec<portmap_core::TrackedFlow>>, Error> {
+        let mut conntrack = Conntrack::open(&self.netns)?;
+        Ok(Some(conntrack.dump(None)?.iter().map(tracked).collect()))
     }
 
     fn destroy(&mut self) -> Result<bool, Error> {

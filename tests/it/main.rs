@@ -65,6 +65,7 @@ mod backends;
 mod cli;
 mod conformance;
 mod conntrack;
+mod counters;
 mod damage;
 mod e2e;
 mod harness;

@@ -118,7 +118,7 @@ pub fn build(plan: &Plan, t: &TableId, env: &LanSide, record: &[StaleFlows], pre
             let start = b.batch.len();
             let what = match change {
                 Change::Create { mapping } => {
-                    b.create(mapping, false);
+                    b.create(mapping, &BTreeSet::new());
                     format!("creating mapping {}", mapping.name)
                 }
                 Change::Delete { before, .. } => {
@@ -130,8 +130,7 @@ pub fn build(plan: &Plan, t: &TableId, env: &LanSide, record: &[StaleFlows], pre
                     format!("changing mapping {}", after.name)
                 }
                 Change::Repair { before, after } => {
-                    b.delete(before);
-                    b.create(after, true);
+                    b.repair(before, after);
                     format!("repairing mapping {}", after.name)
                 }
             };
@@ -557,25 +556,46 @@ impl Builder<'_> {
         }
     }
 
-    /// A new mapping; with `again` (a repair) its counters start from what the old ones held.
-    fn create(&mut self, m: &Mapping, again: bool) {
+    /// A damaged mapping: everything found of it goes but the counters and the limit that are
+    /// what portmap writes (the limit only when the configuration keeps it), and it is created
+    /// again around them.
+    fn repair(&mut self, before: &ObservedMapping, after: &Mapping) {
+        let comment = mapping_comment(&before.name, before.description.as_deref());
+        self.dnat_elements(false, &before.forwards, &comment);
+        let keep_limit = before.limit == after.limit;
+        self.del_found(before, true, keep_limit);
+        let kept: BTreeSet<String> = before
+            .objects
+            .iter()
+            .filter_map(|o| o.strip_prefix("keep "))
+            .filter(|o| keep_limit || !o.starts_with("limit "))
+            .filter_map(|o| o.split_once(' ').map(|(_, name)| name.to_owned()))
+            .collect();
+        self.create(after, &kept);
+    }
+
+    /// A new mapping; `kept` names its objects that are there already (a repair keeps them). A
+    /// counter made again starts from what it held before ([`Presets`]).
+    fn create(&mut self, m: &Mapping, kept: &BTreeSet<String>) {
         let mut mo = MappingObjects::of(self.t, m, &mut self.ids);
-        if again {
-            for counter in &mut mo.extras.counters {
-                if let (Some(&(p, b)), portmap_netlink::ObjectKind::Counter { packets, bytes }) =
-                    (self.presets.get(&counter.name), &mut counter.kind)
-                {
-                    (*packets, *bytes) = (p, b);
-                }
+        for counter in &mut mo.extras.counters {
+            if let (Some(&(p, b)), portmap_netlink::ObjectKind::Counter { packets, bytes }) =
+                (self.presets.get(&counter.name), &mut counter.kind)
+            {
+                (*packets, *bytes) = (p, b);
             }
         }
         if let Some(list) = mo.allow.take() {
             self.send_allow_list(&list);
         }
         for counter in &mo.extras.counters {
-            self.add_object(counter);
+            if !kept.contains(&counter.name) {
+                self.add_object(counter);
+            }
         }
-        if let Some(limit) = &mo.extras.limit {
+        if let Some(limit) = &mo.extras.limit
+            && !kept.contains(&limit.name)
+        {
             self.add_object(limit);
         }
         if let Some((chain, rule)) = &mo.extras.log {
@@ -628,7 +648,7 @@ impl Builder<'_> {
         let comment = mapping_comment(&before.name, before.description.as_deref());
         self.dnat_elements(false, &before.forwards, &comment);
         if before.is_damaged() {
-            self.del_found(before);
+            self.del_found(before, false, false);
         } else {
             if !before.allow_from.is_empty() {
                 self.del_allow_list(
@@ -641,10 +661,11 @@ impl Builder<'_> {
         }
     }
 
-    /// Delete exactly the allow-list objects `observe` found for a damaged mapping: guard elements
-    /// first (they jump to the chain), then the chain (with whatever rules it holds), then the set.
-    /// Only names of this mapping's own objects are honoured.
-    fn del_found(&mut self, before: &ObservedMapping) {
+    /// Delete exactly the objects `observe` found for a damaged mapping: map elements first (they
+    /// jump to the chains and name the objects), then the chains (with whatever rules they hold),
+    /// then the set, then the counters and the limit — but those a repair keeps. Only names of
+    /// this mapping's own objects are honoured.
+    fn del_found(&mut self, before: &ObservedMapping, keep_counters: bool, keep_limit: bool) {
         let name = &before.name;
         let chain = layout::allow_chain(name);
         let log_chain = layout::log_chain(name);
@@ -670,6 +691,17 @@ impl Builder<'_> {
         let (mut del_chain, mut del_log_chain, mut del_set) = (false, false, false);
         let mut del_objects: Vec<(u32, &str)> = Vec::new();
         for object in &before.objects {
+            // What a repair keeps: its intact counters always, its intact limit if configured so.
+            let object = match object.strip_prefix("keep ") {
+                Some(o)
+                    if (o.starts_with("counter ") && keep_counters)
+                        || (o.starts_with("limit ") && keep_limit) =>
+                {
+                    continue;
+                }
+                Some(o) => o,
+                None => object.as_str(),
+            };
             match object.split(' ').collect::<Vec<_>>().as_slice() {
                 ["chain", found] if *found == chain => del_chain = true,
                 ["chain", found] if *found == log_chain => del_log_chain = true,

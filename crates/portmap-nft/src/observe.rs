@@ -617,14 +617,22 @@ impl Found<'_> {
             if self.set.is_some() {
                 objects.push(format!("set {set_name}"));
             }
+            // Counters and a limit that are what portmap writes are kept by a repair (`keep …`):
+            // the counters go on counting, and the limit's bucket stays as it is.
+            let keep = if self.object_comments { "" } else { "keep " };
             if self.conn.is_some() {
-                objects.push(format!("counter {}", layout::conn_counter(&name)));
+                objects.push(format!("{keep}counter {}", layout::conn_counter(&name)));
             }
             if self.traffic.is_some() {
-                objects.push(format!("counter {}", layout::traffic_counter(&name)));
+                objects.push(format!("{keep}counter {}", layout::traffic_counter(&name)));
             }
-            if self.limit.is_some() {
-                objects.push(format!("limit {}", layout::limit_object(&name)));
+            if let Some(kind) = &self.limit {
+                let keep = if layout::limit_of(kind).is_some() {
+                    keep
+                } else {
+                    ""
+                };
+                objects.push(format!("{keep}limit {}", layout::limit_object(&name)));
             }
             objects
         };

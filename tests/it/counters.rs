@@ -43,18 +43,18 @@ fn status(t: &Topology) -> Value {
 
 /// `(connections, packets, bytes, active_flows)` of one mapping, as `status --json` says.
 fn counted(t: &Topology, name: &str) -> (u64, u64, u64, u64) {
-    let s = status(t);
-    let m = status_mapping(&s, name);
-    let c = &m["counters"];
-    let n = |v: &Value| {
+    let json = status(t);
+    let mapping = status_mapping(&json, name);
+    let counters = &mapping["counters"];
+    let number = |v: &Value| {
         v.as_u64()
-            .unwrap_or_else(|| panic!("{name}: not a number: {m:#}"))
+            .unwrap_or_else(|| panic!("{name}: not a number: {mapping:#}"))
     };
     (
-        n(&c["connections"]),
-        n(&c["packets"]),
-        n(&c["bytes"]),
-        n(&m["active_flows"]),
+        number(&counters["connections"]),
+        number(&counters["packets"]),
+        number(&counters["bytes"]),
+        number(&mapping["active_flows"]),
     )
 }
 
@@ -150,13 +150,13 @@ every_backend! {
 /// tracked flows; UDP flows count as live flows of `dns`; changing, adding and removing other
 /// mappings leaves `web`'s counters exactly as they were.
 fn counters_count_what_the_connections_did(t) {
+    const K: u64 = 5;
     let _web = t.tcp_server("192.168.1.66:80");
     let _dns = t.udp_server("192.168.1.70:53");
     let _api = t.tcp_server("192.168.1.66:81");
     t.apply(&config(&format!("{WEB}{DNS}"))).success();
     assert_eq!(counted(t, "web"), (0, 0, 0, 0));
 
-    const K: u64 = 5;
     let mut reply_bytes = 0;
     for _ in 0..K {
         let reply = t.tcp(CLIENT, 8080).expect("web answers");
@@ -231,7 +231,8 @@ fn a_limit_caps_new_connections_but_not_established_ones(t) {
     let elapsed = started.elapsed().as_secs_f64();
     let passed = results.iter().filter(|ok| **ok).count();
     // burst + rate × elapsed, with room for the machine being slow.
-    let most = 5 + (5.0 * elapsed).ceil() as usize + 2;
+    let refilled = usize::try_from((5.0 * elapsed).ceil() as i64).unwrap_or(0);
+    let most = 5 + refilled + 2;
     assert!(
         (3..=most).contains(&passed),
         "{passed} of 40 attempts passed in {elapsed:.2} s (expected about 5 + 5/s × {elapsed:.2} s)"
@@ -361,6 +362,20 @@ fn parse_metrics(text: &str) -> Vec<(String, std::collections::BTreeMap<String, 
         .collect()
 }
 
+/// A metric whose value is a whole number.
+fn count(
+    samples: &[(String, std::collections::BTreeMap<String, String>, f64)],
+    name: &str,
+    mapping: Option<&str>,
+) -> u64 {
+    let v = metric(samples, name, mapping);
+    assert!(
+        v.fract().abs() < f64::EPSILON,
+        "{name} is {v}, not a whole number"
+    );
+    u64::try_from(v as i128).unwrap_or_else(|_| panic!("{name} is {v}"))
+}
+
 fn metric(
     samples: &[(String, std::collections::BTreeMap<String, String>, f64)],
     name: &str,
@@ -390,13 +405,13 @@ fn metrics_are_prometheus_text_of_what_happened(t) {
     let out = t.portmap(&["metrics", "-c", portmap_testkit::topology::path_str(&path)]);
     assert!(out.ok(), "{out}");
     let samples = parse_metrics(&out.stdout);
-    assert_eq!(metric(&samples, "portmap_mapping_connections_total", Some("web")), 4.0);
-    assert!(metric(&samples, "portmap_mapping_packets_total", Some("web")) >= 20.0);
-    assert!(metric(&samples, "portmap_mapping_bytes_total", Some("web")) > 0.0);
-    assert_eq!(metric(&samples, "portmap_mapping_active_flows", Some("web")), 4.0);
-    assert_eq!(metric(&samples, "portmap_table_up", None), 1.0);
-    assert_eq!(metric(&samples, "portmap_drift", None), 0.0);
-    assert_eq!(metric(&samples, "portmap_last_apply_success", None), 1.0);
+    assert_eq!(count(&samples, "portmap_mapping_connections_total", Some("web")), 4);
+    assert!(count(&samples, "portmap_mapping_packets_total", Some("web")) >= 20);
+    assert!(count(&samples, "portmap_mapping_bytes_total", Some("web")) > 0);
+    assert_eq!(count(&samples, "portmap_mapping_active_flows", Some("web")), 4);
+    assert_eq!(count(&samples, "portmap_table_up", None), 1);
+    assert_eq!(count(&samples, "portmap_drift", None), 0);
+    assert_eq!(count(&samples, "portmap_last_apply_success", None), 1);
     let when = metric(&samples, "portmap_last_apply_timestamp_seconds", None);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -414,7 +429,7 @@ fn metrics_are_prometheus_text_of_what_happened(t) {
     // Drift: the configuration moves on, the kernel has not.
     let drifted = t.write_config(&config(&WEB.replace("8080", "8082")));
     let out = t.portmap(&["metrics", "-c", portmap_testkit::topology::path_str(&drifted)]);
-    assert_eq!(metric(&parse_metrics(&out.stdout), "portmap_drift", None), 1.0);
+    assert_eq!(count(&parse_metrics(&out.stdout), "portmap_drift", None), 1);
 
     // Over HTTP, from the router namespace's loopback.
     let gatherer = portmap::metrics::Gatherer::new(
@@ -441,11 +456,11 @@ fn metrics_are_prometheus_text_of_what_happened(t) {
     let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
     assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.to_ascii_lowercase().contains("text/plain; version=0.0.4"), "{head}");
-    assert_eq!(metric(&parse_metrics(body), "portmap_mapping_connections_total", Some("web")), 4.0);
+    assert_eq!(count(&parse_metrics(body), "portmap_mapping_connections_total", Some("web")), 4);
     t.assert_tcp(CLIENT, 8080, "192.168.1.66:80");
     let body = get("/metrics");
     let body = body.split_once("\r\n\r\n").expect("HTTP response").1;
-    assert_eq!(metric(&parse_metrics(body), "portmap_mapping_connections_total", Some("web")), 5.0);
+    assert_eq!(count(&parse_metrics(body), "portmap_mapping_connections_total", Some("web")), 5);
     assert!(get("/other").contains(" 404 "));
     server.stop();
     // The server is gone (tiny_http closes its listening socket from its own thread, just after).

@@ -468,9 +468,10 @@ impl Walker<'_, '_> {
         if let Some(node) = log_group {
             self.spans.log_group.pos = Some(node.pos);
             match &node.value {
-                Value::Scalar(s) if s.kind == Kind::Int => match yaml::int_value(&s.text) {
-                    Some(n) => config.log_group = Some(n),
-                    None => {
+                Value::Scalar(s) if s.kind == Kind::Int => {
+                    if let Some(n) = yaml::int_value(&s.text) {
+                        config.log_group = Some(n);
+                    } else {
                         let message = format!(
                             "log group {} is out of range; use an nflog group 0-65535",
                             shown(&s.text)
@@ -478,7 +479,7 @@ impl Walker<'_, '_> {
                         self.error(node.pos, Field::Top("log_group"), message);
                         self.spans.log_group.bad = true;
                     }
-                },
+                }
                 _ => {
                     self.wrong_type(node, Field::Top("log_group"), "an nflog group number 0-65535");
                     self.spans.log_group.bad = true;

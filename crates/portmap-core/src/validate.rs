@@ -279,9 +279,10 @@ pub(crate) fn check(config: &Config, spans: &Spans, report: &mut Report<'_>) -> 
     let log_group = match config.log_group {
         None => Some(crate::model::DEFAULT_LOG_GROUP),
         Some(_) if spans.log_group.bad => None,
-        Some(g) => match u16::try_from(g) {
-            Ok(g) => Some(g),
-            Err(_) => {
+        Some(g) => {
+            if let Ok(g) = u16::try_from(g) {
+                Some(g)
+            } else {
                 report.push(
                     spans.log_group.pos,
                     Field::Top("log_group"),
@@ -292,7 +293,7 @@ pub(crate) fn check(config: &Config, spans: &Spans, report: &mut Report<'_>) -> 
                 );
                 None
             }
-        },
+        }
     };
 
     let mut checked: Vec<Checked> = Vec::with_capacity(config.mappings.len());
@@ -695,14 +696,14 @@ pub fn canonical_limit(limit: crate::model::Limit) -> crate::model::Limit {
             break;
         }
         let scaled = total * unit.seconds();
-        if scaled % limit.per.seconds() == 0 {
-            if let Ok(rate) = u32::try_from(scaled / limit.per.seconds()) {
-                return crate::model::Limit {
-                    rate,
-                    per: unit,
-                    burst: limit.burst,
-                };
-            }
+        if scaled % limit.per.seconds() == 0
+            && let Ok(rate) = u32::try_from(scaled / limit.per.seconds())
+        {
+            return crate::model::Limit {
+                rate,
+                per: unit,
+                burst: limit.burst,
+            };
         }
     }
     limit

@@ -1170,6 +1170,7 @@ fn limits_fit_100k_mappings() {
 
 #[test]
 fn log_and_limit_are_read_checked_and_canonical() {
+    use portmap_core::RateUnit::{Hour, Second};
     let text = concat!(
         "wan: { interfaces: [wan0] }\n",
         "log_group: 7\n",
@@ -1181,7 +1182,6 @@ fn log_and_limit_are_read_checked_and_canonical() {
     );
     let model = load_str(text, "x").expect("valid");
     let limit = |rate, per, burst| Some(portmap_core::Limit { rate, per, burst });
-    use portmap_core::RateUnit::{Hour, Second};
     assert_eq!(model.mappings[0].log, Some(7));
     assert_eq!(model.mappings[0].limit, limit(20, Second, 40));
     // The shortest unit in which the rate is whole; the burst nft and iptables default to.

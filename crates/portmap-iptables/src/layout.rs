@@ -533,7 +533,7 @@ pub fn hashlimit_name(mapping: &str, limit: &portmap_core::Limit) -> String {
 /// Microseconds iptables' hashlimit counts a rate in (`XT_HASHLIMIT_SCALE_v2`).
 const HASHLIMIT_SCALE: u64 = 1_000_000;
 
-/// The rate as `iptables-save` prints a `--hashlimit-above` of `limit` back: libxt_hashlimit
+/// The rate as `iptables-save` prints a `--hashlimit-above` of `limit` back: `libxt_hashlimit`
 /// stores the period between packets in microseconds (`scale * unit / rate`, rounded down) and
 /// prints it in the longest unit it fits (its `print_rate`). Returns the number and the unit
 /// (`sec`, `min`, `hour`, `day`).

@@ -256,7 +256,6 @@ pub fn parse_filter(spec: &str) -> Option<(Run, String, Option<IpNet>, FilterKin
     let (name, target) = rest.split_once(' ').unwrap_or((rest, ""));
     let kind = match (target, limit, new) {
         ("-j DROP", Some(limit), true) => FilterKind::Limit(limit),
-        (_, Some(_), _) => return None,
         ("-j ACCEPT", None, false) => FilterKind::Accept,
         ("-j DROP", None, false) => FilterKind::Drop,
         ("", None, true) => FilterKind::Count,

@@ -119,7 +119,7 @@ impl LogReader {
         }
         // Without the kernel's conntrack glue this is refused; the events then lack the tuples.
         let conntrack = config(&mut chan, group, |w| {
-            w.put_u16(NFULA_CFG_FLAGS, NFULNL_CFG_F_CONNTRACK)
+            w.put_u16(NFULA_CFG_FLAGS, NFULNL_CFG_F_CONNTRACK);
         })? == 0;
         chan.grow_buffers(0, 4 * 1024 * 1024)?;
         Ok(LogReader {

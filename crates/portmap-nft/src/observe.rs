@@ -293,7 +293,7 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
         match (kind, &object.kind) {
             (ObjKind::Conn, ObjectKind::Counter { packets, .. }) => entry.conn = Some(*packets),
             (ObjKind::Traffic, ObjectKind::Counter { packets, bytes }) => {
-                entry.traffic = Some((*packets, *bytes))
+                entry.traffic = Some((*packets, *bytes));
             }
             (ObjKind::Limit, kind) => entry.limit = Some(kind.clone()),
             _ => {}

@@ -121,6 +121,7 @@ fn strip_handle(line: &str) -> String {
 }
 
 fn strip_counter_values(line: &str) -> String {
+    const MARK: &str = "counter packets ";
     // The body of a named counter (`counter conn_web { packets 3 bytes 180 }`).
     let body = line.trim_start();
     if let Some(rest) = body.strip_prefix("packets ")
@@ -132,7 +133,6 @@ fn strip_counter_values(line: &str) -> String {
     {
         return format!("{}packets bytes", &line[..line.len() - body.len()]);
     }
-    const MARK: &str = "counter packets ";
     let mut out = String::new();
     let mut rest = line;
     while let Some(i) = rest.find(MARK) {

@@ -508,3 +508,122 @@ fn answer(request: tiny_http::Request, gather: &dyn Fn() -> String) {
         tracing::debug!("metrics: answering a request: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed_with(name: &str) -> Observed {
+        let mut observed = Observed::missing("nft", "inet portmap", Some(1));
+        observed.state = TableState::Intact;
+        let mut m = crate::ObservedMapping::found(
+            name,
+            vec![crate::Forward {
+                transport: crate::Transport::Tcp,
+                port: 8080,
+                to: "192.168.1.66".parse().expect("address"),
+                to_port: 80,
+            }],
+        );
+        m.counters = Some(crate::Counters {
+            connections: 3,
+            packets: 30,
+            bytes: 3000,
+        });
+        m.active_flows = Some(2);
+        observed.mappings.push(m);
+        observed
+    }
+
+    fn snapshot(observed: Observed) -> Snapshot {
+        Snapshot {
+            backend: "nft".to_owned(),
+            table: observed.table.clone(),
+            observed: Ok(observed),
+            pending_changes: Some(0),
+            last_apply: Some(ApplyRecord::now(false, Some("refused".to_owned()))),
+        }
+    }
+
+    #[test]
+    fn the_text_is_prometheus_0_0_4_and_reads_back() {
+        let text = encode(&snapshot(observed_with("web")));
+        assert!(
+            text.contains("# TYPE portmap_mapping_connections_total counter\n"),
+            "{text}"
+        );
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses");
+        let value = |metric: &str| {
+            scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == metric)
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+                    _ => f64::NAN,
+                })
+                .unwrap_or_else(|| panic!("no {metric} in\n{text}"))
+        };
+        assert!((value("portmap_mapping_connections_total") - 3.0).abs() < 1e-9);
+        assert!((value("portmap_mapping_bytes_total") - 3000.0).abs() < 1e-9);
+        assert!((value("portmap_mapping_active_flows") - 2.0).abs() < 1e-9);
+        assert!((value("portmap_last_apply_success")).abs() < 1e-9);
+        assert!((value("portmap_drift")).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_label_value_cannot_break_a_line() {
+        // Validation never lets such a name into a table; a table edited by hand could.
+        let hostile = "we\"b\nportmap_table_up 0\\";
+        let text = encode(&snapshot(observed_with(hostile)));
+        assert!(
+            !text.lines().any(|l| l.starts_with("portmap_table_up 0")),
+            "{text}"
+        );
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses");
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "portmap_mapping_connections_total")
+            .expect("the mapping's counter");
+        assert!(
+            sample.labels.get("name").is_some_and(|n| n.contains("we")),
+            "{text}"
+        );
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("portmap_mapping_connections_total"))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn an_unreadable_table_is_a_failed_scrape() {
+        let text = encode(&Snapshot {
+            backend: "nft".to_owned(),
+            table: "portmap".to_owned(),
+            observed: Err("permission denied".to_owned()),
+            pending_changes: None,
+            last_apply: None,
+        });
+        assert!(
+            text.contains("portmap_scrape_success{backend=\"nft\",table=\"portmap\"} 0"),
+            "{text}"
+        );
+        assert!(!text.contains("portmap_table_up"), "{text}");
+    }
+
+    #[test]
+    fn the_apply_record_round_trips() {
+        let dir = std::env::temp_dir().join(format!("portmap-metrics-{}", std::process::id()));
+        let path = dir.join("state-net1-nft-portmap.json");
+        let record = ApplyRecord::now(true, None);
+        record.write(&path).expect("write");
+        let back = ApplyRecord::read(&path).expect("read back");
+        assert_eq!((back.success, back.error), (true, None));
+        // JSON keeps the time to well under a millisecond.
+        assert!((back.timestamp - record.timestamp).abs() < 1e-3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

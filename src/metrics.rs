@@ -554,15 +554,15 @@ mod tests {
         );
         let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses");
         let value = |metric: &str| {
-            scrape
+            let sample = scrape
                 .samples
                 .iter()
                 .find(|s| s.metric == metric)
-                .map(|s| match s.value {
-                    prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
-                    _ => f64::NAN,
-                })
-                .unwrap_or_else(|| panic!("no {metric} in\n{text}"))
+                .unwrap_or_else(|| panic!("no {metric} in\n{text}"));
+            match sample.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+                _ => f64::NAN,
+            }
         };
         assert!((value("portmap_mapping_connections_total") - 3.0).abs() < 1e-9);
         assert!((value("portmap_mapping_bytes_total") - 3000.0).abs() < 1e-9);

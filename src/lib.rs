@@ -19,8 +19,10 @@
 #![warn(missing_docs)]
 
 pub mod confirm;
+pub mod connlog;
 pub mod import;
 mod lock;
+pub mod metrics;
 mod session;
 pub mod watch;
 
@@ -35,7 +37,9 @@ pub use portmap_core::{
     canonical_prefixes, is_mapping_name,
 };
 // What the kernel holds.
-pub use portmap_core::{Environment, Observed, ObservedMapping, Place, TableState};
+pub use portmap_core::{Counters, Environment, Observed, ObservedMapping, Place, TableState, TrackedFlow};
+// Per-mapping logging and limits.
+pub use portmap_core::{DEFAULT_BURST, DEFAULT_LOG_GROUP, Limit, RateUnit, parse_limit};
 // Plans.
 pub use portmap_core::{
     Change, Counts, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, PlanFileError, Refusal,
@@ -256,6 +260,10 @@ impl Backend for Backends {
 
     fn destroy(&mut self) -> Result<bool, BackendError> {
         delegate!(self, b => b.destroy())
+    }
+
+    fn tracked_flows(&mut self) -> Result<Option<Vec<portmap_core::TrackedFlow>>, BackendError> {
+        delegate!(self, b => b.tracked_flows())
     }
 }
 

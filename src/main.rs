@@ -168,6 +168,29 @@ enum Command {
         #[arg(long, value_name = "IFACE")]
         wan: Vec<String>,
     },
+    /// Print Prometheus metrics (text format 0.0.4): per-mapping counters, table health, the last
+    /// apply's time and outcome, and with -c whether the kernel differs from the configuration.
+    Metrics {
+        /// Configuration to compare the kernel with (`portmap_drift`).
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Print one line per new forwarded connection of the mappings with `log: true`, as the kernel
+    /// logs them (nflog), until stopped.
+    Log {
+        /// Configuration whose `log_group` to read (default group 100).
+        #[arg(short = 'c', long = "config", value_name = "FILE", conflicts_with = "group")]
+        config: Option<PathBuf>,
+        /// The nflog group to read.
+        #[arg(long, value_name = "N")]
+        group: Option<u16>,
+        /// Stop after this many connections.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Print JSON, one object a line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove portmap's table (or chains) and every mapping in it.
     Destroy {
         /// Destroy without asking.
@@ -251,7 +274,11 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("PORTMAP_LOG"))
         .with_writer(std::io::stderr)
         .try_init();
-    match run(&cli) {
+    let result = run(&cli);
+    if let Command::Apply { .. } = cli.command {
+        record_apply(&cli, &result);
+    }
+    match result {
         Ok(status) => status.into(),
         Err(err) => {
             let color = use_color(&std::io::stderr());
@@ -446,9 +473,59 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
         Command::Confirm => cli_confirm::confirm(cli, kind),
         Command::Rollback => cli_confirm::rollback(cli, kind),
         Command::ConfirmWatchdog { id } => cli_confirm::watchdog(cli, kind, id),
+        Command::Metrics { config } => {
+            let model = config.as_deref().map(load).transpose()?;
+            say(&portmap::metrics::gather(
+                kind,
+                &netns_of(cli),
+                &cli.table,
+                model.as_ref(),
+            ))?;
+            Ok(ExitStatus::Success)
+        }
+        Command::Log {
+            config,
+            group,
+            count,
+            json,
+        } => {
+            let group = match (group, config) {
+                (Some(g), _) => *g,
+                (None, Some(path)) => log_group_of(&load(path)?),
+                (None, None) => portmap::DEFAULT_LOG_GROUP,
+            };
+            let mut log = portmap::connlog::ConnectionLog::open(&netns_of(cli), group)?;
+            tell(&format!("reading new connections from nflog group {group}\n"));
+            let mut seen = 0;
+            while count.is_none_or(|c| seen < c) {
+                let Some(event) = log.next_event(None)? else {
+                    continue;
+                };
+                seen += 1;
+                if *json {
+                    let public = event.public.map(|p| p.to_string());
+                    sayln!(
+                        "{}",
+                        serde_json::json!({
+                            "mapping": event.mapping,
+                            "protocol": event.protocol,
+                            "source": event.source.to_string(),
+                            "target": event.target.to_string(),
+                            "public": public,
+                        })
+                    )?;
+                } else {
+                    sayln!("{event}")?;
+                }
+                if STDOUT_CLOSED.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            Ok(ExitStatus::Success)
+        }
         Command::Status { json } => {
             let mut backend = open(cli, kind)?;
-            let observed = backend.observe()?;
+            let observed = backend.status()?;
             let (confirm_text, confirm_json) = cli_confirm::status(cli, kind)?;
             if *json {
                 let mut value = portmap::status_json(&observed);
@@ -552,6 +629,33 @@ fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
         ));
     }
     Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+/// The nflog group the configuration's logging mappings use (its `log_group`).
+fn log_group_of(model: &Model) -> u16 {
+    model
+        .mappings
+        .iter()
+        .find_map(|m| m.log)
+        .unwrap_or(portmap::DEFAULT_LOG_GROUP)
+}
+
+/// Record an apply's outcome under /run/portmap for `portmap metrics`.
+fn record_apply(cli: &Cli, result: &Result<ExitStatus>) {
+    let record = match result {
+        Ok(_) => portmap::metrics::ApplyRecord::now(true, None),
+        Err(e) => portmap::metrics::ApplyRecord::now(false, Some(format!("{e:#}"))),
+    };
+    portmap::metrics::record_apply_of(backend_kind(cli), &netns_of(cli), &cli.table, &record);
+}
+
+fn backend_kind(cli: &Cli) -> BackendKind {
+    match cli.backend {
+        BackendArg::Nft => BackendKind::Nft,
+        BackendArg::Iptables => BackendKind::Iptables(portmap::IptablesVariant::System),
+        BackendArg::IptablesLegacy => BackendKind::Iptables(portmap::IptablesVariant::Legacy),
+        BackendArg::IptablesNft => BackendKind::Iptables(portmap::IptablesVariant::Nft),
+    }
 }
 
 fn netns_of(cli: &Cli) -> Netns {

@@ -86,6 +86,21 @@ impl<B: Backend> Session<B> {
         self.backend.observe().map_err(|e| backend_error::<B>(e, None))
     }
 
+    /// What `portmap status` shows: [`Session::observe`], with every mapping's tracked
+    /// connections counted ([`ObservedMapping::active_flows`](portmap_core::ObservedMapping)) when
+    /// the backend can read conntrack.
+    pub fn status(&mut self) -> Result<Observed, Error> {
+        let mut observed = self.observe()?;
+        if let Some(flows) = self
+            .backend
+            .tracked_flows()
+            .map_err(|e| backend_error::<B>(e, None))?
+        {
+            observed.count_flows(&flows);
+        }
+        Ok(observed)
+    }
+
     /// The ruleset the backend builds for `model`, as its native tool's input.
     pub fn render(&self, model: &Model) -> Result<String, Error> {
         self.backend

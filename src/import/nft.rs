@@ -673,7 +673,14 @@ impl State<'_> {
                 invert,
                 ..
             } => self.lookup(*sreg, *dreg, set, *invert)?,
-            Expr::Counter { .. } | Expr::Immediate { .. } => {}
+            Expr::Counter { .. } | Expr::Immediate { .. } | Expr::Log { .. } => {}
+            // A named counter is harmless, but a named quota or limit changes who gets through,
+            // and the reference alone does not say which.
+            Expr::Objref { set, .. } => {
+                return Err(format!(
+                    "uses stateful objects through map {set} (a named counter, quota or limit), which portmap cannot take over"
+                ));
+            }
             Expr::Unknown { name } if name == "log" || name == "counter" || name == "notrack" => {}
             Expr::Unknown { name } => {
                 return Err(match name.as_str() {

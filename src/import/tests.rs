@@ -271,6 +271,7 @@ fn set(name: &str, flags: u32, key_len: u32, data_len: Option<u32>) -> Set {
         key_len,
         data_type: data_len.map(|_| 0),
         data_len,
+        obj_type: None,
         id: 0,
         concat: Vec::new(),
         userdata: None,

@@ -17,6 +17,8 @@ fn mapping(name: &str, port: u16, to: &str, allow: &[&str]) -> Mapping {
         to_port: PortRange::single(port),
         allow_from: allow.iter().map(|a| a.parse().expect("prefix")).collect(),
         description: None,
+        log: None,
+        limit: None,
     }
 }
 

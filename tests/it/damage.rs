@@ -3,7 +3,8 @@
 //! One topology (client / router / LAN, IPv4 and IPv6) holds a table of [`MAPPINGS`] mappings made
 //! from the seed: tcp, udp and both; single ports, ranges and offset ranges; about 15% with an
 //! `allow_from` list (IPv4 or IPv6, one or two documentation prefixes, some admitting the test
-//! client and some not); IPv4 and IPv6 targets; hairpin on. Each case then damages the table with
+//! client and some not), about 8% with `log: true` and 8% with a `limit`; IPv4 and IPv6 targets;
+//! hairpin on. Every mapping has its two counters and their object-map elements. Each case then damages the table with
 //! 1–3 `nft -f` scripts in the router namespace, each built from the table as `nft -a list table`
 //! shows it right then (so it targets real objects), and requires:
 //!
@@ -47,6 +48,9 @@
 //! | `set-flags` | recreate a set or map with its elements and an extra flag (timeout, constant) | a set portmap did not build |
 //! | `object-comment` | recreate an allow-list's chain or set with another comment, or none | the comment names the mapping an object belongs to |
 //! | `foreign-stale-element` | a pending-cleanup record in `stale4`/`stale6` that no apply wrote | plan must show the pending cleanup, apply must finish it |
+//! | `delete-object` | delete a mapping's counter or limit, the elements naming it first | its connections or traffic are not counted, or its new connections not capped |
+//! | `change-limit` | make a limit again with another rate, a byte rate, or without `over` | the cap is not the configured one |
+//! | `foreign-object-element` | a new port in `conn`/`traffic`/`limit` naming an existing object | a port counted or capped for a mapping that does not forward it |
 //! | `marker-removed` | recreate the table without its comment `managed by portmap` | no longer portmap's: must be refused, not adopted |
 //! | `marker-replaced` | recreate the table with another comment | same |
 //!
@@ -455,6 +459,10 @@ struct Spec {
     to_port: u16,
     allow_from: Vec<&'static str>,
     description: Option<String>,
+    /// `log: true`.
+    log: bool,
+    /// `limit: …`.
+    limit: Option<&'static str>,
 }
 
 /// The test client's own address as an allow-list entry.
@@ -510,6 +518,12 @@ impl Spec {
         if let Some(d) = &self.description {
             let _ = writeln!(s, "    description: \"{d}\"");
         }
+        if self.log {
+            let _ = writeln!(s, "    log: true");
+        }
+        if let Some(l) = self.limit {
+            let _ = writeln!(s, "    limit: \"{l}\"");
+        }
         s
     }
 }
@@ -537,6 +551,8 @@ fn probes() -> Vec<Spec> {
         to_port,
         allow_from: allow_from.to_vec(),
         description: None,
+        log: false,
+        limit: None,
     };
     vec![
         spec("probe-tcp", Proto::Tcp, probe::TCP, 1, v4(0), 80, &[]),
@@ -604,6 +620,10 @@ fn mappings(rng: &mut Rng) -> Vec<Spec> {
             }
         }
         let description = rng.percent(20).then(|| format!("bulk {i}"));
+        let log = rng.percent(8);
+        let limit = rng
+            .percent(8)
+            .then(|| *rng.pick(&["50/second", "100/second burst 20", "600/minute burst 50"]));
         specs.push(Spec {
             name: format!("m{i:03}"),
             proto,
@@ -613,6 +633,8 @@ fn mappings(rng: &mut Rng) -> Vec<Spec> {
             to_port,
             allow_from,
             description,
+            log,
+            limit,
         });
     }
     specs
@@ -639,6 +661,16 @@ struct Snapshot {
     dormant: bool,
     chains: Vec<ChainInfo>,
     sets: Vec<SetInfo>,
+    /// Named counters and limits.
+    objects: Vec<ObjInfo>,
+}
+
+/// A named stateful object: `counter conn_web { … }`, `limit limit_web { … }`.
+#[derive(Debug, Clone)]
+struct ObjInfo {
+    /// `counter` or `limit`.
+    kind: String,
+    name: String,
 }
 
 #[derive(Debug, Clone)]
@@ -809,12 +841,27 @@ impl Snapshot {
             match what {
                 "chain" => snap.chains.push(parse_chain(name, &inner)),
                 "set" | "map" => snap.sets.push(parse_set(name, what == "map", &inner)),
-                _ => {} // flowtables, counters, quotas: not made by portmap nor by this fuzzer
+                "counter" | "limit" => snap.objects.push(ObjInfo {
+                    kind: what.to_owned(),
+                    name: name.to_owned(),
+                }),
+                _ => {} // flowtables, quotas: not made by portmap nor by this fuzzer
             }
         }
         snap.chains.sort_by(|a, b| a.name.cmp(&b.name));
         snap.sets.sort_by(|a, b| a.name.cmp(&b.name));
+        snap.objects.sort_by(|a, b| a.name.cmp(&b.name));
         snap
+    }
+
+    /// Elements of object maps naming object `name`, as (map, element).
+    fn elems_naming(&self, name: &str) -> Vec<(&SetInfo, &Elem)> {
+        let quoted = format!("\"{name}\"");
+        self.sets
+            .iter()
+            .flat_map(|s| s.elems.iter().map(move |e| (s, e)))
+            .filter(|(_, e)| e.data.as_deref() == Some(quoted.as_str()))
+            .collect()
     }
 }
 
@@ -1433,12 +1480,15 @@ enum Kind {
     SetFlags,
     ObjectComment,
     ForeignStaleElement,
+    DeleteObject,
+    ChangeLimit,
+    ForeignObjectElement,
     MarkerRemoved,
     MarkerReplaced,
 }
 
 impl Kind {
-    const ALL: [Kind; 26] = [
+    const ALL: [Kind; 29] = [
         Kind::DeleteTable,
         Kind::DeleteBaseChain,
         Kind::DeleteAllowChain,
@@ -1463,6 +1513,9 @@ impl Kind {
         Kind::SetFlags,
         Kind::ObjectComment,
         Kind::ForeignStaleElement,
+        Kind::DeleteObject,
+        Kind::ChangeLimit,
+        Kind::ForeignObjectElement,
         Kind::MarkerRemoved,
         Kind::MarkerReplaced,
     ];
@@ -1493,6 +1546,9 @@ impl Kind {
             Kind::SetFlags => "set-flags",
             Kind::ObjectComment => "object-comment",
             Kind::ForeignStaleElement => "foreign-stale-element",
+            Kind::DeleteObject => "delete-object",
+            Kind::ChangeLimit => "change-limit",
+            Kind::ForeignObjectElement => "foreign-object-element",
             Kind::MarkerRemoved => "marker-removed",
             Kind::MarkerReplaced => "marker-replaced",
         }
@@ -2011,8 +2067,92 @@ impl Fuzzer<'_> {
             Kind::SetFlags => self.set_flags(snap),
             Kind::ObjectComment => self.object_comment(snap),
             Kind::ForeignStaleElement => self.foreign_stale(snap),
+            Kind::DeleteObject => self.delete_object(snap),
+            Kind::ChangeLimit => self.change_limit(snap),
+            Kind::ForeignObjectElement => self.foreign_object_element(snap),
             Kind::MarkerRemoved | Kind::MarkerReplaced => Some(self.marker(kind, snap)),
         }
+    }
+
+    /// Delete a counter or limit, and the object-map elements that name it first.
+    fn delete_object(&mut self, snap: &Snapshot) -> Option<Damage> {
+        let objects: Vec<&ObjInfo> = snap
+            .objects
+            .iter()
+            .filter(|o| {
+                snap.elems_naming(&o.name)
+                    .iter()
+                    .all(|(set, _)| set.is_writable())
+            })
+            .collect();
+        let o = self.rng.choose(&objects)?;
+        let mut s = String::new();
+        for (set, e) in snap.elems_naming(&o.name) {
+            let _ = writeln!(s, "delete element {T} {} {{ {} }}", set.name, e.key);
+        }
+        let _ = writeln!(s, "delete {} {T} {}", o.kind, o.name);
+        Some(Damage::new(Kind::DeleteObject, s))
+    }
+
+    /// Make a limit another one: the elements naming it go, the limit is made again with another
+    /// rate (or a byte rate, or without `over`), and the elements come back.
+    fn change_limit(&mut self, snap: &Snapshot) -> Option<Damage> {
+        let limits: Vec<&ObjInfo> = snap
+            .objects
+            .iter()
+            .filter(|o| o.kind == "limit")
+            .filter(|o| {
+                snap.elems_naming(&o.name)
+                    .iter()
+                    .all(|(set, _)| set.is_writable())
+            })
+            .collect();
+        let o = self.rng.choose(&limits)?;
+        let rate = *self.rng.pick(&[
+            "rate over 7/second burst 3 packets",
+            "rate over 1/minute",
+            "rate 50/second",
+            "rate over 10 mbytes/second",
+        ]);
+        let refs = snap.elems_naming(&o.name);
+        let mut s = String::new();
+        for (set, e) in &refs {
+            let _ = writeln!(s, "delete element {T} {} {{ {} }}", set.name, e.key);
+        }
+        let _ = writeln!(s, "delete limit {T} {}", o.name);
+        let _ = writeln!(s, "add limit {T} {} {{ {rate}; }}", o.name);
+        for (set, e) in &refs {
+            let _ = writeln!(s, "add element {T} {} {{ {} }}", set.name, e.text);
+        }
+        Some(Damage::new(Kind::ChangeLimit, s))
+    }
+
+    /// A new port in an object map, naming an object of the right type: counted (or capped)
+    /// without a forward.
+    fn foreign_object_element(&mut self, snap: &Snapshot) -> Option<Damage> {
+        let rng = &mut self.rng;
+        let v6 = rng.percent(40);
+        let map_name = *rng.pick(&if v6 {
+            ["conn6", "traffic6", "limit6"]
+        } else {
+            ["conn4", "traffic4", "limit4"]
+        });
+        let map = snap.writable(map_name)?;
+        let kind = if map_name.starts_with("limit") {
+            "limit"
+        } else {
+            "counter"
+        };
+        let objects: Vec<&ObjInfo> = snap.objects.iter().filter(|o| o.kind == kind).collect();
+        let o = rng.choose(&objects)?;
+        let key = format!("{} . {}", rng.pick(&["tcp", "udp"]), rng.between(40_000, 60_000));
+        if map.has(&key) {
+            return None;
+        }
+        Some(Damage::new(
+            Kind::ForeignObjectElement,
+            format!("add element {T} {map_name} {{ {key} : \"{}\" }}\n", o.name),
+        ))
     }
 
     fn foreign_dnat(&mut self, snap: &Snapshot) -> Option<Damage> {

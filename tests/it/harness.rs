@@ -299,6 +299,11 @@ fn nft_readers_normalise_counters_and_handles() {
         portmap_testkit::normalize("counter packets 12 bytes 3456 accept # handle 9\n"),
         "counter accept\n"
     );
+    // A named counter's values.
+    assert_eq!(
+        portmap_testkit::normalize("\tcounter conn_web { # handle 3\n\t\tpackets 12 bytes 3456\n\t}\n"),
+        "\tcounter conn_web {\n\t\tpackets bytes\n\t}\n"
+    );
 }
 
 #[test]

@@ -29,6 +29,8 @@ fn model(n: usize) -> Model {
                     Vec::new()
                 },
                 description: None,
+                log: None,
+                limit: None,
             }
         })
         .collect();

@@ -110,4 +110,11 @@ pub trait Backend {
     /// Remove the owned table (chains) and everything in it. Returns false when there was nothing
     /// to remove. A table portmap did not create is refused, never removed.
     fn destroy(&mut self) -> Result<bool, Self::Error>;
+
+    /// The tracked connections (conntrack entries) of the backend's network namespace, both
+    /// families, as [`crate::Observed::count_flows`] counts them per mapping; `None` when the
+    /// backend cannot read them (the default).
+    fn tracked_flows(&mut self) -> Result<Option<Vec<crate::plan::TrackedFlow>>, Self::Error> {
+        Ok(None)
+    }
 }

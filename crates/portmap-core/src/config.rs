@@ -33,6 +33,10 @@ pub struct Config {
     /// NAT reflection for LAN hosts and the router itself. Default true.
     #[serde(default = "default_true")]
     pub hairpin: bool,
+    /// The kernel log (nflog) group that mappings with `log: true` log to (0–65535); default
+    /// [`crate::DEFAULT_LOG_GROUP`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_group: Option<i64>,
     /// The port mappings, in file order.
     #[serde(default)]
     pub mappings: Vec<MappingConfig>,
@@ -58,6 +62,7 @@ impl Default for Config {
             lan: InterfaceList::default(),
             masquerade: false,
             hairpin: true,
+            log_group: None,
             mappings: Vec::new(),
         }
     }
@@ -115,6 +120,12 @@ pub struct MappingConfig {
     /// Whether the mapping is in force. Default true.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Log each new forwarded connection through the kernel's nflog. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log: bool,
+    /// Cap on new connections, as nft writes a rate: `"20/second"` or `"20/second burst 40"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
 impl MappingConfig {
@@ -129,6 +140,8 @@ impl MappingConfig {
             allow_from: Vec::new(),
             description: None,
             enabled: true,
+            log: false,
+            limit: None,
         }
     }
 }
@@ -205,6 +218,12 @@ impl From<&Model> for Config {
             lan: InterfaceList::new(s.lan_interfaces.iter().cloned()),
             masquerade: s.masquerade,
             hairpin: s.hairpin,
+            log_group: model
+                .mappings
+                .iter()
+                .find_map(|m| m.log)
+                .filter(|&g| g != crate::model::DEFAULT_LOG_GROUP)
+                .map(i64::from),
             mappings: model
                 .mappings
                 .iter()
@@ -217,6 +236,8 @@ impl From<&Model> for Config {
                     allow_from: m.allow_from.iter().map(ToString::to_string).collect(),
                     description: m.description.clone(),
                     enabled: true,
+                    log: m.log.is_some(),
+                    limit: m.limit.map(|l| l.to_string()),
                 })
                 .collect(),
         }

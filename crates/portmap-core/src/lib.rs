@@ -35,15 +35,18 @@ pub use diagnostic::{
 pub use error::{ConfigError, ConfigErrors, Error, PlanFileError, Refusal};
 pub use load::{load_bytes, load_str, parse_config};
 pub use model::{
-    Environment, Forward, Mapping, Model, Observed, ObservedMapping, ParsePortRangeError, Place, PortRange,
-    Protocol, Settings, TableState, Transport,
+    Counters, DEFAULT_BURST, DEFAULT_LOG_GROUP, Environment, Forward, Limit, MAX_LOGGED_NAME_LEN, Mapping,
+    Model, Observed, ObservedMapping, ParsePortRangeError, Place, PortRange, Protocol, RateUnit, Settings,
+    TableState, Transport,
 };
 pub use plan::{
     Change, Counts, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, SettingChange,
-    StaleFlows, TableAction, TrackedFlow, describe_forwards, describe_runs, fold_forwards, plan,
+    StaleFlows, TableAction, TrackedFlow, describe_forwards, describe_runs, fold_forwards, limit_text,
+    log_text, plan,
 };
 pub use render::{MappingSummary, plan_json, render_plan, render_status, render_warnings, status_json};
 pub use snapshot::{NotRestorable, restorable};
 pub use validate::{
-    MAX_DESCRIPTION_LEN, MAX_INTERFACE_LEN, MAX_NAME_LEN, canonical_prefixes, is_mapping_name, validate,
+    MAX_DESCRIPTION_LEN, MAX_INTERFACE_LEN, MAX_LIMIT_BURST, MAX_LIMIT_RATE, MAX_NAME_LEN,
+    SLOWEST_LIMIT_SECONDS, canonical_limit, canonical_prefixes, is_mapping_name, parse_limit, validate,
 };

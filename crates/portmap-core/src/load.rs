@@ -115,9 +115,17 @@ fn too_large(text: &str, report: &mut Report<'_>) -> bool {
     true
 }
 
-const TOP_KEYS: [&str; 6] = ["version", "wan", "lan", "masquerade", "hairpin", "mappings"];
+const TOP_KEYS: [&str; 7] = [
+    "version",
+    "wan",
+    "lan",
+    "masquerade",
+    "hairpin",
+    "log_group",
+    "mappings",
+];
 const SIDE_KEYS: [&str; 1] = ["interfaces"];
-const MAPPING_KEYS: [&str; 8] = [
+const MAPPING_KEYS: [&str; 10] = [
     "name",
     "protocol",
     "port",
@@ -126,6 +134,8 @@ const MAPPING_KEYS: [&str; 8] = [
     "allow_from",
     "description",
     "enabled",
+    "log",
+    "limit",
 ];
 
 /// Words people write for a key, and the key they mean.
@@ -156,6 +166,13 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("reflection", "hairpin"),
     ("mapping", "mappings"),
     ("forwards", "mappings"),
+    ("logging", "log"),
+    ("nflog", "log"),
+    ("rate", "limit"),
+    ("rate_limit", "limit"),
+    ("ratelimit", "limit"),
+    ("group", "log_group"),
+    ("nflog_group", "log_group"),
 ];
 
 struct Walker<'r, 'o> {
@@ -382,11 +399,11 @@ impl Walker<'_, '_> {
     }
 
     fn config(&mut self, root: &Node) -> Option<Config> {
-        let [version, wan, lan, masquerade, hairpin, mappings] = self.entries(
+        let [version, wan, lan, masquerade, hairpin, log_group, mappings] = self.entries(
             root,
             Field::Whole,
             TOP_KEYS,
-            "a mapping of settings (wan, lan, masquerade, hairpin, mappings)",
+            "a mapping of settings (wan, lan, masquerade, hairpin, log_group, mappings)",
         )?;
         let mut config = Config::default();
 
@@ -447,6 +464,27 @@ impl Walker<'_, '_> {
             && let Some(b) = self.boolean(node, Field::Top("hairpin"))
         {
             config.hairpin = b;
+        }
+        if let Some(node) = log_group {
+            self.spans.log_group.pos = Some(node.pos);
+            match &node.value {
+                Value::Scalar(s) if s.kind == Kind::Int => {
+                    if let Some(n) = yaml::int_value(&s.text) {
+                        config.log_group = Some(n);
+                    } else {
+                        let message = format!(
+                            "log group {} is out of range; use an nflog group 0-65535",
+                            shown(&s.text)
+                        );
+                        self.error(node.pos, Field::Top("log_group"), message);
+                        self.spans.log_group.bad = true;
+                    }
+                }
+                _ => {
+                    self.wrong_type(node, Field::Top("log_group"), "an nflog group number 0-65535");
+                    self.spans.log_group.bad = true;
+                }
+            }
         }
         if let Some(node) = mappings {
             match &node.value {
@@ -527,6 +565,8 @@ impl Walker<'_, '_> {
             allow_from,
             description,
             enabled,
+            log,
+            limit,
         ] = self.entries(
             item,
             field,
@@ -673,6 +713,37 @@ impl Walker<'_, '_> {
             && let Some(b) = self.boolean(node, Field::Of(j, "enabled"))
         {
             m.enabled = b;
+        }
+        if let Some(node) = log {
+            s.log.pos = Some(node.pos);
+            match self.boolean(node, Field::Of(j, "log")) {
+                Some(b) => m.log = b,
+                None => s.log.bad = true,
+            }
+        }
+        if let Some(node) = limit {
+            s.limit.pos = Some(node.pos);
+            match &node.value {
+                _ if is_null(node) => {}
+                Value::Map(_) => {
+                    self.error(
+                        node.pos,
+                        Field::Of(j, "limit"),
+                        "expected a rate as nft writes it, got a mapping; write limit: \"20/second\" or \
+                         limit: \"20/second burst 40\"",
+                    );
+                    s.limit.bad = true;
+                }
+                _ => match self.text(
+                    node,
+                    Field::Of(j, "limit"),
+                    "a rate such as \"20/second\" or \"20/second burst 40\"",
+                    true,
+                ) {
+                    Some(text) => m.limit = Some(text.to_owned()),
+                    None => s.limit.bad = true,
+                },
+            }
         }
         Some((m, s))
     }

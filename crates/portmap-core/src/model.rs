@@ -226,6 +226,112 @@ pub struct Mapping {
     pub allow_from: Vec<IpNet>,
     /// Free text shown in plans and stored with the kernel objects (printable, no `"`, ≤ 128 bytes).
     pub description: Option<String>,
+    /// The kernel log (nflog) group each new forwarded connection is logged to (`log: true`; the
+    /// group is the configuration's `log_group`), `None` when the mapping does not log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<u16>,
+    /// The cap on new connections (`limit: "20/second burst 40"`), `None` for no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<Limit>,
+}
+
+/// The nflog group portmap logs to when the configuration names none (`log_group`).
+pub const DEFAULT_LOG_GROUP: u16 = 100;
+
+/// The burst of a `limit` that names none: what nft and iptables use by default.
+pub const DEFAULT_BURST: u32 = 5;
+
+/// The longest mapping name that can log: the kernel's log prefix holds 63 bytes (iptables'
+/// `NFLOG`), and portmap writes `portmap <name>`.
+pub const MAX_LOGGED_NAME_LEN: usize = 55;
+
+/// The unit of a [`Limit`]'s rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateUnit {
+    /// Per second.
+    Second,
+    /// Per minute.
+    Minute,
+    /// Per hour.
+    Hour,
+    /// Per day.
+    Day,
+}
+
+impl RateUnit {
+    /// Every unit, shortest first.
+    pub const ALL: [RateUnit; 4] = [RateUnit::Second, RateUnit::Minute, RateUnit::Hour, RateUnit::Day];
+
+    /// `second`, `minute`, `hour` or `day`, as nft writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateUnit::Second => "second",
+            RateUnit::Minute => "minute",
+            RateUnit::Hour => "hour",
+            RateUnit::Day => "day",
+        }
+    }
+
+    /// Seconds in the unit (what nft's `limit` stores as its unit).
+    pub fn seconds(self) -> u64 {
+        match self {
+            RateUnit::Second => 1,
+            RateUnit::Minute => 60,
+            RateUnit::Hour => 3600,
+            RateUnit::Day => 86400,
+        }
+    }
+
+    /// The unit of `seconds` seconds, if it is one.
+    pub fn from_seconds(seconds: u64) -> Option<RateUnit> {
+        RateUnit::ALL.into_iter().find(|u| u.seconds() == seconds)
+    }
+}
+
+impl fmt::Display for RateUnit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A cap on new connections: `rate` per `per`, with bursts of up to `burst` connections (a
+/// token bucket: it holds `burst` tokens and refills at `rate` per unit; a new connection that
+/// finds no token is dropped). Connections already established are never limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Limit {
+    /// New connections per unit (1–[`crate::MAX_LIMIT_RATE`]).
+    pub rate: u32,
+    /// The unit.
+    pub per: RateUnit,
+    /// The bucket's size (1–[`crate::MAX_LIMIT_BURST`]).
+    pub burst: u32,
+}
+
+impl fmt::Display for Limit {
+    /// `20/second burst 40`, the form a configuration writes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{} burst {}", self.rate, self.per, self.burst)
+    }
+}
+
+/// What the kernel counted for one mapping since its counters were created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Counters {
+    /// New connections forwarded (one per new flow that passed the allow-list and the limit).
+    pub connections: u64,
+    /// Packets of forwarded connections, both directions.
+    pub packets: u64,
+    /// Bytes of those packets (IP headers included), both directions.
+    pub bytes: u64,
+}
+
+impl std::ops::AddAssign for Counters {
+    fn add_assign(&mut self, other: Counters) {
+        self.connections = self.connections.saturating_add(other.connections);
+        self.packets = self.packets.saturating_add(other.packets);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+    }
 }
 
 impl Mapping {
@@ -309,10 +415,23 @@ pub struct ObservedMapping {
     /// mappings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<String>,
+    /// The nflog group its new connections are logged to, when the kernel logs them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<u16>,
+    /// The cap the kernel puts on its new connections, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<Limit>,
+    /// Its counters as the kernel holds them (`None` when the backend did not read them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<Counters>,
+    /// Tracked connections (conntrack entries) DNAT-ed through its forwards right now, both
+    /// families; `None` until [`Observed::count_flows`] counted them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_flows: Option<u64>,
 }
 
 impl ObservedMapping {
-    /// What a backend reads back after creating `mapping` faithfully.
+    /// What a backend reads back after creating `mapping` faithfully (counters unknown).
     pub fn from_mapping(mapping: &Mapping) -> Self {
         ObservedMapping {
             name: mapping.name.clone(),
@@ -321,6 +440,27 @@ impl ObservedMapping {
             allow_from: mapping.allow_from.clone(),
             damage: Vec::new(),
             objects: Vec::new(),
+            log: mapping.log,
+            limit: mapping.limit,
+            counters: None,
+            active_flows: None,
+        }
+    }
+
+    /// A mapping known only by what was found of it: these forwards, nothing else (counters
+    /// unknown). Backends fill in the rest.
+    pub fn found(name: impl Into<String>, forwards: Vec<Forward>) -> Self {
+        ObservedMapping {
+            name: name.into(),
+            description: None,
+            forwards,
+            allow_from: Vec::new(),
+            damage: Vec::new(),
+            objects: Vec::new(),
+            log: None,
+            limit: None,
+            counters: None,
+            active_flows: None,
         }
     }
 
@@ -422,6 +562,35 @@ impl Observed {
             mappings: Vec::new(),
             environment: Environment::default(),
             pending_flows: Vec::new(),
+        }
+    }
+
+    /// Count, for every mapping, the tracked connections of `flows` that were DNAT-ed through one
+    /// of its forwards (same protocol and original destination port, answered by the forward's
+    /// target address and port), and record it as its [`ObservedMapping::active_flows`]. Pure:
+    /// the caller reads the flows from the kernel.
+    pub fn count_flows<'f>(&mut self, flows: impl IntoIterator<Item = &'f crate::plan::TrackedFlow>) {
+        let mut by_forward: std::collections::HashMap<(u8, u16, IpAddr, u16), usize> =
+            std::collections::HashMap::new();
+        for (i, m) in self.mappings.iter().enumerate() {
+            for f in &m.forwards {
+                by_forward.insert((f.transport.number(), f.port, f.to, f.to_port), i);
+            }
+        }
+        let mut counts = vec![0u64; self.mappings.len()];
+        for flow in flows {
+            if !flow.dnat {
+                continue;
+            }
+            let (Some(port), Some(to_port)) = (flow.dst_port, flow.reply_src_port) else {
+                continue;
+            };
+            if let Some(&i) = by_forward.get(&(flow.proto, port, flow.reply_src, to_port)) {
+                counts[i] += 1;
+            }
+        }
+        for (m, n) in self.mappings.iter_mut().zip(counts) {
+            m.active_flows = Some(n);
         }
     }
 

@@ -355,7 +355,7 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
                 DeleteReason::NotInConfig
             };
             deletes.push(Change::Delete {
-                before: before.clone(),
+                before: uncounted(before),
                 reason,
             });
         }
@@ -366,14 +366,14 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
                 mapping: after.clone(),
             }),
             Some(before) if before.is_damaged() => updates.push(Change::Repair {
-                before: (*before).clone(),
+                before: uncounted(before),
                 after: after.clone(),
             }),
             Some(before) => {
                 let fields = field_changes(before, after);
                 if !fields.is_empty() {
                     updates.push(Change::Update {
-                        before: (*before).clone(),
+                        before: uncounted(before),
                         after: after.clone(),
                         fields,
                     });
@@ -401,6 +401,17 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
         desired: model.clone(),
         observed_settings: observed.settings.clone(),
         pending_flows: observed.pending_flows.clone(),
+    }
+}
+
+/// A mapping as a plan records it: without its counters and active flows, which move with
+/// traffic and are no part of what a plan changes (two plans made a moment apart are the same
+/// plan).
+fn uncounted(before: &ObservedMapping) -> ObservedMapping {
+    ObservedMapping {
+        counters: None,
+        active_flows: None,
+        ..before.clone()
     }
 }
 
@@ -537,7 +548,31 @@ fn field_changes(before: &ObservedMapping, after: &Mapping) -> Vec<FieldChange> 
             after: after.description.clone().unwrap_or_default(),
         });
     }
+    if before.limit != after.limit {
+        out.push(FieldChange {
+            field: "limit".to_owned(),
+            before: limit_text(before.limit.as_ref()),
+            after: limit_text(after.limit.as_ref()),
+        });
+    }
+    if before.log != after.log {
+        out.push(FieldChange {
+            field: "log".to_owned(),
+            before: log_text(before.log),
+            after: log_text(after.log),
+        });
+    }
     out
+}
+
+/// A limit for a plan: `20/second burst 40`, or `(none)`.
+pub fn limit_text(limit: Option<&crate::model::Limit>) -> String {
+    limit.map_or_else(|| "(none)".to_owned(), ToString::to_string)
+}
+
+/// Whether a mapping logs, for a plan: `true (group 100)` or `false`.
+pub fn log_text(log: Option<u16>) -> String {
+    log.map_or_else(|| "false".to_owned(), |g| format!("true (group {g})"))
 }
 
 /// A run of forwards that one configuration entry describes: consecutive external ports to

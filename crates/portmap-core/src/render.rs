@@ -103,6 +103,12 @@ fn create_row(m: &Mapping) -> Row {
         let list: Vec<String> = m.allow_from.iter().map(ToString::to_string).collect();
         let _ = write!(extra, "  allow_from {}", list.join(", "));
     }
+    if let Some(limit) = &m.limit {
+        let _ = write!(extra, "  limit {limit}");
+    }
+    if let Some(group) = m.log {
+        let _ = write!(extra, "  log (group {group})");
+    }
     if let Some(d) = &m.description {
         let _ = write!(extra, "  \"{}\"", clean(d));
     }
@@ -411,6 +417,17 @@ pub struct MappingSummary {
     /// What is wrong with a damaged mapping, saying what the kernel enforces instead.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub damage: Vec<String>,
+    /// Whether the kernel logs its new connections.
+    pub log: bool,
+    /// The nflog group it logs to, when it logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_group: Option<u16>,
+    /// The cap on new connections the kernel enforces (`20/second burst 40`), or null.
+    pub limit: Option<String>,
+    /// What the kernel counted for it (null when the backend did not read counters).
+    pub counters: Option<crate::model::Counters>,
+    /// Tracked connections DNAT-ed through it right now (null when not counted).
+    pub active_flows: Option<u64>,
 }
 
 impl MappingSummary {
@@ -446,6 +463,11 @@ impl MappingSummary {
                 "intact"
             },
             damage: observed.damage.clone(),
+            log: observed.log.is_some(),
+            log_group: observed.log,
+            limit: observed.limit.map(|l| l.to_string()),
+            counters: observed.counters,
+            active_flows: observed.active_flows,
         }
     }
 }
@@ -524,26 +546,32 @@ pub fn render_status(observed: &Observed, color: bool) -> String {
         return out;
     }
     out.push('\n');
-    let header = [
-        "NAME",
-        "PROTOCOL",
-        "PORT",
-        "TO",
-        "TO_PORT",
-        "ALLOW_FROM",
-        "DESCRIPTION",
-    ]
-    .map(str::to_owned);
     let summaries: Vec<MappingSummary> = observed
         .mappings
         .iter()
         .map(MappingSummary::from_observed)
         .collect();
+    // Columns for what some mapping has: limits and logging, counters when they were read.
+    let with_limits = summaries.iter().any(|s| s.limit.is_some() || s.log);
+    let with_counters = summaries
+        .iter()
+        .any(|s| s.counters.is_some() || s.active_flows.is_some());
+    let mut header: Vec<String> = ["NAME", "PROTOCOL", "PORT", "TO", "TO_PORT", "ALLOW_FROM"]
+        .map(str::to_owned)
+        .to_vec();
+    if with_limits {
+        header.extend(["LIMIT", "LOG"].map(str::to_owned));
+    }
+    if with_counters {
+        header.extend(["CONNECTIONS", "ACTIVE", "PACKETS", "BYTES"].map(str::to_owned));
+    }
+    header.push("DESCRIPTION".to_owned());
     let dash = |s: String| if s.is_empty() { "-".to_owned() } else { s };
-    let rows: Vec<[String; 7]> = summaries
+    let number = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    let rows: Vec<Vec<String>> = summaries
         .iter()
         .map(|s| {
-            [
+            let mut row = vec![
                 clean(&s.name).into_owned(),
                 dash(s.protocol.clone()),
                 dash(s.port.clone()),
@@ -554,22 +582,36 @@ pub fn render_status(observed: &Observed, color: bool) -> String {
                 } else {
                     "(damaged)".to_owned()
                 },
-                dash(
-                    s.description
-                        .as_deref()
-                        .map(|d| clean(d).into_owned())
-                        .unwrap_or_default(),
-                ),
-            ]
+            ];
+            if with_limits {
+                row.push(dash(s.limit.clone().unwrap_or_default()));
+                row.push(
+                    s.log_group
+                        .map_or_else(|| "-".to_owned(), |g| format!("group {g}")),
+                );
+            }
+            if with_counters {
+                row.push(number(s.counters.map(|c| c.connections)));
+                row.push(number(s.active_flows));
+                row.push(number(s.counters.map(|c| c.packets)));
+                row.push(number(s.counters.map(|c| c.bytes)));
+            }
+            row.push(dash(
+                s.description
+                    .as_deref()
+                    .map(|d| clean(d).into_owned())
+                    .unwrap_or_default(),
+            ));
+            row
         })
         .collect();
-    let mut w = [0usize; 7];
+    let mut w = vec![0usize; header.len()];
     for r in std::iter::once(&header).chain(&rows) {
         for (k, c) in r.iter().enumerate() {
             w[k] = w[k].max(c.chars().count());
         }
     }
-    let line = |r: &[String; 7], bold_first: bool| {
+    let line = |r: &Vec<String>, bold_first: bool| {
         let mut s = String::new();
         for (k, c) in r.iter().enumerate() {
             let pad = if k + 1 == r.len() {

@@ -69,6 +69,8 @@ pub fn restorable(observed: &Observed) -> Result<Option<Model>, NotRestorable> {
             to_port: run.to_port,
             allow_from: m.allow_from.clone(),
             description: m.description.clone(),
+            log: m.log,
+            limit: m.limit.clone(),
         });
     }
     if !reasons.is_empty() {

@@ -26,6 +26,13 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const MAX_DESCRIPTION_LEN: usize = 128;
 /// Longest Linux interface name, in bytes (`IFNAMSIZ` - 1).
 pub const MAX_INTERFACE_LEN: usize = 15;
+/// Highest `limit` rate, in new connections per unit.
+pub const MAX_LIMIT_RATE: u32 = 1_000_000;
+/// Largest `limit` burst.
+pub const MAX_LIMIT_BURST: u32 = 10_000;
+/// The slowest `limit` rate, as seconds between connections: one an hour (what both backends
+/// keep exactly; iptables' hashlimit overflows on slower rates with some bursts).
+pub const SLOWEST_LIMIT_SECONDS: u64 = 3600;
 
 /// Check a configuration built in code (or deserialized from JSON) and turn it into a `Model`.
 /// Errors carry no position (there is no text) but name the field, e.g. `mappings[2].port`; their
@@ -68,6 +75,8 @@ pub(crate) struct MappingSpans {
     /// Position and file index of each `allow_from` entry kept in the `Config`.
     pub allow_items: Vec<(Pos, usize)>,
     pub description: Slot,
+    pub log: Slot,
+    pub limit: Slot,
 }
 
 /// Positions of a `Config`'s values in the text it was read from. Empty for configs built in code.
@@ -79,6 +88,7 @@ pub(crate) struct Spans {
     pub lan: Slot,
     pub lan_items: Vec<(Pos, usize)>,
     pub masquerade: Slot,
+    pub log_group: Slot,
     /// One per `Config` mapping (or none at all).
     pub mappings: Vec<MappingSpans>,
 }
@@ -266,10 +276,30 @@ pub(crate) fn check(config: &Config, spans: &Spans, report: &mut Report<'_>) -> 
         );
     }
 
+    let log_group = match config.log_group {
+        None => Some(crate::model::DEFAULT_LOG_GROUP),
+        Some(_) if spans.log_group.bad => None,
+        Some(g) => {
+            if let Ok(g) = u16::try_from(g) {
+                Some(g)
+            } else {
+                report.push(
+                    spans.log_group.pos,
+                    Field::Top("log_group"),
+                    format!(
+                        "log group {g} is out of range; use an nflog group 0-65535 (default {})",
+                        crate::model::DEFAULT_LOG_GROUP
+                    ),
+                );
+                None
+            }
+        }
+    };
+
     let mut checked: Vec<Checked> = Vec::with_capacity(config.mappings.len());
     for (i, m) in config.mappings.iter().enumerate() {
         let ms = spans.mappings.get(i);
-        checked.push(check_mapping(m, ms.map_or(i, |s| s.index), ms, report));
+        checked.push(check_mapping(m, ms.map_or(i, |s| s.index), ms, log_group, report));
     }
     check_unique_names(config, spans, &checked, report);
     check_overlaps(config, spans, &checked, report);
@@ -389,6 +419,7 @@ fn check_mapping(
     m: &MappingConfig,
     index: usize,
     spans: Option<&MappingSpans>,
+    log_group: Option<u16>,
     report: &mut Report<'_>,
 ) -> Checked {
     let sp = |f: fn(&MappingSpans) -> Slot| spans.map(f).unwrap_or_default();
@@ -469,10 +500,49 @@ fn check_mapping(
         },
     };
 
+    // limit
+    let limit_slot = sp(|s| s.limit);
+    let limit = match m.limit.as_deref() {
+        _ if limit_slot.bad => None,
+        None => Some(None),
+        Some(text) => match parse_limit(text) {
+            Ok(limit) => Some(Some(limit)),
+            Err(problem) => {
+                report.push(limit_slot.pos, Field::Of(index, "limit"), problem);
+                None
+            }
+        },
+    };
+
+    // log: the kernel's log prefix (`portmap <name>`) must hold the name.
+    let log_slot = sp(|s| s.log);
+    if m.log && name_ok && m.name.len() > crate::model::MAX_LOGGED_NAME_LEN && !log_slot.bad {
+        report.push(
+            log_slot.pos,
+            Field::Of(index, "log"),
+            format!(
+                "a mapping that logs can have a name of at most {} bytes (the kernel's log prefix holds 63 bytes and \
+                 portmap writes `portmap <name>`); `{}` is {} bytes: shorten the name or remove `log: true`",
+                crate::model::MAX_LOGGED_NAME_LEN,
+                m.name,
+                m.name.len()
+            ),
+        );
+    }
+    let log = if m.log { log_group.map(Some) } else { Some(None) };
+
     let protocol_bad = sp(|s| s.protocol).bad;
     let mapping = if report.count() == errors_before && name_ok && !protocol_bad {
-        match (port, to_port, to, allow_from, description) {
-            (Some(port), Some(to_port), Some(to), Some(allow_from), Some(description)) => Some(Mapping {
+        match (port, to_port, to, allow_from, description, limit, log) {
+            (
+                Some(port),
+                Some(to_port),
+                Some(to),
+                Some(allow_from),
+                Some(description),
+                Some(limit),
+                Some(log),
+            ) => Some(Mapping {
                 name: m.name.clone(),
                 protocol: m.protocol,
                 port,
@@ -480,6 +550,8 @@ fn check_mapping(
                 to_port,
                 allow_from,
                 description,
+                log,
+                limit,
             }),
             _ => None,
         }
@@ -555,6 +627,86 @@ fn description_problem(text: &str) -> Option<String> {
         ));
     }
     None
+}
+
+const LIMIT_RULE: &str = "write a rate as nft does: \"20/second\", or with a burst \"20/second burst 40\" (units second, minute, hour, day)";
+
+/// A `limit` as written (`20/second`, `20/second burst 40`, optionally ending in `packets` as nft
+/// prints it) → its canonical [`Limit`](crate::Limit): the rate in the shortest unit in which it
+/// is a whole number (`24/day` is `1/hour`), the burst 5 when none is given.
+pub fn parse_limit(text: &str) -> Result<crate::model::Limit, String> {
+    use crate::model::{DEFAULT_BURST, Limit, RateUnit};
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let words = match words.as_slice() {
+        [rest @ .., "packets"] => rest,
+        all => all,
+    };
+    let (rate_text, burst) = match words {
+        [rate] => (*rate, None),
+        [rate, "burst", burst] => (*rate, Some(*burst)),
+        [] => return Err(format!("the limit is empty; {LIMIT_RULE}")),
+        _ => return Err(format!("`{}` is not a limit; {LIMIT_RULE}", shown(text))),
+    };
+    let Some((count, unit)) = rate_text.split_once('/') else {
+        return Err(format!("`{}` has no unit; {LIMIT_RULE}", shown(rate_text)));
+    };
+    let per = match unit {
+        "second" => RateUnit::Second,
+        "minute" => RateUnit::Minute,
+        "hour" => RateUnit::Hour,
+        "day" => RateUnit::Day,
+        other => {
+            return Err(format!(
+                "unknown unit `{}` in the limit; use second, minute, hour or day (e.g. \"20/second\")",
+                shown(other)
+            ));
+        }
+    };
+    let number = |s: &str, what: &str, max: u32| -> Result<u32, String> {
+        match s.parse::<u64>() {
+            Ok(n) if n >= 1 && n <= u64::from(max) => Ok(n as u32),
+            Ok(_) | Err(_) if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() => Err(format!(
+                "the limit's {what} {} is out of range; use 1-{max}",
+                shown(s)
+            )),
+            _ => Err(format!(
+                "the limit's {what} `{}` is not a number; {LIMIT_RULE}",
+                shown(s)
+            )),
+        }
+    };
+    let rate = number(count, "rate", MAX_LIMIT_RATE)?;
+    let burst = match burst {
+        None => DEFAULT_BURST,
+        Some(b) => number(b, "burst", MAX_LIMIT_BURST)?,
+    };
+    if per.seconds() > SLOWEST_LIMIT_SECONDS * u64::from(rate) {
+        return Err(format!(
+            "{rate}/{per} is slower than the slowest rate portmap keeps, 1/hour; allow at least one new connection an hour"
+        ));
+    }
+    Ok(canonical_limit(Limit { rate, per, burst }))
+}
+
+/// The same cap written in the shortest unit in which its rate is a whole number.
+pub fn canonical_limit(limit: crate::model::Limit) -> crate::model::Limit {
+    let total = u64::from(limit.rate);
+    for unit in crate::model::RateUnit::ALL {
+        if unit >= limit.per {
+            break;
+        }
+        let scaled = total * unit.seconds();
+        if scaled % limit.per.seconds() == 0
+            && let Ok(rate) = u32::try_from(scaled / limit.per.seconds())
+        {
+            return crate::model::Limit {
+                rate,
+                per: unit,
+                burst: limit.burst,
+            };
+        }
+    }
+    limit
 }
 
 const PORT_RULE: &str = "use 1-65535 or \"A-B\"";

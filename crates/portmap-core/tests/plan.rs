@@ -75,6 +75,8 @@ fn mixed() -> (Model, Observed) {
         to_port: PortRange::single(22),
         allow_from: vec![],
         description: Some("ssh to the NAS (off until needed)".into()),
+        log: None,
+        limit: None,
     };
     let old = Mapping {
         name: "old-ftp".into(),
@@ -184,6 +186,10 @@ fn deletes_say_why() {
         allow_from: vec![],
         damage: vec![],
         objects: vec![],
+        log: None,
+        limit: None,
+        counters: None,
+        active_flows: None,
     };
     observed.mappings.push(extra("ssh", 2222));
     observed.mappings.push(extra("gone", 9000));

@@ -39,7 +39,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
         "top level is a list",
         "- wan0\n",
         &[
-            "portmap.yaml:1:3: expected a mapping of settings (wan, lan, masquerade, hairpin, mappings), got a list",
+            "portmap.yaml:1:3: expected a mapping of settings (wan, lan, masquerade, hairpin, log_group, mappings), got a list",
         ],
     ),
     (
@@ -56,7 +56,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
         "unknown top-level key, far from all",
         "wan: { interfaces: [wan0] }\nfirewall: on\n",
         &[
-            "portmap.yaml:2:1: unknown key `firewall`; valid keys here are: version, wan, lan, masquerade, hairpin, mappings",
+            "portmap.yaml:2:1: unknown key `firewall`; valid keys here are: version, wan, lan, masquerade, hairpin, log_group, mappings",
         ],
     ),
     (
@@ -708,6 +708,8 @@ fn mapping_defaults_ranges_and_canonical_allow_from() {
                 to_port: PortRange::single(8080),
                 allow_from: vec![],
                 description: None,
+                log: None,
+                limit: None,
             },
             Mapping {
                 name: "cams".into(),
@@ -723,6 +725,8 @@ fn mapping_defaults_ranges_and_canonical_allow_from() {
                 },
                 allow_from: vec![],
                 description: None,
+                log: None,
+                limit: None,
             },
             Mapping {
                 name: "office".into(),
@@ -732,6 +736,8 @@ fn mapping_defaults_ranges_and_canonical_allow_from() {
                 to_port: PortRange::single(443),
                 allow_from: vec![net("192.0.2.0/23"), net("198.51.100.7/32"), net("203.0.113.0/24")],
                 description: None,
+                log: None,
+                limit: None,
             },
         ]
     );
@@ -769,6 +775,8 @@ fn ipv6_mappings_and_the_dual_stack_pattern_are_valid() {
             // Adjacent hosts merge; the list is sorted.
             allow_from: vec![net("2001:db8:1::2/127"), net("2001:db8:100::/48")],
             description: None,
+            log: None,
+            limit: None,
         }
     );
     assert_eq!(model.mappings[3].to, ip("2001:db8:2::66"));
@@ -1157,5 +1165,83 @@ fn limits_fit_100k_mappings() {
     assert_eq!(
         portmap_core::Plan::from_json(&plan_file).expect("reads back"),
         plan
+    );
+}
+
+#[test]
+fn log_and_limit_are_read_checked_and_canonical() {
+    use portmap_core::RateUnit::{Hour, Second};
+    let text = concat!(
+        "wan: { interfaces: [wan0] }\n",
+        "log_group: 7\n",
+        "mappings:\n",
+        "  - { name: web, port: 8080, to: 192.168.1.66, log: true, limit: \"20/second burst 40\" }\n",
+        "  - { name: ssh, port: 2222, to: 192.168.1.25, limit: 24/day }\n",
+        "  - { name: dns, port: 53, to: 192.168.1.70, limit: \"120/minute packets\" }\n",
+        "  - { name: plain, port: 81, to: 192.168.1.66 }\n",
+    );
+    let model = load_str(text, "x").expect("valid");
+    let limit = |rate, per, burst| Some(portmap_core::Limit { rate, per, burst });
+    assert_eq!(model.mappings[0].log, Some(7));
+    assert_eq!(model.mappings[0].limit, limit(20, Second, 40));
+    // The shortest unit in which the rate is whole; the burst nft and iptables default to.
+    assert_eq!(model.mappings[1].limit, limit(1, Hour, 5));
+    assert_eq!(model.mappings[2].limit, limit(2, Second, 5));
+    assert_eq!(model.mappings[1].log, None);
+    assert_eq!(model.mappings[3].limit, None);
+    assert_eq!(
+        model.mappings[0].limit.expect("set").to_string(),
+        "20/second burst 40"
+    );
+    // Without `log_group`, the default group.
+    let default = load_str(
+        "wan: { interfaces: [wan0] }\nmappings:\n  - { name: web, port: 80, to: 192.168.1.66, log: true }\n",
+        "x",
+    )
+    .expect("valid");
+    assert_eq!(default.mappings[0].log, Some(portmap_core::DEFAULT_LOG_GROUP));
+    // The model goes back to a configuration that validates to it again (what plan files rely on).
+    let again = validate(&Config::from(&model)).expect("valid");
+    assert_eq!(again.mappings, model.mappings);
+}
+
+#[test]
+fn bad_log_and_limit_say_what_is_valid() {
+    let long = "n".repeat(56);
+    let text = format!(
+        concat!(
+            "wan: {{ interfaces: [wan0] }}\n",
+            "log_group: 70000\n",
+            "mappings:\n",
+            "  - {{ name: a, port: 1, to: 192.168.1.66, log: yes }}\n",
+            "  - {{ name: b, port: 2, to: 192.168.1.66, limit: 20 }}\n",
+            "  - {{ name: c, port: 3, to: 192.168.1.66, limit: 20/fortnight }}\n",
+            "  - {{ name: d, port: 4, to: 192.168.1.66, limit: \"0/second\" }}\n",
+            "  - {{ name: e, port: 5, to: 192.168.1.66, limit: \"5/second burst 0\" }}\n",
+            "  - {{ name: f, port: 6, to: 192.168.1.66, limit: \"1/day\" }}\n",
+            "  - {{ name: g, port: 7, to: 192.168.1.66, limit: {{ rate: 5/second }} }}\n",
+            "  - {{ name: h, port: 8, to: 192.168.1.66, limit: \"5/second burst\" }}\n",
+            "  - {{ name: {long}, port: 9, to: 192.168.1.66, log: true }}\n",
+            "  - {{ name: i, port: 10, to: 192.168.1.66, limt: 5/second }}\n",
+        ),
+        long = long
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "portmap.yaml:2:12: log_group: log group 70000 is out of range; use an nflog group 0-65535 (default 100)",
+            "portmap.yaml:4:48: mappings[0].log: expected true or false, got `yes` (YAML 1.1 spellings are not booleans here)",
+            "portmap.yaml:5:50: mappings[1].limit: `20` is read by YAML as the number 20; quote it: \"20\"",
+            "portmap.yaml:6:50: mappings[2].limit: unknown unit `fortnight` in the limit; use second, minute, hour or day (e.g. \"20/second\")",
+            "portmap.yaml:7:50: mappings[3].limit: the limit's rate 0 is out of range; use 1-1000000",
+            "portmap.yaml:8:50: mappings[4].limit: the limit's burst 0 is out of range; use 1-10000",
+            "portmap.yaml:9:50: mappings[5].limit: 1/day is slower than the slowest rate portmap keeps, 1/hour; allow at least one new connection an hour",
+            "portmap.yaml:10:52: mappings[6].limit: expected a rate as nft writes it, got a mapping; write limit: \"20/second\" or limit: \"20/second burst 40\"",
+            "portmap.yaml:11:50: mappings[7].limit: `5/second burst` is not a limit; write a rate as nft does: \"20/second\", or with a burst \"20/second burst 40\" (units second, minute, hour, day)",
+            &format!(
+                "portmap.yaml:12:103: mappings[8].log: a mapping that logs can have a name of at most 55 bytes (the kernel's log prefix holds 63 bytes and portmap writes `portmap <name>`); `{long}` is 56 bytes: shorten the name or remove `log: true`"
+            ),
+            "portmap.yaml:13:44: mappings[9]: unknown key `limt`; did you mean `limit`?",
+        ]
     );
 }

@@ -22,12 +22,13 @@
 //!
 //! This module builds the scripts; running them is the backend's.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 
 use portmap_core::{Change, Plan, StaleFlows};
 
-use crate::layout::{self, Chains, Family, Input, LanSide, Layout, MappingRules, Prefix, Table};
+use crate::layout::{self, Chains, Family, FilterKind, Input, LanSide, Layout, MappingRules, Prefix, Table};
+use crate::observe::Counts;
 
 /// One `iptables-restore` run: one table of one family.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +47,85 @@ pub struct Step {
     pub chains: usize,
 }
 
+/// Rule counters of one table: by chain, in rule order.
+type TableCounts = BTreeMap<String, Vec<(u64, u64)>>;
+
+/// Counts of the rules that go away, per mapping and kind (connections: count rules; traffic:
+/// accept rules), to be added to the same mapping's first new rule of that kind, so that a
+/// changed mapping goes on counting from where it was.
+type Carry = HashMap<(String, bool), (u64, u64)>;
+
+/// The mapping and counter kind a filter rule adds to (`true` for the connection count).
+fn counted_by(line: &str) -> Option<(String, bool)> {
+    let (_, name, _, kind) = crate::observe::parse_filter(line)?;
+    match kind {
+        FilterKind::Count => Some((name, true)),
+        FilterKind::Accept => Some((name, false)),
+        _ => None,
+    }
+}
+
+/// [`diff`] with rule counters (`iptables-restore --counters`): a rewritten chain's rules start
+/// from the counters of the same rules before (wherever in the table they were), a new rule from
+/// what `carry` holds for its mapping. Returns the counters written with the script.
+fn diff_counted(
+    table: Table,
+    current: &Chains,
+    target: &Chains,
+    have: &TableCounts,
+    carry: &mut Carry,
+) -> Option<(String, usize, usize, TableCounts)> {
+    // The rules of the chains rewritten or deleted: their counters go to the same rules written.
+    let mut pool: HashMap<&str, VecDeque<(u64, u64)>> = HashMap::new();
+    for (name, rules) in &current.chains {
+        if target.chains.get(name) == Some(rules) {
+            continue;
+        }
+        let counts = have.get(name);
+        for (i, rule) in rules.iter().enumerate() {
+            let c = counts.and_then(|c| c.get(i)).copied().unwrap_or_default();
+            pool.entry(rule.as_str()).or_default().push_back(c);
+        }
+    }
+    let mut written = TableCounts::new();
+    for (name, rules) in &target.chains {
+        if current.chains.get(name) == Some(rules) {
+            continue;
+        }
+        let counts = rules
+            .iter()
+            .map(|rule| {
+                let mut c = pool
+                    .get_mut(rule.as_str())
+                    .and_then(VecDeque::pop_front)
+                    .unwrap_or_default();
+                if table == Table::Filter
+                    && let Some(key) = counted_by(rule)
+                    && let Some((p, b)) = carry.remove(&key)
+                {
+                    c = (c.0.saturating_add(p), c.1.saturating_add(b));
+                }
+                c
+            })
+            .collect();
+        written.insert(name.clone(), counts);
+    }
+    let (script, lines, chains) = diff_with(table, current, target, Some(&written))?;
+    Some((script, lines, chains, written))
+}
+
 /// The script that turns `current` into `target` for one table (`None` when they are equal).
 pub fn diff(table: Table, current: &Chains, target: &Chains) -> Option<(String, usize, usize)> {
+    diff_with(table, current, target, None)
+}
+
+/// [`diff`], writing each rewritten chain's rules with the counters in `counts` (`[p:b] -A …`).
+fn diff_with(
+    table: Table,
+    current: &Chains,
+    target: &Chains,
+    counts: Option<&TableCounts>,
+) -> Option<(String, usize, usize)> {
     let mut head = String::new();
     let mut body = String::new();
     let mut tail = String::new();
@@ -60,8 +138,16 @@ pub fn diff(table: Table, current: &Chains, target: &Chains) -> Option<(String, 
         chains += 1;
         lines += 1 + rules.len();
         let _ = writeln!(head, ":{name} - [0:0]");
-        for rule in rules {
-            let _ = writeln!(body, "-A {name} {rule}");
+        let chain_counts = counts.and_then(|c| c.get(name));
+        for (i, rule) in rules.iter().enumerate() {
+            match chain_counts.and_then(|c| c.get(i)) {
+                Some((p, b)) => {
+                    let _ = writeln!(body, "[{p}:{b}] -A {name} {rule}");
+                }
+                None => {
+                    let _ = writeln!(body, "-A {name} {rule}");
+                }
+            }
         }
     }
     // Jumps: remove the ones not wanted (and extra copies), add the missing ones at the top.
@@ -104,6 +190,20 @@ pub fn desired<'a>(rules: &'a [MappingRules], plan: &Plan, stale: Vec<StaleFlows
 /// The commits that carry `plan` out from `current` (portmap's chains as saved just before), with
 /// `record` and the plan's pending cleanups written into the nat commits.
 pub fn steps(p: &Prefix, current: &Layout, plan: &Plan, record: &[StaleFlows], lan: &LanSide) -> Vec<Step> {
+    steps_counted(p, current, plan, record, lan, &Counts::new())
+}
+
+/// [`steps`], keeping rule counters: every rewritten chain is written with its rules' counters
+/// (`iptables-restore --counters`, from `counts`, what `iptables-save -c` printed just before),
+/// and the counts of a changed mapping's rules that go away are added to its new ones.
+pub fn steps_counted(
+    p: &Prefix,
+    current: &Layout,
+    plan: &Plan,
+    record: &[StaleFlows],
+    lan: &LanSide,
+    counts: &Counts,
+) -> Vec<Step> {
     let rules: Vec<MappingRules> = plan
         .desired
         .mappings
@@ -135,8 +235,43 @@ pub fn steps(p: &Prefix, current: &Layout, plan: &Plan, record: &[StaleFlows], l
     let widened = layout::build(p, &widened, lan);
     let target = layout::build(p, &desired(&rules, plan, stale, serial), lan);
 
+    // What the filter rules that go away counted, per mapping: carried to its new rules.
+    let mut carry: BTreeMap<Family, Carry> = BTreeMap::new();
+    for family in Family::ALL {
+        let have = current.table(family, Table::Filter);
+        let want = target.table(family, Table::Filter);
+        let mut stays: HashMap<&str, usize> = HashMap::new();
+        for rule in want.chains.values().flatten() {
+            *stays.entry(rule.as_str()).or_default() += 1;
+        }
+        let table_counts = counts.get(&(family, Table::Filter));
+        let entry = carry.entry(family).or_default();
+        for (name, rules) in &have.chains {
+            for (i, rule) in rules.iter().enumerate() {
+                if let Some(n) = stays.get_mut(rule.as_str())
+                    && *n > 0
+                {
+                    *n -= 1;
+                    continue;
+                }
+                let c = table_counts
+                    .and_then(|t| t.get(name))
+                    .and_then(|c| c.get(i))
+                    .copied()
+                    .unwrap_or_default();
+                if let Some(key) = counted_by(rule)
+                    && c != (0, 0)
+                {
+                    let e = entry.entry(key).or_default();
+                    *e = (e.0.saturating_add(c.0), e.1.saturating_add(c.1));
+                }
+            }
+        }
+    }
+
     let mut out = Vec::new();
     let mut state = current.clone();
+    let mut state_counts = counts.clone();
     let phases: [(&'static str, Table, &Layout); 3] = [
         ("widen", Table::Filter, &widened),
         ("nat", Table::Nat, &target),
@@ -146,7 +281,11 @@ pub fn steps(p: &Prefix, current: &Layout, plan: &Plan, record: &[StaleFlows], l
         for family in Family::ALL {
             let have = state.table(family, table);
             let want = goal.table(family, table);
-            if let Some((script, lines, chains)) = diff(table, &have, &want) {
+            let have_counts = state_counts.get(&(family, table)).cloned().unwrap_or_default();
+            let family_carry = carry.entry(family).or_default();
+            if let Some((script, lines, chains, written)) =
+                diff_counted(table, &have, &want, &have_counts, family_carry)
+            {
                 out.push(Step {
                     family,
                     table,
@@ -155,6 +294,9 @@ pub fn steps(p: &Prefix, current: &Layout, plan: &Plan, record: &[StaleFlows], l
                     lines,
                     chains,
                 });
+                let table_counts = state_counts.entry((family, table)).or_default();
+                table_counts.retain(|name, _| want.chains.contains_key(name));
+                table_counts.extend(written);
             }
             state.tables.insert((family, table), want);
         }

@@ -434,20 +434,153 @@ pub fn prefix_text(net: &IpNet) -> String {
 /// destination port, reply source and port: the inner host), so replies pass a FORWARD policy
 /// DROP as well, and connections another tool DNAT-ed elsewhere never match.
 pub fn filter_rule(run: &Run, name: &str, source: Option<&IpNet>, verdict: &str) -> String {
+    let kind = if verdict == "ACCEPT" {
+        FilterKind::Accept
+    } else {
+        FilterKind::Drop
+    };
+    filter_rule_of(run, name, source, &kind)
+}
+
+/// What a filter rule of a mapping does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FilterKind {
+    /// `-j ACCEPT`: the connection's packets, both directions (the traffic counter).
+    Accept,
+    /// `-j DROP` for every source the allow-list does not admit.
+    Drop,
+    /// `--ctstate NEW` without a target: counts the new connections that get this far.
+    Count,
+    /// `--ctstate NEW … -j NFLOG`: logs each new connection to this group.
+    Log(u16),
+    /// `--ctstate NEW -m hashlimit --hashlimit-above … -j DROP`: drops new connections over the
+    /// limit, whose bucket is the named hash table.
+    Limit(portmap_core::Limit),
+}
+
+impl FilterKind {
+    /// Whether the rule matches only the first packet of a connection.
+    fn new_only(&self) -> bool {
+        matches!(
+            self,
+            FilterKind::Count | FilterKind::Log(_) | FilterKind::Limit(_)
+        )
+    }
+}
+
+/// A filter rule of a run, of any kind (see [`FilterKind`]), as `iptables-save` prints it.
+pub fn filter_rule_of(run: &Run, name: &str, source: Option<&IpNet>, kind: &FilterKind) -> String {
     let proto = run.transport.as_str();
     let mut out = format!("-p {proto} -m conntrack ");
+    if kind.new_only() {
+        out.push_str("--ctstate NEW ");
+    }
     if let Some(net) = source {
         let _ = write!(out, "--ctorigsrc {} ", prefix_text(net));
     }
     let _ = write!(
         out,
-        "--ctreplsrc {} --ctorigdstport {} --ctreplsrcport {} -m comment --comment {} -j {verdict}",
+        "--ctreplsrc {} --ctorigdstport {} --ctreplsrcport {} ",
         run.to,
         port_match(run.start, run.end),
         port_match(run.to_start, run.to_end()),
-        quoted(name)
     );
+    if let FilterKind::Limit(limit) = kind {
+        let (rate, unit) = hashlimit_rate(limit);
+        let _ = write!(
+            out,
+            "-m hashlimit --hashlimit-above {rate}/{unit} --hashlimit-burst {} --hashlimit-name {} ",
+            limit.burst,
+            hashlimit_name(name, limit)
+        );
+    }
+    let _ = write!(out, "-m comment --comment {}", quoted(name));
+    match kind {
+        FilterKind::Accept => out.push_str(" -j ACCEPT"),
+        FilterKind::Drop | FilterKind::Limit(_) => out.push_str(" -j DROP"),
+        FilterKind::Count => {}
+        FilterKind::Log(group) => {
+            let _ = write!(
+                out,
+                " -j NFLOG --nflog-prefix {} --nflog-group {group}",
+                quoted(&log_prefix(name))
+            );
+        }
+    }
     out
+}
+
+/// The log prefix of a mapping: `portmap <name>` (what `portmap log` reads back), as the nft
+/// backend writes it.
+pub fn log_prefix(name: &str) -> String {
+    format!("portmap {name}")
+}
+
+/// The name of a mapping's `hashlimit` table (at most 15 bytes): `pm-` and 12 hex digits of a
+/// hash of the mapping's name and its limit. Every rule of the mapping names the same table, so
+/// its runs and allowed sources share one bucket; a changed limit names another table, so the new
+/// rate takes effect (the kernel keeps a table's rate while a rule uses it).
+pub fn hashlimit_name(mapping: &str, limit: &portmap_core::Limit) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let text = format!("{mapping}\0{limit}");
+    for b in text.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("pm-{:012x}", hash >> 16)
+}
+
+/// Microseconds iptables' hashlimit counts a rate in (`XT_HASHLIMIT_SCALE_v2`).
+const HASHLIMIT_SCALE: u64 = 1_000_000;
+
+/// The rate as `iptables-save` prints a `--hashlimit-above` of `limit` back: `libxt_hashlimit`
+/// stores the period between packets in microseconds (`scale * unit / rate`, rounded down) and
+/// prints it in the longest unit it fits (its `print_rate`). Returns the number and the unit
+/// (`sec`, `min`, `hour`, `day`).
+pub fn hashlimit_rate(limit: &portmap_core::Limit) -> (u64, &'static str) {
+    const RATES: [(&str, u64); 4] = [
+        ("day", HASHLIMIT_SCALE * 86_400),
+        ("hour", HASHLIMIT_SCALE * 3_600),
+        ("min", HASHLIMIT_SCALE * 60),
+        ("sec", HASHLIMIT_SCALE),
+    ];
+    let period = (HASHLIMIT_SCALE * limit.per.seconds() / u64::from(limit.rate)).max(1);
+    let mut i = 1;
+    while i < RATES.len() {
+        let mult = RATES[i].1;
+        if period > mult || mult / period < mult % period {
+            break;
+        }
+        i += 1;
+    }
+    let (unit, mult) = RATES[i - 1];
+    (mult / period, unit)
+}
+
+/// The limit a `--hashlimit-above R/UNIT --hashlimit-burst B` enforces, in canonical form.
+pub fn limit_of_hashlimit(rate: &str, burst: u32) -> Option<portmap_core::Limit> {
+    let (count, unit) = rate.split_once('/')?;
+    let per = match unit {
+        "sec" => portmap_core::RateUnit::Second,
+        "min" => portmap_core::RateUnit::Minute,
+        "hour" => portmap_core::RateUnit::Hour,
+        "day" => portmap_core::RateUnit::Day,
+        _ => return None,
+    };
+    let rate = count.parse().ok().filter(|&r| r > 0)?;
+    Some(portmap_core::canonical_limit(portmap_core::Limit {
+        rate,
+        per,
+        burst,
+    }))
+}
+
+/// Whether iptables keeps `limit` exactly: what it prints back is the same rate. (It counts the
+/// period between connections in whole microseconds, so e.g. 123456/second comes back as
+/// 125000/second.)
+pub fn hashlimit_is_exact(limit: &portmap_core::Limit) -> bool {
+    let (rate, unit) = hashlimit_rate(limit);
+    limit_of_hashlimit(&format!("{rate}/{unit}"), limit.burst) == Some(*limit)
 }
 
 /// The kernel rules of one mapping (as configured, or as observed), per family and table, grouped
@@ -460,24 +593,53 @@ pub struct MappingRules {
     pub runs: Vec<(Run, String, Vec<String>)>,
 }
 
+/// A mapping's cap and logging, as its filter rules carry them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// The cap on new connections.
+    pub limit: Option<portmap_core::Limit>,
+    /// The nflog group new connections are logged to.
+    pub log: Option<u16>,
+}
+
 impl MappingRules {
-    /// The rules portmap writes for a mapping with these forwards and this allow-list.
+    /// The rules portmap writes for a mapping with these forwards and this allow-list, without a
+    /// limit or logging.
     pub fn new(name: &str, description: Option<&str>, forwards: &[Forward], allow_from: &[IpNet]) -> Self {
+        MappingRules::with(name, description, forwards, allow_from, Extras::default())
+    }
+
+    /// The rules portmap writes for a mapping: per run and per allowed source (or once for
+    /// everyone) the limit's drop, the log, the connection count and the accept, in that order;
+    /// then, with an allow-list, the drop of every other source.
+    pub fn with(
+        name: &str,
+        description: Option<&str>,
+        forwards: &[Forward],
+        allow_from: &[IpNet],
+        extras: Extras,
+    ) -> Self {
         let comment = mapping_comment(name, description);
         let runs = runs(forwards)
             .into_iter()
             .map(|run| {
                 let family = Family::of(run.to);
                 let mut filter = Vec::new();
-                let allowed: Vec<&IpNet> = allow_from
-                    .iter()
-                    .filter(|n| Family::of(n.addr()) == family)
-                    .collect();
+                let mut slot = |source: Option<&IpNet>| {
+                    if let Some(limit) = extras.limit {
+                        filter.push(filter_rule_of(&run, name, source, &FilterKind::Limit(limit)));
+                    }
+                    if let Some(group) = extras.log {
+                        filter.push(filter_rule_of(&run, name, source, &FilterKind::Log(group)));
+                    }
+                    filter.push(filter_rule_of(&run, name, source, &FilterKind::Count));
+                    filter.push(filter_rule_of(&run, name, source, &FilterKind::Accept));
+                };
                 if allow_from.is_empty() {
-                    filter.push(filter_rule(&run, name, None, "ACCEPT"));
+                    slot(None);
                 } else {
-                    for net in allowed {
-                        filter.push(filter_rule(&run, name, Some(net), "ACCEPT"));
+                    for net in allow_from.iter().filter(|n| Family::of(n.addr()) == family) {
+                        slot(Some(net));
                     }
                     filter.push(filter_rule(&run, name, None, "DROP"));
                 }
@@ -492,12 +654,30 @@ impl MappingRules {
 
     /// The rules of a configured mapping.
     pub fn of_mapping(m: &Mapping) -> Self {
-        MappingRules::new(&m.name, m.description.as_deref(), &m.forwards(), &m.allow_from)
+        MappingRules::with(
+            &m.name,
+            m.description.as_deref(),
+            &m.forwards(),
+            &m.allow_from,
+            Extras {
+                limit: m.limit,
+                log: m.log,
+            },
+        )
     }
 
     /// The rules of an observed (intact) mapping.
     pub fn of_observed(m: &ObservedMapping) -> Self {
-        MappingRules::new(&m.name, m.description.as_deref(), &m.forwards, &m.allow_from)
+        MappingRules::with(
+            &m.name,
+            m.description.as_deref(),
+            &m.forwards,
+            &m.allow_from,
+            Extras {
+                limit: m.limit,
+                log: m.log,
+            },
+        )
     }
 }
 

@@ -71,6 +71,18 @@ pub enum Error {
         "chain prefix `{0}` is not valid: use 1-12 characters from A-Z a-z 0-9 _ starting with a letter (chains are named PREFIX-…, at most 28 characters)"
     )]
     BadPrefix(String),
+    /// A limit iptables' hashlimit cannot keep exactly.
+    #[error(
+        "mapping {mapping}: limit {limit} cannot be kept exactly by iptables' hashlimit, which counts the time between connections in whole microseconds (it would keep {kept}); choose a rate that divides evenly, e.g. one per second, minute or hour, or use the nft backend"
+    )]
+    InexactLimit {
+        /// The mapping.
+        mapping: String,
+        /// The limit configured.
+        limit: String,
+        /// What iptables would keep.
+        kept: String,
+    },
     /// An interface name iptables would read as something else.
     #[error(
         "interface name `{0}` cannot be used with iptables: use A-Z a-z 0-9 _ . - (a `+` is an iptables wildcard)"
@@ -211,6 +223,7 @@ fn netlink_netns(netns: &Netns) -> portmap_netlink::Netns {
 pub fn render_script(model: &Model, prefix: &str, netns: &Netns) -> Result<String, Error> {
     let p = checked_prefix(prefix)?;
     check_interfaces(&model.settings)?;
+    check_limits(model)?;
     let lan = lan_side(netns, &model.settings.lan_interfaces)?;
     Ok(render::render(&p, model, &lan))
 }
@@ -235,16 +248,39 @@ fn check_interfaces(settings: &portmap_core::Settings) -> Result<(), Error> {
     }
 }
 
-/// Whether `flow` was DNAT-ed through the forward `stale` names (see [`StaleFlows::covers`]).
-fn flow_is_stale(flow: &Flow, stale: &StaleFlows) -> bool {
-    stale.covers(&portmap_core::TrackedFlow {
+/// Refuse a `limit` that iptables' hashlimit would not keep exactly (it counts the period
+/// between connections in whole microseconds).
+fn check_limits(model: &Model) -> Result<(), Error> {
+    for m in &model.mappings {
+        if let Some(limit) = &m.limit
+            && !layout::hashlimit_is_exact(limit)
+        {
+            let (rate, unit) = layout::hashlimit_rate(limit);
+            return Err(Error::InexactLimit {
+                mapping: m.name.clone(),
+                limit: limit.to_string(),
+                kept: format!("{rate}/{unit}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A conntrack entry as the core reads it.
+fn tracked(flow: &Flow) -> portmap_core::TrackedFlow {
+    portmap_core::TrackedFlow {
         dnat: flow.status & conntrack::status::DST_NAT != 0,
         proto: flow.original.proto,
         src: flow.original.src,
         dst_port: flow.original.dst_port,
         reply_src: flow.reply.src,
         reply_src_port: flow.reply.src_port,
-    })
+    }
+}
+
+/// Whether `flow` was DNAT-ed through the forward `stale` names (see [`StaleFlows::covers`]).
+fn flow_is_stale(flow: &Flow, stale: &StaleFlows) -> bool {
+    stale.covers(&tracked(flow))
 }
 
 impl IptablesBackend {
@@ -306,7 +342,8 @@ impl IptablesBackend {
 
     fn save(&self, family: Family, variant: Variant) -> Result<String, Error> {
         let program = variant.program(family, "save")?;
-        let out = variant::run_with_env(&program, &[], None, &self.netns, &self.env)?;
+        // With the rules' counters: what each mapping counted, and what a rewritten chain keeps.
+        let out = variant::run_with_env(&program, &["-c"], None, &self.netns, &self.env)?;
         if out.code != Some(0) {
             return Err(Error::Save {
                 program: program.display().to_string(),
@@ -339,6 +376,24 @@ impl IptablesBackend {
         })
     }
 
+    /// The counters of portmap's rules in `snap`, by family, table and chain.
+    fn counts(&self, snap: &Snapshot) -> observe::Counts {
+        let mut out = observe::Counts::new();
+        for (family, dump) in &snap.dumps {
+            for table in Table::ALL {
+                let t = dump.table(table);
+                let ours: BTreeMap<String, Vec<(u64, u64)>> = t
+                    .counters
+                    .iter()
+                    .filter(|(chain, _)| self.prefix.owns_name(chain))
+                    .map(|(chain, c)| (chain.clone(), c.clone()))
+                    .collect();
+                out.insert((*family, table), ours);
+            }
+        }
+        out
+    }
+
     fn owned(&self, snap: &Snapshot) -> Result<BTreeMap<(Family, Table), layout::Chains>, Error> {
         let dumps: Vec<(Family, &save::Dump)> = snap.dumps.iter().map(|(f, d)| (*f, d)).collect();
         observe::owned(&self.prefix, &dumps).map_err(|f| Error::Foreign {
@@ -358,6 +413,7 @@ impl IptablesBackend {
             args.extend(["-w", wait.as_str()]);
         }
         args.push("--noflush");
+        args.push("--counters");
         let lock = variant::lock_path(&self.env);
         if self.variant == Variant::Legacy && variant::lock_is_held(&lock) {
             tracing::warn!(
@@ -480,7 +536,15 @@ impl Backend for IptablesBackend {
             .map(|s| s.lan_interfaces)
             .unwrap_or_default();
         let lan = lan_side(&self.netns, &lan_ifaces)?;
-        let mut observed = observe::analyse(&self.prefix, self.name(), &owned, &lan, Some(snap.foreign));
+        let counts = self.counts(&snap);
+        let mut observed = observe::analyse_counted(
+            &self.prefix,
+            self.name(),
+            &owned,
+            Some(&counts),
+            &lan,
+            Some(snap.foreign),
+        );
         observed.place = Some(self.place.clone());
         observed.environment = self.environment(&snap);
         Ok(observed)
@@ -489,6 +553,7 @@ impl Backend for IptablesBackend {
     fn commit(&mut self, plan: &Plan, record: &[StaleFlows]) -> Result<ApplyReport, Error> {
         let planned = plan.binding(self.name(), self.prefix.as_str(), &self.place)?;
         check_interfaces(&plan.desired.settings)?;
+        check_limits(&plan.desired)?;
         if !plan.changes_kernel() && record.is_empty() {
             return Ok(ApplyReport::default());
         }
@@ -516,8 +581,9 @@ impl Backend for IptablesBackend {
             return Err(portmap_core::Refusal::Stale { planned }.into());
         }
         let rebuilt = owned.values().all(|c| c.chains.is_empty());
+        let counts = self.counts(&snap);
         let current = layout::Layout { tables: owned };
-        let steps = commit::steps(&self.prefix, &current, plan, record, &lan);
+        let steps = commit::steps_counted(&self.prefix, &current, plan, record, &lan, &counts);
         self.run_steps(&steps)?;
         Ok(ApplyReport::new(
             steps.iter().map(|s| s.lines).sum(),
@@ -564,8 +630,14 @@ impl Backend for IptablesBackend {
 
     fn render(&self, model: &Model) -> Result<String, Error> {
         check_interfaces(&model.settings)?;
+        check_limits(model)?;
         let lan = lan_side(&self.netns, &model.settings.lan_interfaces)?;
         Ok(render::render(&self.prefix, model, &lan))
+    }
+
+    fn tracked_flows(&mut self) -> Result<Option<Vec<portmap_core::TrackedFlow>>, Error> {
+        let mut conntrack = Conntrack::open(&netlink_netns(&self.netns))?;
+        Ok(Some(conntrack.dump(None)?.iter().map(tracked).collect()))
     }
 
     fn destroy(&mut self) -> Result<bool, Error> {

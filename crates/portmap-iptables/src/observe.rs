@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use portmap_core::{Forward, Observed, ObservedMapping, Settings, StaleFlows, TableState, Transport};
 
-use crate::layout::{self, Family, LanSide, MappingRules, Prefix, Run, Table};
+use crate::layout::{self, Family, FilterKind, LanSide, MappingRules, Prefix, Run, Table};
 use crate::save::Dump;
 use crate::tree::{Kind, Node};
 
@@ -192,19 +192,27 @@ pub fn parse_dnat(spec: &str) -> Option<(Run, String)> {
     (layout::dnat_rule(&run, &comment) == spec).then_some((run, comment))
 }
 
-/// A filter rule portmap writes, read back: its run, mapping name, source and verdict.
-pub fn parse_filter(spec: &str) -> Option<(Run, String, Option<IpNet>, bool)> {
-    let words: Vec<&str> = spec.split(' ').collect();
-    let (proto, source, w) = match words.as_slice() {
-        ["-p", proto, "-m", "conntrack", "--ctorigsrc", net, rest @ ..] => {
+/// A filter rule portmap writes, read back: its run, mapping name, source and kind. `None`
+/// unless the rule is exactly what [`layout::filter_rule_of`] writes for them.
+pub fn parse_filter(spec: &str) -> Option<(Run, String, Option<IpNet>, FilterKind)> {
+    let (head, rest) = spec.split_once(" -m comment --comment ")?;
+    let words: Vec<&str> = head.split(' ').collect();
+    let ["-p", proto, "-m", "conntrack", w @ ..] = words.as_slice() else {
+        return None;
+    };
+    let (new, w) = match w {
+        ["--ctstate", "NEW", rest @ ..] => (true, rest),
+        rest => (false, rest),
+    };
+    let (source, w) = match w {
+        ["--ctorigsrc", net, rest @ ..] => {
             let net = net
                 .parse::<IpNet>()
                 .ok()
                 .or_else(|| net.parse::<IpAddr>().ok().map(IpNet::from))?;
-            (*proto, Some(net), rest)
+            (Some(net), rest)
         }
-        ["-p", proto, "-m", "conntrack", rest @ ..] => (*proto, None, rest),
-        _ => return None,
+        rest => (None, rest),
     };
     let [
         "--ctreplsrc",
@@ -213,15 +221,24 @@ pub fn parse_filter(spec: &str) -> Option<(Run, String, Option<IpNet>, bool)> {
         orig,
         "--ctreplsrcport",
         dport,
-        "-m",
-        "comment",
-        "--comment",
-        name,
-        "-j",
-        verdict,
+        tail @ ..,
     ] = w
     else {
         return None;
+    };
+    let limit = match tail {
+        [] => None,
+        [
+            "-m",
+            "hashlimit",
+            "--hashlimit-above",
+            rate,
+            "--hashlimit-burst",
+            burst,
+            "--hashlimit-name",
+            _,
+        ] => Some(layout::limit_of_hashlimit(rate, burst.parse().ok()?)?),
+        _ => return None,
     };
     let to = dst.parse::<IpAddr>().ok()?;
     let (start, end) = ports(orig, ':')?;
@@ -236,19 +253,18 @@ pub fn parse_filter(spec: &str) -> Option<(Run, String, Option<IpNet>, bool)> {
         to,
         to_start,
     };
-    let accept = match *verdict {
-        "ACCEPT" => true,
-        "DROP" => false,
+    let (name, target) = rest.split_once(' ').unwrap_or((rest, ""));
+    let kind = match (target, limit, new) {
+        ("-j DROP", Some(limit), true) => FilterKind::Limit(limit),
+        ("-j ACCEPT", None, false) => FilterKind::Accept,
+        ("-j DROP", None, false) => FilterKind::Drop,
+        ("", None, true) => FilterKind::Count,
+        (log, None, true) => FilterKind::Log(log.rsplit_once(" --nflog-group ")?.1.parse().ok()?),
         _ => return None,
     };
     let name = unquote(name)?;
-    let again = layout::filter_rule(
-        &run,
-        &name,
-        source.as_ref(),
-        if accept { "ACCEPT" } else { "DROP" },
-    );
-    (again == spec).then_some((run, name, source, accept))
+    let again = layout::filter_rule_of(&run, &name, source.as_ref(), &kind);
+    (again == spec).then_some((run, name, source, kind))
 }
 
 /// A pending-cleanup record read back.
@@ -298,7 +314,14 @@ struct Found {
     description: Option<String>,
     source: Option<IpNet>,
     accept: bool,
+    /// filter: what the rule does.
+    kind: Option<FilterKind>,
+    /// The rule's packets and bytes (0 when the counters were not read).
+    counted: (u64, u64),
 }
+
+/// Rule counters from `iptables-save -c`, per family and table, chain, and rule (in order).
+pub type Counts = BTreeMap<(Family, Table), BTreeMap<String, Vec<(u64, u64)>>>;
 
 /// How many ports a damage finding names before counting the rest.
 const LISTED: usize = 4;
@@ -310,6 +333,20 @@ pub fn analyse(
     p: &Prefix,
     backend: &str,
     owned: &BTreeMap<(Family, Table), layout::Chains>,
+    lan: &LanSide,
+    foreign: Option<u32>,
+) -> Observed {
+    analyse_counted(p, backend, owned, None, lan, foreign)
+}
+
+/// [`analyse`], with the rules' counters (`iptables-save -c`) read into each mapping's
+/// [`ObservedMapping::counters`]: its connections are the packets of its count rules, its
+/// packets and bytes those of its accept rules.
+pub fn analyse_counted(
+    p: &Prefix,
+    backend: &str,
+    owned: &BTreeMap<(Family, Table), layout::Chains>,
+    counts: Option<&Counts>,
     lan: &LanSide,
     foreign: Option<u32>,
 ) -> Observed {
@@ -397,9 +434,15 @@ pub fn analyse(
         }
         let mut edges: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut incoming: BTreeMap<String, usize> = BTreeMap::new();
-        let mut rules_found: Vec<(String, Node, String)> = Vec::new();
+        let mut rules_found: Vec<(String, Node, String, (u64, u64))> = Vec::new();
+        let chain_counts = counts.and_then(|c| c.get(&(family, table)));
         for (name, node) in &nodes {
-            for line in &ours.chains[name] {
+            for (index, line) in ours.chains[name].iter().enumerate() {
+                let counted = chain_counts
+                    .and_then(|c| c.get(name))
+                    .and_then(|c| c.get(index))
+                    .copied()
+                    .unwrap_or_default();
                 let child = line
                     .rsplit_once("-j ")
                     .and_then(|(_, t)| nodes.get(t).map(|c| (t, c)))
@@ -413,7 +456,7 @@ pub fn analyse(
                     edges.entry(name.clone()).or_default().push(target.to_owned());
                     *incoming.entry(target.to_owned()).or_default() += 1;
                 } else {
-                    rules_found.push((name.clone(), *node, line.clone()));
+                    rules_found.push((name.clone(), *node, line.clone(), counted));
                 }
             }
         }
@@ -439,18 +482,18 @@ pub fn analyse(
                 _ => {}
             }
         }
-        for (chain, node, line) in rules_found {
+        for (chain, node, line, counted) in rules_found {
             let parsed = match table {
                 Table::Nat => parse_dnat(&line).map(|(run, comment)| {
                     let (name, description) = layout::parse_mapping_comment(&comment);
-                    (run, name, description, None, true)
+                    (run, name, description, None, None)
                 }),
                 Table::Filter => {
-                    parse_filter(&line).map(|(run, name, source, accept)| (run, name, None, source, accept))
+                    parse_filter(&line).map(|(run, name, source, kind)| (run, name, None, source, Some(kind)))
                 }
             };
             match parsed {
-                Some((run, name, description, source, accept))
+                Some((run, name, description, source, kind))
                     if portmap_core::is_mapping_name(&name)
                         && run.transport == node.transport
                         && Family::of(run.to) == family =>
@@ -465,7 +508,9 @@ pub fn analyse(
                         placed,
                         description,
                         source,
-                        accept,
+                        accept: matches!(kind, None | Some(FilterKind::Accept)),
+                        kind,
+                        counted,
                     });
                 }
                 _ => reasons.push(format!(
@@ -491,7 +536,7 @@ pub fn analyse(
 
     let mappings: Vec<ObservedMapping> = found
         .into_iter()
-        .map(|(name, rules)| into_mapping(name, &rules))
+        .map(|(name, rules)| into_mapping(name, &rules, counts.is_some()))
         .collect();
     for s in &mut pending {
         if s.unless_from.is_some() {
@@ -564,7 +609,7 @@ fn is_are(items: &[String]) -> &'static str {
 }
 
 /// One mapping from its rules, with every way they fall short of what portmap writes for it.
-fn into_mapping(name: String, rules: &[Found]) -> ObservedMapping {
+fn into_mapping(name: String, rules: &[Found], counted: bool) -> ObservedMapping {
     let nat: Vec<&Found> = rules.iter().filter(|r| r.table == Table::Nat).collect();
     let filter: Vec<&Found> = rules.iter().filter(|r| r.table == Table::Filter).collect();
     let mut damage = Vec::new();
@@ -593,7 +638,19 @@ fn into_mapping(name: String, rules: &[Found]) -> ObservedMapping {
     if forwards.is_empty() {
         damage.push("it forwards nothing: only left-over filter rules remain".to_owned());
     }
-    let want = MappingRules::new(&name, description.as_deref(), &forwards, &allow_from);
+    let limit = filter.iter().find_map(|r| match r.kind {
+        Some(FilterKind::Limit(l)) => Some(l),
+        _ => None,
+    });
+    let log = filter.iter().find_map(|r| match r.kind {
+        Some(FilterKind::Log(g)) => Some(g),
+        _ => None,
+    });
+    let extras = layout::Extras { limit, log };
+    let want = MappingRules::with(&name, description.as_deref(), &forwards, &allow_from, extras);
+    let mut uncapped = Vec::new();
+    let mut unlogged = Vec::new();
+    let mut uncounted = Vec::new();
     let mut open = Vec::new();
     let mut refused = Vec::new();
     let mut unaccepted = Vec::new();
@@ -609,7 +666,7 @@ fn into_mapping(name: String, rules: &[Found]) -> ObservedMapping {
         {
             continue;
         }
-        let drop_at = have.iter().position(|r| !r.accept);
+        let drop_at = have.iter().position(|r| r.kind == Some(FilterKind::Drop));
         let accepts_before_drop = have[..drop_at.unwrap_or(have.len())]
             .iter()
             .filter(|r| r.accept)
@@ -622,8 +679,39 @@ fn into_mapping(name: String, rules: &[Found]) -> ObservedMapping {
         } else if have.is_empty() || (!accepts_all && allow_from.is_empty()) {
             unaccepted.push(label);
         } else {
-            differ.push(label);
+            let how_many = |list: &[&str], kind: fn(&FilterKind) -> bool| {
+                list.iter()
+                    .filter(|line| parse_filter(line).is_some_and(|(.., k)| kind(&k)))
+                    .count()
+            };
+            let wanted: Vec<&str> = want_filter.iter().map(String::as_str).collect();
+            let short = |kind: fn(&FilterKind) -> bool| how_many(&lines, kind) < how_many(&wanted, kind);
+            if short(|k| matches!(k, FilterKind::Limit(_))) {
+                uncapped.push(label);
+            } else if short(|k| matches!(k, FilterKind::Log(_))) {
+                unlogged.push(label);
+            } else if short(|k| *k == FilterKind::Count) {
+                uncounted.push(label);
+            } else {
+                differ.push(label);
+            }
         }
+    }
+    if !uncapped.is_empty() {
+        damage.push(format!(
+            "{} {} not capped by its limit",
+            phrase(&uncapped),
+            is_are(&uncapped)
+        ));
+    }
+    if !unlogged.is_empty() {
+        damage.push(format!(
+            "the new connections of {} are not logged",
+            phrase(&unlogged)
+        ));
+    }
+    if !uncounted.is_empty() {
+        damage.push(format!("connections to {} are not counted", phrase(&uncounted)));
     }
     let nat_runs: BTreeSet<Run> = want.runs.iter().map(|(r, _, _)| *r).collect();
     let nowhere: BTreeSet<String> = filter
@@ -692,6 +780,17 @@ fn into_mapping(name: String, rules: &[Found]) -> ObservedMapping {
             .map(|r| format!("{} {} {}: {}", r.family.tool(), r.table, r.chain, r.line))
             .collect()
     };
+    let mut counters = portmap_core::Counters::default();
+    for r in &filter {
+        match r.kind {
+            Some(FilterKind::Count) => counters.connections += r.counted.0,
+            Some(FilterKind::Accept) => {
+                counters.packets += r.counted.0;
+                counters.bytes += r.counted.1;
+            }
+            _ => {}
+        }
+    }
     ObservedMapping {
         name,
         description,
@@ -699,5 +798,9 @@ fn into_mapping(name: String, rules: &[Found]) -> ObservedMapping {
         allow_from,
         damage,
         objects,
+        log,
+        limit,
+        counters: counted.then_some(counters),
+        active_flows: None,
     }
 }

@@ -18,6 +18,9 @@ pub struct TableDump {
     pub rules: BTreeMap<String, Vec<String>>,
     /// User chains declared (`:NAME - [0:0]`), in the order printed.
     pub user_chains: Vec<String>,
+    /// The packets and bytes of every rule (`iptables-save -c`), by chain in rule order; empty
+    /// for output without counters.
+    pub counters: BTreeMap<String, Vec<(u64, u64)>>,
 }
 
 impl TableDump {
@@ -121,6 +124,17 @@ pub fn parse(text: &str) -> Result<Dump, ParseError> {
             table.rules.entry(chain).or_default();
             continue;
         }
+        // `iptables-save -c` prints `[packets:bytes]` before each rule.
+        let (counted, line) = match line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
+            Some((numbers, rest)) => {
+                let (packets, bytes) = numbers
+                    .split_once(':')
+                    .and_then(|(p, b)| Some((p.parse().ok()?, b.parse().ok()?)))
+                    .ok_or_else(|| err("rule counters that are not [packets:bytes]"))?;
+                (Some((packets, bytes)), rest)
+            }
+            None => (None, line),
+        };
         if let Some(rule) = line.strip_prefix("-A ") {
             let (chain, spec) = rule.split_once(' ').unwrap_or((rule, ""));
             table
@@ -128,6 +142,9 @@ pub fn parse(text: &str) -> Result<Dump, ParseError> {
                 .entry(chain.to_owned())
                 .or_default()
                 .push(spec.to_owned());
+            if let Some(c) = counted {
+                table.counters.entry(chain.to_owned()).or_default().push(c);
+            }
             continue;
         }
         return Err(err("a line iptables-save does not print"));

@@ -332,6 +332,11 @@ fn the_diff_leaves_equal_chains_alone() {
 /// `-X`); jumps stand for the built-in chains' rules.
 fn simulate(chains: &mut Chains, script: &str) {
     for line in script.lines() {
+        // `[packets:bytes]` before a rule sets its counters; they do not change the rules.
+        let line = line
+            .strip_prefix('[')
+            .and_then(|l| l.split_once("] "))
+            .map_or(line, |(_, rule)| rule);
         if line.starts_with('*') || line == "COMMIT" {
             continue;
         }
@@ -530,5 +535,70 @@ fn apply_converges_from_random_damage() {
     assert!(
         seen * 6 > rounds * 5,
         "{seen} of {rounds} rounds damaged anything"
+    );
+}
+
+#[test]
+fn hashlimit_rates_print_as_iptables_prints_them() {
+    use portmap_core::{Limit, RateUnit};
+    let l = |rate, per| Limit { rate, per, burst: 5 };
+    // What iptables-legacy-save 1.8.9 printed for these `--hashlimit-above` values.
+    for (limit, printed) in [
+        (l(1, RateUnit::Hour), (1, "hour")),
+        (l(7, RateUnit::Hour), (7, "hour")),
+        (l(25, RateUnit::Day), (25, "day")),
+        (l(13, RateUnit::Minute), (13, "min")),
+        (l(61, RateUnit::Minute), (61, "min")),
+        (l(5, RateUnit::Second), (5, "sec")),
+        (l(999, RateUnit::Second), (999, "sec")),
+        (l(1_000_000, RateUnit::Second), (1_000_000, "sec")),
+        (l(123_456, RateUnit::Second), (125_000, "sec")),
+    ] {
+        assert_eq!(layout::hashlimit_rate(&limit), printed, "{limit}");
+    }
+    assert!(layout::hashlimit_is_exact(&l(7, RateUnit::Hour)));
+    assert!(!layout::hashlimit_is_exact(&l(123_456, RateUnit::Second)));
+    // 24/day is 1/hour, both in the configuration and as iptables prints it.
+    assert_eq!(
+        layout::limit_of_hashlimit("1/hour", 5),
+        Some(portmap_core::parse_limit("24/day").expect("valid"))
+    );
+}
+
+#[test]
+fn log_limit_and_count_rules_read_back() {
+    use portmap_core::{Limit, RateUnit};
+    let run = layout::Run {
+        transport: portmap_core::Transport::Tcp,
+        start: 8080,
+        end: 8080,
+        to: "192.168.1.66".parse().expect("address"),
+        to_start: 80,
+    };
+    let source: ipnet::IpNet = "203.0.113.0/24".parse().expect("prefix");
+    let limit = Limit {
+        rate: 20,
+        per: RateUnit::Minute,
+        burst: 40,
+    };
+    for kind in [
+        layout::FilterKind::Count,
+        layout::FilterKind::Log(7),
+        layout::FilterKind::Limit(limit),
+        layout::FilterKind::Accept,
+    ] {
+        for src in [None, Some(&source)] {
+            let line = layout::filter_rule_of(&run, "web.1", src, &kind);
+            let (r, name, s, k) = crate::observe::parse_filter(&line).expect(&line);
+            assert_eq!(
+                (r, name.as_str(), s.as_ref(), &k),
+                (run, "web.1", src, &kind),
+                "{line}"
+            );
+        }
+    }
+    assert_eq!(
+        layout::filter_rule_of(&run, "web", None, &layout::FilterKind::Log(100)),
+        "-p tcp -m conntrack --ctstate NEW --ctreplsrc 192.168.1.66 --ctorigdstport 8080 --ctreplsrcport 80 -m comment --comment web -j NFLOG --nflog-prefix \"portmap web\" --nflog-group 100"
     );
 }

@@ -17,8 +17,9 @@ use crate::consts::{
     NFTA_SET_TABLE, NFTA_TABLE_NAME, NLA_HDRLEN, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
     NLMSG_HDRLEN,
 };
+use crate::consts::{NFT_MSG_DELOBJ, NFT_MSG_NEWOBJ, NFTA_OBJ_NAME, NFTA_OBJ_TABLE, NFTA_OBJ_TYPE};
 use crate::encode;
-use crate::object::{Chain, Element, Family, Rule, Set, Table};
+use crate::object::{Chain, Element, Family, Object, Rule, Set, Table};
 
 /// Largest payload a netlink attribute can describe (its length field is 16 bits).
 const MAX_ATTR_LEN: usize = u16::MAX as usize;
@@ -37,6 +38,8 @@ enum Op {
     AddElements(ElemChunk),
     DelElements(ElemChunk),
     FlushSet,
+    AddObject(&'static str),
+    DelObject(&'static str),
 }
 
 /// Which elements of the caller's slice one element message carries.
@@ -114,6 +117,8 @@ impl Batch {
             Op::AddSet { map } => format!("add {} {fam} {table} {name}", kind(*map)),
             Op::DelSet => format!("delete set {fam} {table} {name}"),
             Op::FlushSet => format!("flush set {fam} {table} {name}"),
+            Op::AddObject(kind) => format!("add {kind} {fam} {table} {name}"),
+            Op::DelObject(kind) => format!("delete {kind} {fam} {table} {name}"),
             Op::AddElements(c) => format!(
                 "add element to {} {fam} {table} {name} ({})",
                 kind(c.map),
@@ -190,6 +195,30 @@ impl Batch {
         let m = self.begin(NFT_MSG_NEWSET, NLM_F_CREATE, s.family);
         encode::set(&mut Writer::new(&mut self.buf), s);
         self.end(m, Op::AddSet { map: s.is_map() }, s.family, &s.table, &s.name);
+    }
+
+    /// Adds a stateful object (`NLM_F_CREATE`; a counter added with values starts from them).
+    pub fn add_object(&mut self, o: &Object) {
+        let m = self.begin(NFT_MSG_NEWOBJ, NLM_F_CREATE, o.family);
+        encode::object(&mut Writer::new(&mut self.buf), o);
+        self.end(
+            m,
+            Op::AddObject(object_kind(o.kind.type_number())),
+            o.family,
+            &o.table,
+            &o.name,
+        );
+    }
+
+    /// Deletes a stateful object of type `obj_type` ([`crate::object_type`]) that no rule or
+    /// element refers to.
+    pub fn del_object(&mut self, family: Family, table: &str, obj_type: u32, name: &str) {
+        let m = self.begin(NFT_MSG_DELOBJ, 0, family);
+        let mut w = Writer::new(&mut self.buf);
+        w.put_str(NFTA_OBJ_TABLE, table);
+        w.put_str(NFTA_OBJ_NAME, name);
+        w.put_u32(NFTA_OBJ_TYPE, obj_type);
+        self.end(m, Op::DelObject(object_kind(obj_type)), family, table, name);
     }
 
     /// Deletes a set or map that no rule uses.
@@ -387,6 +416,17 @@ fn attr_at(msg: &[u8], from: usize, to: usize, offset: usize) -> Option<(usize, 
 /// The kernel's name of a top-level attribute of a message, for error reports.
 fn attr_name(op: &Op, ty: u16) -> Option<&'static str> {
     let names: &[&str] = match op {
+        Op::AddObject(_) | Op::DelObject(_) => &[
+            "",
+            "NFTA_OBJ_TABLE",
+            "NFTA_OBJ_NAME",
+            "NFTA_OBJ_TYPE",
+            "NFTA_OBJ_DATA",
+            "",
+            "",
+            "",
+            "NFTA_OBJ_USERDATA",
+        ],
         Op::AddTable | Op::DelTable => &[
             "",
             "NFTA_TABLE_NAME",
@@ -446,6 +486,16 @@ fn attr_name(op: &Op, ty: u16) -> Option<&'static str> {
         ],
     };
     names.get(usize::from(ty)).copied().filter(|n| !n.is_empty())
+}
+
+/// How nft names an object type.
+fn object_kind(obj_type: u32) -> &'static str {
+    match obj_type {
+        crate::object::object_type::COUNTER => "counter",
+        crate::object::object_type::QUOTA => "quota",
+        crate::object::object_type::LIMIT => "limit",
+        _ => "object",
+    }
 }
 
 fn kind(map: bool) -> &'static str {

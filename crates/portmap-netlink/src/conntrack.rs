@@ -368,6 +368,21 @@ fn decode_flow(msg: &Msg<'_>) -> Result<Option<Flow>, Error> {
     }))
 }
 
+/// The original and reply tuples and the status of a conntrack entry given as its `CTA_*`
+/// attributes (nflog's `NFULA_CT` nest); `None` when it lacks a tuple.
+pub(crate) fn decode_tuples(attrs: crate::attr::Attrs<'_>) -> Result<Option<(Tuple, Tuple)>, Error> {
+    let (mut original, mut reply) = (None, None);
+    for a in attrs {
+        let a = a?;
+        match a.ty {
+            CTA_TUPLE_ORIG => original = Some(decode_tuple(a)?.0),
+            CTA_TUPLE_REPLY => reply = Some(decode_tuple(a)?.0),
+            _ => {}
+        }
+    }
+    Ok(original.zip(reply))
+}
+
 /// A `CTA_TUPLE_*` nest, with its direction's zone if it has one.
 fn decode_tuple(a: Attr<'_>) -> Result<(Tuple, Option<u16>), Error> {
     let mut src = None;

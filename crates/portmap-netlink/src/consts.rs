@@ -265,3 +265,46 @@ pub const RTNLGRP_IPV6_IFADDR: u32 = 9;
 
 // if.h
 pub const IFF_UP: u32 = 0x1;
+
+// nf_tables.h: stateful objects, object maps, log (NEWOBJ/DELOBJ are with the other messages)
+pub const NFT_MSG_GETOBJ: u16 = 19;
+
+pub const NFTA_SET_OBJ_TYPE: u16 = 15;
+pub const NFTA_SET_ELEM_OBJREF: u16 = 9;
+
+pub const NFTA_OBJ_TYPE: u16 = 3;
+pub const NFTA_OBJ_DATA: u16 = 4;
+pub const NFTA_OBJ_HANDLE: u16 = 6;
+pub const NFTA_OBJ_USERDATA: u16 = 8;
+
+pub const NFTA_LIMIT_RATE: u16 = 1;
+pub const NFTA_LIMIT_UNIT: u16 = 2;
+pub const NFTA_LIMIT_BURST: u16 = 3;
+pub const NFTA_LIMIT_TYPE: u16 = 4;
+pub const NFTA_LIMIT_FLAGS: u16 = 5;
+
+pub const NFTA_OBJREF_SET_SREG: u16 = 3;
+pub const NFTA_OBJREF_SET_NAME: u16 = 4;
+pub const NFTA_OBJREF_SET_ID: u16 = 5;
+
+pub const NFTA_LOG_GROUP: u16 = 1;
+pub const NFTA_LOG_PREFIX: u16 = 2;
+
+// nfnetlink_log.h
+pub const NFNL_SUBSYS_ULOG: u16 = 4;
+pub const NFULNL_MSG_PACKET: u16 = 0;
+pub const NFULNL_MSG_CONFIG: u16 = 1;
+pub const NFULA_CFG_CMD: u16 = 1;
+pub const NFULA_CFG_MODE: u16 = 2;
+pub const NFULA_CFG_FLAGS: u16 = 6;
+pub const NFULNL_CFG_CMD_BIND: u8 = 1;
+pub const NFULNL_CFG_CMD_UNBIND: u8 = 2;
+pub const NFULNL_COPY_PACKET: u8 = 2;
+pub const NFULNL_CFG_F_CONNTRACK: u16 = 4;
+pub const NFULA_PACKET_HDR: u16 = 1;
+pub const NFULA_TIMESTAMP: u16 = 3;
+pub const NFULA_IFINDEX_INDEV: u16 = 4;
+pub const NFULA_IFINDEX_OUTDEV: u16 = 5;
+pub const NFULA_PAYLOAD: u16 = 9;
+pub const NFULA_PREFIX: u16 = 10;
+pub const NFULA_CT: u16 = 18;

@@ -27,10 +27,16 @@ use crate::consts::{
     NFTA_TABLE_HANDLE, NFTA_TABLE_NAME, NFTA_TABLE_OWNER, NFTA_TABLE_USERDATA, NFTA_VERDICT_CHAIN,
     NFTA_VERDICT_CODE,
 };
+use crate::consts::{
+    NFTA_LIMIT_BURST, NFTA_LIMIT_FLAGS, NFTA_LIMIT_RATE, NFTA_LIMIT_TYPE, NFTA_LIMIT_UNIT, NFTA_LOG_GROUP,
+    NFTA_LOG_PREFIX, NFTA_OBJ_DATA, NFTA_OBJ_HANDLE, NFTA_OBJ_NAME, NFTA_OBJ_TABLE, NFTA_OBJ_TYPE,
+    NFTA_OBJ_USERDATA, NFTA_OBJREF_SET_ID, NFTA_OBJREF_SET_NAME, NFTA_OBJREF_SET_SREG, NFTA_SET_ELEM_OBJREF,
+    NFTA_SET_OBJ_TYPE,
+};
 use crate::error::Error;
 use crate::object::{
-    BaseChain, Chain, CmpOp, Data, Element, Expr, Family, Hook, MetaKey, NatType, PayloadBase, Policy,
-    Register, Rule, Set, Table, Verdict,
+    BaseChain, Chain, CmpOp, Data, Element, Expr, Family, Hook, MetaKey, NatType, Object, ObjectKind,
+    PayloadBase, Policy, Register, Rule, Set, Table, Verdict, object_type,
 };
 
 /// Calls `f` for each attribute of a stream, stopping at the first malformed one.
@@ -377,6 +383,31 @@ fn expr_body(name: &str, body: Attr<'_>) -> Result<Option<Expr>, Error> {
             result: get(NFTA_FIB_RESULT, "fib result")?.u32()?,
             dreg: reg(get(NFTA_FIB_DREG, "fib dreg")?)?,
         },
+        "objref" => {
+            // The immediate form (`counter name "x"`) is not modelled.
+            let (Some(sreg), Some(set)) = (
+                a[usize::from(NFTA_OBJREF_SET_SREG)],
+                a[usize::from(NFTA_OBJREF_SET_NAME)],
+            ) else {
+                return Ok(None);
+            };
+            Expr::Objref {
+                sreg: reg(sreg)?,
+                set: set.string()?,
+                set_id: u32_or(a[usize::from(NFTA_OBJREF_SET_ID)], 0)?,
+            }
+        }
+        "log" => {
+            // Only the group and prefix are modelled: a log with a level, flags, a snap length or a
+            // queue threshold is something else.
+            if (3..=6).any(|ty| a[ty].is_some()) {
+                return Ok(None);
+            }
+            Expr::Log {
+                group: a[usize::from(NFTA_LOG_GROUP)].map(|g| g.u16()).transpose()?,
+                prefix: a[usize::from(NFTA_LOG_PREFIX)].map(|p| p.string()).transpose()?,
+            }
+        }
         _ => return Ok(None),
     }))
 }
@@ -401,6 +432,7 @@ pub(crate) fn set(msg: &Msg<'_>, want_table: &str) -> Result<Option<Set>, Error>
         concat: Vec::new(),
         userdata: None,
         handle: None,
+        obj_type: None,
     };
     each(msg.attrs(), |a| {
         match a.ty {
@@ -412,6 +444,7 @@ pub(crate) fn set(msg: &Msg<'_>, want_table: &str) -> Result<Option<Set>, Error>
             NFTA_SET_DATA_TYPE => out.data_type = Some(a.u32()?),
             NFTA_SET_DATA_LEN => out.data_len = Some(a.u32()?),
             NFTA_SET_ID => out.id = a.u32()?,
+            NFTA_SET_OBJ_TYPE => out.obj_type = Some(a.u32()?),
             NFTA_SET_USERDATA => out.userdata = Some(a.data.to_vec()),
             NFTA_SET_HANDLE => out.handle = Some(a.u64()?),
             NFTA_SET_DESC => {
@@ -472,6 +505,7 @@ fn element(e: Attr<'_>) -> Result<Element, Error> {
             NFTA_SET_ELEM_KEY => key = Some(value(a)?),
             NFTA_SET_ELEM_KEY_END => out.key_end = Some(value(a)?.to_vec()),
             NFTA_SET_ELEM_DATA => out.data = Some(data(a)?),
+            NFTA_SET_ELEM_OBJREF => out.data = Some(Data::Object(a.string()?)),
             NFTA_SET_ELEM_FLAGS => out.flags = a.u32()?,
             NFTA_SET_ELEM_USERDATA => out.userdata = Some(a.data.to_vec()),
             _ => {}
@@ -481,6 +515,58 @@ fn element(e: Attr<'_>) -> Result<Element, Error> {
     // A catch-all element (`*`, flag NFT_SET_ELEM_CATCHALL) has no key.
     out.key = key.map(<[u8]>::to_vec).unwrap_or_default();
     Ok(out)
+}
+
+/// An object of `want_table`, `None` for objects of other tables.
+pub(crate) fn object(msg: &Msg<'_>, want_table: &str) -> Result<Option<Object>, Error> {
+    let Some(family) = family(msg) else {
+        return Ok(None);
+    };
+    let (mut table, mut name, mut ty, mut data, mut userdata, mut handle) =
+        (None, None, None, None, None, None);
+    each(msg.attrs(), |a| {
+        match a.ty {
+            NFTA_OBJ_TABLE => table = Some(a.str()?),
+            NFTA_OBJ_NAME => name = Some(a.string()?),
+            NFTA_OBJ_TYPE => ty = Some(a.u32()?),
+            NFTA_OBJ_DATA => data = Some(a),
+            NFTA_OBJ_USERDATA => userdata = Some(a.data.to_vec()),
+            NFTA_OBJ_HANDLE => handle = Some(a.u64()?),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    if table != Some(want_table) {
+        return Ok(None);
+    }
+    let ty = required(ty, "object type")?;
+    let by = match data {
+        Some(d) => Some(by_type(d)?),
+        None => None,
+    };
+    let field = |ty: u16| by.as_ref().and_then(|b| b[usize::from(ty)]);
+    let kind = match ty {
+        object_type::COUNTER => ObjectKind::Counter {
+            packets: field(NFTA_COUNTER_PACKETS).map_or(Ok(0), |a| a.u64())?,
+            bytes: field(NFTA_COUNTER_BYTES).map_or(Ok(0), |a| a.u64())?,
+        },
+        object_type::LIMIT => ObjectKind::Limit {
+            rate: field(NFTA_LIMIT_RATE).map_or(Ok(0), |a| a.u64())?,
+            unit: field(NFTA_LIMIT_UNIT).map_or(Ok(0), |a| a.u64())?,
+            burst: u32_or(field(NFTA_LIMIT_BURST), 0)?,
+            limit_type: u32_or(field(NFTA_LIMIT_TYPE), 0)?,
+            flags: u32_or(field(NFTA_LIMIT_FLAGS), 0)?,
+        },
+        other => ObjectKind::Other(other),
+    };
+    Ok(Some(Object {
+        family,
+        table: want_table.to_owned(),
+        name: required(name, "object name")?,
+        kind,
+        userdata,
+        handle,
+    }))
 }
 
 /// `NFTA_GEN_ID` of a `NEWGEN` reply.

@@ -23,7 +23,12 @@ use crate::consts::{
     NFTA_SET_TABLE, NFTA_SET_USERDATA, NFTA_TABLE_FLAGS, NFTA_TABLE_NAME, NFTA_TABLE_USERDATA,
     NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE,
 };
-use crate::object::{Chain, Data, Element, Expr, Register, Rule, Set, Table};
+use crate::consts::{
+    NFTA_LIMIT_BURST, NFTA_LIMIT_FLAGS, NFTA_LIMIT_RATE, NFTA_LIMIT_TYPE, NFTA_LIMIT_UNIT, NFTA_LOG_GROUP,
+    NFTA_LOG_PREFIX, NFTA_OBJ_DATA, NFTA_OBJ_NAME, NFTA_OBJ_TABLE, NFTA_OBJ_TYPE, NFTA_OBJ_USERDATA,
+    NFTA_OBJREF_SET_ID, NFTA_OBJREF_SET_NAME, NFTA_OBJREF_SET_SREG, NFTA_SET_ELEM_OBJREF, NFTA_SET_OBJ_TYPE,
+};
+use crate::object::{Chain, Data, Element, Expr, Object, ObjectKind, Register, Rule, Set, Table};
 
 pub(crate) fn table(w: &mut Writer<'_>, t: &Table) {
     w.put_str(NFTA_TABLE_NAME, &t.name);
@@ -85,11 +90,49 @@ pub(crate) fn set(w: &mut Writer<'_>, s: &Set) {
         w.nest_end(concat);
         w.nest_end(desc);
     }
+    if let Some(t) = s.obj_type {
+        w.put_u32(NFTA_SET_OBJ_TYPE, t);
+    }
     if s.id != 0 {
         w.put_u32(NFTA_SET_ID, s.id);
     }
     if let Some(ud) = &s.userdata {
         w.put(NFTA_SET_USERDATA, ud);
+    }
+}
+
+/// A stateful object, as nft 1.0.6 writes it: table, name, type, userdata, then the data nest (a
+/// counter's values, zero for a new one; a limit's rate, unit, burst, type and flags).
+pub(crate) fn object(w: &mut Writer<'_>, o: &Object) {
+    w.put_str(NFTA_OBJ_TABLE, &o.table);
+    w.put_str(NFTA_OBJ_NAME, &o.name);
+    w.put_u32(NFTA_OBJ_TYPE, o.kind.type_number());
+    if let Some(ud) = &o.userdata {
+        w.put(NFTA_OBJ_USERDATA, ud);
+    }
+    match &o.kind {
+        ObjectKind::Counter { packets, bytes } => {
+            let d = w.nest_start(NFTA_OBJ_DATA);
+            w.put_u64(NFTA_COUNTER_BYTES, *bytes);
+            w.put_u64(NFTA_COUNTER_PACKETS, *packets);
+            w.nest_end(d);
+        }
+        ObjectKind::Limit {
+            rate,
+            unit,
+            burst,
+            limit_type,
+            flags,
+        } => {
+            let d = w.nest_start(NFTA_OBJ_DATA);
+            w.put_u64(NFTA_LIMIT_RATE, *rate);
+            w.put_u64(NFTA_LIMIT_UNIT, *unit);
+            w.put_u32(NFTA_LIMIT_BURST, *burst);
+            w.put_u32(NFTA_LIMIT_TYPE, *limit_type);
+            w.put_u32(NFTA_LIMIT_FLAGS, *flags);
+            w.nest_end(d);
+        }
+        ObjectKind::Other(_) => {}
     }
 }
 
@@ -104,8 +147,10 @@ pub(crate) fn element(w: &mut Writer<'_>, e: &Element, delete: bool) {
         value(w, NFTA_SET_ELEM_KEY_END, end);
     }
     if !delete {
-        if let Some(d) = &e.data {
-            data(w, NFTA_SET_ELEM_DATA, d);
+        match &e.data {
+            Some(Data::Object(name)) => w.put_str(NFTA_SET_ELEM_OBJREF, name),
+            Some(d) => data(w, NFTA_SET_ELEM_DATA, d),
+            None => {}
         }
         if let Some(ud) = &e.userdata {
             w.put(NFTA_SET_ELEM_USERDATA, ud);
@@ -119,6 +164,7 @@ pub(crate) fn element_size_hint(e: &Element) -> usize {
     let data = match &e.data {
         Some(Data::Value(v)) => v.len() + 16,
         Some(Data::Verdict(v)) => v.chain().map_or(0, str::len) + 32,
+        Some(Data::Object(name)) => name.len() + 8,
         None => 0,
     };
     40 + e.key.len()
@@ -148,6 +194,8 @@ fn data(w: &mut Writer<'_>, ty: u16, d: &Data) {
             w.nest_end(verdict);
             w.nest_end(nest);
         }
+        // Only element data names an object; it is written as NFTA_SET_ELEM_OBJREF by `element`.
+        Data::Object(_) => {}
     }
 }
 
@@ -267,6 +315,22 @@ pub(crate) fn expr(w: &mut Writer<'_>, e: &Expr) {
                 w.put(NFTA_CT_DIRECTION, &[*dir]);
             }
         }
+        Expr::Objref { sreg, set, set_id } => {
+            reg(w, NFTA_OBJREF_SET_SREG, *sreg);
+            w.put_str(NFTA_OBJREF_SET_NAME, set);
+            if *set_id != 0 {
+                w.put_u32(NFTA_OBJREF_SET_ID, *set_id);
+            }
+        }
+        Expr::Log { group, prefix } => {
+            // nft sends the prefix before the group.
+            if let Some(prefix) = prefix {
+                w.put_str(NFTA_LOG_PREFIX, prefix);
+            }
+            if let Some(group) = group {
+                w.put_u16(NFTA_LOG_GROUP, *group);
+            }
+        }
         Expr::Fib { flags, result, dreg } => {
             w.put_u32(NFTA_FIB_FLAGS, *flags);
             w.put_u32(NFTA_FIB_RESULT, *result);
@@ -292,6 +356,8 @@ pub(crate) fn expr_name(e: &Expr) -> &str {
         Expr::Counter { .. } => "counter",
         Expr::Ct { .. } => "ct",
         Expr::Fib { .. } => "fib",
+        Expr::Objref { .. } => "objref",
+        Expr::Log { .. } => "log",
         Expr::Unknown { name } => name,
     }
 }

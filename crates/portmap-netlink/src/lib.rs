@@ -8,8 +8,9 @@
 //!
 //! Beside nftables: [`Conntrack`] dumps and deletes connection-tracking entries (so that a changed
 //! DNAT reaches existing flows), [`interfaces`] lists a namespace's interfaces and addresses,
-//! [`sysctl::read`] reads a sysctl as a namespace sees it, and [`Monitor`] subscribes to the
-//! kernel's notifications of ruleset, link and address changes. All of them work on a chosen
+//! [`sysctl::read`] reads a sysctl as a namespace sees it, [`Monitor`] subscribes to the kernel's
+//! notifications of ruleset, link and address changes, and [`LogReader`] reads the packets rules
+//! log to an nflog group. All of them work on a chosen
 //! [`Netns`] without the process ever changing namespace.
 //!
 //! This crate knows the netlink wire formats and nft's conventions (userdata, datatypes,
@@ -29,6 +30,7 @@ pub mod interval;
 pub mod link;
 pub mod monitor;
 mod netns;
+pub mod nflog;
 pub mod object;
 mod socket;
 pub mod sysctl;
@@ -40,5 +42,6 @@ pub use error::Error;
 pub use link::{Interface, interfaces};
 pub use monitor::{Monitor, Received, Topic};
 pub use netns::{Netns, boot_id, identity as netns_identity, inode as netns_inode};
+pub use nflog::{LogEvent, LogReader};
 pub use object::*;
 pub use socket::Socket;

@@ -169,13 +169,17 @@ pub enum Verdict {
     Goto(String),
 }
 
-/// `NFTA_DATA_*` payload: plain bytes or a verdict.
+/// `NFTA_DATA_*` payload: plain bytes or a verdict; for an element of an object map, the name of
+/// the stateful object it maps to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Data {
     /// `NFTA_DATA_VALUE`.
     Value(Vec<u8>),
     /// `NFTA_DATA_VERDICT`.
     Verdict(Verdict),
+    /// `NFTA_SET_ELEM_OBJREF`: an element of an object map (`type … : counter`) names an object
+    /// of its table. Only meaningful as element data.
+    Object(String),
 }
 
 /// `NFT_META_*` keys portmap uses.
@@ -338,6 +342,25 @@ pub enum Expr {
         /// `NFTA_CT_DIRECTION` when present.
         direction: Option<u8>,
     },
+    /// `objref` in its map form: the object the map `set` gives for the key in `sreg` is run (a
+    /// counter counts the packet; a limit over its rate lets the rule go on). A key the map does
+    /// not hold ends the rule.
+    Objref {
+        /// Source register of the key.
+        sreg: Register,
+        /// The object map.
+        set: String,
+        /// `NFTA_OBJREF_SET_ID` when the map is created in the same batch (0 when unused; dumps
+        /// have 0).
+        set_id: u32,
+    },
+    /// `log`: hand the packet to nflog `group` with `prefix` (`log prefix "…" group N`).
+    Log {
+        /// `NFTA_LOG_GROUP`.
+        group: Option<u16>,
+        /// `NFTA_LOG_PREFIX`.
+        prefix: Option<String>,
+    },
     /// `fib`: routing lookup.
     Fib {
         /// `NFTA_FIB_FLAGS` (`NFTA_FIB_F_SADDR` 1, `DADDR` 2, `MARK` 4, `IIF` 8, `OIF` 16, `PRESENT` 32).
@@ -426,6 +449,84 @@ pub struct Set {
     /// `NFTA_SET_USERDATA` (nft keeps key/data byte order and comment here, see [`crate::udata`]).
     pub userdata: Option<Vec<u8>>,
     /// `NFTA_SET_HANDLE` (read back only).
+    pub handle: Option<u64>,
+    /// `NFTA_SET_OBJ_TYPE` of an object map ([`set_flags::OBJECT`]): the type of the objects its
+    /// elements name ([`object_type`]).
+    pub obj_type: Option<u32>,
+}
+
+/// `NFT_OBJECT_*`: types of stateful objects.
+pub mod object_type {
+    /// `NFT_OBJECT_COUNTER`.
+    pub const COUNTER: u32 = 1;
+    /// `NFT_OBJECT_QUOTA`.
+    pub const QUOTA: u32 = 2;
+    /// `NFT_OBJECT_LIMIT`.
+    pub const LIMIT: u32 = 4;
+}
+
+/// `NFT_LIMIT_*` types and flags of a limit.
+pub mod limit {
+    /// `NFT_LIMIT_PKTS`: the rate counts packets.
+    pub const PKTS: u32 = 0;
+    /// `NFT_LIMIT_PKT_BYTES`: the rate counts bytes.
+    pub const PKT_BYTES: u32 = 1;
+    /// `NFT_LIMIT_F_INV`: `rate over`: matches when over the rate.
+    pub const F_INV: u32 = 1;
+}
+
+/// What a stateful object holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// A counter (`NFT_OBJECT_COUNTER`) and its values.
+    Counter {
+        /// Packets counted.
+        packets: u64,
+        /// Bytes counted.
+        bytes: u64,
+    },
+    /// A limit (`NFT_OBJECT_LIMIT`): `rate` per `unit` seconds, with `burst`.
+    Limit {
+        /// Rate (packets, or bytes for [`limit::PKT_BYTES`]) per unit.
+        rate: u64,
+        /// Unit in seconds (1, 60, 3600, 86400).
+        unit: u64,
+        /// Burst.
+        burst: u32,
+        /// [`limit::PKTS`] or [`limit::PKT_BYTES`].
+        limit_type: u32,
+        /// [`limit::F_INV`] for `rate over`.
+        flags: u32,
+    },
+    /// Any other type, by number (kept so a dump never fails on it).
+    Other(u32),
+}
+
+impl ObjectKind {
+    /// The `NFT_OBJECT_*` type.
+    pub fn type_number(&self) -> u32 {
+        match self {
+            ObjectKind::Counter { .. } => object_type::COUNTER,
+            ObjectKind::Limit { .. } => object_type::LIMIT,
+            ObjectKind::Other(n) => *n,
+        }
+    }
+}
+
+/// A named stateful object of a table (`NFT_MSG_NEWOBJ`): `counter NAME { … }`, `limit NAME { … }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    /// Family of the table.
+    pub family: Family,
+    /// Table name.
+    pub table: String,
+    /// Object name.
+    pub name: String,
+    /// Type and content. A counter added with non-zero values starts from them.
+    pub kind: ObjectKind,
+    /// `NFTA_OBJ_USERDATA` (comment TLV).
+    pub userdata: Option<Vec<u8>>,
+    /// `NFTA_OBJ_HANDLE` (read back only).
     pub handle: Option<u64>,
 }
 

@@ -17,10 +17,11 @@ use crate::consts::{
     NFTA_RULE_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_TABLE, NFTA_TABLE_NAME,
     NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ERROR,
 };
+use crate::consts::{NFT_MSG_GETOBJ, NFTA_OBJ_TABLE};
 use crate::decode;
 use crate::error::Error;
 use crate::netns::Netns;
-use crate::object::{Chain, Element, Family, Rule, Set, Table};
+use crate::object::{Chain, Element, Family, Object, Rule, Set, Table};
 
 /// How often an element dump taken during a hash-table resize is taken again (pauses from 5 ms,
 /// doubling up to 200 ms: about 2.5 s in all).
@@ -297,6 +298,26 @@ impl Socket {
             |msg, out| {
                 if let Some(s) = decode::set(msg, table)? {
                     out.push(s);
+                }
+                Ok(())
+            },
+        );
+        match result {
+            Err(Error::NotFound { .. }) => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
+    /// The stateful objects (counters, limits, …) of a table (none if the table does not exist).
+    pub fn objects(&mut self, family: Family, table: &str) -> Result<Vec<Object>, Error> {
+        let result = self.dump(
+            NFT_MSG_GETOBJ,
+            family.number(),
+            |w| w.put_str(NFTA_OBJ_TABLE, table),
+            || format!("objects of table {} {table}", family.as_str()),
+            |msg, out| {
+                if let Some(o) = decode::object(msg, table)? {
+                    out.push(o);
                 }
                 Ok(())
             },

@@ -6,13 +6,13 @@
 //! them, and its allow-list set is recreated with the other address type. Builds the batch only;
 //! sending it is the caller's.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::IpNet;
 use portmap_core::{
     Change, Forward, Mapping, Model, ObservedMapping, Plan, Settings, StaleFlows, TableAction, Transport,
 };
-use portmap_netlink::{Batch, Chain, Element, Rule, Set, Table, udata};
+use portmap_netlink::{Batch, Chain, Element, Object, Rule, Set, Table, object_type, udata};
 
 use crate::element::{self, mapping_comment};
 use crate::lan_side::LanSide;
@@ -69,10 +69,30 @@ fn stale_records(flows: &[StaleFlows], already: &[StaleFlows]) -> BTreeMap<&'sta
     out
 }
 
+/// Counter values to start counter objects from, by object name: what the counters held right
+/// before a rebuild or a repair deletes and creates them again, so that they go on counting.
+pub type Presets = HashMap<String, (u64, u64)>;
+
+/// Whether carrying out `plan` rebuilds the table (then every counter is created again).
+pub fn rebuilds(plan: &Plan) -> bool {
+    let before = &plan.observed_settings;
+    let after = &plan.desired.settings;
+    // A change of shape, or of the LAN side (whose addresses the table holds), rebuilds the table.
+    let restructure = shape_of(before) != shape_of(after) || before.lan_interfaces != after.lan_interfaces;
+    plan.table_action != TableAction::Keep || restructure
+}
+
+/// Whether carrying out `plan` creates counters that exist now again (a rebuild or a repair), so
+/// that the caller should read their values first ([`Presets`]).
+pub fn recreates_counters(plan: &Plan) -> bool {
+    rebuilds(plan) || plan.changes.iter().any(|c| matches!(c, Change::Repair { .. }))
+}
+
 /// Build the batch that carries out `plan` (which must change the kernel) and records `record`,
-/// the tracked connections the caller removes after it, as pending cleanups.
-pub fn build(plan: &Plan, t: &TableId, env: &LanSide, record: &[StaleFlows]) -> Built {
-    build_with_flags(plan, t, env, record, 0)
+/// the tracked connections the caller removes after it, as pending cleanups. Counters created
+/// again start from `presets`.
+pub fn build(plan: &Plan, t: &TableId, env: &LanSide, record: &[StaleFlows], presets: &Presets) -> Built {
+    build_with_flags(plan, t, env, record, presets, 0)
 }
 
 /// [`build`], creating the table (when it is rebuilt) with `table_flags` (`NFT_TABLE_F_*`: owner
@@ -82,14 +102,13 @@ pub fn build_with_flags(
     t: &TableId,
     env: &LanSide,
     record: &[StaleFlows],
+    presets: &Presets,
     table_flags: u32,
 ) -> Built {
     let before = &plan.observed_settings;
     let after = &plan.desired.settings;
-    // A change of shape, or of the LAN side (whose addresses the table holds), rebuilds the table.
-    let restructure = shape_of(before) != shape_of(after) || before.lan_interfaces != after.lan_interfaces;
-    if plan.table_action != TableAction::Keep || restructure {
-        return rebuild(plan, t, env, record, table_flags);
+    if rebuilds(plan) {
+        return rebuild(plan, t, env, record, presets, table_flags);
     }
     let mut b = Builder {
         batch: Batch::new(),
@@ -97,6 +116,7 @@ pub fn build_with_flags(
         t,
         ids: Ids(layout::ALLOW_SET_ID_BASE),
         phase: Phase::Delete,
+        presets,
     };
     let mut owners = Vec::new();
     for phase in [Phase::Delete, Phase::Add] {
@@ -112,7 +132,7 @@ pub fn build_with_flags(
             let start = b.batch.len();
             let what = match change {
                 Change::Create { mapping } => {
-                    b.create(mapping);
+                    b.create(mapping, &BTreeSet::new());
                     format!("creating mapping {}", mapping.name)
                 }
                 Change::Delete { before, .. } => {
@@ -124,8 +144,7 @@ pub fn build_with_flags(
                     format!("changing mapping {}", after.name)
                 }
                 Change::Repair { before, after } => {
-                    b.delete(before);
-                    b.create(after);
+                    b.repair(before, after);
                     format!("repairing mapping {}", after.name)
                 }
             };
@@ -164,8 +183,22 @@ pub fn table_object(t: &TableId) -> Table {
 
 /// Delete whatever is there and build the whole table from the desired model, in one batch, with
 /// the pending conntrack cleanups it held and the new ones.
-fn rebuild(plan: &Plan, t: &TableId, env: &LanSide, record: &[StaleFlows], table_flags: u32) -> Built {
+fn rebuild(
+    plan: &Plan,
+    t: &TableId,
+    env: &LanSide,
+    record: &[StaleFlows],
+    presets: &Presets,
+    table_flags: u32,
+) -> Built {
     let mut contents = contents(&plan.desired, t, env);
+    for object in &mut contents.objects {
+        if let (Some(&(p, b)), portmap_netlink::ObjectKind::Counter { packets, bytes }) =
+            (presets.get(&object.name), &mut object.kind)
+        {
+            (*packets, *bytes) = (p, b);
+        }
+    }
     let all: Vec<StaleFlows> = plan.pending_flows.iter().chain(record).cloned().collect();
     for (set, elements) in stale_records(&all, &[]) {
         contents.elements.insert(set.to_owned(), elements);
@@ -181,10 +214,14 @@ fn rebuild(plan: &Plan, t: &TableId, env: &LanSide, record: &[StaleFlows], table
     batch.del_table(t.family, &t.name);
     batch.add_table(&table);
     let mut objects = 1;
-    // Sets first (rules and guard elements refer to them), then chains (guard elements jump to them),
-    // then elements, then rules.
+    // Sets first (rules and guard elements refer to them), then the objects (object-map elements
+    // name them), then chains (guard and log elements jump to them), then elements, then rules.
     for set in &contents.sets {
         batch.add_set(set);
+        objects += 1;
+    }
+    for object in &contents.objects {
+        batch.add_object(object);
         objects += 1;
     }
     for chain in &contents.chains {
@@ -228,43 +265,133 @@ pub fn contents(model: &Model, t: &TableId, env: &LanSide) -> Contents {
     for family in IpFamily::ALL {
         elements.insert(family.dnat_map().to_owned(), Vec::new());
         elements.insert(family.guard_map().to_owned(), Vec::new());
+        for map in [
+            family.conn_map(),
+            family.traffic_map(),
+            family.limit_map(),
+            family.log_map(),
+        ] {
+            elements.insert(map.to_owned(), Vec::new());
+        }
         elements.insert(
             family.lan_side_set().to_owned(),
             element::interval_elements(env.prefixes(family)),
         );
     }
     let mut ids = Ids(layout::ALLOW_SET_ID_BASE);
+    let mut objects = Vec::with_capacity(model.mappings.len() * 2);
+    let mut log_rules = Vec::new();
     for m in &model.mappings {
-        let objects = MappingObjects::of(t, m, &mut ids);
+        let mo = MappingObjects::of(t, m, &mut ids);
         let mut add = |set: &str, new: Vec<Element>| {
             elements.entry(set.to_owned()).or_default().extend(new);
         };
-        add(objects.dnat_map, objects.dnat);
-        if let Some(list) = objects.allow {
+        add(mo.dnat_map, mo.dnat);
+        let family = mo.family;
+        add(family.conn_map(), mo.extras.conn_elements(&mo.keys));
+        add(family.traffic_map(), mo.extras.traffic_elements(&mo.keys));
+        if mo.extras.limit.is_some() {
+            add(family.limit_map(), mo.extras.limit_elements(&mo.keys));
+        }
+        if mo.extras.log.is_some() {
+            add(family.log_map(), mo.extras.log_elements(&mo.keys));
+        }
+        if let Some(list) = mo.allow {
             add(list.guard_map, list.guards);
             elements.insert(list.set.name.clone(), list.intervals);
             sets.push(list.set);
             chains.push(list.chain);
             rules.push(list.rule);
         }
+        let Extras {
+            counters, limit, log, ..
+        } = mo.extras;
+        objects.extend(counters);
+        objects.extend(limit);
+        if let Some((chain, rule)) = log {
+            chains.push(chain);
+            log_rules.push(rule);
+        }
     }
+    rules.extend(log_rules);
     rules.extend(layout::static_rules(t, shape));
     Contents {
         table_flags: 0,
         chains,
         rules,
         sets,
+        objects,
         elements,
     }
 }
 
+/// A mapping's counters, limit and log chain, and the object-map and log-map elements that
+/// select them for its ports.
+struct Extras {
+    name: String,
+    /// The connection and the traffic counter.
+    counters: [Object; 2],
+    limit: Option<Object>,
+    log: Option<(Chain, Rule)>,
+}
+
+impl Extras {
+    fn of(t: &TableId, name: &str, limit: Option<&portmap_core::Limit>, log: Option<u16>) -> Self {
+        Extras {
+            name: name.to_owned(),
+            counters: [
+                layout::counter_object(t, layout::conn_counter(name), 0, 0),
+                layout::counter_object(t, layout::traffic_counter(name), 0, 0),
+            ],
+            limit: limit.map(|l| layout::limit_object_of(t, name, l)),
+            log: log.map(|group| layout::log_chain_object(t, name, group)),
+        }
+    }
+
+    fn conn_elements(&self, keys: &[(Transport, u16)]) -> Vec<Element> {
+        object_elements(keys, &layout::conn_counter(&self.name))
+    }
+
+    fn traffic_elements(&self, keys: &[(Transport, u16)]) -> Vec<Element> {
+        object_elements(keys, &layout::traffic_counter(&self.name))
+    }
+
+    fn limit_elements(&self, keys: &[(Transport, u16)]) -> Vec<Element> {
+        object_elements(keys, &layout::limit_object(&self.name))
+    }
+
+    fn log_elements(&self, keys: &[(Transport, u16)]) -> Vec<Element> {
+        log_elements(&self.name, keys)
+    }
+}
+
+/// Object-map elements sending `keys` to `object`.
+fn object_elements(keys: &[(Transport, u16)], object: &str) -> Vec<Element> {
+    keys.iter()
+        .map(|&(transport, port)| element::object_element(transport, port, object.to_owned()))
+        .collect()
+}
+
+/// Log-map elements sending `keys` to `mapping`'s log chain.
+fn log_elements(mapping: &str, keys: &[(Transport, u16)]) -> Vec<Element> {
+    keys.iter()
+        .map(|&(transport, port)| element::log_element(transport, port, mapping))
+        .collect()
+}
+
 /// The kernel objects of one mapping, decided in one place for a rebuild and for a delta.
 struct MappingObjects {
+    /// The mapping's family.
+    family: IpFamily,
+    /// Its (protocol, port) keys.
+    keys: Vec<(Transport, u16)>,
     /// The DNAT map of the mapping's family, and its elements there.
     dnat_map: &'static str,
     dnat: Vec<Element>,
     /// The allow-list, for a mapping that has one.
     allow: Option<AllowList>,
+    /// Counters, limit, log.
+    extras: Extras,
 }
 
 /// A mapping's allow-list: its interval set (created with a batch-local id), chain and rule, and
@@ -292,9 +419,12 @@ impl MappingObjects {
             )
         });
         MappingObjects {
+            family,
+            keys: forward_keys(&m.forwards()),
             dnat_map: family.dnat_map(),
             dnat: element::mapping_dnat_elements(m),
             allow,
+            extras: Extras::of(t, &m.name, m.limit.as_ref(), m.log),
         }
     }
 }
@@ -335,6 +465,7 @@ struct Builder<'a> {
     t: &'a TableId,
     ids: Ids,
     phase: Phase,
+    presets: &'a Presets,
 }
 
 impl Builder<'_> {
@@ -430,42 +561,188 @@ impl Builder<'_> {
         self.del_chain_and_set(Some(&layout::allow_chain(name)), Some(&layout::allow_set(name)));
     }
 
-    fn create(&mut self, m: &Mapping) {
-        let objects = MappingObjects::of(self.t, m, &mut self.ids);
-        if let Some(list) = objects.allow {
+    fn add_object(&mut self, object: &Object) {
+        if self.phase == Phase::Add {
+            self.batch.add_object(object);
+            self.objects += 1;
+        }
+    }
+
+    fn del_object(&mut self, obj_type: u32, name: &str) {
+        if self.phase == Phase::Delete {
+            self.batch.del_object(self.t.family, &self.t.name, obj_type, name);
+            self.objects += 1;
+        }
+    }
+
+    fn add_log_chain(&mut self, chain: &Chain, rule: &Rule) {
+        if self.phase == Phase::Add {
+            self.batch.add_chain(chain);
+            self.batch.add_rule(rule);
+            self.objects += 2;
+        }
+    }
+
+    /// A damaged mapping: everything found of it goes but the counters and the limit that are
+    /// what portmap writes (the limit only when the configuration keeps it), and it is created
+    /// again around them.
+    fn repair(&mut self, before: &ObservedMapping, after: &Mapping) {
+        let comment = mapping_comment(&before.name, before.description.as_deref());
+        self.dnat_elements(false, &before.forwards, &comment);
+        let keep_limit = before.limit == after.limit;
+        self.del_found(before, true, keep_limit);
+        let kept: BTreeSet<String> = before
+            .objects
+            .iter()
+            .filter_map(|o| o.strip_prefix("keep "))
+            .filter(|o| keep_limit || !o.starts_with("limit "))
+            .filter_map(|o| o.split_once(' ').map(|(_, name)| name.to_owned()))
+            .collect();
+        self.create(after, &kept);
+    }
+
+    /// A new mapping; `kept` names its objects that are there already (a repair keeps them). A
+    /// counter made again starts from what it held before ([`Presets`]).
+    fn create(&mut self, m: &Mapping, kept: &BTreeSet<String>) {
+        let mut mo = MappingObjects::of(self.t, m, &mut self.ids);
+        for counter in &mut mo.extras.counters {
+            if let (Some(&(p, b)), portmap_netlink::ObjectKind::Counter { packets, bytes }) =
+                (self.presets.get(&counter.name), &mut counter.kind)
+            {
+                (*packets, *bytes) = (p, b);
+            }
+        }
+        if let Some(list) = mo.allow.take() {
             self.send_allow_list(&list);
         }
-        self.add_elements(objects.dnat_map, 0, &objects.dnat);
+        for counter in &mo.extras.counters {
+            if !kept.contains(&counter.name) {
+                self.add_object(counter);
+            }
+        }
+        if let Some(limit) = &mo.extras.limit
+            && !kept.contains(&limit.name)
+        {
+            self.add_object(limit);
+        }
+        if let Some((chain, rule)) = &mo.extras.log {
+            self.add_log_chain(chain, rule);
+        }
+        self.add_elements(mo.dnat_map, 0, &mo.dnat);
+        let family = mo.family;
+        self.add_elements(family.conn_map(), 0, &mo.extras.conn_elements(&mo.keys));
+        self.add_elements(family.traffic_map(), 0, &mo.extras.traffic_elements(&mo.keys));
+        if mo.extras.limit.is_some() {
+            self.add_elements(family.limit_map(), 0, &mo.extras.limit_elements(&mo.keys));
+        }
+        if mo.extras.log.is_some() {
+            self.add_elements(family.log_map(), 0, &mo.extras.log_elements(&mo.keys));
+        }
+    }
+
+    /// The counters, limit and log of an intact mapping being deleted: elements first, then the
+    /// log chain, then the objects.
+    fn del_extras(&mut self, before: &ObservedMapping) {
+        let family = observed_family(before);
+        let keys = forward_keys(&before.forwards);
+        let name = &before.name;
+        self.del_elements(
+            family.conn_map(),
+            &object_elements(&keys, &layout::conn_counter(name)),
+        );
+        self.del_elements(
+            family.traffic_map(),
+            &object_elements(&keys, &layout::traffic_counter(name)),
+        );
+        if before.limit.is_some() {
+            self.del_elements(
+                family.limit_map(),
+                &object_elements(&keys, &layout::limit_object(name)),
+            );
+        }
+        if before.log.is_some() {
+            self.del_elements(family.log_map(), &log_elements(name, &keys));
+            self.del_chain_and_set(Some(&layout::log_chain(name)), None);
+        }
+        self.del_object(object_type::COUNTER, &layout::conn_counter(name));
+        self.del_object(object_type::COUNTER, &layout::traffic_counter(name));
+        if before.limit.is_some() {
+            self.del_object(object_type::LIMIT, &layout::limit_object(name));
+        }
     }
 
     fn delete(&mut self, before: &ObservedMapping) {
         let comment = mapping_comment(&before.name, before.description.as_deref());
         self.dnat_elements(false, &before.forwards, &comment);
         if before.is_damaged() {
-            self.del_found(before);
-        } else if !before.allow_from.is_empty() {
-            self.del_allow_list(
-                &before.name,
-                observed_family(before),
-                &forward_keys(&before.forwards),
-            );
+            self.del_found(before, false, false);
+        } else {
+            if !before.allow_from.is_empty() {
+                self.del_allow_list(
+                    &before.name,
+                    observed_family(before),
+                    &forward_keys(&before.forwards),
+                );
+            }
+            self.del_extras(before);
         }
     }
 
-    /// Delete exactly the allow-list objects `observe` found for a damaged mapping: guard elements
-    /// first (they jump to the chain), then the chain (with whatever rules it holds), then the set.
-    /// Only names of this mapping's own objects are honoured.
-    fn del_found(&mut self, before: &ObservedMapping) {
-        let chain = layout::allow_chain(&before.name);
-        let set = layout::allow_set(&before.name);
-        let mut guards: BTreeMap<&'static str, Vec<Element>> = BTreeMap::new();
-        let (mut del_chain, mut del_set) = (false, false);
+    /// Delete exactly the objects `observe` found for a damaged mapping: map elements first (they
+    /// jump to the chains and name the objects), then the chains (with whatever rules they hold),
+    /// then the set, then the counters and the limit — but those a repair keeps. Only names of
+    /// this mapping's own objects are honoured.
+    fn del_found(&mut self, before: &ObservedMapping, keep_counters: bool, keep_limit: bool) {
+        let name = &before.name;
+        let chain = layout::allow_chain(name);
+        let log_chain = layout::log_chain(name);
+        let set = layout::allow_set(name);
+        let own_objects = [
+            (object_type::COUNTER, layout::conn_counter(name)),
+            (object_type::COUNTER, layout::traffic_counter(name)),
+            (object_type::LIMIT, layout::limit_object(name)),
+        ];
+        let maps: Vec<&'static str> = IpFamily::ALL
+            .into_iter()
+            .flat_map(|f| {
+                [
+                    f.guard_map(),
+                    f.conn_map(),
+                    f.traffic_map(),
+                    f.limit_map(),
+                    f.log_map(),
+                ]
+            })
+            .collect();
+        let mut elements: BTreeMap<&'static str, Vec<Element>> = BTreeMap::new();
+        let (mut del_chain, mut del_log_chain, mut del_set) = (false, false, false);
+        let mut del_objects: Vec<(u32, &str)> = Vec::new();
         for object in &before.objects {
+            // What a repair keeps: its intact counters always, its intact limit if configured so.
+            let object = match object.strip_prefix("keep ") {
+                Some(o)
+                    if (o.starts_with("counter ") && keep_counters)
+                        || (o.starts_with("limit ") && keep_limit) =>
+                {
+                    continue;
+                }
+                Some(o) => o,
+                None => object.as_str(),
+            };
             match object.split(' ').collect::<Vec<_>>().as_slice() {
-                ["chain", name] if *name == chain => del_chain = true,
-                ["set", name] if *name == set => del_set = true,
+                ["chain", found] if *found == chain => del_chain = true,
+                ["chain", found] if *found == log_chain => del_log_chain = true,
+                ["set", found] if *found == set => del_set = true,
+                [kind @ ("counter" | "limit"), found] => {
+                    if let Some((ty, own)) = own_objects
+                        .iter()
+                        .find(|(ty, own)| own == found && kind_name(*ty) == *kind)
+                    {
+                        del_objects.push((*ty, own.as_str()));
+                    }
+                }
                 [map, transport, port] => {
-                    let Some(family) = IpFamily::ALL.into_iter().find(|f| f.guard_map() == *map) else {
+                    let Some(map) = maps.iter().find(|m| **m == *map) else {
                         continue;
                     };
                     let transport = match *transport {
@@ -474,22 +751,29 @@ impl Builder<'_> {
                         _ => continue,
                     };
                     if let Ok(port) = port.parse() {
-                        guards
-                            .entry(family.guard_map())
+                        // A deletion sends only the key.
+                        elements
+                            .entry(map)
                             .or_default()
-                            .push(element::guard_element(transport, port, &before.name));
+                            .push(element::guard_element(transport, port, name));
                     }
                 }
                 _ => {}
             }
         }
-        for (map, elements) in &guards {
-            self.del_elements(map, elements);
+        for (map, list) in &elements {
+            self.del_elements(map, list);
         }
         self.del_chain_and_set(
             del_chain.then_some(chain.as_str()),
             del_set.then_some(set.as_str()),
         );
+        if del_log_chain {
+            self.del_chain_and_set(Some(&log_chain), None);
+        }
+        for (ty, object) in del_objects {
+            self.del_object(ty, object);
+        }
     }
 
     fn update(&mut self, before: &ObservedMapping, after: &Mapping) {
@@ -545,6 +829,87 @@ impl Builder<'_> {
         }
         self.dnat_elements(false, &gone, &old_comment);
         self.dnat_elements(true, &added, &new_comment);
+        self.update_extras(before, after, &old_keys, &new_keys, (old_family, new_family));
+    }
+
+    /// Counters, limit and log of a changed mapping: the counters stay (only the keys that select
+    /// them change); a changed limit or log is removed and made again.
+    fn update_extras(
+        &mut self,
+        before: &ObservedMapping,
+        after: &Mapping,
+        old_keys: &BTreeSet<(Transport, u16)>,
+        new_keys: &BTreeSet<(Transport, u16)>,
+        (old_family, new_family): (IpFamily, IpFamily),
+    ) {
+        let name = &after.name;
+        let moved = old_family != new_family;
+        let (gone, added): (Vec<_>, Vec<_>) = if moved {
+            (
+                old_keys.iter().copied().collect(),
+                new_keys.iter().copied().collect(),
+            )
+        } else {
+            (
+                old_keys.difference(new_keys).copied().collect(),
+                new_keys.difference(old_keys).copied().collect(),
+            )
+        };
+        let all_old: Vec<_> = old_keys.iter().copied().collect();
+        let all_new: Vec<_> = new_keys.iter().copied().collect();
+        for (map_of, object) in [
+            (
+                IpFamily::conn_map as fn(IpFamily) -> &'static str,
+                layout::conn_counter(name),
+            ),
+            (IpFamily::traffic_map, layout::traffic_counter(name)),
+        ] {
+            self.del_elements(map_of(old_family), &object_elements(&gone, &object));
+            self.add_elements(map_of(new_family), 0, &object_elements(&added, &object));
+        }
+        let limit = layout::limit_object(name);
+        match (&before.limit, &after.limit) {
+            (Some(a), Some(b)) if a == b => {
+                self.del_elements(old_family.limit_map(), &object_elements(&gone, &limit));
+                self.add_elements(new_family.limit_map(), 0, &object_elements(&added, &limit));
+            }
+            (was, will) => {
+                if was.is_some() {
+                    self.del_elements(old_family.limit_map(), &object_elements(&all_old, &limit));
+                    self.del_object(object_type::LIMIT, &limit);
+                }
+                if let Some(l) = will {
+                    self.add_object(&layout::limit_object_of(self.t, name, l));
+                    self.add_elements(new_family.limit_map(), 0, &object_elements(&all_new, &limit));
+                }
+            }
+        }
+        match (before.log, after.log) {
+            (Some(a), Some(b)) if a == b => {
+                self.del_elements(old_family.log_map(), &log_elements(name, &gone));
+                self.add_elements(new_family.log_map(), 0, &log_elements(name, &added));
+            }
+            (was, will) => {
+                if was.is_some() {
+                    self.del_elements(old_family.log_map(), &log_elements(name, &all_old));
+                    self.del_chain_and_set(Some(&layout::log_chain(name)), None);
+                }
+                if let Some(group) = will {
+                    let (chain, rule) = layout::log_chain_object(self.t, name, group);
+                    self.add_log_chain(&chain, &rule);
+                    self.add_elements(new_family.log_map(), 0, &log_elements(name, &all_new));
+                }
+            }
+        }
+    }
+}
+
+/// How nft names an object type in `observe`'s object list.
+fn kind_name(obj_type: u32) -> &'static str {
+    if obj_type == object_type::LIMIT {
+        "limit"
+    } else {
+        "counter"
     }
 }
 

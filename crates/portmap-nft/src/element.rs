@@ -106,6 +106,38 @@ pub fn parse_guard_element(element: &Element) -> Option<((Transport, u16), Strin
     }
 }
 
+/// An element of an object map: the (protocol, port) key and the object it selects
+/// (`tcp . 8080 : "conn_web"`).
+pub fn object_element(transport: Transport, port: u16, object: String) -> Element {
+    Element {
+        key: key_bytes(transport, port),
+        key_end: None,
+        data: Some(Data::Object(object)),
+        flags: 0,
+        userdata: None,
+    }
+}
+
+/// Decode an object-map element: its key and the object it names.
+pub fn parse_object_element(element: &Element) -> Option<((Transport, u16), &str)> {
+    let key = parse_key(&element.key)?;
+    match &element.data {
+        Some(Data::Object(name)) if element.userdata.is_none() && element.flags == 0 => Some((key, name)),
+        _ => None,
+    }
+}
+
+/// The log-map element sending one (protocol, port) to a mapping's log chain.
+pub fn log_element(transport: Transport, port: u16, mapping: &str) -> Element {
+    Element {
+        key: key_bytes(transport, port),
+        key_end: None,
+        data: Some(Data::Verdict(Verdict::Jump(layout::log_chain(mapping)))),
+        flags: 0,
+        userdata: None,
+    }
+}
+
 /// The record of a pending conntrack cleanup, in the stale set of the forward's family: the key is
 /// the old forward (`l4proto . port . address . port`, each field padded to 4 bytes); the comment
 /// names the mapping, followed by ` narrowed` when only sources outside its new allow-list go.

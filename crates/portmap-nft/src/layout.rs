@@ -23,8 +23,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use portmap_netlink::{
-    BaseChain, Chain, CmpOp, Data, Element, Expr, Family, Hook, MetaKey, NatType, PayloadBase, Policy,
-    Register, Rule, Set, Verdict, datatype, set_flags, udata,
+    BaseChain, Chain, CmpOp, Data, Element, Expr, Family, Hook, MetaKey, NatType, Object, ObjectKind,
+    PayloadBase, Policy, Register, Rule, Set, Verdict, datatype, object_type, set_flags, udata,
 };
 
 /// Everything in the table but the table itself: what a rebuild sends, what a read returns.
@@ -38,6 +38,8 @@ pub struct Contents {
     pub rules: Vec<Rule>,
     /// Named sets and maps.
     pub sets: Vec<Set>,
+    /// Stateful objects (the mappings' counters and limits).
+    pub objects: Vec<Object>,
     /// Elements of each set, by set name.
     pub elements: std::collections::BTreeMap<String, Vec<Element>>,
 }
@@ -67,6 +69,28 @@ pub const LAN_SIDE6: &str = "lan_side6";
 pub const STALE4: &str = "stale4";
 /// IPv6 twin of [`STALE4`].
 pub const STALE6: &str = "stale6";
+/// Name of the IPv4 object map giving each forwarded (protocol, port) its mapping's connection
+/// counter (`meta l4proto . inet_service : counter`, elements `tcp . 8080 : "conn_web"`); the
+/// prerouting rules count a new connection there after the allow-list and the limit passed it.
+pub const CONN4: &str = "conn4";
+/// IPv6 twin of [`CONN4`].
+pub const CONN6: &str = "conn6";
+/// Name of the IPv4 object map giving each forwarded (protocol, port) its mapping's traffic
+/// counter; the forward chain counts every packet of a DNAT-ed connection there, both
+/// directions, by the connection's original destination port (`ct original proto-dst`).
+pub const TRAFFIC4: &str = "traffic4";
+/// IPv6 twin of [`TRAFFIC4`].
+pub const TRAFFIC6: &str = "traffic6";
+/// Name of the IPv4 object map giving the (protocol, port) of a mapping with a `limit` its limit
+/// object (`rate over …`): a new connection over the rate is dropped in prerouting.
+pub const LIMIT4: &str = "limit4";
+/// IPv6 twin of [`LIMIT4`].
+pub const LIMIT6: &str = "limit6";
+/// Name of the IPv4 verdict map sending the first packet of a new connection of a mapping with
+/// `log: true` to its log chain (`jump log_<name>`), in the forward chain (after DNAT).
+pub const LOG4: &str = "log4";
+/// IPv6 twin of [`LOG4`].
+pub const LOG6: &str = "log6";
 /// Name of the nat output base chain (router-local hairpin).
 pub const OUTPUT: &str = "output";
 /// Name of the nat prerouting base chain.
@@ -103,6 +127,14 @@ const GUARD6_ID: u32 = 7;
 const LAN_SIDE6_ID: u32 = 8;
 const STALE4_ID: u32 = 9;
 const STALE6_ID: u32 = 10;
+const CONN4_ID: u32 = 11;
+const CONN6_ID: u32 = 12;
+const TRAFFIC4_ID: u32 = 13;
+const TRAFFIC6_ID: u32 = 14;
+const LIMIT4_ID: u32 = 15;
+const LIMIT6_ID: u32 = 16;
+const LOG4_ID: u32 = 17;
+const LOG6_ID: u32 = 18;
 /// First id for per-mapping allow-list sets.
 pub const ALLOW_SET_ID_BASE: u32 = 100;
 
@@ -113,8 +145,12 @@ const RTN_LOCAL: u32 = 2;
 const NFTA_FIB_F_DADDR: u32 = 2;
 const NFTA_FIB_F_IIF: u32 = 8;
 const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+const NFT_CT_STATE: u32 = 0;
 const NFT_CT_STATUS: u32 = 2;
+const NFT_CT_PROTO_DST: u32 = 12;
+const IP_CT_DIR_ORIGINAL: u8 = 0;
 const IPS_DST_NAT: u32 = 0x20;
+const NF_CT_STATE_NEW: u32 = 8;
 
 /// The IP version of a map, set or rule. A mapping has exactly one: that of its target (validation
 /// keeps `allow_from` in the same family).
@@ -180,6 +216,46 @@ impl IpFamily {
         match self {
             IpFamily::V4 => STALE4,
             IpFamily::V6 => STALE6,
+        }
+    }
+
+    /// Name of the family's connection-counter object map.
+    pub fn conn_map(self) -> &'static str {
+        match self {
+            IpFamily::V4 => CONN4,
+            IpFamily::V6 => CONN6,
+        }
+    }
+
+    /// Name of the family's traffic-counter object map.
+    pub fn traffic_map(self) -> &'static str {
+        match self {
+            IpFamily::V4 => TRAFFIC4,
+            IpFamily::V6 => TRAFFIC6,
+        }
+    }
+
+    /// Name of the family's limit object map.
+    pub fn limit_map(self) -> &'static str {
+        match self {
+            IpFamily::V4 => LIMIT4,
+            IpFamily::V6 => LIMIT6,
+        }
+    }
+
+    /// Name of the family's log verdict map.
+    pub fn log_map(self) -> &'static str {
+        match self {
+            IpFamily::V4 => LOG4,
+            IpFamily::V6 => LOG6,
+        }
+    }
+
+    /// Batch-local ids of the connection, traffic, limit and log maps.
+    fn extra_ids(self) -> [u32; 4] {
+        match self {
+            IpFamily::V4 => [CONN4_ID, TRAFFIC4_ID, LIMIT4_ID, LOG4_ID],
+            IpFamily::V6 => [CONN6_ID, TRAFFIC6_ID, LIMIT6_ID, LOG6_ID],
         }
     }
 
@@ -292,6 +368,102 @@ pub fn allow_set(mapping: &str) -> String {
     format!("allow_{mapping}_src")
 }
 
+/// Name of a mapping's connection counter.
+pub fn conn_counter(mapping: &str) -> String {
+    format!("conn_{mapping}")
+}
+
+/// Name of a mapping's traffic counter.
+pub fn traffic_counter(mapping: &str) -> String {
+    format!("traffic_{mapping}")
+}
+
+/// Name of a mapping's limit object.
+pub fn limit_object(mapping: &str) -> String {
+    format!("limit_{mapping}")
+}
+
+/// Name of the chain that logs a mapping's new connections.
+pub fn log_chain(mapping: &str) -> String {
+    format!("log_{mapping}")
+}
+
+/// The log prefix of a mapping: `portmap <name>` (what `portmap log` reads back).
+pub fn log_prefix(mapping: &str) -> String {
+    format!("portmap {mapping}")
+}
+
+/// A counter object starting at `packets` and `bytes` (0 for a new mapping; the values read
+/// before when a rebuild or a repair creates it again).
+pub fn counter_object(t: &TableId, name: String, packets: u64, bytes: u64) -> Object {
+    Object {
+        family: t.family,
+        table: t.name.clone(),
+        name,
+        kind: ObjectKind::Counter { packets, bytes },
+        userdata: None,
+        handle: None,
+    }
+}
+
+/// A mapping's limit object: `limit limit_<name> { rate over R/unit burst B packets }`.
+pub fn limit_object_of(t: &TableId, mapping: &str, l: &portmap_core::Limit) -> Object {
+    Object {
+        family: t.family,
+        table: t.name.clone(),
+        name: limit_object(mapping),
+        kind: ObjectKind::Limit {
+            rate: u64::from(l.rate),
+            unit: l.per.seconds(),
+            burst: l.burst,
+            limit_type: portmap_netlink::limit::PKTS,
+            flags: portmap_netlink::limit::F_INV,
+        },
+        userdata: None,
+        handle: None,
+    }
+}
+
+/// The `limit` a limit object enforces, if it is one portmap writes (a packet limit `rate over`
+/// in one of the units portmap uses).
+pub fn limit_of(kind: &ObjectKind) -> Option<portmap_core::Limit> {
+    match *kind {
+        ObjectKind::Limit {
+            rate,
+            unit,
+            burst,
+            limit_type: portmap_netlink::limit::PKTS,
+            flags: portmap_netlink::limit::F_INV,
+        } => Some(portmap_core::Limit {
+            rate: u32::try_from(rate).ok()?,
+            per: portmap_core::RateUnit::from_seconds(unit)?,
+            burst,
+        }),
+        _ => None,
+    }
+}
+
+/// The regular chain that logs a mapping's new connections, and its one rule.
+pub fn log_chain_object(t: &TableId, mapping: &str, group: u16) -> (Chain, Rule) {
+    let chain = Chain {
+        family: t.family,
+        table: t.name.clone(),
+        name: log_chain(mapping),
+        base: None,
+        userdata: Some(udata::comment(mapping)),
+        handle: None,
+    };
+    let rule = rule(
+        t,
+        &log_chain(mapping),
+        vec![Expr::Log {
+            group: Some(group),
+            prefix: Some(log_prefix(mapping)),
+        }],
+    );
+    (chain, rule)
+}
+
 /// The static sets and maps every table has: the interface sets, then per family (IPv4 first) the
 /// DNAT map, the guard map and the LAN-side set.
 pub fn static_sets(t: &TableId) -> Vec<Set> {
@@ -348,6 +520,28 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             set_flags::INTERVAL,
             (family.addr_type(), family.addr_len()),
             None,
+            None,
+        ));
+    }
+    for family in IpFamily::ALL {
+        let [conn_id, traffic_id, limit_id, log_id] = family.extra_ids();
+        let objects = [
+            (family.conn_map(), conn_id, object_type::COUNTER),
+            (family.traffic_map(), traffic_id, object_type::COUNTER),
+            (family.limit_map(), limit_id, object_type::LIMIT),
+        ];
+        for (name, id, obj_type) in objects {
+            let mut map = set(t, name, id, set_flags::OBJECT, (key, key_len), None, None);
+            map.obj_type = Some(obj_type);
+            sets.push(map);
+        }
+        sets.push(set(
+            t,
+            family.log_map(),
+            log_id,
+            set_flags::MAP,
+            (key, key_len),
+            Some((datatype::VERDICT, 0)),
             None,
         ));
     }
@@ -409,6 +603,7 @@ fn set(
         _ => udata::BYTEORDER_INVALID,
     };
     let data_order = data_type.map(|_| udata::BYTEORDER_INVALID);
+    // An object map (flags OBJECT) has no data and nft records no data byte order for it.
     Set {
         family: t.family,
         table: t.name.clone(),
@@ -423,6 +618,7 @@ fn set(
         concat: Vec::new(),
         userdata: Some(udata::set_udata(Some(key_order), data_order, comment)),
         handle: None,
+        obj_type: None,
     }
 }
 
@@ -511,13 +707,20 @@ pub fn static_rules(t: &TableId, shape: Shape) -> Vec<Rule> {
         IpFamily::ALL
             .into_iter()
             .flat_map(|family| {
-                [Lookup::Guard, Lookup::Dnat].map(|which| rule(t, chain, dispatch(from, family, which)))
+                [Lookup::Guard, Lookup::Limit, Lookup::Count, Lookup::Dnat]
+                    .map(|which| rule(t, chain, dispatch(from, family, which)))
             })
             .collect()
     };
     let mut rules = pairs(PREROUTING, Origin::Wan);
     if shape.hairpin {
         rules.extend(pairs(PREROUTING, Origin::Lan));
+    }
+    for family in IpFamily::ALL {
+        for transport in [portmap_core::Transport::Tcp, portmap_core::Transport::Udp] {
+            rules.push(rule(t, FORWARD, forward_count(family, transport)));
+            rules.push(rule(t, FORWARD, forward_log(family, transport)));
+        }
     }
     rules.push(rule(t, FORWARD, forward_accept_dnat()));
     if shape.hairpin {
@@ -618,7 +821,13 @@ fn rule(t: &TableId, chain: &str, exprs: Vec<Expr>) -> Rule {
 
 #[derive(Clone, Copy)]
 enum Lookup {
+    /// The allow-list verdict map.
     Guard,
+    /// The limit object map, dropping what is over its rate.
+    Limit,
+    /// The connection-counter object map.
+    Count,
+    /// The DNAT map and the DNAT.
     Dnat,
 }
 
@@ -723,6 +932,7 @@ fn dispatch(from: Origin, family: IpFamily, which: Lookup) -> Vec<Expr> {
             dreg: Register::R32(1),
         },
     ]);
+    let [conn_id, _, limit_id, _] = family.extra_ids();
     match which {
         Lookup::Guard => exprs.push(Expr::Lookup {
             sreg: Register::R1,
@@ -730,6 +940,22 @@ fn dispatch(from: Origin, family: IpFamily, which: Lookup) -> Vec<Expr> {
             set: family.guard_map().to_owned(),
             set_id: guard_id,
             invert: false,
+        }),
+        Lookup::Limit => exprs.extend([
+            Expr::Objref {
+                sreg: Register::R1,
+                set: family.limit_map().to_owned(),
+                set_id: limit_id,
+            },
+            Expr::Immediate {
+                dreg: Register::Verdict,
+                data: Data::Verdict(Verdict::Drop),
+            },
+        ]),
+        Lookup::Count => exprs.push(Expr::Objref {
+            sreg: Register::R1,
+            set: family.conn_map().to_owned(),
+            set_id: conn_id,
         }),
         Lookup::Dnat => {
             exprs.push(Expr::Lookup {
@@ -792,6 +1018,95 @@ fn ct_status_dnat() -> [Expr; 3] {
     ]
 }
 
+/// `meta nfproto ipv4 meta l4proto tcp` (nft needs the protocol to type `ct original proto-dst`).
+fn family_and_transport(family: IpFamily, transport: portmap_core::Transport) -> Vec<Expr> {
+    let mut exprs = nfproto_is(family).to_vec();
+    exprs.extend([
+        Expr::Meta {
+            key: MetaKey::L4Proto,
+            dreg: Register::R1,
+        },
+        Expr::Cmp {
+            sreg: Register::R1,
+            op: CmpOp::Eq,
+            data: vec![transport.number()],
+        },
+    ]);
+    exprs
+}
+
+/// `meta l4proto . ct original proto-dst` into registers 1 and 9: the key of a DNAT-ed
+/// connection's mapping, for packets of either direction.
+fn original_key() -> [Expr; 2] {
+    [
+        Expr::Meta {
+            key: MetaKey::L4Proto,
+            dreg: Register::R1,
+        },
+        Expr::Ct {
+            key: NFT_CT_PROTO_DST,
+            dreg: Register::R32(1),
+            direction: Some(IP_CT_DIR_ORIGINAL),
+        },
+    ]
+}
+
+/// `ct state new`.
+fn ct_state_new() -> [Expr; 3] {
+    [
+        Expr::Ct {
+            key: NFT_CT_STATE,
+            dreg: Register::R1,
+            direction: None,
+        },
+        Expr::Bitwise {
+            sreg: Register::R1,
+            dreg: Register::R1,
+            len: 4,
+            mask: NF_CT_STATE_NEW.to_ne_bytes().to_vec(),
+            xor: vec![0; 4],
+        },
+        Expr::Cmp {
+            sreg: Register::R1,
+            op: CmpOp::Neq,
+            data: vec![0; 4],
+        },
+    ]
+}
+
+/// `meta nfproto ipv4 meta l4proto tcp ct status dnat counter name meta l4proto . ct original
+/// proto-dst map @traffic4`: every packet of a DNAT-ed connection, both directions, counts in its
+/// mapping's traffic counter.
+fn forward_count(family: IpFamily, transport: portmap_core::Transport) -> Vec<Expr> {
+    let mut exprs = family_and_transport(family, transport);
+    exprs.extend(ct_status_dnat());
+    exprs.extend(original_key());
+    exprs.push(Expr::Objref {
+        sreg: Register::R1,
+        set: family.traffic_map().to_owned(),
+        set_id: family.extra_ids()[1],
+    });
+    exprs
+}
+
+/// `meta nfproto ipv4 meta l4proto tcp ct state new ct status dnat meta l4proto . ct original
+/// proto-dst vmap @log4`: the first packet of a new DNAT-ed connection of a logging mapping goes
+/// to its log chain, after DNAT (so the log shows the target).
+fn forward_log(family: IpFamily, transport: portmap_core::Transport) -> Vec<Expr> {
+    let mut exprs = family_and_transport(family, transport);
+    exprs.extend(ct_state_new());
+    exprs.extend(ct_status_dnat());
+    exprs.extend(original_key());
+    exprs.push(Expr::Lookup {
+        sreg: Register::R1,
+        dreg: Some(Register::Verdict),
+        set: family.log_map().to_owned(),
+        set_id: family.extra_ids()[3],
+        invert: false,
+    });
+    exprs
+}
+
 /// `ct status dnat counter accept`.
 fn forward_accept_dnat() -> Vec<Expr> {
     let mut exprs = ct_status_dnat().to_vec();
@@ -845,6 +1160,12 @@ pub fn same_exprs(found: &[Expr], wanted: &[Expr]) -> bool {
                     ..
                 },
             ) => sreg == s2 && dreg == d2 && set == n2 && invert == i2,
+            (
+                Expr::Objref { sreg, set, .. },
+                Expr::Objref {
+                    sreg: s2, set: n2, ..
+                },
+            ) => sreg == s2 && set == n2,
             // The kernel reports max registers equal to the min ones and adds range flags.
             (
                 Expr::Nat {

@@ -269,18 +269,42 @@ impl NftBackend {
             Ownership::Owned { .. } => Ok(Some(self.socket.port_id()?)),
         }
     }
+
+    /// The values of the counter objects of the table now, by name (none when the table does not
+    /// exist or is not portmap's).
+    fn counter_values(&mut self) -> Result<apply::Presets, Error> {
+        let t = &self.table;
+        match self.socket.table(t.family, &t.name)? {
+            Some(table) if observe::is_ours(&table) => {}
+            _ => return Ok(apply::Presets::new()),
+        }
+        Ok(self
+            .socket
+            .objects(t.family, &t.name)?
+            .into_iter()
+            .filter_map(|o| match o.kind {
+                portmap_netlink::ObjectKind::Counter { packets, bytes } => Some((o.name, (packets, bytes))),
+                _ => None,
+            })
+            .collect())
+    }
 }
 
-/// Whether `flow` was DNAT-ed through the forward `stale` names (see [`StaleFlows::covers`]).
-fn flow_is_stale(flow: &Flow, stale: &StaleFlows) -> bool {
-    stale.covers(&portmap_core::TrackedFlow {
+/// A conntrack entry as the core reads it.
+fn tracked(flow: &Flow) -> portmap_core::TrackedFlow {
+    portmap_core::TrackedFlow {
         dnat: flow.status & conntrack::status::DST_NAT != 0,
         proto: flow.original.proto,
         src: flow.original.src,
         dst_port: flow.original.dst_port,
         reply_src: flow.reply.src,
         reply_src_port: flow.reply.src_port,
-    })
+    }
+}
+
+/// Whether `flow` was DNAT-ed through the forward `stale` names (see [`StaleFlows::covers`]).
+fn flow_is_stale(flow: &Flow, stale: &StaleFlows) -> bool {
+    stale.covers(&tracked(flow))
 }
 
 /// The netlink layer's handle for a namespace named by the core's plain value.
@@ -354,7 +378,13 @@ impl Backend for NftBackend {
             return Ok(ApplyReport::default());
         }
         let env = LanSide::read(&self.netns, &plan.desired.settings)?;
-        let built = apply::build_with_flags(plan, &self.table, &env, record, self.table_flags());
+        // Counters a rebuild or a repair creates again start from what they hold now.
+        let presets = if apply::recreates_counters(plan) {
+            self.counter_values()?
+        } else {
+            apply::Presets::new()
+        };
+        let built = apply::build_with_flags(plan, &self.table, &env, record, &presets, self.table_flags());
         match self.socket.send(&built.batch, Some(generation)) {
             Ok(()) => {}
             Err(portmap_netlink::Error::GenerationChanged) => {
@@ -403,6 +433,11 @@ impl Backend for NftBackend {
     fn render(&self, model: &Model) -> Result<String, Error> {
         let env = LanSide::read(&self.netns, &model.settings)?;
         Ok(render::render(model, &self.table, &env))
+    }
+
+    fn tracked_flows(&mut self) -> Result<Option<Vec<portmap_core::TrackedFlow>>, Error> {
+        let mut conntrack = Conntrack::open(&self.netns)?;
+        Ok(Some(conntrack.dump(None)?.iter().map(tracked).collect()))
     }
 
     fn destroy(&mut self) -> Result<bool, Error> {

@@ -11,7 +11,7 @@ use portmap_core::{
     Environment, Forward, Observed, ObservedMapping, Settings, StaleFlows, TableState, Transport,
 };
 use portmap_netlink::link::{self, Interface};
-use portmap_netlink::{Chain, Netns, Rule, Set, Socket, sysctl, udata};
+use portmap_netlink::{Chain, Expr, Netns, ObjectKind, Rule, Set, Socket, sysctl, udata};
 
 use crate::element::{self, parse_mapping_comment};
 use crate::lan_side::LanSide;
@@ -98,6 +98,7 @@ fn read_once(
     for set in &sets {
         elements.insert(set.name.clone(), socket.elements(t.family, &t.name, &set.name)?);
     }
+    let objects = socket.objects(t.family, &t.name)?;
     if socket.generation()? != generation {
         return Ok(None);
     }
@@ -106,6 +107,7 @@ fn read_once(
         chains,
         rules,
         sets,
+        objects,
         elements,
     };
     // The LAN-side addresses the table should hold, for the LAN interfaces it names.
@@ -253,6 +255,18 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
                     .cloned()
                     .unwrap_or_default();
             }
+            Some(name)
+                if chain.base.is_none()
+                    && portmap_core::is_mapping_name(&name)
+                    && chain.name == layout::log_chain(&name) =>
+            {
+                let entry = found.entry(name).or_default();
+                entry.log_chain = true;
+                entry.log_rules = rules_by_chain
+                    .get(chain.name.as_str())
+                    .cloned()
+                    .unwrap_or_default();
+            }
             _ => reasons.push(format!("chain {} was not written by portmap", chain.name)),
         }
     }
@@ -300,6 +314,70 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
                     forward.transport, forward.port
                 )),
                 None => reasons.push(format!("map {map} holds an element portmap cannot read")),
+            }
+        }
+    }
+
+    // Counters and limits, by the mapping their name says.
+    for object in &snap.objects {
+        let owner = object_owner(&object.name).filter(|(kind, _)| match kind {
+            ObjKind::Conn | ObjKind::Traffic => matches!(object.kind, ObjectKind::Counter { .. }),
+            ObjKind::Limit => matches!(object.kind, ObjectKind::Limit { .. }),
+        });
+        let Some((kind, name)) = owner else {
+            reasons.push(format!(
+                "{} {} was not written by portmap",
+                object_kind_name(&object.kind),
+                object.name
+            ));
+            continue;
+        };
+        let entry = found.entry(name.to_owned()).or_default();
+        entry.object_comments |= object.userdata.is_some();
+        match (kind, &object.kind) {
+            (ObjKind::Conn, ObjectKind::Counter { packets, .. }) => entry.conn = Some(*packets),
+            (ObjKind::Traffic, ObjectKind::Counter { packets, bytes }) => {
+                entry.traffic = Some((*packets, *bytes));
+            }
+            (ObjKind::Limit, kind) => entry.limit = Some(kind.clone()),
+            _ => {}
+        }
+    }
+    // Elements of the object maps, by the object they select.
+    for family in IpFamily::ALL {
+        for (map, kind) in [
+            (family.conn_map(), ObjKind::Conn),
+            (family.traffic_map(), ObjKind::Traffic),
+            (family.limit_map(), ObjKind::Limit),
+        ] {
+            for e in elements(map) {
+                let owner = element::parse_object_element(e)
+                    .and_then(|(key, object)| object_owner(object).map(|(k, name)| (key, k, name)));
+                match owner {
+                    Some((key, k, name)) => {
+                        let entry = found.entry(name.to_owned()).or_default();
+                        if k == kind {
+                            entry.selected.insert((kind, family, key));
+                        } else {
+                            entry.misdirected.push(format!("{map} {} {}", key.0, key.1));
+                        }
+                    }
+                    None => reasons.push(format!("map {map} holds an element portmap did not write")),
+                }
+            }
+        }
+        let map = family.log_map();
+        for e in elements(map) {
+            let owner = element::parse_guard_element(e).and_then(|(key, chain)| {
+                let name = chain.strip_prefix("log_")?;
+                let m = found.get_mut(name).filter(|m| m.log_chain)?;
+                Some((m, key))
+            });
+            match owner {
+                Some((m, key)) if e.userdata.is_none() => {
+                    m.log_keys.insert((family, key));
+                }
+                _ => reasons.push(format!("map {map} holds an element portmap did not write")),
             }
         }
     }
@@ -386,6 +464,50 @@ struct Found<'a> {
     set: Option<&'a Set>,
     guards: BTreeSet<(IpFamily, (Transport, u16))>,
     guard_comments_differ: bool,
+    /// Packets of the connection counter, when there is one.
+    conn: Option<u64>,
+    /// Packets and bytes of the traffic counter, when there is one.
+    traffic: Option<(u64, u64)>,
+    /// The limit object, when there is one.
+    limit: Option<ObjectKind>,
+    /// Whether any of its objects carries userdata (a comment) portmap does not write.
+    object_comments: bool,
+    /// Object-map elements selecting its objects from the right map: (which, family, key).
+    selected: BTreeSet<(ObjKind, IpFamily, (Transport, u16))>,
+    /// Object-map elements selecting one of its objects from another map (`traffic4 tcp 80`).
+    misdirected: Vec<String>,
+    log_chain: bool,
+    log_rules: Vec<&'a Rule>,
+    log_keys: BTreeSet<(IpFamily, (Transport, u16))>,
+}
+
+/// Which of a mapping's objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ObjKind {
+    Conn,
+    Traffic,
+    Limit,
+}
+
+/// The mapping an object belongs to and which of its objects it is, by name: `conn_<name>`,
+/// `traffic_<name>`, `limit_<name>`.
+fn object_owner(object: &str) -> Option<(ObjKind, &str)> {
+    let (kind, name) = if let Some(n) = object.strip_prefix("conn_") {
+        (ObjKind::Conn, n)
+    } else if let Some(n) = object.strip_prefix("traffic_") {
+        (ObjKind::Traffic, n)
+    } else {
+        (ObjKind::Limit, object.strip_prefix("limit_")?)
+    };
+    portmap_core::is_mapping_name(name).then_some((kind, name))
+}
+
+fn object_kind_name(kind: &ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::Counter { .. } => "counter",
+        ObjectKind::Limit { .. } => "limit",
+        ObjectKind::Other(_) => "object",
+    }
 }
 
 /// How many ports a damage finding lists by name before it counts the rest.
@@ -430,7 +552,13 @@ impl Found<'_> {
             damage.push("a guard element jumping to its allow-list names another mapping".to_owned());
         }
         if self.forwards.is_empty() {
-            damage.push("it forwards nothing: only left-over allow-list objects remain".to_owned());
+            if self.chain || self.set.is_some() || !self.guards.is_empty() {
+                damage.push("it forwards nothing: only left-over allow-list objects remain".to_owned());
+            } else {
+                damage.push(
+                    "it forwards nothing: only left-over counters, limits or log objects remain".to_owned(),
+                );
+            }
         }
         let chain = layout::allow_chain(&name);
         let set_name = layout::allow_set(&name);
@@ -503,6 +631,7 @@ impl Found<'_> {
                 "set {set_name} is left over without its chain {chain} (it restricts nothing)"
             ));
         }
+        let (counters, limit, log) = self.extras(t, &name, &mut damage);
         let objects = if damage.is_empty() {
             Vec::new()
         } else {
@@ -511,11 +640,43 @@ impl Found<'_> {
                 .iter()
                 .map(|(f, (tr, port))| format!("{} {tr} {port}", f.guard_map()))
                 .collect();
+            for (kind, f, (tr, port)) in &self.selected {
+                let map = match kind {
+                    ObjKind::Conn => f.conn_map(),
+                    ObjKind::Traffic => f.traffic_map(),
+                    ObjKind::Limit => f.limit_map(),
+                };
+                objects.push(format!("{map} {tr} {port}"));
+            }
+            objects.extend(self.misdirected.iter().cloned());
+            for (f, (tr, port)) in &self.log_keys {
+                objects.push(format!("{} {tr} {port}", f.log_map()));
+            }
             if self.chain {
                 objects.push(format!("chain {chain}"));
             }
+            if self.log_chain {
+                objects.push(format!("chain {}", layout::log_chain(&name)));
+            }
             if self.set.is_some() {
                 objects.push(format!("set {set_name}"));
+            }
+            // Counters and a limit that are what portmap writes are kept by a repair (`keep …`):
+            // the counters go on counting, and the limit's bucket stays as it is.
+            let keep = if self.object_comments { "" } else { "keep " };
+            if self.conn.is_some() {
+                objects.push(format!("{keep}counter {}", layout::conn_counter(&name)));
+            }
+            if self.traffic.is_some() {
+                objects.push(format!("{keep}counter {}", layout::traffic_counter(&name)));
+            }
+            if let Some(kind) = &self.limit {
+                let keep = if layout::limit_of(kind).is_some() {
+                    keep
+                } else {
+                    ""
+                };
+                objects.push(format!("{keep}limit {}", layout::limit_object(&name)));
             }
             objects
         };
@@ -526,7 +687,165 @@ impl Found<'_> {
             allow_from,
             damage,
             objects,
+            log,
+            limit,
+            counters,
+            active_flows: None,
         }
+    }
+
+    /// The mapping's counters, limit and log as the kernel holds them, with what is wrong with
+    /// them added to `damage`.
+    fn extras(
+        &self,
+        t: &TableId,
+        name: &str,
+        damage: &mut Vec<String>,
+    ) -> (
+        Option<portmap_core::Counters>,
+        Option<portmap_core::Limit>,
+        Option<u16>,
+    ) {
+        let wanted: BTreeSet<(IpFamily, (Transport, u16))> = self
+            .forwards
+            .iter()
+            .map(|f| (IpFamily::of(f.to), (f.transport, f.port)))
+            .collect();
+        let keys = |kind: ObjKind| -> BTreeSet<(IpFamily, (Transport, u16))> {
+            self.selected
+                .iter()
+                .filter(|(k, _, _)| *k == kind)
+                .map(|(_, f, key)| (*f, *key))
+                .collect()
+        };
+        let label = |set: &BTreeSet<(IpFamily, (Transport, u16))>| -> Vec<String> {
+            set.iter().map(|(_, (tr, port))| format!("{tr}/{port}")).collect()
+        };
+        // Keys a map should hold for the mapping but does not, and keys it holds without a forward.
+        let compare = |damage: &mut Vec<String>,
+                       found: &BTreeSet<(IpFamily, (Transport, u16))>,
+                       missing: &dyn Fn(&str, bool) -> String,
+                       extra: &dyn Fn(&str, bool) -> String| {
+            let lost: BTreeSet<_> = wanted.difference(found).copied().collect();
+            let more: BTreeSet<_> = found.difference(&wanted).copied().collect();
+            if !lost.is_empty() && !self.forwards.is_empty() {
+                let l = label(&lost);
+                damage.push(missing(&ports_phrase(&l), l.len() == 1));
+            }
+            if !more.is_empty() {
+                let l = label(&more);
+                damage.push(extra(&ports_phrase(&l), l.len() == 1));
+            }
+        };
+        if !self.misdirected.is_empty() {
+            damage.push(format!(
+                "{} select{} its objects from a map of another kind",
+                ports_phrase(&self.misdirected),
+                if self.misdirected.len() == 1 { "s" } else { "" }
+            ));
+        }
+        if self.object_comments {
+            damage
+                .push("one of its counters or its limit carries a comment portmap does not write".to_owned());
+        }
+        if !self.forwards.is_empty() {
+            if self.conn.is_none() {
+                damage.push(format!(
+                    "counter {} is missing: its connections are not counted",
+                    layout::conn_counter(name)
+                ));
+            }
+            if self.traffic.is_none() {
+                damage.push(format!(
+                    "counter {} is missing: its traffic is not counted",
+                    layout::traffic_counter(name)
+                ));
+            }
+        }
+        if self.conn.is_some() {
+            compare(
+                damage,
+                &keys(ObjKind::Conn),
+                &|p, _| format!("connections to {p} are not counted"),
+                &|p, _| format!("connections to {p} are counted for it without a forward"),
+            );
+        }
+        if self.traffic.is_some() {
+            compare(
+                damage,
+                &keys(ObjKind::Traffic),
+                &|p, _| format!("the traffic of {p} is not counted"),
+                &|p, _| format!("the traffic of {p} is counted for it without a forward"),
+            );
+        }
+        let counters = match (self.conn, self.traffic) {
+            (Some(connections), Some((packets, bytes))) => Some(portmap_core::Counters {
+                connections,
+                packets,
+                bytes,
+            }),
+            _ => None,
+        };
+        let mut limit = None;
+        if let Some(kind) = &self.limit {
+            match layout::limit_of(kind) {
+                None => damage.push(format!(
+                    "limit {} is not one portmap writes (a packet rate that drops what is over it): new connections are not capped as configured",
+                    layout::limit_object(name)
+                )),
+                Some(l) => limit = Some(l),
+            }
+            compare(
+                damage,
+                &keys(ObjKind::Limit),
+                &|p, one| format!("{p} {} not capped by its limit", if one { "is" } else { "are" }),
+                &|p, one| {
+                    format!(
+                        "{p} {} to its limit without a forward",
+                        if one { "leads" } else { "lead" }
+                    )
+                },
+            );
+        }
+        let mut log = None;
+        if self.log_chain {
+            let chain = layout::log_chain(name);
+            match self.log_rules.as_slice() {
+                [] => damage.push(format!(
+                    "chain {chain} is empty: its new connections are not logged"
+                )),
+                [rule] => {
+                    let group = rule.exprs.iter().find_map(|e| match e {
+                        Expr::Log { group, .. } => *group,
+                        _ => None,
+                    });
+                    match group {
+                        Some(g) if same_rule(rule, &layout::log_chain_object(t, name, g).1) => log = Some(g),
+                        _ => damage.push(format!(
+                            "chain {chain} holds a rule other than the log rule portmap writes (log prefix \"{}\" group N)",
+                            layout::log_prefix(name)
+                        )),
+                    }
+                }
+                rules => damage.push(format!(
+                    "chain {chain} holds {} rules instead of the log rule portmap writes",
+                    rules.len()
+                )),
+            }
+            let found = self.log_keys.clone();
+            compare(
+                damage,
+                &found,
+                &|p, _| format!("the new connections of {p} are not logged"),
+                &|p, one| {
+                    format!(
+                        "{p} {} to its log chain without a forward",
+                        if one { "leads" } else { "lead" }
+                    )
+                },
+            );
+        }
+        (counters, limit, log)
     }
 }
 
@@ -570,6 +889,7 @@ fn same_set_type(found: &Set, want: &Set) -> bool {
         && found.key_type == want.key_type
         && found.key_len == want.key_len
         && found.data_type == want.data_type
+        && found.obj_type == want.obj_type
         // The kernel reports a verdict map's data length as 16 whatever was sent.
         && (want.data_type.is_none_or(|d| d == portmap_netlink::datatype::VERDICT)
             || found.data_len == want.data_len)

@@ -87,6 +87,70 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
         let _ = writeln!(out, "\t}}");
     }
 
+    // Per family: the counters' object maps, the limits' object map and the log verdict map.
+    for family in IpFamily::ALL {
+        let ours: Vec<&Mapping> = model
+            .mappings
+            .iter()
+            .filter(|m| IpFamily::of(m.to) == family)
+            .collect();
+        let objects =
+            |out: &mut String, map: &str, kind: &str, object: &dyn Fn(&Mapping) -> Option<String>| {
+                let _ = writeln!(out, "\n\tmap {map} {{");
+                let _ = writeln!(out, "\t\ttype inet_proto . inet_service : {kind}");
+                let mut elems = Vec::new();
+                for m in &ours {
+                    if let Some(name) = object(m) {
+                        for f in m.forwards() {
+                            elems.push(format!("{} . {} : \"{name}\"", f.transport, f.port));
+                        }
+                    }
+                }
+                elements(out, &elems);
+                let _ = writeln!(out, "\t}}");
+            };
+        objects(&mut out, family.conn_map(), "counter", &|m| {
+            Some(layout::conn_counter(&m.name))
+        });
+        objects(&mut out, family.traffic_map(), "counter", &|m| {
+            Some(layout::traffic_counter(&m.name))
+        });
+        objects(&mut out, family.limit_map(), "limit", &|m| {
+            m.limit.map(|_| layout::limit_object(&m.name))
+        });
+        let _ = writeln!(out, "\n\tmap {} {{", family.log_map());
+        let _ = writeln!(out, "\t\ttype inet_proto . inet_service : verdict");
+        let mut elems = Vec::new();
+        for m in ours.iter().filter(|m| m.log.is_some()) {
+            for f in m.forwards() {
+                elems.push(format!(
+                    "{} . {} : jump {}",
+                    f.transport,
+                    f.port,
+                    layout::log_chain(&m.name)
+                ));
+            }
+        }
+        elements(&mut out, &elems);
+        let _ = writeln!(out, "\t}}");
+    }
+
+    // Every mapping's counters, and the limits.
+    for m in &model.mappings {
+        let _ = writeln!(out, "\n\tcounter {} {{\n\t}}", layout::conn_counter(&m.name));
+        let _ = writeln!(out, "\n\tcounter {} {{\n\t}}", layout::traffic_counter(&m.name));
+        if let Some(l) = &m.limit {
+            let _ = writeln!(
+                out,
+                "\n\tlimit {} {{\n\t\trate over {}/{} burst {} packets\n\t}}",
+                layout::limit_object(&m.name),
+                l.rate,
+                l.per,
+                l.burst
+            );
+        }
+    }
+
     // Pending conntrack cleanups (empty in a fresh table).
     for family in IpFamily::ALL {
         let _ = writeln!(out, "\n\tset {} {{", family.stale_set());
@@ -120,6 +184,16 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
             );
             let _ = writeln!(
                 out,
+                "\t\t{matches} limit name meta l4proto . th dport map @{} drop",
+                family.limit_map()
+            );
+            let _ = writeln!(
+                out,
+                "\t\t{matches} counter name meta l4proto . th dport map @{}",
+                family.conn_map()
+            );
+            let _ = writeln!(
+                out,
                 "\t\t{matches} dnat {} to meta l4proto . th dport map @{}",
                 family.nft_header(),
                 family.dnat_map()
@@ -141,6 +215,21 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
         out,
         "\t\ttype filter hook forward priority filter; policy accept;"
     );
+    for family in IpFamily::ALL {
+        for transport in ["tcp", "udp"] {
+            let head = format!("meta nfproto {} meta l4proto {transport}", family.nft_nfproto());
+            let _ = writeln!(
+                out,
+                "\t\t{head} ct status dnat counter name meta l4proto . ct original proto-dst map @{}",
+                family.traffic_map()
+            );
+            let _ = writeln!(
+                out,
+                "\t\t{head} ct state new ct status dnat meta l4proto . ct original proto-dst vmap @{}",
+                family.log_map()
+            );
+        }
+    }
     let _ = writeln!(out, "\t\tct status dnat counter accept");
     let _ = writeln!(out, "\t}}");
     if shape.hairpin {
@@ -174,17 +263,30 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
         let _ = writeln!(out, "\t}}");
     }
 
-    // Allow-list chains after the base chains, the order apply creates them in.
-    for m in &guarded {
-        let _ = writeln!(out, "\n\tchain {} {{", layout::allow_chain(&m.name));
-        let _ = writeln!(out, "\t\tcomment \"{}\"", m.name);
-        let _ = writeln!(
-            out,
-            "\t\t{} saddr != @{} drop",
-            IpFamily::of(m.to).nft_header(),
-            layout::allow_set(&m.name)
-        );
-        let _ = writeln!(out, "\t}}");
+    // Each mapping's allow-list chain, then its log chain, after the base chains: the order apply
+    // creates them in.
+    for m in &model.mappings {
+        if !m.allow_from.is_empty() {
+            let _ = writeln!(out, "\n\tchain {} {{", layout::allow_chain(&m.name));
+            let _ = writeln!(out, "\t\tcomment \"{}\"", m.name);
+            let _ = writeln!(
+                out,
+                "\t\t{} saddr != @{} drop",
+                IpFamily::of(m.to).nft_header(),
+                layout::allow_set(&m.name)
+            );
+            let _ = writeln!(out, "\t}}");
+        }
+        if let Some(group) = m.log {
+            let _ = writeln!(out, "\n\tchain {} {{", layout::log_chain(&m.name));
+            let _ = writeln!(out, "\t\tcomment \"{}\"", m.name);
+            let _ = writeln!(
+                out,
+                "\t\tlog prefix \"{}\" group {group}",
+                layout::log_prefix(&m.name)
+            );
+            let _ = writeln!(out, "\t}}");
+        }
     }
     let _ = writeln!(out, "}}");
     out

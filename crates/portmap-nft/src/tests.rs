@@ -44,6 +44,8 @@ fn mapping(
         },
         allow_from: allow.iter().map(|a| a.parse().unwrap()).collect(),
         description: None,
+        log: None,
+        limit: None,
     }
 }
 
@@ -202,7 +204,7 @@ fn a_changed_target_touches_only_its_elements() {
     after.mappings[2].to = "192.168.1.80".parse().unwrap();
     let p = plan(&after, &observed(&before));
     assert_eq!(p.changes.len(), 1);
-    let built = apply::build(&p, &t(), &env(), &[]);
+    let built = apply::build(&p, &t(), &env(), &[], &apply::Presets::new());
     assert!(!built.rebuilt);
     // Three ports: three deletes and three adds.
     assert_eq!(built.objects, 6);
@@ -215,7 +217,7 @@ fn adding_an_allow_list_creates_its_chain_set_and_guards() {
     let mut after = model();
     after.mappings[0].allow_from = vec!["192.0.2.0/24".parse().unwrap()];
     let p = plan(&after, &observed(&before));
-    let built = apply::build(&p, &t(), &env(), &[]);
+    let built = apply::build(&p, &t(), &env(), &[], &apply::Presets::new());
     // set + 1 interval (start, end) + chain + rule + 1 guard element.
     assert_eq!(built.objects, 1 + 2 + 2 + 1);
     // Read back as applied, the plan is empty.
@@ -229,14 +231,17 @@ fn shape_change_rebuilds() {
     let mut after = model();
     after.settings.masquerade = true;
     let p = plan(&after, &observed(&before));
-    assert!(apply::build(&p, &t(), &env(), &[]).rebuilt);
+    assert!(apply::build(&p, &t(), &env(), &[], &apply::Presets::new()).rebuilt);
 }
 
 #[test]
 fn rules_use_the_expected_expressions() {
     let rules = layout::static_rules(&t(), apply::shape_of(&model().settings));
-    let pre = &rules[1].exprs;
+    // Per family: guard, limit, connection counter, DNAT.
+    let pre = &rules[3].exprs;
     assert!(matches!(pre.last(), Some(Expr::Nat { .. })));
+    assert!(matches!(rules[1].exprs.last(), Some(Expr::Immediate { .. })));
+    assert!(matches!(rules[2].exprs.last(), Some(Expr::Objref { .. })));
     let render = crate::render::render(&model(), &t(), &env());
     assert!(render.contains("dnat ip to meta l4proto . th dport map @dnat4"));
     assert!(render.contains("tcp . 8080 comment \"web: web server: main\" : 192.168.1.66 . 80"));
@@ -345,9 +350,9 @@ fn ipv6_rules_use_the_expressions_nft_builds() {
         .filter(|r| r.chain == layout::PREROUTING)
         .map(|r| &r.exprs)
         .collect();
-    // WAN: guard4, dnat4, guard6, dnat6; then the same four from the LAN.
-    assert_eq!(prerouting.len(), 8);
-    let dnat6 = prerouting[3];
+    // WAN: guard4, limit4, conn4, dnat4, then the same for IPv6; then the same eight from the LAN.
+    assert_eq!(prerouting.len(), 16);
+    let dnat6 = prerouting[7];
     // `dnat ip6 to meta l4proto . th dport map @dnat6`: the lookup fills register 1 with the
     // 16-byte address and the next 32-bit slot (128-bit register 2) with the port.
     assert!(matches!(
@@ -369,7 +374,7 @@ fn ipv6_rules_use_the_expressions_nft_builds() {
         e,
         Expr::Cmp { op: portmap_netlink::CmpOp::Neq, data, .. } if data[..2] == [0xfe, 0x80] && data.len() == 16
     )));
-    let lan6 = prerouting[7];
+    let lan6 = prerouting[15];
     assert!(lan6.iter().any(|e| matches!(
         e,
         Expr::Lookup { set, invert: true, .. } if set == layout::LAN_SIDE6
@@ -383,7 +388,7 @@ fn ipv6_rules_use_the_expressions_nft_builds() {
         }
     )));
     let output: Vec<&Rule> = rules.iter().filter(|r| r.chain == layout::OUTPUT).collect();
-    assert_eq!(output.len(), 4);
+    assert_eq!(output.len(), 8);
 
     let allow = layout::allow_rule(&t(), "game6", IpFamily::V6, 0);
     assert!(allow.exprs.iter().any(|e| matches!(
@@ -414,7 +419,7 @@ fn an_ipv6_change_touches_only_the_ipv6_maps() {
     after.mappings[5].to = "2001:db8:2::71".parse().unwrap();
     let p = plan(&after, &observed(&before));
     assert_eq!(p.changes.len(), 1);
-    let built = apply::build(&p, &t(), &env(), &[]);
+    let built = apply::build(&p, &t(), &env(), &[], &apply::Presets::new());
     assert!(!built.rebuilt);
     // Six forwards: six deletes and six adds, in dnat6 only.
     assert_eq!(built.objects, 12);
@@ -432,7 +437,13 @@ fn an_ipv6_change_touches_only_the_ipv6_maps() {
         (22, 22),
         &["2001:db8:1::/64"],
     ));
-    let built = apply::build(&plan(&after, &observed(&before)), &t(), &env(), &[]);
+    let built = apply::build(
+        &plan(&after, &observed(&before)),
+        &t(),
+        &env(),
+        &[],
+        &apply::Presets::new(),
+    );
     let messages = described(&built);
     assert!(messages.iter().any(|m| m.contains("guard6")), "{messages:?}");
     assert!(messages.iter().any(|m| m.contains("dnat6")), "{messages:?}");
@@ -442,7 +453,10 @@ fn an_ipv6_change_touches_only_the_ipv6_maps() {
             .any(|m| m.contains("dnat4") || m.contains("guard4")),
         "{messages:?}"
     );
-    assert_eq!(built.objects, 1 + 2 + 2 + 1 + 1);
+    // Set, its two intervals, chain and rule, two guards… and the two counters with their
+    // elements in conn6 and traffic6.
+    assert!(messages.iter().any(|m| m.contains("conn6")), "{messages:?}");
+    assert_eq!(built.objects, 1 + 2 + 2 + 1 + 1 + 2 + 1 + 1);
 }
 
 #[test]
@@ -454,7 +468,7 @@ fn a_mapping_that_changes_family_moves_between_the_maps() {
     after.mappings[1].to = "2001:db8:2::25".parse().unwrap();
     after.mappings[1].allow_from = vec!["2001:db8:1::/64".parse().unwrap()];
     let p = plan(&after, &observed(&before));
-    let built = apply::build(&p, &t(), &env(), &[]);
+    let built = apply::build(&p, &t(), &env(), &[], &apply::Presets::new());
     assert!(!built.rebuilt);
     let messages = described(&built);
     for wanted in [
@@ -684,7 +698,7 @@ fn a_mappings_incomplete_objects_are_damage_of_that_mapping_alone() {
             matches!(p.changes.as_slice(), [portmap_core::Change::Repair { .. }]),
             "{what}: {p:?}"
         );
-        let built = apply::build(&p, &t(), &env(), &[]);
+        let built = apply::build(&p, &t(), &env(), &[], &apply::Presets::new());
         assert!(!built.rebuilt, "{what}");
         let messages = described(&built);
         assert!(
@@ -725,7 +739,7 @@ fn a_dormant_table_and_left_over_objects_are_seen() {
         p.changes.as_slice(),
         [portmap_core::Change::Delete { .. }]
     ));
-    let messages = described(&apply::build(&p, &t(), &env(), &[]));
+    let messages = described(&apply::build(&p, &t(), &env(), &[], &apply::Presets::new()));
     assert!(
         messages
             .iter()
@@ -742,7 +756,7 @@ fn pending_cleanups_are_recorded_once_and_read_back() {
     let p = plan(&after, &observed(&before));
     let stale = p.stale_flows();
     assert_eq!(stale.len(), 3);
-    let built = apply::build(&p, &t(), &env(), &stale);
+    let built = apply::build(&p, &t(), &env(), &stale, &apply::Presets::new());
     let messages = described(&built);
     assert!(
         messages
@@ -766,10 +780,16 @@ fn pending_cleanups_are_recorded_once_and_read_back() {
     later.mappings[0].to = "192.168.1.98".parse().unwrap();
     let p2 = plan(&later, &o);
     assert_eq!(p2.pending_flows, stale);
-    let messages = described(&apply::build(&p2, &t(), &env(), &stale));
+    let messages = described(&apply::build(&p2, &t(), &env(), &stale, &apply::Presets::new()));
     assert!(messages.iter().all(|d| !d.contains("stale4")), "{messages:?}");
     let web_stale = p2.stale_flows();
-    let messages = described(&apply::build(&p2, &t(), &env(), &web_stale));
+    let messages = described(&apply::build(
+        &p2,
+        &t(),
+        &env(),
+        &web_stale,
+        &apply::Presets::new(),
+    ));
     assert!(
         messages
             .iter()
@@ -794,7 +814,7 @@ fn a_port_moved_between_mappings_is_deleted_before_it_is_added() {
     let p = plan(&m, &o);
     let names: Vec<&str> = p.changes.iter().map(portmap_core::Change::name).collect();
     assert_eq!(names, ["game", "web"]);
-    let messages = described(&apply::build(&p, &t(), &env(), &[]));
+    let messages = described(&apply::build(&p, &t(), &env(), &[], &apply::Presets::new()));
     let first_add = messages.iter().position(|d| d.starts_with("add")).unwrap();
     assert!(
         messages[first_add..].iter().all(|d| !d.starts_with("delete")),

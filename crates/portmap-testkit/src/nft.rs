@@ -43,8 +43,8 @@ pub fn ruleset(ns: &Netns) -> String {
 }
 
 /// Strip what changes without anyone changing the ruleset: counter values
-/// (`counter packets 3 bytes 180` → `counter`) and handle comments (`# handle 7`); also trailing
-/// blanks at line ends.
+/// (`counter packets 3 bytes 180` → `counter`, and a named counter's `packets 3 bytes 180` line →
+/// `packets bytes`) and handle comments (`# handle 7`); also trailing blanks at line ends.
 pub fn normalize(listing: &str) -> String {
     let mut out = String::with_capacity(listing.len());
     for line in listing.lines() {
@@ -122,6 +122,17 @@ fn strip_handle(line: &str) -> String {
 
 fn strip_counter_values(line: &str) -> String {
     const MARK: &str = "counter packets ";
+    // The body of a named counter (`counter conn_web { packets 3 bytes 180 }`).
+    let body = line.trim_start();
+    if let Some(rest) = body.strip_prefix("packets ")
+        && let Some((packets, bytes)) = rest.split_once(" bytes ")
+        && !packets.is_empty()
+        && packets.bytes().all(|b| b.is_ascii_digit())
+        && !bytes.is_empty()
+        && bytes.bytes().all(|b| b.is_ascii_digit())
+    {
+        return format!("{}packets bytes", &line[..line.len() - body.len()]);
+    }
     let mut out = String::new();
     let mut rest = line;
     while let Some(i) = rest.find(MARK) {

@@ -540,6 +540,7 @@ fn open_interval_and_element_flags_round_trip() {
         concat: Vec::new(),
         userdata: Some(udata::set_udata(Some(udata::BYTEORDER_BIG), None, None)),
         handle: None,
+        obj_type: None,
     };
     let ranges = vec![
         interval::Interval {

@@ -107,6 +107,7 @@ fn set(name: &str, id: u32) -> Set {
         concat: Vec::new(),
         userdata: None,
         handle: None,
+        obj_type: None,
     }
 }
 

@@ -70,7 +70,7 @@ pub fn restorable(observed: &Observed) -> Result<Option<Model>, NotRestorable> {
             allow_from: m.allow_from.clone(),
             description: m.description.clone(),
             log: m.log,
-            limit: m.limit.clone(),
+            limit: m.limit,
         });
     }
     if !reasons.is_empty() {

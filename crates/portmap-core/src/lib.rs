@@ -18,6 +18,7 @@ pub mod backend;
 pub mod config;
 pub mod diagnostic;
 pub mod error;
+pub mod json;
 pub mod load;
 pub mod model;
 pub mod plan;
@@ -42,6 +43,7 @@ pub use plan::{
     Change, Counts, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, SettingChange,
     StaleFlows, TableAction, TrackedFlow, describe_forwards, describe_runs, fold_forwards, plan,
 };
+pub use json::JSON_FORMAT;
 pub use render::{MappingSummary, plan_json, render_plan, render_status, render_warnings, status_json};
 pub use snapshot::{NotRestorable, restorable};
 pub use validate::{

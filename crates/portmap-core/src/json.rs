@@ -64,8 +64,9 @@ fn plan_fields(plan: &Plan) -> Value {
     if let Some(Value::Array(changes)) = value.get_mut("changes") {
         for (json, change) in changes.iter_mut().zip(&plan.changes) {
             json["name"] = json!(change.name());
-            if let Change::Update { before, .. } | Change::Repair { before, .. } | Change::Delete { before, .. } =
-                change
+            if let Change::Update { before, .. }
+            | Change::Repair { before, .. }
+            | Change::Delete { before, .. } = change
             {
                 json["before"] = before_json(before);
             }
@@ -134,7 +135,10 @@ pub fn apply_document(plan: &Plan, applied: &Applied) -> Value {
         );
         map.insert("attempts".to_owned(), json!(applied.attempts));
         map.insert("flows_cleared".to_owned(), json!(applied.flows_cleared));
-        map.insert("elapsed_ms".to_owned(), json!((applied.elapsed_ms * 10.0).round() / 10.0));
+        map.insert(
+            "elapsed_ms".to_owned(),
+            json!((applied.elapsed_ms * 10.0).round() / 10.0),
+        );
     }
     document("apply", value)
 }
@@ -212,7 +216,6 @@ pub fn config_error_json(error: &ConfigError) -> Value {
 
 /// What went wrong, for the `"error"` object of [`error_document`].
 #[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
 pub struct Failure<'a> {
     /// A word for the kind of failure (`invalid_config`, `usage`, `refused`, `lock`, …; the list
     /// in `docs/json.md` may grow).
@@ -258,7 +261,15 @@ mod tests {
         let change = &doc["changes"][0];
         assert_eq!(change["action"], "update");
         assert_eq!(change["name"], "web");
-        for key in ["name", "protocol", "port", "to", "to_port", "allow_from", "description"] {
+        for key in [
+            "name",
+            "protocol",
+            "port",
+            "to",
+            "to_port",
+            "allow_from",
+            "description",
+        ] {
             let (b, a) = (&change["before"][key], &change["after"][key]);
             assert!(!b.is_null() || a.is_null(), "{key}: {change:#}");
             assert_eq!(
@@ -292,7 +303,11 @@ mod tests {
         );
         let keys = v("mappings[0]", "unknown key `protocl`; did you mean `protocol`?").unwrap();
         assert!(keys.contains(&"to_port".to_owned()), "{keys:?}");
-        assert!(v("", "unknown key `mapings`").unwrap().contains(&"mappings".to_owned()));
+        assert!(
+            v("", "unknown key `mapings`")
+                .unwrap()
+                .contains(&"mappings".to_owned())
+        );
         assert_eq!(v("wan", "duplicate key `interfaces`").unwrap(), ["interfaces"]);
         // A clash named at a mapping is not about its keys; ports and addresses are open.
         assert_eq!(v("mappings[0]", "tcp port 80 is also forwarded by web"), None);

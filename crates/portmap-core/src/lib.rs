@@ -34,6 +34,7 @@ pub use diagnostic::{
     shown_origin, shown_size,
 };
 pub use error::{ConfigError, ConfigErrors, Error, PlanFileError, Refusal};
+pub use json::JSON_FORMAT;
 pub use load::{load_bytes, load_str, parse_config};
 pub use model::{
     Environment, Forward, Mapping, Model, Observed, ObservedMapping, ParsePortRangeError, Place, PortRange,
@@ -43,7 +44,6 @@ pub use plan::{
     Change, Counts, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, SettingChange,
     StaleFlows, TableAction, TrackedFlow, describe_forwards, describe_runs, fold_forwards, plan,
 };
-pub use json::JSON_FORMAT;
 pub use render::{MappingSummary, plan_json, render_plan, render_status, render_warnings, status_json};
 pub use snapshot::{NotRestorable, restorable};
 pub use validate::{

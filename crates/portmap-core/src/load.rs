@@ -136,7 +136,10 @@ pub(crate) fn valid_keys(field: &str) -> Option<&'static [&'static str]> {
         "wan" | "lan" => Some(&SIDE_KEYS),
         _ => {
             let index = field.strip_prefix("mappings[")?.strip_suffix(']')?;
-            index.bytes().all(|b| b.is_ascii_digit()).then_some(&MAPPING_KEYS[..])
+            index
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then_some(&MAPPING_KEYS[..])
         }
     }
 }

@@ -70,6 +70,7 @@ mod damage;
 mod e2e;
 mod harness;
 mod ipv6;
+mod json;
 mod locking;
 mod router;
 mod scale;

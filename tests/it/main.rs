@@ -68,6 +68,7 @@ mod conformance;
 mod conntrack;
 mod damage;
 mod e2e;
+mod fleet;
 mod harness;
 mod ipv6;
 mod json;

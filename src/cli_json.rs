@@ -113,6 +113,11 @@ pub(crate) fn error(command: &str, err: &anyhow::Error) -> Value {
     )
 }
 
+/// The commands that speak JSON, to find the one a command line that cannot be parsed names.
+const COMMANDS: [&str; 8] = [
+    "validate", "plan", "show", "apply", "status", "destroy", "confirm", "rollback",
+];
+
 /// When the command line cannot be parsed but asks for `--json`: the usage error as a document
 /// (`command` is the first word that is a command, or null).
 pub(crate) fn usage_error(err: &clap::Error) -> Option<Value> {
@@ -123,9 +128,6 @@ pub(crate) fn usage_error(err: &clap::Error) -> Option<Value> {
     if !args.iter().any(|a| a == "--json") {
         return None;
     }
-    const COMMANDS: [&str; 8] = [
-        "validate", "plan", "show", "apply", "status", "destroy", "confirm", "rollback",
-    ];
     let command = args.iter().find(|a| COMMANDS.contains(&a.as_str()));
     let message = err.render().to_string();
     let message = message.trim_end().trim_start_matches("error: ");

@@ -19,7 +19,7 @@ use portmap_testkit::{ALLOW_SKIP_ENV, CLIENT, Topology, config, require_root};
 use crate::PORTMAP;
 
 /// Longest one playbook run may take (a run takes about 7 s on an idle machine).
-const PLAYBOOK_TIMEOUT: Duration = Duration::from_secs(240);
+const PLAYBOOK_TIMEOUT: Duration = Duration::from_mins(4);
 
 fn example_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ansible")

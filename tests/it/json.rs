@@ -1,4 +1,4 @@
-//! The `--json` documents (docs/json.md), parsed with serde_json and checked field by field: every
+//! The `--json` documents (docs/json.md), parsed with `serde_json` and checked field by field: every
 //! command's result carries `format` and `command`; `apply` says `changed` (false on a second
 //! apply) with what was sent, and prints the same `changes` as `plan`; before and after of an
 //! update have the same mapping fields; errors under `--json` are one JSON document on stdout with

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check and test of portmap on a fresh Debian machine: installs what the tests need
-# (nftables, iptables, iproute2, conntrack, procps, systemd-analyze), then formatting, lints, docs and the whole test suite. The end-to-end tests
+# (nftables, iptables, iproute2, conntrack, procps, systemd-analyze, ansible-core), then formatting, lints, docs and the whole test suite. The end-to-end tests
 # create their own network namespaces and need root (CAP_NET_ADMIN + CAP_SYS_ADMIN); they fail loudly
 # without it unless PORTMAP_TEST_ALLOW_SKIP=1 is set.
 set -euo pipefail
@@ -24,6 +24,19 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# tests/it/fleet.rs runs examples/ansible/ with ansible-playbook. ansible-core alone, without the
+# recommended `ansible` collections bundle: about 16 s with the packages cached (8 packages)
+# against 80 s for the bundle (44 packages); the playbook uses ansible.builtin modules only.
+if ! command -v ansible-playbook >/dev/null; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing package: ansible-core (run this script as root to install it)" >&2
+        exit 1
+    fi
+    echo "installing: ansible-core"
+    [ ${#need[@]} -gt 0 ] || apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ansible-core >/dev/null
 fi
 
 if [ "$(id -u)" -ne 0 ] && [ "${PORTMAP_TEST_ALLOW_SKIP:-}" != 1 ]; then

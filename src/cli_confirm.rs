@@ -152,6 +152,19 @@ impl Guard {
         Ok(())
     }
 
+    /// What `apply --confirm --json` says about the confirmation it started: its id, deadline and
+    /// watchdog, and how to settle it; `null` when the apply changed nothing.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        self.pending.as_ref().map_or(serde_json::Value::Null, |p| {
+            serde_json::json!({
+                "id": p.id,
+                "seconds": self.seconds,
+                "deadline": timestamp(p.deadline_unix_ms),
+                "watchdog_pid": p.watchdog.map(|w| w.pid),
+            })
+        })
+    }
+
     /// The apply failed: nothing to confirm.
     pub(crate) fn failed(&self, lock: &Lock) {
         if let Some(p) = &self.pending {
@@ -296,10 +309,35 @@ fn too_late(store: &Confirmation) -> Result<ExitStatus> {
 /// Print a settled confirmation; confirmed is success, anything else an error.
 fn report(settled: &Settled) -> Result<ExitStatus> {
     say(&format!("Change {settled}\n"))?;
-    Ok(match settled.verdict {
+    Ok(verdict_status(settled.verdict))
+}
+
+/// Confirmed and rolled back are success, anything else an error.
+fn verdict_status(verdict: Verdict) -> ExitStatus {
+    match verdict {
         Verdict::Confirmed | Verdict::RolledBack => ExitStatus::Success,
         _ => ExitStatus::Error,
-    })
+    }
+}
+
+/// `confirm --json` and `rollback --json`: what was settled (the same fields as `status --json`
+/// gives under `confirm.last`), with when the change had been applied.
+fn settled_json(command: &str, settled: &Settled, pending: Option<&Pending>) -> serde_json::Value {
+    portmap::json::document(
+        command,
+        serde_json::json!({
+            "changed": settled.verdict == Verdict::RolledBack,
+            "settled": {
+                "id": settled.id,
+                "verdict": settled.verdict,
+                "by": settled.by,
+                "at": timestamp(settled.at_unix_ms),
+                "command": settled.command,
+                "detail": settled.detail,
+                "applied_at": pending.map(|p| timestamp(p.applied_unix_ms)),
+            },
+        }),
+    )
 }
 
 /// Start the watchdog: this very binary (`/proc/self/exe`) in a session of its own, with no
@@ -368,10 +406,14 @@ fn spawn_watchdog(netns: &Netns, table: &str, backend: &str, id: &str) -> Result
 }
 
 /// `portmap confirm`.
-pub(crate) fn confirm(cli: &Cli, kind: BackendKind) -> Result<ExitStatus> {
+pub(crate) fn confirm(cli: &Cli, kind: BackendKind, json: bool) -> Result<ExitStatus> {
     let lock = lock(cli, kind)?;
     let store = Confirmation::new(RunDir::from_env(), lock.key().clone());
     match store.confirm(&lock, "portmap confirm")? {
+        Some((pending, settled)) if json => {
+            crate::cli_json::emit(&settled_json("confirm", &settled, Some(&pending)))?;
+            Ok(ExitStatus::Success)
+        }
         Some((pending, _)) => {
             say(&format!(
                 "Confirmed the change applied at {} ({}): it stays; its snapshot was removed and the watchdog stopped.\n",
@@ -385,11 +427,15 @@ pub(crate) fn confirm(cli: &Cli, kind: BackendKind) -> Result<ExitStatus> {
 }
 
 /// `portmap rollback`.
-pub(crate) fn rollback(cli: &Cli, kind: BackendKind) -> Result<ExitStatus> {
+pub(crate) fn rollback(cli: &Cli, kind: BackendKind, json: bool) -> Result<ExitStatus> {
     let mut session = open(cli, kind)?;
     let lock = lock(cli, kind)?;
     let store = Confirmation::new(RunDir::from_env(), lock.key().clone());
     match store.roll_back(&lock, &mut session, "portmap rollback")? {
+        Some((pending, settled)) if json => {
+            crate::cli_json::emit(&settled_json("rollback", &settled, Some(&pending)))?;
+            Ok(verdict_status(settled.verdict))
+        }
         Some((_, settled)) => report(&settled),
         None => nothing_pending(&store, "roll back"),
     }

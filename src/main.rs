@@ -17,6 +17,7 @@ use portmap::{
 };
 
 mod cli_confirm;
+mod cli_json;
 
 /// Declarative port forwarding for Linux routers: plan and apply nftables or iptables DNAT mappings.
 #[derive(Debug, Parser)]
@@ -81,7 +82,13 @@ struct ConfigArg {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check a configuration file and report every error with its position.
-    Validate(ConfigArg),
+    Validate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print the result (or the errors, with file, line, column and field) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print what the backend's own tool loads for a configuration (`nft -f`, or
     /// `iptables-restore` with an iptables backend): the same ruleset apply builds.
     Render(ConfigArg),
@@ -98,6 +105,15 @@ enum Command {
         /// Save the plan to apply it later with `portmap apply PLANFILE`.
         #[arg(long, value_name = "PLANFILE")]
         out: Option<PathBuf>,
+    },
+    /// Print a plan saved by `portmap plan --out` (it is checked, not applied).
+    Show {
+        /// The saved plan.
+        #[arg(value_name = "PLANFILE")]
+        planfile: PathBuf,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Make the kernel match the configuration (or a saved plan) in one transaction.
     Apply {
@@ -118,11 +134,22 @@ enum Command {
         /// keeps it; a detached watchdog does the rollback, whatever happens to this process.
         #[arg(long, value_name = "SECONDS", conflicts_with = "planfile")]
         confirm: Option<u64>,
+        /// Print what was applied as JSON (with `"changed"`); needs --auto-approve or a PLANFILE.
+        #[arg(long)]
+        json: bool,
     },
     /// Keep a change applied with `apply --confirm` (stops its rollback).
-    Confirm,
+    Confirm {
+        /// Print what was settled as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Undo a change applied with `apply --confirm` now, instead of at its deadline.
-    Rollback,
+    Rollback {
+        /// Print what was settled as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The watchdog `apply --confirm` starts (internal).
     #[command(hide = true)]
     ConfirmWatchdog {
@@ -199,6 +226,9 @@ enum Command {
         /// Leave the tracked connections of the removed mappings alone.
         #[arg(long)]
         keep_conntrack: bool,
+        /// Print what was removed as JSON (with `"changed"`); needs --auto-approve.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -260,6 +290,12 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
+            if err.use_stderr()
+                && let Some(doc) = cli_json::usage_error(&err)
+            {
+                let _ = cli_json::emit(&doc);
+                return ExitStatus::Error.into();
+            }
             let _ = err.print();
             return if err.use_stderr() {
                 ExitStatus::Error.into()
@@ -281,6 +317,10 @@ fn main() -> ExitCode {
     match result {
         Ok(status) => status.into(),
         Err(err) => {
+            if let Some(command) = cli_json::json_command(&cli.command) {
+                let _ = cli_json::emit(&cli_json::error(command, &err));
+                return ExitStatus::Error.into();
+            }
             let color = use_color(&std::io::stderr());
             let prefix = if color { "\x1b[1;31merror\x1b[0m" } else { "error" };
             tell(&format!("{prefix}: {err:#}\n"));
@@ -299,8 +339,12 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
     let out = std::io::stdout();
     let color = use_color(&out);
     match &cli.command {
-        Command::Validate(c) => {
+        Command::Validate { config: c, json } => {
             let model = load(&c.config)?;
+            if *json {
+                cli_json::emit(&portmap::json::validate_document(&origin_of(&c.config), &model))?;
+                return Ok(ExitStatus::Success);
+            }
             sayln!(
                 "{}: valid ({} mappings enabled, {} disabled)",
                 origin_of(&c.config),
@@ -329,7 +373,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                     .with_context(|| format!("cannot write plan file {}", shown_path(path)))?;
             }
             if *json {
-                sayln!("{}", serde_json::to_string_pretty(&portmap::plan_json(&plan))?)?;
+                cli_json::emit(&portmap::json::plan_document("plan", &plan))?;
             } else {
                 print_plan(&plan, color)?;
                 if let Some(path) = out_file {
@@ -343,27 +387,51 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 ExitStatus::Success
             })
         }
+        Command::Show { planfile, json } => {
+            let plan = read_plan(planfile)?;
+            if *json {
+                cli_json::emit(&portmap::json::plan_document("show", &plan))?;
+            } else {
+                sayln!("Saved plan {}:\n", shown_path(planfile))?;
+                print_plan(&plan, color)?;
+            }
+            Ok(ExitStatus::Success)
+        }
         Command::Apply {
             config,
             planfile,
             auto_approve,
             keep_conntrack,
             confirm: confirm_seconds,
+            json,
         } => {
+            let json = *json;
+            if json && planfile.is_none() && !*auto_approve {
+                return Err(cli_json::Usage(
+                    "apply --json needs --auto-approve (or a saved PLANFILE): a program reading JSON cannot answer the question",
+                )
+                .into());
+            }
+            let mut attempts = 1;
             let options = portmap::ApplyOptions::keep_conntrack(*keep_conntrack);
             let mut started = Instant::now();
             let mut guard = None;
             let (plan, report) = if let Some(path) = planfile {
-                let bytes = read_limited(path, "plan file", MAX_PLAN_BYTES)?;
-                let text = String::from_utf8(bytes).map_err(|_| {
-                    anyhow::anyhow!("{} is not a portmap plan: it is not UTF-8 text", shown_path(path))
-                })?;
-                let plan = Plan::from_json(&text)
-                    .with_context(|| format!("{} is not a portmap plan", shown_path(path)))?;
+                let plan = read_plan(path)?;
                 let mut backend = open(cli, kind)?;
-                print_plan(&plan, color)?;
                 if plan.is_empty() {
+                    if json {
+                        cli_json::emit(&portmap::json::apply_document(
+                            &plan,
+                            &portmap::json::Applied::default(),
+                        ))?;
+                    } else {
+                        print_plan(&plan, color)?;
+                    }
                     return Ok(ExitStatus::Success);
+                }
+                if !json {
+                    print_plan(&plan, color)?;
                 }
                 // A saved plan is the approval (as with terraform).
                 let _lock = cli_confirm::lock(cli, kind)?;
@@ -385,6 +453,10 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 // differ from what was approved.
                 let mut refusal = None;
                 let approve = |plan: &Plan, attempt: usize| {
+                    if json {
+                        started = Instant::now();
+                        return true;
+                    }
                     let shown = if attempt > 1 {
                         sayln!("\nAnother program changed the ruleset in the meantime; planned again:\n")
                     } else {
@@ -417,13 +489,26 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 drop(lock);
                 match outcome {
                     Ok(o) if o.plan.is_empty() => {
+                        if json {
+                            let applied = portmap::json::Applied::new(&o.report, o.attempts, 0.0);
+                            let mut doc = portmap::json::apply_document(&o.plan, &applied);
+                            if confirm_seconds.is_some() {
+                                // Nothing changed, so nothing waits for confirmation.
+                                doc["confirm"] = serde_json::Value::Null;
+                            }
+                            cli_json::emit(&doc)?;
+                            return Ok(ExitStatus::Success);
+                        }
                         print_plan(&o.plan, color)?;
                         return match guard {
                             Some(g) => g.armed(cli, kind),
                             None => Ok(ExitStatus::Success),
                         };
                     }
-                    Ok(o) => (o.plan, o.report),
+                    Ok(o) => {
+                        attempts = o.attempts;
+                        (o.plan, o.report)
+                    }
                     Err(portmap::Error::Declined) => {
                         return Err(
                             refusal.unwrap_or_else(|| anyhow::anyhow!("cancelled; nothing was changed"))
@@ -433,6 +518,18 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 }
             };
             let elapsed = started.elapsed();
+            if json {
+                let applied = portmap::json::Applied::new(&report, attempts, elapsed.as_secs_f64() * 1000.0);
+                let mut doc = portmap::json::apply_document(&plan, &applied);
+                if confirm_seconds.is_some() {
+                    doc["confirm"] = guard
+                        .as_ref()
+                        .map_or(serde_json::Value::Null, cli_confirm::Guard::json);
+                }
+                cli_json::emit(&doc)?;
+                cli_confirm::note_pending(cli, kind);
+                return Ok(ExitStatus::Success);
+            }
             let portmap::Counts {
                 create,
                 update,
@@ -470,8 +567,8 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             cli_confirm::note_pending(cli, kind);
             Ok(ExitStatus::Success)
         }
-        Command::Confirm => cli_confirm::confirm(cli, kind),
-        Command::Rollback => cli_confirm::rollback(cli, kind),
+        Command::Confirm { json } => cli_confirm::confirm(cli, kind, *json),
+        Command::Rollback { json } => cli_confirm::rollback(cli, kind, *json),
         Command::ConfirmWatchdog { id } => cli_confirm::watchdog(cli, kind, id),
         Command::Metrics { config } => {
             let model = config.as_deref().map(load).transpose()?;
@@ -528,9 +625,9 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             let observed = backend.status()?;
             let (confirm_text, confirm_json) = cli_confirm::status(cli, kind)?;
             if *json {
-                let mut value = portmap::status_json(&observed);
+                let mut value = portmap::json::status_document(&observed);
                 value["confirm"] = confirm_json;
-                sayln!("{}", serde_json::to_string_pretty(&value)?)?;
+                cli_json::emit(&value)?;
             } else {
                 say(&portmap::render_status(&observed, color))?;
                 say(&confirm_text)?;
@@ -581,10 +678,34 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
         Command::Destroy {
             auto_approve,
             keep_conntrack,
+            json,
         } => {
+            if *json && !*auto_approve {
+                return Err(cli_json::Usage(
+                    "destroy --json needs --auto-approve: a program reading JSON cannot answer the question",
+                )
+                .into());
+            }
             let mut backend = open(cli, kind)?;
             let _lock = cli_confirm::lock(cli, kind)?;
             let observed = backend.observe()?;
+            if *json {
+                let options = portmap::ApplyOptions::keep_conntrack(*keep_conntrack);
+                let names: Vec<String> = observed.mappings.iter().map(|m| m.name.clone()).collect();
+                let removed = if observed.state == portmap::TableState::Missing {
+                    None
+                } else {
+                    backend.destroy(&options)?
+                };
+                let removed = removed.map(|d| (names.as_slice(), d.flows_cleared));
+                cli_json::emit(&portmap::json::destroy_document(
+                    backend.name(),
+                    &observed.table,
+                    removed,
+                ))?;
+                cli_confirm::note_pending(cli, kind);
+                return Ok(ExitStatus::Success);
+            }
             if observed.state == portmap::TableState::Missing {
                 sayln!("Nothing to destroy: table {} does not exist.", observed.table)?;
                 return Ok(ExitStatus::Success);
@@ -672,8 +793,16 @@ fn load(path: &Path) -> Result<Model> {
     let origin = origin_of(path);
     match portmap::load_bytes(&bytes, &origin) {
         Ok(model) => Ok(model),
-        Err(errors) => bail!("{origin} is not a valid portmap configuration; nothing was changed:\n{errors}"),
+        Err(errors) => Err(cli_json::InvalidConfig { origin, errors }.into()),
     }
+}
+
+/// Read and check a plan saved by `plan --out`.
+fn read_plan(path: &Path) -> Result<Plan> {
+    let bytes = read_limited(path, "plan file", MAX_PLAN_BYTES)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{} is not a portmap plan: it is not UTF-8 text", shown_path(path)))?;
+    Plan::from_json(&text).with_context(|| format!("{} is not a portmap plan", shown_path(path)))
 }
 
 /// The whole of `path` (`-`: standard input), read with one bound for files, pipes, FIFOs and

@@ -18,6 +18,7 @@ pub mod backend;
 pub mod config;
 pub mod diagnostic;
 pub mod error;
+pub mod json;
 pub mod load;
 pub mod model;
 pub mod plan;
@@ -33,6 +34,7 @@ pub use diagnostic::{
     shown_origin, shown_size,
 };
 pub use error::{ConfigError, ConfigErrors, Error, PlanFileError, Refusal};
+pub use json::JSON_FORMAT;
 pub use load::{load_bytes, load_str, parse_config};
 pub use model::{
     Counters, DEFAULT_BURST, DEFAULT_LOG_GROUP, Environment, Forward, Limit, MAX_LOGGED_NAME_LEN, Mapping,

@@ -138,6 +138,22 @@ const MAPPING_KEYS: [&str; 10] = [
     "limit",
 ];
 
+/// The keys valid in the section a field path names: the top level (`""`), `wan` and `lan`, or an
+/// entry of `mappings` (`mappings[3]`). `None` for any other path.
+pub(crate) fn valid_keys(field: &str) -> Option<&'static [&'static str]> {
+    match field {
+        "" => Some(&TOP_KEYS),
+        "wan" | "lan" => Some(&SIDE_KEYS),
+        _ => {
+            let index = field.strip_prefix("mappings[")?.strip_suffix(']')?;
+            index
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then_some(&MAPPING_KEYS[..])
+        }
+    }
+}
+
 /// Words people write for a key, and the key they mean.
 const SYNONYMS: &[(&str, &str)] = &[
     ("target", "to"),

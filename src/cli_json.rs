@@ -62,7 +62,14 @@ pub(crate) fn json_command(command: &Command) -> Option<&'static str> {
         Command::Destroy { json, .. } => ("destroy", *json),
         Command::Confirm { json } => ("confirm", *json),
         Command::Rollback { json } => ("rollback", *json),
-        Command::Render(_) | Command::ConfirmWatchdog { .. } | Command::Watch { .. } => return None,
+        // Streams and texts of their own formats: `log --json` is one object a line, `metrics`
+        // is Prometheus text, `import` is YAML.
+        Command::Render(_)
+        | Command::ConfirmWatchdog { .. }
+        | Command::Watch { .. }
+        | Command::Import { .. }
+        | Command::Metrics { .. }
+        | Command::Log { .. } => return None,
     };
     json.then_some(name)
 }

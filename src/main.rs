@@ -181,6 +181,10 @@ enum Command {
         /// Receive buffer for the kernel's notifications, in bytes (default 8 MiB).
         #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1024..))]
         event_buffer: Option<u32>,
+        /// Serve Prometheus metrics (those of `portmap metrics`, and the watch's own) over HTTP at
+        /// `GET /metrics` on ADDR:PORT, e.g. 127.0.0.1:9300 (in portmap's own network namespace).
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Read the DNAT forwards other tools wrote (nft tables, iptables and ip6tables of both
     /// variants) and print a portmap configuration for them; the kernel is not changed.
@@ -639,6 +643,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             interval,
             own,
             event_buffer,
+            metrics,
         } => {
             if config.config == Path::new("-") {
                 bail!(
@@ -652,8 +657,35 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             options.own = *own;
             options.event_buffer = event_buffer.map(|b| b as usize);
             options.lock_timeout = cli.lock_timeout;
-            let watch = portmap::Watch::new(kind, &netns_of(cli), &cli.table, loader, options)?;
-            let _signals = portmap::watch::forward_signals(&watch.handle())?;
+            // Whether any mapping logs its connections, and to which group, as the file says now.
+            let log_group = load(&config.config)
+                .ok()
+                .filter(|m| m.mappings.iter().any(|m| m.log.is_some()))
+                .map(|m| log_group_of(&m));
+            let netns = netns_of(cli);
+            let watch = portmap::Watch::new(kind, &netns, &cli.table, loader, options)?;
+            let handle = watch.handle();
+            let _signals = portmap::watch::forward_signals(&handle)?;
+            let _log = match log_group {
+                Some(group) => Some(portmap::watch::log_connections(&handle, &netns, group)?),
+                None => None,
+            };
+            let _metrics = match metrics {
+                Some(addr) => {
+                    let gatherer = portmap::metrics::Gatherer::new(kind, netns.clone(), cli.table.clone());
+                    let status = handle.clone();
+                    let server = portmap::metrics::serve(addr, move || {
+                        gatherer.gather() + &portmap::metrics::encode_watch(&status.status())
+                    })
+                    .with_context(|| format!("cannot serve metrics on {addr}"))?;
+                    handle.log(
+                        portmap::watch::Level::Info,
+                        &format!("serving metrics on http://{}/metrics", server.addr()),
+                    );
+                    Some(server)
+                }
+                None => None,
+            };
             watch.run()?;
             Ok(ExitStatus::Success)
         }

@@ -413,6 +413,78 @@ pub fn encode(snapshot: &Snapshot) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Metrics of a running `portmap watch` (exposition format 0.0.4), served next to the table's by
+/// `watch --metrics`: whether it is up and ready, its repairs and reloads, and whether it is
+/// backing off because another program keeps undoing its repairs.
+pub fn encode_watch(status: &crate::WatchStatus) -> String {
+    let f = Families {
+        registry: Registry::new(),
+    };
+    let set = |name: &str, help: &str, value: i64| {
+        f.gauge(name, help, &[]).with_label_values::<&str>(&[]).set(value);
+    };
+    let count = |name: &str, help: &str, value: u64| {
+        f.counter(name, help, &[])
+            .with_label_values::<&str>(&[])
+            .inc_by(value);
+    };
+    set(
+        "portmap_watch_ready",
+        "Whether the watch has made its first apply (1) or not yet (0).",
+        i64::from(status.ready),
+    );
+    count(
+        "portmap_watch_repairs_total",
+        "Repairs the watch made after its first apply.",
+        status.repairs,
+    );
+    count(
+        "portmap_watch_failed_repairs_total",
+        "Repair attempts of the watch that failed.",
+        status.failed_repairs,
+    );
+    count(
+        "portmap_watch_reloads_total",
+        "Reloads of the configuration that took effect.",
+        status.reloads,
+    );
+    count(
+        "portmap_watch_failed_reloads_total",
+        "Reloads refused because the configuration file was not valid.",
+        status.failed_reloads,
+    );
+    set(
+        "portmap_watch_backing_off",
+        "Whether the watch holds repairs back because another program keeps undoing them (1) or not (0).",
+        i64::from(status.backing_off),
+    );
+    let since_epoch = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    f.float(
+        "portmap_watch_start_timestamp_seconds",
+        "When the watch started, in seconds since the Unix epoch.",
+        &[],
+    )
+    .with_label_values::<&str>(&[])
+    .set(since_epoch(status.started));
+    if let Some(t) = status.last_check {
+        f.float(
+            "portmap_watch_last_check_timestamp_seconds",
+            "When the watch last compared the kernel with its configuration, in seconds since the Unix epoch.",
+            &[],
+        )
+        .with_label_values::<&str>(&[])
+        .set(since_epoch(t));
+    }
+    let mut out = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&f.registry.gather(), &mut out) {
+        tracing::warn!("metrics: cannot encode: {e}");
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// A running metrics server: answers `GET /metrics` until dropped (or [`MetricsServer::stop`]).
 pub struct MetricsServer {
     server: Arc<tiny_http::Server>,

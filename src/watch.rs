@@ -754,7 +754,13 @@ impl Watch {
             self.say(Level::Info, &line);
         }
         let _lock = lock?;
-        self.session.converge(&self.model)
+        let result = self.session.converge(&self.model);
+        match &result {
+            Ok(outcome) if outcome.plan.is_empty() => {}
+            Ok(_) => self.record_apply(true, None),
+            Err(e) => self.record_apply(false, Some(e.to_string())),
+        }
+        result
     }
 
     /// A change `portmap apply --confirm` made and is waiting to have confirmed, with its watchdog
@@ -769,6 +775,13 @@ impl Watch {
             .ok()
             .flatten()
             .filter(crate::confirm::Pending::watchdog_alive)
+    }
+
+    /// Record the outcome of a write for `portmap metrics` (`portmap_last_apply_*`), as
+    /// `portmap apply` does.
+    fn record_apply(&self, success: bool, error: Option<String>) {
+        let record = crate::metrics::ApplyRecord::now(success, error);
+        crate::metrics::record_apply_of(self.kind, &self.netns, &self.table, &record);
     }
 
     /// Read the kernel, compare, and repair what differs.
@@ -1123,4 +1136,42 @@ impl Drop for SignalForwarder {
             let _ = thread.join();
         }
     }
+}
+
+/// Read the kernel's log of new connections (nflog `group`, the configuration's `log_group`) on a
+/// thread of its own and write one line per connection of a `log: true` mapping to the watch's
+/// log (`connection: MAPPING PROTO SOURCE -> TARGET`), until the watch stops. The group is bound
+/// when this is called: nflog gives a group to one reader, so a second watch (or `portmap log`)
+/// on the same group is refused here.
+pub fn log_connections(
+    handle: &WatchHandle,
+    netns: &Netns,
+    group: u16,
+) -> Result<JoinHandle<()>, WatchError> {
+    let mut log = crate::connlog::ConnectionLog::open(netns, group)
+        .map_err(|e| WatchError::setup("reading the connection log (nflog)", e))?;
+    let handle = handle.clone();
+    std::thread::Builder::new()
+        .name("portmap-connlog".into())
+        .spawn(move || {
+            let mut lost = 0;
+            while !handle.stopped() {
+                match log.next_event(Some(Duration::from_millis(250))) {
+                    Ok(Some(event)) => handle.log(Level::Info, &format!("connection: {event}")),
+                    Ok(None) => {}
+                    Err(e) => {
+                        handle.log(Level::Error, &format!("connection log stopped: {e}"));
+                        return;
+                    }
+                }
+                if log.lost() > lost {
+                    lost = log.lost();
+                    handle.log(
+                        Level::Warning,
+                        "the kernel dropped connection log events (too many at once); some connections are not logged",
+                    );
+                }
+            }
+        })
+        .map_err(|e| WatchError::setup("starting the connection log thread", e))
 }

@@ -472,3 +472,69 @@ fn metrics_are_prometheus_text_of_what_happened(t) {
     assert!(gone, "the server still accepts connections after stop");
 }
 }
+
+every_backend! {
+/// `portmap watch --metrics`: the watch serves the table's metrics and its own over HTTP (in the
+/// namespace it runs in: here the router's, whose loopback the test reaches), and prints one line
+/// per connection of a `log: true` mapping; its applies are recorded as `portmap apply`'s are.
+fn the_watch_serves_metrics_and_prints_logged_connections(t) {
+    let _web = t.tcp_server("192.168.1.66:80");
+    let path = t.write_config(&format!("log_group: 32\n{}", config(&format!("{WEB}    log: true\n"))));
+    let d = t.portmap_daemon(
+        &[
+            "watch",
+            "-c",
+            portmap_testkit::topology::path_str(&path),
+            "--interval",
+            "0.5",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let line = d.wait_for("serving metrics on http://", Duration::from_secs(20));
+    d.wait_for("applied: ", Duration::from_secs(20));
+    let addr: SocketAddr = line
+        .text
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {:?}", line.text));
+    for _ in 0..3 {
+        t.assert_tcp(CLIENT, 8080, "192.168.1.66:80");
+    }
+    // One line per connection, naming the mapping, the source and the target.
+    d.wait_for_nth(3, "connection: ", Duration::from_secs(5));
+    let lines: Vec<String> = d
+        .log()
+        .lines()
+        .filter(|l| l.contains("connection: "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", d.log());
+    for l in &lines {
+        assert!(
+            l.contains("web") && l.contains(&CLIENT.to_string()) && l.contains("192.168.1.66:80"),
+            "{l}"
+        );
+    }
+    let body = t.router.enter(|| {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("response");
+        text
+    });
+    let body = body.split_once("\r\n\r\n").expect("HTTP response").1;
+    let samples = parse_metrics(body);
+    assert_eq!(count(&samples, "portmap_mapping_connections_total", Some("web")), 3, "{body}");
+    assert_eq!(count(&samples, "portmap_watch_ready", None), 1, "{body}");
+    assert_eq!(count(&samples, "portmap_watch_repairs_total", None), 0, "{body}");
+    assert_eq!(count(&samples, "portmap_last_apply_success", None), 1, "{body}");
+    let mut d = d;
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(Duration::from_secs(10)), 0, "{}", d.log());
+}
+}

@@ -42,6 +42,8 @@ pub use portmap_core::{
 };
 // Output for people and machines.
 pub use portmap_core::{MappingSummary, plan_json, render_plan, render_status, render_warnings, status_json};
+// The configuration's JSON Schema (`portmap schema`).
+pub use portmap_core::{SCHEMA_PATH, config_schema};
 // Limits and the escaping of echoed values.
 pub use portmap_core::{
     MAX_CONFIG_BYTES, MAX_DEPTH, MAX_DESCRIPTION_LEN, MAX_ERRORS, MAX_INTERFACE_LEN, MAX_LOOKAHEAD,

@@ -10,13 +10,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use portmap::{
     BackendKind, Backends, MAX_CONFIG_BYTES, MAX_PLAN_BYTES, Model, Netns, Plan, Session, shown_arg,
     shown_size,
 };
 
 mod cli_confirm;
+mod cli_docs;
+mod cli_hints;
+mod cli_log;
 
 /// Declarative port forwarding for Linux routers: plan and apply nftables or iptables DNAT mappings.
 #[derive(Debug, Parser)]
@@ -39,6 +42,15 @@ struct Cli {
     /// (e.g. 60s, 500ms, 2m; 0: do not wait).
     #[arg(long, global = true, value_name = "DURATION", default_value = "60s", value_parser = cli_confirm::parse_duration)]
     lock_timeout: Duration,
+
+    /// Say more on standard error: -v what was read, planned and sent, with timings; -vv debug
+    /// detail. Standard output is the same either way.
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+
+    /// Say only errors on standard error: no warnings, no notices.
+    #[arg(short, long, global = true)]
+    quiet: bool,
 
     #[command(subcommand)]
     command: Command,
@@ -154,6 +166,21 @@ enum Command {
         #[arg(long)]
         keep_conntrack: bool,
     },
+    /// Print a shell completion script: `portmap completions bash > /etc/bash_completion.d/portmap`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: cli_docs::Shell,
+    },
+    /// Print the manual page portmap(8) as roff (`portmap man | man -l -`), or write it and a page
+    /// for each command into a directory.
+    Man {
+        /// Write portmap.8 and portmap-COMMAND.8 into DIR instead (their paths are printed).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Print the JSON Schema (draft 2020-12) of the configuration file, for editors and CI checks.
+    Schema,
 }
 
 /// How the process ends.
@@ -215,6 +242,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
+            if let Some(tip) = cli_hints::usage(&err) {
+                tell(&tip);
+            }
             return if err.use_stderr() {
                 ExitStatus::Error.into()
             } else {
@@ -222,12 +252,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    // `try_init`: logging that cannot be set up is no reason to fail (`init` would panic). A bad
-    // PORTMAP_LOG is reported and ignored by the filter itself.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("PORTMAP_LOG"))
-        .with_writer(std::io::stderr)
-        .try_init();
+    cli_log::init(cli.verbose, cli.quiet);
     match run(&cli) {
         Ok(status) => status.into(),
         Err(err) => {
@@ -308,8 +333,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 let text = String::from_utf8(bytes).map_err(|_| {
                     anyhow::anyhow!("{} is not a portmap plan: it is not UTF-8 text", shown_path(path))
                 })?;
-                let plan = Plan::from_json(&text)
-                    .with_context(|| format!("{} is not a portmap plan", shown_path(path)))?;
+                let plan = Plan::from_json(&text).map_err(|e| cli_hints::not_a_plan(path, &text, e))?;
                 let mut backend = open(cli, kind)?;
                 print_plan(&plan, color)?;
                 if plan.is_empty() {
@@ -418,6 +442,12 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 return g.armed(cli, kind);
             }
             cli_confirm::note_pending(cli, kind);
+            Ok(ExitStatus::Success)
+        }
+        Command::Completions { shell } => cli_docs::completions(*shell, Cli::command()),
+        Command::Man { dir } => cli_docs::man(Cli::command(), dir.as_deref()),
+        Command::Schema => {
+            sayln!("{}", serde_json::to_string_pretty(&portmap::config_schema())?)?;
             Ok(ExitStatus::Success)
         }
         Command::Confirm => cli_confirm::confirm(cli, kind),
@@ -620,7 +650,7 @@ fn print_plan(plan: &Plan, color: bool) -> Result<()> {
     say(&portmap::render_plan(plan, color))?;
     let warnings = portmap::render_warnings(plan, use_color(&std::io::stderr()));
     if !warnings.is_empty() {
-        tell(&warnings);
+        cli_log::notice(&warnings);
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ pub mod load;
 pub mod model;
 pub mod plan;
 pub mod render;
+pub mod schema;
 pub mod snapshot;
 pub mod validate;
 mod yaml;
@@ -43,6 +44,7 @@ pub use plan::{
     StaleFlows, TableAction, TrackedFlow, describe_forwards, describe_runs, fold_forwards, plan,
 };
 pub use render::{MappingSummary, plan_json, render_plan, render_status, render_warnings, status_json};
+pub use schema::{SCHEMA_PATH, config_schema};
 pub use snapshot::{NotRestorable, restorable};
 pub use validate::{
     MAX_DESCRIPTION_LEN, MAX_INTERFACE_LEN, MAX_NAME_LEN, canonical_prefixes, is_mapping_name, validate,

@@ -277,9 +277,9 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
         Command::Validate(c) => {
             let model = load(&c.config)?;
             sayln!(
-                "{}: valid ({} mappings enabled, {} disabled)",
+                "{}: valid ({} enabled, {} disabled)",
                 origin_of(&c.config),
-                model.mappings.len(),
+                portmap::counted(model.mappings.len(), "mapping"),
                 model.disabled.len()
             )?;
             Ok(ExitStatus::Success)
@@ -415,22 +415,22 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             } = plan.counts();
             // nft commits one transaction; iptables-restore commits each table on its own.
             let how = if matches!(kind, BackendKind::Nft) {
-                format!("in one transaction ({} messages", report.messages)
+                format!("in one transaction ({}", portmap::counted(report.messages, "message"))
             } else {
                 format!(
-                    "with iptables-restore, one commit per table ({} lines",
-                    report.messages
+                    "with iptables-restore, one commit per table ({}",
+                    portmap::counted(report.messages, "line")
                 )
             };
             sayln!(
-                "\nApply complete: {create} created, {update} changed, {delete} deleted{}{} — {} kernel objects {how}, {:.1} ms){}.",
+                "\nApply complete: {create} created, {update} changed, {delete} deleted{}{} — {} {how}, {:.1} ms){}.",
                 if repair > 0 {
                     format!(", {repair} repaired")
                 } else {
                     String::new()
                 },
                 if report.rebuilt { ", table rebuilt" } else { "" },
-                report.objects,
+                portmap::counted(report.objects, "kernel object"),
                 elapsed.as_secs_f64() * 1000.0,
                 match report.flows_cleared {
                     0 => String::new(),
@@ -502,9 +502,9 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 return Ok(ExitStatus::Success);
             }
             sayln!(
-                "portmap will delete table {} with its {} mappings; other tables are not touched.",
+                "portmap will delete table {} with its {}; other tables are not touched.",
                 observed.table,
-                observed.mappings.len()
+                portmap::counted(observed.mappings.len(), "mapping")
             )?;
             if !*auto_approve {
                 confirm(&format!("Destroy table {}?", observed.table))?;
@@ -553,10 +553,21 @@ fn open(cli: &Cli, kind: BackendKind) -> Result<Session<Backends>> {
 
 /// Read and validate a configuration; `-` is standard input.
 fn load(path: &Path) -> Result<Model> {
+    let started = Instant::now();
     let bytes = read_limited(path, "configuration", MAX_CONFIG_BYTES)?;
     let origin = origin_of(path);
     match portmap::load_bytes(&bytes, &origin) {
-        Ok(model) => Ok(model),
+        Ok(model) => {
+            tracing::info!(
+                file = %origin,
+                bytes = bytes.len(),
+                mappings = model.mappings.len(),
+                disabled = model.disabled.len(),
+                elapsed = ?started.elapsed(),
+                "read the configuration"
+            );
+            Ok(model)
+        }
         Err(errors) => bail!("{origin} is not a valid portmap configuration; nothing was changed:\n{errors}"),
     }
 }

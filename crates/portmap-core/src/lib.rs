@@ -30,8 +30,8 @@ mod yaml;
 pub use backend::{ApplyReport, Backend, Netns};
 pub use config::{CONFIG_VERSION, Config, InterfaceList, MappingConfig, PortSpec};
 pub use diagnostic::{
-    MAX_CONFIG_BYTES, MAX_DEPTH, MAX_ERRORS, MAX_LOOKAHEAD, MAX_NODES, MAX_PLAN_BYTES, shown, shown_arg,
-    shown_origin, shown_size,
+    MAX_CONFIG_BYTES, MAX_DEPTH, MAX_ERRORS, MAX_LOOKAHEAD, MAX_NODES, MAX_PLAN_BYTES, counted, shown,
+    shown_arg, shown_origin, shown_size,
 };
 pub use error::{ConfigError, ConfigErrors, Error, PlanFileError, Refusal};
 pub use load::{load_bytes, load_str, parse_config};

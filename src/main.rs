@@ -415,7 +415,10 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             } = plan.counts();
             // nft commits one transaction; iptables-restore commits each table on its own.
             let how = if matches!(kind, BackendKind::Nft) {
-                format!("in one transaction ({}", portmap::counted(report.messages, "message"))
+                format!(
+                    "in one transaction ({}",
+                    portmap::counted(report.messages, "message")
+                )
             } else {
                 format!(
                     "with iptables-restore, one commit per table ({}",

@@ -21,7 +21,9 @@ pub(crate) enum Shell {
     Fish,
 }
 
-/// The completion script for `shell` on standard output.
+/// The completion script for `shell` on standard output. Hidden commands (the watchdog `apply
+/// --confirm` starts) are not offered: clap_complete leaves them out of zsh and fish scripts but
+/// lists them in bash's word lists (`opts="…"`), from which they are removed here.
 pub(crate) fn completions(shell: Shell, mut cmd: clap::Command) -> Result<ExitStatus> {
     let generator = match shell {
         Shell::Bash => clap_complete::Shell::Bash,
@@ -30,7 +32,29 @@ pub(crate) fn completions(shell: Shell, mut cmd: clap::Command) -> Result<ExitSt
     };
     let mut script = Vec::new();
     clap_complete::generate(generator, &mut cmd, "portmap", &mut script);
-    say(&String::from_utf8_lossy(&script))?;
+    let mut script = String::from_utf8_lossy(&script).into_owned();
+    if matches!(shell, Shell::Bash) {
+        let hidden: Vec<String> = cmd
+            .get_subcommands()
+            .filter(|s| s.is_hide_set())
+            .map(|s| format!(" {}", s.get_name()))
+            .collect();
+        script = script
+            .lines()
+            .map(|line| {
+                if line.trim_start().starts_with("opts=\"") {
+                    hidden
+                        .iter()
+                        .fold(line.to_owned(), |l, h| l.replace(h.as_str(), ""))
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n";
+    }
+    say(&script)?;
     Ok(ExitStatus::Success)
 }
 
@@ -82,7 +106,10 @@ pub(crate) fn man(cmd: clap::Command, dir: Option<&Path>) -> Result<ExitStatus> 
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", shown_path(dir)))?;
     let mut pages = vec![(format!("portmap.{SECTION}"), main_page(&cmd)?)];
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let page = Man::new(sub.clone()).section(SECTION).manual("portmap manual");
+        let page = Man::new(sub.clone())
+            .section(SECTION)
+            .date(date())
+            .manual("portmap manual");
         let mut text = Vec::new();
         page.render(&mut text)?;
         text.extend_from_slice(format!(".SH \"SEE ALSO\"\n\\fBportmap\\fR({SECTION})\n").as_bytes());
@@ -97,10 +124,42 @@ pub(crate) fn man(cmd: clap::Command, dir: Option<&Path>) -> Result<ExitStatus> 
     Ok(ExitStatus::Success)
 }
 
-/// Roff with every character outside ASCII written as a groff escape (`…` → `\[u2026]`): troff
-/// reads its input as Latin-1 unless a preprocessor converts it, and warns about UTF-8 bytes.
+/// The pages' date, `YYYY-MM-DD`: that of `SOURCE_DATE_EPOCH` when set (reproducible builds, as
+/// the Debian package is made), else today's (UTC).
+fn date() -> String {
+    let seconds = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+    let (y, m, d) = civil_from_days(i64::try_from(seconds / 86_400).unwrap_or(0));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Roff as linters want it: every character outside ASCII written as a groff escape (`…` →
+/// `\[u2026]`), since troff reads its input as Latin-1 unless a preprocessor converts it and warns
+/// about UTF-8 bytes; and clap_mangen's paragraph break `.br`, blank line, `.br` written as the
+/// `.sp` it means (mandoc warns about the `.br`s around a blank line).
 fn ascii_roff(text: &[u8]) -> String {
-    let text = String::from_utf8_lossy(text);
+    let text = String::from_utf8_lossy(text).replace("\n.br\n\n.br\n", "\n.sp\n");
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_ascii() {
@@ -114,7 +173,10 @@ fn ascii_roff(text: &[u8]) -> String {
 
 /// portmap(8): the options, the commands (each with its own page), exit status, environment, files.
 fn main_page(cmd: &clap::Command) -> Result<Vec<u8>> {
-    let page = Man::new(cmd.clone()).section(SECTION).manual("portmap manual");
+    let page = Man::new(cmd.clone())
+        .section(SECTION)
+        .date(date())
+        .manual("portmap manual");
     let mut out = Vec::new();
     page.render_title(&mut out)?;
     page.render_name_section(&mut out)?;

@@ -33,7 +33,7 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
     echo "installing: ${need[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 # The Debian package is built with cargo-deb (about 2 minutes to build once on a fresh machine).
 command -v cargo-deb >/dev/null || cargo install --locked --quiet cargo-deb --version 3.8.0

@@ -1,7 +1,8 @@
 //! `portmap completions SHELL` and `portmap man`: shell completion scripts and manual pages,
-//! generated from the clap definition of the command line itself (clap_complete, clap_mangen), so
+//! generated from the clap definition of the command line itself (`clap_complete`, `clap_mangen`), so
 //! they list exactly the commands and options this binary has. The Debian package ships both.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -13,16 +14,16 @@ use crate::{ExitStatus, say, shown_path};
 /// A shell `portmap completions` writes a script for.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum Shell {
-    /// bash (Debian: /usr/share/bash-completion/completions/portmap).
+    /// bash (Debian: `/usr/share/bash-completion/completions/portmap`).
     Bash,
-    /// zsh (Debian: /usr/share/zsh/vendor-completions/_portmap).
+    /// zsh (Debian: `/usr/share/zsh/vendor-completions/_portmap`).
     Zsh,
-    /// fish (Debian: /usr/share/fish/vendor_completions.d/portmap.fish).
+    /// fish (Debian: `/usr/share/fish/vendor_completions.d/portmap.fish`).
     Fish,
 }
 
 /// The completion script for `shell` on standard output. Hidden commands (the watchdog `apply
-/// --confirm` starts) are not offered: clap_complete leaves them out of zsh and fish scripts but
+/// --confirm` starts) are not offered: `clap_complete` leaves them out of zsh and fish scripts but
 /// lists them in bash's word lists (`opts="…"`), from which they are removed here.
 pub(crate) fn completions(shell: Shell, mut cmd: clap::Command) -> Result<ExitStatus> {
     let generator = match shell {
@@ -156,7 +157,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// Roff as linters want it: every character outside ASCII written as a groff escape (`…` →
 /// `\[u2026]`), since troff reads its input as Latin-1 unless a preprocessor converts it and warns
-/// about UTF-8 bytes; and clap_mangen's paragraph break `.br`, blank line, `.br` written as the
+/// about UTF-8 bytes; and `clap_mangen`'s paragraph break `.br`, blank line, `.br` written as the
 /// `.sp` it means (mandoc warns about the `.br`s around a blank line).
 fn ascii_roff(text: &[u8]) -> String {
     let text = String::from_utf8_lossy(text).replace("\n.br\n\n.br\n", "\n.sp\n");
@@ -165,7 +166,7 @@ fn ascii_roff(text: &[u8]) -> String {
         if c.is_ascii() {
             out.push(c);
         } else {
-            out.push_str(&format!("\\[u{:04X}]", u32::from(c)));
+            let _ = write!(out, "\\[u{:04X}]", u32::from(c));
         }
     }
     out

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use portmap::confirm::{ConfirmRequest, Confirmation, Pending, ProcessId, Settled, Verdict, timestamp};
 use portmap::{BackendKind, Lock, LockKey, Netns, Observed, Plan, RunDir};
 
-use crate::{Cli, ExitStatus, netns_of, open, say, tell};
+use crate::{Cli, ExitStatus, netns_of, open, say};
 
 /// Parse a `--lock-timeout`: `60s`, `500ms`, `2m`, `1h`, a plain number of seconds, `0` (do not
 /// wait). At most a day.
@@ -58,7 +58,7 @@ pub(crate) fn lock(cli: &Cli, kind: BackendKind) -> Result<Lock> {
     let timeout = cli.lock_timeout;
     let taken = Lock::acquire(&key, &RunDir::from_env(), timeout, |key, holder| {
         let who = holder.map_or_else(|| "another portmap writer".to_owned(), |h| format!("{h}"));
-        tell(&format!(
+        crate::cli_log::notice(&format!(
             "portmap: waiting for the lock on {key}, held by {who} (up to {}; --lock-timeout)\n",
             shown(timeout)
         ));
@@ -513,7 +513,7 @@ pub(crate) fn note_pending(cli: &Cli, kind: BackendKind) {
     let Ok(key) = key(cli, kind) else { return };
     let store = Confirmation::new(RunDir::from_env(), key);
     if let Ok(Some(p)) = store.pending() {
-        tell(&format!(
+        crate::cli_log::notice(&format!(
             "note: {}; this command changed the table after it, so at the deadline the watchdog will find the table changed and will NOT roll back (`portmap confirm` clears it).\n",
             p.describe()
         ));

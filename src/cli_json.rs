@@ -69,7 +69,10 @@ pub(crate) fn json_command(command: &Command) -> Option<&'static str> {
         | Command::Watch { .. }
         | Command::Import { .. }
         | Command::Metrics { .. }
-        | Command::Log { .. } => return None,
+        | Command::Log { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. }
+        | Command::Schema => return None,
     };
     json.then_some(name)
 }

@@ -539,8 +539,9 @@ fn restore<B: Backend>(session: &mut Session<B>, pending: &Pending) -> Result<(V
                 Some(d) => (
                     Verdict::RolledBack,
                     format!(
-                        "there was no table before, so the table was removed ({} mappings, {} tracked connections)",
-                        d.mappings, d.flows_cleared
+                        "there was no table before, so the table was removed ({}, {})",
+                        portmap_core::counted(d.mappings, "mapping"),
+                        portmap_core::counted(d.flows_cleared, "tracked connection")
                     ),
                 ),
                 None => (

@@ -43,16 +43,19 @@ pub use portmap_core::{DEFAULT_BURST, DEFAULT_LOG_GROUP, Limit, RateUnit, parse_
 // Plans.
 pub use portmap_core::{
     Change, Counts, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, PlanFileError, Refusal,
-    SettingChange, StaleFlows, TableAction, describe_forwards, describe_runs, fold_forwards, plan,
+    SettingChange, StaleFlows, TableAction, describe_forwards, describe_runs, fold_forwards,
 };
+pub use session::plan;
 // Output for people and machines.
 pub use portmap_core::{MappingSummary, plan_json, render_plan, render_status, render_warnings, status_json};
 // The versioned JSON documents of `--json` (docs/json.md).
 pub use portmap_core::{JSON_FORMAT, json};
+// The configuration's JSON Schema (`portmap schema`).
+pub use portmap_core::{SCHEMA_PATH, config_schema};
 // Limits and the escaping of echoed values.
 pub use portmap_core::{
     MAX_CONFIG_BYTES, MAX_DEPTH, MAX_DESCRIPTION_LEN, MAX_ERRORS, MAX_INTERFACE_LEN, MAX_LOOKAHEAD,
-    MAX_NAME_LEN, MAX_NODES, MAX_PLAN_BYTES, shown, shown_arg, shown_origin, shown_size,
+    MAX_NAME_LEN, MAX_NODES, MAX_PLAN_BYTES, counted, shown, shown_arg, shown_origin, shown_size,
 };
 // Backends.
 pub use portmap_core::{ApplyReport, Backend, Netns};

@@ -10,14 +10,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use portmap::{
     BackendKind, Backends, MAX_CONFIG_BYTES, MAX_PLAN_BYTES, Model, Netns, Plan, Session, shown_arg,
     shown_size,
 };
 
 mod cli_confirm;
+mod cli_docs;
+mod cli_hints;
 mod cli_json;
+mod cli_log;
 
 /// Declarative port forwarding for Linux routers: plan and apply nftables or iptables DNAT mappings.
 #[derive(Debug, Parser)]
@@ -40,6 +43,15 @@ struct Cli {
     /// (e.g. 60s, 500ms, 2m; 0: do not wait).
     #[arg(long, global = true, value_name = "DURATION", default_value = "60s", value_parser = cli_confirm::parse_duration)]
     lock_timeout: Duration,
+
+    /// Say more on standard error: -v what was read, planned and sent, with timings; -vv debug
+    /// detail. Standard output is the same either way.
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+
+    /// Say only errors on standard error: no warnings, no notices.
+    #[arg(short, long, global = true)]
+    quiet: bool,
 
     #[command(subcommand)]
     command: Command,
@@ -234,6 +246,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script: `portmap completions bash > /etc/bash_completion.d/portmap`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: cli_docs::Shell,
+    },
+    /// Print the manual page portmap(8) as roff (`portmap man | man -l -`), or write it and a page
+    /// for each command into a directory.
+    Man {
+        /// Write portmap.8 and portmap-COMMAND.8 into DIR instead (their paths are printed).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Print the JSON Schema (draft 2020-12) of the configuration file, for editors and CI checks.
+    Schema,
 }
 
 /// How the process ends.
@@ -301,6 +328,9 @@ fn main() -> ExitCode {
                 return ExitStatus::Error.into();
             }
             let _ = err.print();
+            if let Some(tip) = cli_hints::usage(&err) {
+                tell(&tip);
+            }
             return if err.use_stderr() {
                 ExitStatus::Error.into()
             } else {
@@ -308,12 +338,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    // `try_init`: logging that cannot be set up is no reason to fail (`init` would panic). A bad
-    // PORTMAP_LOG is reported and ignored by the filter itself.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("PORTMAP_LOG"))
-        .with_writer(std::io::stderr)
-        .try_init();
+    cli_log::init(cli.verbose, cli.quiet);
     let result = run(&cli);
     if let Command::Apply { .. } = cli.command {
         record_apply(&cli, &result);
@@ -350,9 +375,9 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 return Ok(ExitStatus::Success);
             }
             sayln!(
-                "{}: valid ({} mappings enabled, {} disabled)",
+                "{}: valid ({} enabled, {} disabled)",
                 origin_of(&c.config),
-                model.mappings.len(),
+                portmap::counted(model.mappings.len(), "mapping"),
                 model.disabled.len()
             )?;
             Ok(ExitStatus::Success)
@@ -542,22 +567,25 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             } = plan.counts();
             // nft commits one transaction; iptables-restore commits each table on its own.
             let how = if matches!(kind, BackendKind::Nft) {
-                format!("in one transaction ({} messages", report.messages)
+                format!(
+                    "in one transaction ({}",
+                    portmap::counted(report.messages, "message")
+                )
             } else {
                 format!(
-                    "with iptables-restore, one commit per table ({} lines",
-                    report.messages
+                    "with iptables-restore, one commit per table ({}",
+                    portmap::counted(report.messages, "line")
                 )
             };
             sayln!(
-                "\nApply complete: {create} created, {update} changed, {delete} deleted{}{} — {} kernel objects {how}, {:.1} ms){}.",
+                "\nApply complete: {create} created, {update} changed, {delete} deleted{}{} — {} {how}, {:.1} ms){}.",
                 if repair > 0 {
                     format!(", {repair} repaired")
                 } else {
                     String::new()
                 },
                 if report.rebuilt { ", table rebuilt" } else { "" },
-                report.objects,
+                portmap::counted(report.objects, "kernel object"),
                 elapsed.as_secs_f64() * 1000.0,
                 match report.flows_cleared {
                     0 => String::new(),
@@ -569,6 +597,12 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 return g.armed(cli, kind);
             }
             cli_confirm::note_pending(cli, kind);
+            Ok(ExitStatus::Success)
+        }
+        Command::Completions { shell } => cli_docs::completions(*shell, Cli::command()),
+        Command::Man { dir } => cli_docs::man(Cli::command(), dir.as_deref()),
+        Command::Schema => {
+            sayln!("{}", serde_json::to_string_pretty(&portmap::config_schema())?)?;
             Ok(ExitStatus::Success)
         }
         Command::Confirm { json } => cli_confirm::confirm(cli, kind, *json),
@@ -743,9 +777,9 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 return Ok(ExitStatus::Success);
             }
             sayln!(
-                "portmap will delete table {} with its {} mappings; other tables are not touched.",
+                "portmap will delete table {} with its {}; other tables are not touched.",
                 observed.table,
-                observed.mappings.len()
+                portmap::counted(observed.mappings.len(), "mapping")
             )?;
             if !*auto_approve {
                 confirm(&format!("Destroy table {}?", observed.table))?;
@@ -821,10 +855,21 @@ fn open(cli: &Cli, kind: BackendKind) -> Result<Session<Backends>> {
 
 /// Read and validate a configuration; `-` is standard input.
 fn load(path: &Path) -> Result<Model> {
+    let started = Instant::now();
     let bytes = read_limited(path, "configuration", MAX_CONFIG_BYTES)?;
     let origin = origin_of(path);
     match portmap::load_bytes(&bytes, &origin) {
-        Ok(model) => Ok(model),
+        Ok(model) => {
+            tracing::info!(
+                file = %origin,
+                bytes = bytes.len(),
+                mappings = model.mappings.len(),
+                disabled = model.disabled.len(),
+                elapsed = ?started.elapsed(),
+                "read the configuration"
+            );
+            Ok(model)
+        }
         Err(errors) => Err(cli_json::InvalidConfig { origin, errors }.into()),
     }
 }
@@ -834,7 +879,7 @@ fn read_plan(path: &Path) -> Result<Plan> {
     let bytes = read_limited(path, "plan file", MAX_PLAN_BYTES)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| anyhow::anyhow!("{} is not a portmap plan: it is not UTF-8 text", shown_path(path)))?;
-    Plan::from_json(&text).with_context(|| format!("{} is not a portmap plan", shown_path(path)))
+    Plan::from_json(&text).map_err(|e| cli_hints::not_a_plan(path, &text, e))
 }
 
 /// The whole of `path` (`-`: standard input), read with one bound for files, pipes, FIFOs and
@@ -926,7 +971,7 @@ fn print_plan(plan: &Plan, color: bool) -> Result<()> {
     say(&portmap::render_plan(plan, color))?;
     let warnings = portmap::render_warnings(plan, use_color(&std::io::stderr()));
     if !warnings.is_empty() {
-        tell(&warnings);
+        cli_log::notice(&warnings);
     }
     Ok(())
 }

@@ -127,8 +127,14 @@ pub fn record_apply(netns: &Netns, backend: &str, table: &str, record: &ApplyRec
         tracing::warn!("cannot identify network namespace {netns}: the apply's outcome is not recorded");
         return;
     };
-    if let Err(e) = record.write(&path) {
-        tracing::warn!("cannot record the apply's outcome in {}: {e}", path.display());
+    match record.write(&path) {
+        Ok(()) => {}
+        // Whoever may not write under the run directory could not have applied either, and has
+        // been told so: one line is enough.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::debug!("cannot record the apply's outcome in {}: {e}", path.display());
+        }
+        Err(e) => tracing::warn!("cannot record the apply's outcome in {}: {e}", path.display()),
     }
 }
 

@@ -4,7 +4,42 @@
 //! killed in between leaves the next apply a note to finish). Backends only observe, commit and
 //! remove flows; nothing here knows nft or iptables.
 
-use portmap_core::{ApplyReport, Backend, Model, Observed, Place, Plan, Refusal, StaleFlows, plan};
+use std::time::Instant;
+
+use portmap_core::{ApplyReport, Backend, Model, Observed, Place, Plan, Refusal, StaleFlows};
+
+/// What has to change for the kernel to match `model` ([`portmap_core::plan()`]: pure, cannot
+/// fail), with a `tracing` event saying how many changes and how long planning took (`info`) and
+/// one per change (`debug`).
+pub fn plan(model: &Model, observed: &Observed) -> Plan {
+    let started = Instant::now();
+    let plan = portmap_core::plan(model, observed);
+    let portmap_core::Counts {
+        create,
+        update,
+        repair,
+        delete,
+    } = plan.counts();
+    tracing::info!(
+        create,
+        update,
+        delete,
+        repair,
+        table_action = ?plan.table_action,
+        elapsed = ?started.elapsed(),
+        "planned"
+    );
+    for change in &plan.changes {
+        let kind = match change {
+            portmap_core::Change::Create { .. } => "create",
+            portmap_core::Change::Update { .. } => "update",
+            portmap_core::Change::Repair { .. } => "repair",
+            portmap_core::Change::Delete { .. } => "delete",
+        };
+        tracing::debug!(mapping = change.name(), kind, "planned change");
+    }
+    plan
+}
 
 use crate::Error;
 
@@ -83,7 +118,18 @@ impl<B: Backend> Session<B> {
 
     /// Read the owned state back.
     pub fn observe(&mut self) -> Result<Observed, Error> {
-        self.backend.observe().map_err(|e| backend_error::<B>(e, None))
+        let started = Instant::now();
+        let observed = self.backend.observe().map_err(|e| backend_error::<B>(e, None))?;
+        tracing::info!(
+            backend = self.backend.name(),
+            table = %observed.table,
+            state = ?observed.state,
+            mappings = observed.mappings.len(),
+            generation = ?observed.generation,
+            elapsed = ?started.elapsed(),
+            "observed the kernel"
+        );
+        Ok(observed)
     }
 
     /// What `portmap status` shows: [`Session::observe`], with every mapping's tracked
@@ -119,10 +165,19 @@ impl<B: Backend> Session<B> {
         } else {
             plan.stale_flows()
         };
+        let started = Instant::now();
         let mut report = self
             .backend
             .commit(plan, &stale)
             .map_err(|e| backend_error::<B>(e, plan.generation))?;
+        tracing::info!(
+            backend = self.backend.name(),
+            messages = report.messages,
+            objects = report.objects,
+            rebuilt = report.rebuilt,
+            elapsed = ?started.elapsed(),
+            "sent the transaction"
+        );
         if report.messages > 0 {
             let observed = self.observe()?;
             let after = portmap_core::plan(&plan.desired, &observed);
@@ -140,10 +195,19 @@ impl<B: Backend> Session<B> {
         let recorded = !stale.is_empty() || !plan.pending_flows.is_empty();
         if !options.keep_conntrack {
             let all: Vec<StaleFlows> = plan.pending_flows.iter().chain(&stale).cloned().collect();
+            let started = Instant::now();
             report.flows_cleared = self
                 .backend
                 .clear_flows(&all)
                 .map_err(|e| backend_error::<B>(e, None))?;
+            if !all.is_empty() {
+                tracing::info!(
+                    forwards = all.len(),
+                    removed = report.flows_cleared,
+                    elapsed = ?started.elapsed(),
+                    "cleared stale tracked connections"
+                );
+            }
         }
         if recorded {
             self.backend
@@ -245,7 +309,9 @@ impl<B: Backend> Session<B> {
     /// `keep_conntrack`). Returns how many mappings were removed, `None` when there was no table.
     pub fn destroy(&mut self, options: &ApplyOptions) -> Result<Option<Destroyed>, Error> {
         let observed = self.observe()?;
+        let started = Instant::now();
         let removed = self.backend.destroy().map_err(|e| backend_error::<B>(e, None))?;
+        tracing::info!(removed, elapsed = ?started.elapsed(), "destroyed the table");
         if !removed {
             return Ok(None);
         }

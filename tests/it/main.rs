@@ -66,6 +66,7 @@ mod boot;
 mod cli;
 mod conformance;
 mod conntrack;
+mod conventions;
 mod counters;
 mod damage;
 mod e2e;

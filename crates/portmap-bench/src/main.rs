@@ -291,10 +291,10 @@ fn measure_size(o: &Options, lab: &Topology, dir: &Path, n: usize) -> Row {
     }
 }
 
-/// "… — 6 kernel objects in one transaction …" → 6.
+/// "… — 6 kernel objects in one transaction …" → 6 (and "1 kernel object" → 1).
 fn objects_in(stdout: &str) -> usize {
     stdout
-        .split(" kernel objects")
+        .split(" kernel object")
         .next()
         .and_then(|head| head.rsplit(' ').next())
         .and_then(|n| n.parse().ok())

@@ -7,25 +7,37 @@
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Model, Protocol};
+use crate::schema;
 
 /// The only configuration version this crate reads.
 pub const CONFIG_VERSION: u32 = 1;
 
 /// A whole configuration file (version 1).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its JSON Schema (`portmap schema`, [`crate::config_schema`]) is derived from these types; the
+/// `schemars` attributes say what the validator checks that a Rust type cannot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    title = "portmap configuration (version 1)",
+    transform = schema::config_rules
+)]
 #[non_exhaustive]
 pub struct Config {
     /// Schema version; must be 1 when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::version")]
     pub version: Option<u32>,
     /// Interfaces facing the internet (at least one).
+    #[schemars(schema_with = "schema::wan")]
     pub wan: InterfaceList,
     /// Interfaces facing the LAN (optional; used by hairpin and masquerade).
     #[serde(default, skip_serializing_if = "InterfaceList::is_empty")]
+    #[schemars(schema_with = "schema::lan")]
     pub lan: InterfaceList,
     /// Source-NAT LAN traffic leaving through a WAN interface. Default false.
     #[serde(default)]
@@ -39,6 +51,7 @@ pub struct Config {
     pub log_group: Option<i64>,
     /// The port mappings, in file order.
     #[serde(default)]
+    #[schemars(schema_with = "schema::mappings")]
     pub mappings: Vec<MappingConfig>,
 }
 
@@ -69,10 +82,11 @@ impl Default for Config {
 }
 
 /// `{ interfaces: [...] }`: the interfaces on one side of the router.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InterfaceList {
     /// Linux interface names, e.g. `eth0`, `br-lan`.
+    #[schemars(schema_with = "schema::interfaces")]
     pub interfaces: Vec<String>,
 }
 
@@ -95,27 +109,34 @@ impl InterfaceList {
 }
 
 /// One `mappings:` entry as written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct MappingConfig {
-    /// Unique name.
+    /// Unique name: 1-64 characters from A-Z a-z 0-9 _ . - starting with a letter or digit.
+    #[schemars(schema_with = "schema::name")]
     pub name: String,
     /// `tcp`, `udp` or `both`. Default tcp.
     #[serde(default)]
     pub protocol: Protocol,
     /// External port or range.
     pub port: PortSpec,
-    /// The inner host's address, as written.
+    /// The inner host's address, as written: IPv4 or IPv6, one unicast host.
+    #[schemars(schema_with = "schema::target")]
     pub to: String,
-    /// Port(s) on the inner host; default: the same as `port`.
+    /// Port(s) on the inner host; default: the same as `port`. A range must have as many ports as
+    /// `port`'s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::to_port")]
     pub to_port: Option<PortSpec>,
-    /// Source addresses or CIDR prefixes allowed; empty means everyone.
+    /// Source addresses or CIDR prefixes allowed, of the family of `to`; left out, everyone may
+    /// connect.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::allow_from")]
     pub allow_from: Vec<String>,
-    /// Free text.
+    /// Free text: one line, at most 128 bytes, without `"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::description")]
     pub description: Option<String>,
     /// Whether the mapping is in force. Default true.
     #[serde(default = "default_true")]
@@ -154,8 +175,9 @@ impl Default for MappingConfig {
 }
 
 /// A port as written: a number (`8080`) or text (`"8080"`, `"6000-6010"`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(schema_with = "schema::port")]
 pub enum PortSpec {
     /// A plain number; valid when 1–65535.
     Number(i64),

@@ -85,6 +85,16 @@ pub fn is_unsafe_char(c: char) -> bool {
         || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
 }
 
+/// A count with its noun, singular or plural as the count says: `1 mapping`, `2 mappings`,
+/// `0 mappings`. For nouns whose plural adds `s` (every noun portmap counts).
+pub fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// A size in bytes as people read it: `32 MiB`, `1.5 KiB`, `512 bytes`.
 pub fn shown_size(bytes: usize) -> String {
     const UNITS: [(&str, usize); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
@@ -122,6 +132,13 @@ mod tests {
             shown_arg("/etc/portmap/portmap.yaml"),
             "/etc/portmap/portmap.yaml"
         );
+    }
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(counted(0, "mapping"), "0 mappings");
+        assert_eq!(counted(1, "mapping"), "1 mapping");
+        assert_eq!(counted(2, "kernel object"), "2 kernel objects");
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod load;
 pub mod model;
 pub mod plan;
 pub mod render;
+pub mod schema;
 pub mod snapshot;
 pub mod validate;
 mod yaml;
@@ -30,8 +31,8 @@ mod yaml;
 pub use backend::{ApplyReport, Backend, Netns};
 pub use config::{CONFIG_VERSION, Config, InterfaceList, MappingConfig, PortSpec};
 pub use diagnostic::{
-    MAX_CONFIG_BYTES, MAX_DEPTH, MAX_ERRORS, MAX_LOOKAHEAD, MAX_NODES, MAX_PLAN_BYTES, shown, shown_arg,
-    shown_origin, shown_size,
+    MAX_CONFIG_BYTES, MAX_DEPTH, MAX_ERRORS, MAX_LOOKAHEAD, MAX_NODES, MAX_PLAN_BYTES, counted, shown,
+    shown_arg, shown_origin, shown_size,
 };
 pub use error::{ConfigError, ConfigErrors, Error, PlanFileError, Refusal};
 pub use json::JSON_FORMAT;
@@ -47,6 +48,7 @@ pub use plan::{
     log_text, plan,
 };
 pub use render::{MappingSummary, plan_json, render_plan, render_status, render_warnings, status_json};
+pub use schema::{SCHEMA_PATH, config_schema};
 pub use snapshot::{NotRestorable, restorable};
 pub use validate::{
     MAX_DESCRIPTION_LEN, MAX_INTERFACE_LEN, MAX_LIMIT_BURST, MAX_LIMIT_RATE, MAX_NAME_LEN,

@@ -280,6 +280,37 @@ fn unknown_key_message(key: &str, keys: &[&str]) -> String {
     }
 }
 
+/// A protocol as written. `tcp`, `TCP` and `Tcp` are all TCP: the three spellings YAML 1.2 accepts
+/// for its own words (`true`, `True`, `TRUE`), and the one Kubernetes and iptables users write.
+/// Anything else is refused with what was probably meant.
+fn protocol_of(text: &str) -> Result<Protocol, String> {
+    let spelled = |word: &str| {
+        let mut capital = word.to_owned();
+        capital[..1].make_ascii_uppercase();
+        text == word || text == word.to_ascii_uppercase() || text == capital
+    };
+    if spelled("tcp") {
+        return Ok(Protocol::Tcp);
+    }
+    if spelled("udp") {
+        return Ok(Protocol::Udp);
+    }
+    if spelled("both") {
+        return Ok(Protocol::Both);
+    }
+    let lower = text.to_ascii_lowercase();
+    Err(match lower.as_str() {
+        "tcp" | "udp" | "both" => format!("unknown protocol `{}`; write `{lower}`", shown(text)),
+        "tcp/udp" | "udp/tcp" | "tcp,udp" | "udp,tcp" | "tcp+udp" | "udp+tcp" | "tcp udp" | "all" | "any" => {
+            format!(
+                "unknown protocol `{}`; write `both` for TCP and UDP on the same ports",
+                shown(text)
+            )
+        }
+        _ => format!("unknown protocol `{}`; use tcp, udp or both", shown(text)),
+    })
+}
+
 impl Walker<'_, '_> {
     fn error(&mut self, pos: Pos, field: Field, message: impl Into<String>) {
         self.report.push(Some(pos), field, message);
@@ -621,12 +652,9 @@ impl Walker<'_, '_> {
                 }
                 _ => self.string(node, Field::Of(j, "protocol"), "tcp, udp or both"),
             };
-            match text {
-                Some("tcp") => m.protocol = Protocol::Tcp,
-                Some("udp") => m.protocol = Protocol::Udp,
-                Some("both") => m.protocol = Protocol::Both,
-                Some(other) => {
-                    let message = format!("unknown protocol `{}`; use tcp, udp or both", shown(other));
+            match text.map(protocol_of) {
+                Some(Ok(p)) => m.protocol = p,
+                Some(Err(message)) => {
                     self.error(node.pos, Field::Of(j, "protocol"), message);
                     s.protocol.bad = true;
                 }

@@ -12,16 +12,20 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
-/// Which transport protocols a mapping forwards.
+/// Which transport protocols a mapping forwards. Read as `tcp`, `TCP` or `Tcp` (the three
+/// spellings YAML 1.2 accepts for its own words such as `true`), written in lower case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// TCP only (the default).
     #[default]
+    #[serde(alias = "TCP", alias = "Tcp")]
     Tcp,
     /// UDP only.
+    #[serde(alias = "UDP", alias = "Udp")]
     Udp,
     /// TCP and UDP on the same ports.
+    #[serde(alias = "BOTH", alias = "Both")]
     Both,
 }
 

@@ -747,6 +747,9 @@ fn parse_port_text(text: &str) -> Result<PortRange, String> {
     {
         return Err(format!("port {text} is out of range; {PORT_RULE}"));
     }
+    if let Some(hint) = foreign_port_form(text) {
+        return Err(hint);
+    }
     let Some((a, b)) = text.split_once('-') else {
         return Err(malformed());
     };
@@ -771,6 +774,52 @@ fn parse_port_text(text: &str) -> Result<PortRange, String> {
         ));
     }
     Ok(PortRange { start, end })
+}
+
+/// What a port written the way other tools write it means in portmap: Docker's `8080:80`
+/// (HOST:CONTAINER) and `8080/tcp`, or both at once.
+fn foreign_port_form(text: &str) -> Option<String> {
+    let is_port = |s: &str| {
+        !s.is_empty()
+            && s.split('-')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let (ports, protocol) = match text.rsplit_once('/') {
+        Some((ports, proto)) if matches!(proto.to_ascii_lowercase().as_str(), "tcp" | "udp") => {
+            (ports, Some(proto.to_ascii_lowercase()))
+        }
+        _ => (text, None),
+    };
+    let protocol_hint = protocol
+        .as_deref()
+        .map(|p| format!(" and `protocol: {p}`"))
+        .unwrap_or_default();
+    let quoted = |p: &str| {
+        if p.contains('-') {
+            format!("\"{p}\"")
+        } else {
+            p.to_owned()
+        }
+    };
+    if let Some((outer, inner)) = ports.split_once(':')
+        && is_port(outer)
+        && is_port(inner)
+    {
+        return Some(format!(
+            "`{}` is Docker's HOST:CONTAINER form; in portmap write `port: {}` and `to_port: {}`{protocol_hint}",
+            shown(text),
+            quoted(outer),
+            quoted(inner)
+        ));
+    }
+    if protocol.is_some() && is_port(ports) {
+        return Some(format!(
+            "`{}` names the protocol in the port; write `port: {}`{protocol_hint}",
+            shown(text),
+            quoted(ports)
+        ));
+    }
+    None
 }
 
 /// Why `to_port` cannot go with `port`, if it cannot.
@@ -832,6 +881,25 @@ fn target(text: &str) -> Result<IpAddr, String> {
 /// Why `text` (which does not parse) is not a target. Text with a colon was meant as IPv6, other
 /// text as IPv4 or a host name.
 fn not_an_address(text: &str) -> String {
+    if let Ok(socket) = text.parse::<std::net::SocketAddr>() {
+        return format!(
+            "`{}` carries a port; `to` takes the address alone: write `to: {}` and put the port in `to_port: {}`",
+            shown(text),
+            socket.ip(),
+            socket.port()
+        );
+    }
+    if let Some((addr, port)) = text.rsplit_once(':')
+        && addr.parse::<Ipv4Addr>().is_ok()
+        && !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+    {
+        return format!(
+            "`{}` carries a port; `to` takes the address alone: write `to: {addr}` and put the port in `to_port: \"{}\"`",
+            shown(text),
+            shown(port)
+        );
+    }
     if let Some((addr, zone)) = text.split_once('%')
         && addr.parse::<Ipv6Addr>().is_ok()
     {

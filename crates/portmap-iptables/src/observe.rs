@@ -768,8 +768,8 @@ fn into_mapping(name: String, rules: &[Found], counted: bool) -> ObservedMapping
     let wanted_count: usize = want.runs.iter().map(|(_, _, f)| f.len() + 1).sum();
     if damage.is_empty() && wanted_count != rules.len() {
         damage.push(format!(
-            "it has {} rules where portmap writes {wanted_count}",
-            rules.len()
+            "it has {} where portmap writes {wanted_count}",
+            portmap_core::counted(rules.len(), "rule")
         ));
     }
     let objects = if damage.is_empty() {

@@ -385,6 +385,14 @@ impl Backend for NftBackend {
             apply::Presets::new()
         };
         let built = apply::build_with_flags(plan, &self.table, &env, record, &presets, self.table_flags());
+        tracing::debug!(
+            messages = built.batch.len(),
+            bytes = built.batch.message_bytes(),
+            objects = built.objects,
+            generation,
+            rebuilt = built.rebuilt,
+            "sending one netlink batch"
+        );
         match self.socket.send(&built.batch, Some(generation)) {
             Ok(()) => {}
             Err(portmap_netlink::Error::GenerationChanged) => {

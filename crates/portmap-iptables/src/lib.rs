@@ -165,6 +165,16 @@ pub enum Error {
         /// The prefix.
         prefix: String,
     },
+    /// The configuration has IPv6 mappings, but IPv6 rules cannot be read or written here.
+    #[error(
+        "the configuration has IPv6 mappings ({mappings}), but {why}; portmap reads and writes IPv4 rules only here and applied nothing — make ip6tables work (or IPv6 available) in this namespace, or remove the IPv6 mappings"
+    )]
+    Ipv6Unavailable {
+        /// Why (which program failed, and what it said).
+        why: String,
+        /// The IPv6 mappings, by name.
+        mappings: String,
+    },
     /// The plan is not for this backend, prefix or place, has no generation, or is stale.
     #[error(transparent)]
     Refused(#[from] portmap_core::Refusal),
@@ -185,10 +195,13 @@ pub struct IptablesBackend {
     fail_commit: Option<(Family, Table)>,
 }
 
-/// What `iptables-save` printed for both families, parsed, and the hash of what is not portmap's.
+/// What `iptables-save` printed for both families (IPv4 only when IPv6 cannot be read), parsed,
+/// and the hash of what is not portmap's.
 struct Snapshot {
     dumps: Vec<(Family, save::Dump)>,
     foreign: u32,
+    /// Why IPv6 could not be read: portmap then observes and writes IPv4 only.
+    ipv6_unavailable: Option<String>,
 }
 
 /// The chain prefix for a `--table` value: `portmap` (the nft default) means `PORTMAP`; anything
@@ -254,10 +267,10 @@ impl IptablesBackend {
     pub fn open(variant: Variant, netns: &Netns, table_or_prefix: &str) -> Result<Self, Error> {
         let prefix = checked_prefix(table_or_prefix)?;
         let variant = variant.resolve(netns)?;
-        for family in Family::ALL {
-            variant.program(family, "restore")?;
-            variant.program(family, "save")?;
-        }
+        // IPv4 is required; without the IPv6 programs portmap works with IPv4 only (see
+        // `snapshot`).
+        variant.program(Family::V4, "restore")?;
+        variant.program(Family::V4, "save")?;
         let nl = netlink_netns(netns);
         let place = Place {
             boot_id: portmap_netlink::boot_id()?,
@@ -327,16 +340,55 @@ impl IptablesBackend {
 
     fn snapshot(&self) -> Result<Snapshot, Error> {
         let v4 = self.save(Family::V4, self.variant)?;
-        let v6 = self.save(Family::V6, self.variant)?;
-        let dumps = vec![
-            (Family::V4, Self::parse(Family::V4, &v4)?),
-            (Family::V6, Self::parse(Family::V6, &v6)?),
-        ];
+        let mut dumps = vec![(Family::V4, Self::parse(Family::V4, &v4)?)];
+        let ipv6_unavailable = match self.ipv6_save() {
+            Ok(v6) => {
+                dumps.push((Family::V6, Self::parse(Family::V6, &v6)?));
+                None
+            }
+            Err(why) => {
+                tracing::info!("{why}: reading and writing IPv4 rules only");
+                Some(why)
+            }
+        };
         let all: Vec<&save::Dump> = dumps.iter().map(|(_, d)| d).collect();
         Ok(Snapshot {
             foreign: save::foreign_hash(&self.prefix, &all),
             dumps,
+            ipv6_unavailable,
         })
+    }
+
+    /// `ip6tables-save` of the variant, or why IPv6 rules cannot be read or written here: the
+    /// kernel has no IPv6 (booted with `ipv6.disable=1`: no `net.ipv6` sysctls, and
+    /// `ip6tables-restore` cannot create a table), the program is missing, or it fails (e.g.
+    /// `ip6tables-nft-save` on an `ip6` table holding rules it cannot translate).
+    fn ipv6_save(&self) -> Result<String, String> {
+        let nl = netlink_netns(&self.netns);
+        if let Err(portmap_netlink::Error::NotFound { .. }) =
+            portmap_netlink::sysctl::read(&nl, "net.ipv6.conf.all.disable_ipv6")
+        {
+            return Err(format!(
+                "the kernel has no IPv6 in network namespace {} (no net.ipv6 sysctls: booted with ipv6.disable=1?)",
+                self.netns
+            ));
+        }
+        match self.save(Family::V6, self.variant) {
+            Ok(text) => Ok(text),
+            Err(Error::Save {
+                program,
+                code,
+                stderr,
+            }) => {
+                let said: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+                let code = code.map_or_else(|| "killed".to_owned(), |c| format!("exit {c}"));
+                Err(format!(
+                    "{program} failed ({code}): {}",
+                    portmap_core::shown(&said.join("; "))
+                ))
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     fn owned(&self, snap: &Snapshot) -> Result<BTreeMap<(Family, Table), layout::Chains>, Error> {
@@ -431,7 +483,37 @@ impl IptablesBackend {
         let owned = self.owned(&snap)?;
         let current = layout::Layout { tables: owned };
         let lan = lan_side(&self.netns, &plan.desired.settings.lan_interfaces)?;
-        Ok(commit::steps(&self.prefix, &current, plan, record, &lan))
+        Self::steps_for(&snap, &current, &self.prefix, plan, record, &lan)
+    }
+
+    /// The commits of `plan` from `current`; only IPv4's when IPv6 cannot be read or written here,
+    /// and none (an error) when the plan then has IPv6 mappings to write.
+    fn steps_for(
+        snap: &Snapshot,
+        current: &layout::Layout,
+        prefix: &Prefix,
+        plan: &Plan,
+        record: &[StaleFlows],
+        lan: &LanSide,
+    ) -> Result<Vec<commit::Step>, Error> {
+        let mut steps = commit::steps(prefix, current, plan, record, lan);
+        if let Some(why) = &snap.ipv6_unavailable {
+            let v6: Vec<&str> = plan
+                .desired
+                .mappings
+                .iter()
+                .filter(|m| m.to.is_ipv6())
+                .map(|m| m.name.as_str())
+                .collect();
+            if !v6.is_empty() {
+                return Err(Error::Ipv6Unavailable {
+                    why: why.clone(),
+                    mappings: v6.join(", "),
+                });
+            }
+            steps.retain(|s| s.family == Family::V4);
+        }
+        Ok(steps)
     }
 
     fn environment(&self, snap: &Snapshot) -> Environment {
@@ -462,6 +544,7 @@ impl IptablesBackend {
             ipv4_forwarding: flag("net.ipv4.ip_forward"),
             ipv6_forwarding: flag("net.ipv6.conf.all.forwarding"),
             blocking_forward_chains: blocking,
+            ipv6_unavailable: snap.ipv6_unavailable.clone(),
         }
     }
 }
@@ -517,7 +600,7 @@ impl Backend for IptablesBackend {
         }
         let rebuilt = owned.values().all(|c| c.chains.is_empty());
         let current = layout::Layout { tables: owned };
-        let steps = commit::steps(&self.prefix, &current, plan, record, &lan);
+        let steps = Self::steps_for(&snap, &current, &self.prefix, plan, record, &lan)?;
         self.run_steps(&steps)?;
         // The IPv4 nat commit counts portmap's commits (`layout::serial_rule`); nothing portmap
         // writes moves the hash of the other rules.
@@ -580,6 +663,9 @@ impl Backend for IptablesBackend {
         let owned = self.owned(&snap)?;
         let current = layout::Layout { tables: owned };
         let steps = commit::destroy_steps(&current);
+        if let Some(why) = &snap.ipv6_unavailable {
+            tracing::warn!("{why}: portmap's IPv6 chains, if there are any, are left as they are");
+        }
         if steps.is_empty() {
             return Ok(false);
         }

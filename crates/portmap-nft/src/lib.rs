@@ -214,7 +214,8 @@ impl Backend for NftBackend {
         }
         // The kernel checked the generation and committed the batch under its commit mutex, and
         // every committed batch moves the generation by exactly one.
-        Ok(ApplyReport::new(built.batch.len(), built.objects, built.rebuilt).at_generation(generation.wrapping_add(1)))
+        Ok(ApplyReport::new(built.batch.len(), built.objects, built.rebuilt)
+            .at_generation(generation.wrapping_add(1)))
     }
 
     fn clear_flows(&mut self, stale: &[StaleFlows]) -> Result<usize, Error> {

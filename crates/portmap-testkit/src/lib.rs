@@ -6,8 +6,9 @@
 //! use ([`Topology`]: an internet client, the router, the LAN; IPv4, and IPv6 on request); run code,
 //! servers and clients inside them ([`traffic`]); run programs with a time limit and no terminal
 //! ([`command`]); run the `portmap` binary against a namespace ([`Portmap`]); read a ruleset back in
-//! a comparable form ([`nft`]); know the configuration fixtures under `tests/fixtures/`
-//! ([`fixtures`]).
+//! a comparable form ([`nft`], [`iptables`]); see, and damage by hand, what the lab's backend wrote
+//! in that backend's own terms, so one test runs against every backend ([`kernel`]); know the
+//! configuration fixtures under `tests/fixtures/` ([`fixtures`]).
 //!
 //! What it must not do: touch the host's network namespace. Every address, link, rule and socket lives
 //! in a namespace a test created, and the `portmap` binary is only ever started inside such a namespace
@@ -27,6 +28,8 @@
 
 pub mod command;
 pub mod fixtures;
+pub mod iptables;
+pub mod kernel;
 pub mod netns;
 pub mod nft;
 pub mod portmap;
@@ -35,6 +38,7 @@ pub mod traffic;
 
 pub use command::{Run, run};
 pub use fixtures::{BAD_FIXTURES, BadFixture, GOOD_FIXTURES};
+pub use kernel::Damage;
 pub use netns::{Netns, veth_pair};
 pub use nft::{FOREIGN_TABLE, nft_list, normalize};
 pub use portmap::{

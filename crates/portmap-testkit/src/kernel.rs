@@ -1,0 +1,349 @@
+//! What the lab's backend wrote into the router, in that backend's own terms, so that one test
+//! body runs against every backend: the whole kernel's rules as every tool lists them
+//! ([`Topology::kernel`]), the part that is portmap's ([`Topology::owned`]) and the rest
+//! ([`Topology::foreign`]), another tool's rules to put beside portmap's
+//! ([`Topology::load_foreign`]), and damage done by hand with the backend's own tool
+//! ([`Topology::damage`]): `nft` for the nft backend, `iptables-legacy` / `iptables-nft` (and the
+//! `ip6tables` ones) for the iptables variants.
+//!
+//! Everything runs in the lab's router namespace.
+
+use crate::iptables;
+use crate::nft;
+use crate::topology::Topology;
+
+/// portmap's chain prefix for iptables (the default `--table portmap` becomes `PORTMAP`).
+pub const PREFIX: &str = "PORTMAP";
+
+/// Damage done by hand to what portmap wrote, with the lab backend's own tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Damage<'a> {
+    /// Everything portmap wrote. nft: `delete table inet portmap`; iptables: its jumps from the
+    /// built-in chains, then its chains, in nat and filter of both families.
+    Everything,
+    /// The chain that hands WAN traffic to the DNAT. nft: `delete chain inet portmap prerouting`;
+    /// iptables: nat's `PORTMAP-PRE` flushed (both families).
+    DnatChain,
+    /// What hooks the DNAT in. nft: every rule of chain `prerouting`; iptables: the jump from
+    /// nat's `PREROUTING` to `PORTMAP-PRE` (both families).
+    DnatJump,
+    /// The IPv4 TCP forward of one port. nft: its `dnat4` element; iptables: its DNAT rule, in
+    /// whichever chain of the dispatch tree holds it.
+    Forward(u16),
+    /// The allow-list guard of an IPv4 TCP port, so every source gets through. nft: its
+    /// `guard4` element; iptables: the mapping's DROP rule in filter.
+    Guard(u16),
+    /// The accepts of an IPv4 TCP port's allow-list, so no source gets through. nft: the
+    /// mapping's set `allow_<name>_src` flushed; iptables: its ACCEPT rules in filter.
+    AllowList {
+        /// The mapping.
+        mapping: &'a str,
+        /// Its external port.
+        port: u16,
+    },
+}
+
+impl Topology {
+    /// The iptables variant of the lab's backend (`legacy`, `nft`), `None` for the nft backend.
+    pub fn variant(&self) -> Option<&'static str> {
+        iptables::variant_of(self.backend())
+    }
+
+    /// Every rule the router's kernel holds, as `nft list ruleset` and both iptables variants'
+    /// `iptables-save` and `ip6tables-save` list it, normalised (counters, handles, dates and
+    /// portmap's commit serial aside), without the tables iptables leaves behind once used (only
+    /// built-in chains of policy accept, no rule of anyone's). Equal before and after means
+    /// nothing changed, whoever's rules they are.
+    #[track_caller]
+    pub fn kernel(&self) -> String {
+        let mut out = format!("--- nft ---\n{}", nft_without(self, false, None));
+        for variant in iptables::VARIANTS {
+            for v6 in [false, true] {
+                let save = iptables::save(&self.router, variant, v6);
+                out.push_str(&format!(
+                    "--- {} ---\n{}",
+                    iptables::tool(variant, v6, "save"),
+                    iptables::without(&save, None)
+                ));
+            }
+        }
+        out
+    }
+
+    /// [`Topology::kernel`] without what is portmap's: its table (nft), or its chains and
+    /// commented jumps in nat and filter of the lab's variant (iptables). What apply and destroy
+    /// must leave byte-identical.
+    #[track_caller]
+    pub fn foreign(&self) -> String {
+        let variant = self.variant();
+        // iptables-nft's rules live in nft tables too; its own save lists them.
+        let nft = match variant {
+            None => nft_without(self, false, Some("inet portmap")),
+            Some("nft") => nft_without(self, true, None),
+            Some(_) => nft_without(self, false, None),
+        };
+        let mut out = format!("--- nft ---\n{nft}");
+        for v in iptables::VARIANTS {
+            for v6 in [false, true] {
+                let save = iptables::save(&self.router, v, v6);
+                let prefix = (variant == Some(v)).then_some(PREFIX);
+                out.push_str(&format!(
+                    "--- {} ---\n{}",
+                    iptables::tool(v, v6, "save"),
+                    iptables::without(&save, prefix)
+                ));
+            }
+        }
+        out
+    }
+
+    /// What portmap wrote, normalised: the nft backend's table `inet portmap`, or the iptables
+    /// variant's `PORTMAP-…` chains and jumps in nat and filter of both families (commit serial
+    /// masked). `None` when there is nothing of portmap's.
+    #[track_caller]
+    pub fn owned(&self) -> Option<String> {
+        let Some(variant) = self.variant() else {
+            return self.table();
+        };
+        let mut out = String::new();
+        for v6 in [false, true] {
+            let ours = iptables::ours(&iptables::save(&self.router, variant, v6), PREFIX);
+            if !ours.is_empty() {
+                out.push_str(if v6 { "# ip6tables\n" } else { "# iptables\n" });
+                out.push_str(&ours);
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// Put another tool's rules beside portmap's, with the lab backend's own tool: nft's
+    /// [`nft::FOREIGN_TABLE`], or [`iptables::FOREIGN`] and [`iptables::FOREIGN6`] in the lab's
+    /// variant (Docker's chains, a FORWARD policy of DROP, and look-alikes of portmap's names).
+    #[track_caller]
+    pub fn load_foreign(&self) {
+        match self.variant() {
+            None => self.router.nft_load(nft::FOREIGN_TABLE),
+            Some(variant) => {
+                iptables::restore(&self.router, variant, false, iptables::FOREIGN);
+                iptables::restore(&self.router, variant, true, iptables::FOREIGN6);
+            }
+        }
+    }
+
+    /// Damage what portmap wrote, by hand, with the lab backend's own tool; panics when there was
+    /// nothing to damage (the test would prove nothing). Returns the name of the object damaged as
+    /// portmap's messages name it (`prerouting`, `PORTMAP-PRE`, …).
+    #[track_caller]
+    pub fn damage(&self, damage: Damage<'_>) -> String {
+        match self.variant() {
+            None => self.damage_nft(damage),
+            Some(variant) => self.damage_iptables(variant, damage),
+        }
+    }
+
+    #[track_caller]
+    fn damage_nft(&self, damage: Damage<'_>) -> String {
+        let r = &self.router;
+        match damage {
+            Damage::Everything => {
+                r.nft(&["delete", "table", "inet", "portmap"]).success();
+                "inet portmap".to_owned()
+            }
+            Damage::DnatChain => {
+                r.nft(&["delete", "chain", "inet", "portmap", "prerouting"])
+                    .success();
+                "prerouting".to_owned()
+            }
+            Damage::DnatJump => {
+                let handles = nft::rule_handles(r, "inet portmap", "prerouting");
+                assert!(!handles.is_empty(), "chain prerouting has no rules to delete");
+                for handle in handles {
+                    let handle = handle.to_string();
+                    r.nft(&[
+                        "delete",
+                        "rule",
+                        "inet",
+                        "portmap",
+                        "prerouting",
+                        "handle",
+                        &handle,
+                    ])
+                    .success();
+                }
+                "prerouting".to_owned()
+            }
+            Damage::Forward(port) => {
+                r.nft_load(&format!("delete element inet portmap dnat4 {{ tcp . {port} }}\n"));
+                "dnat4".to_owned()
+            }
+            Damage::Guard(port) => {
+                r.nft_load(&format!(
+                    "delete element inet portmap guard4 {{ tcp . {port} }}\n"
+                ));
+                "guard4".to_owned()
+            }
+            Damage::AllowList { mapping, .. } => {
+                let set = format!("allow_{mapping}_src");
+                r.nft_load(&format!("flush set inet portmap {set}\n"));
+                set
+            }
+        }
+    }
+
+    #[track_caller]
+    fn damage_iptables(&self, variant: &str, damage: Damage<'_>) -> String {
+        let r = &self.router;
+        let pre = format!("{PREFIX}-PRE");
+        let own = format!("{PREFIX}-");
+        let mut done = false;
+        let mut run = |v6: bool, script: Option<String>| {
+            if let Some(script) = script {
+                iptables::restore(r, variant, v6, &script);
+                done = true;
+            }
+        };
+        let saves = [false, true].map(|v6| (v6, iptables::save(r, variant, v6)));
+        let name = match damage {
+            Damage::Everything => {
+                for (v6, save) in &saves {
+                    for table in ["nat", "filter"] {
+                        run(*v6, remove_all(save, table));
+                    }
+                }
+                PREFIX.to_owned()
+            }
+            Damage::DnatChain => {
+                for (v6, save) in &saves {
+                    let declared = save.lines().any(|l| l.starts_with(&format!(":{pre} ")));
+                    run(*v6, declared.then(|| format!("*nat\n:{pre} - [0:0]\nCOMMIT\n")));
+                }
+                pre
+            }
+            Damage::DnatJump => {
+                for (v6, save) in &saves {
+                    let target = format!("-j {pre}");
+                    run(
+                        *v6,
+                        iptables::delete_script(save, "nat", |chain, spec| {
+                            chain == "PREROUTING" && spec.ends_with(&target)
+                        }),
+                    );
+                }
+                "PREROUTING".to_owned()
+            }
+            Damage::Forward(port) => {
+                let dport = format!("-p tcp -m tcp --dport {port} ");
+                run(
+                    false,
+                    iptables::delete_script(&saves[0].1, "nat", |chain, spec| {
+                        chain.starts_with(&own) && spec.starts_with(&dport) && spec.contains(" -j DNAT ")
+                    }),
+                );
+                "DNAT".to_owned()
+            }
+            Damage::Guard(port) | Damage::AllowList { port, .. } => {
+                let verdict = if matches!(damage, Damage::Guard(_)) {
+                    " -j DROP"
+                } else {
+                    " -j ACCEPT"
+                };
+                let orig = format!(" --ctorigdstport {port} ");
+                run(
+                    false,
+                    iptables::delete_script(&saves[0].1, "filter", |chain, spec| {
+                        chain.starts_with(&own)
+                            && spec.starts_with("-p tcp ")
+                            && spec.contains(&orig)
+                            && spec.ends_with(verdict)
+                    }),
+                );
+                verdict.trim_start_matches(" -j ").to_owned()
+            }
+        };
+        assert!(
+            done,
+            "nothing of portmap's to damage ({damage:?}) in {}:\n{}\n{}",
+            r.name(),
+            saves[0].1,
+            saves[1].1
+        );
+        name
+    }
+}
+
+/// A restore script that removes portmap's jumps and chains from `table` of `save`, as a user
+/// would by hand: delete the jumps, flush the chains, delete them.
+fn remove_all(save: &str, table: &str) -> Option<String> {
+    let block = iptables::tables(save)
+        .into_iter()
+        .find(|b| b.first() == Some(&format!("*{table}").as_str()))?;
+    let own = format!("{PREFIX}-");
+    let chains: Vec<&str> = block
+        .iter()
+        .filter_map(|l| l.strip_prefix(':'))
+        .filter_map(|d| d.split(' ').next())
+        .filter(|c| c.starts_with(&own))
+        .collect();
+    let jumps: Vec<&str> = block
+        .iter()
+        .filter(|l| iptables::is_ours(table, l, PREFIX))
+        .filter_map(|l| l.strip_prefix("-A "))
+        .filter(|r| !r.starts_with(&own))
+        .collect();
+    if chains.is_empty() && jumps.is_empty() {
+        return None;
+    }
+    let mut script = format!("*{table}\n");
+    for chain in &chains {
+        script.push_str(&format!(":{chain} - [0:0]\n"));
+    }
+    for jump in &jumps {
+        script.push_str(&format!("-D {jump}\n"));
+    }
+    for chain in &chains {
+        script.push_str(&format!("-X {chain}\n"));
+    }
+    script.push_str("COMMIT\n");
+    Some(script)
+}
+
+/// Normalised `nft list ruleset` of the router without the tables iptables leaves behind once
+/// used (built-in tables of empty accepting base chains), without every table of the iptables-nft
+/// variant (`ip`/`ip6` `nat`, `filter`, `mangle`, `raw`: its own save lists them) when
+/// `skip_xtables`, and without table `skip` (e.g. `inet portmap`).
+#[track_caller]
+fn nft_without(t: &Topology, skip_xtables: bool, skip: Option<&str>) -> String {
+    let ruleset = nft::ruleset(&t.router);
+    let builtin = |table: &str, names: &[&str]| {
+        ["ip", "ip6"]
+            .iter()
+            .flat_map(|f| names.iter().map(move |n| format!("{f} {n} {{")))
+            .any(|head| table.starts_with(&head))
+    };
+    let mut kept = Vec::new();
+    for table in ruleset.split("\ntable ").map(|b| b.trim_start_matches("table ")) {
+        if table.trim().is_empty() {
+            continue;
+        }
+        if skip.is_some_and(|s| table.starts_with(&format!("{s} {{"))) {
+            continue;
+        }
+        if skip_xtables && builtin(table, &["nat", "filter", "mangle", "raw"]) {
+            continue;
+        }
+        let skeleton = table.lines().skip(1).all(|l| {
+            let l = l.trim();
+            l.is_empty()
+                || l == "}"
+                || l.starts_with("chain ")
+                || (l.starts_with("type ") && l.ends_with("policy accept;"))
+        });
+        if !(skeleton && builtin(table, &["nat", "filter"])) {
+            kept.push(format!("table {}", table.trim_end()));
+        }
+    }
+    let mut out = kept.join("\n");
+    out.push('\n');
+    out
+}

@@ -42,6 +42,25 @@ pub enum Damage<'a> {
         /// Its external port.
         port: u16,
     },
+    /// An IPv4 TCP forward nobody configured, under a mapping name, written into portmap's own
+    /// objects. nft: an element of `dnat4` with that comment; iptables: a DNAT rule with that
+    /// comment in the dispatch tree chain that holds the port.
+    ExtraForward {
+        /// The mapping name it carries.
+        mapping: &'a str,
+        /// The external port.
+        port: u16,
+        /// Where it forwards, e.g. `192.168.1.9:9000`.
+        to: &'a str,
+    },
+}
+
+/// A firewall of another program, as nft lists it, in table `inet NAME`.
+fn firewall(name: &str) -> String {
+    format!(
+        "table inet {name} {{\n\tset blocklist {{\n\t\ttype ipv4_addr\n\t\telements = {{ 198.51.100.9 }}\n\t}}\n\
+         \tchain input {{\n\t\ttype filter hook input priority 0; policy accept;\n\t\tip saddr @blocklist drop\n\t}}\n}}\n"
+    )
 }
 
 impl Topology {
@@ -131,6 +150,29 @@ impl Topology {
         }
     }
 
+    /// Make, with the lab backend's own tool, what portmap would take for its own by its name but
+    /// that carries no marker: another program's, which portmap must never change or delete. nft:
+    /// table `inet NAME`, a firewall with a set and an input chain; iptables: chains `PREFIX-IN`
+    /// (filter) and `PREFIX-PRE` (nat) with rules, jumped to from `INPUT` and `PREROUTING`, for the
+    /// prefix `--table NAME` gives (`portmap` gives `PORTMAP`).
+    #[track_caller]
+    pub fn load_unmarked(&self, name: &str) {
+        let Some(variant) = self.variant() else {
+            self.router.nft_load(&firewall(name));
+            return;
+        };
+        let prefix = if name == "portmap" { PREFIX } else { name };
+        iptables::restore(
+            &self.router,
+            variant,
+            false,
+            &format!(
+                "*filter\n:{prefix}-IN - [0:0]\n-A INPUT -j {prefix}-IN\n-A {prefix}-IN -s 198.51.100.9/32 -j DROP\nCOMMIT\n\
+                 *nat\n:{prefix}-PRE - [0:0]\n-A PREROUTING -j {prefix}-PRE\n-A {prefix}-PRE -p tcp -m tcp --dport 9 -j RETURN\nCOMMIT\n"
+            ),
+        );
+    }
+
     /// Damage what portmap wrote, by hand, with the lab backend's own tool; panics when there was
     /// nothing to damage (the test would prove nothing). Returns the name of the object damaged as
     /// portmap's messages name it (`prerouting`, `PORTMAP-PRE`, …).
@@ -187,6 +229,13 @@ impl Topology {
                 let set = format!("allow_{mapping}_src");
                 r.nft_load(&format!("flush set inet portmap {set}\n"));
                 set
+            }
+            Damage::ExtraForward { mapping, port, to } => {
+                let (ip, to_port) = to.rsplit_once(':').expect("ADDR:PORT");
+                r.nft_load(&format!(
+                    "add element inet portmap dnat4 {{ tcp . {port} comment \"{mapping}\" : {ip} . {to_port} }}\n"
+                ));
+                "dnat4".to_owned()
             }
         }
     }
@@ -260,6 +309,18 @@ impl Topology {
                 );
                 verdict.trim_start_matches(" -j ").to_owned()
             }
+            Damage::ExtraForward { mapping, port, to } => {
+                let chain = tree_chain(&saves[0].1, "NT", port);
+                run(
+                    false,
+                    chain.as_ref().map(|chain| {
+                        format!(
+                            "*nat\n-A {chain} -p tcp -m tcp --dport {port} -m comment --comment {mapping} -j DNAT --to-destination {to}\nCOMMIT\n"
+                        )
+                    }),
+                );
+                chain.unwrap_or_default()
+            }
         };
         assert!(
             done,
@@ -270,6 +331,22 @@ impl Topology {
         );
         name
     }
+}
+
+/// The narrowest chain `PORTMAP-KIND-A-B` of a save output whose port range holds `port`: where
+/// the dispatch tree (`NT`: nat TCP, `FT`: filter TCP, …) puts a rule for it.
+fn tree_chain(save: &str, kind: &str, port: u16) -> Option<String> {
+    let head = format!("{PREFIX}-{kind}-");
+    save.lines()
+        .filter_map(|l| l.strip_prefix(':'))
+        .filter_map(|d| d.split(' ').next())
+        .filter_map(|chain| {
+            let (a, b) = chain.strip_prefix(&head)?.split_once('-')?;
+            let (a, b): (u16, u16) = (a.parse().ok()?, b.parse().ok()?);
+            (a..=b).contains(&port).then(|| (b - a, chain.to_owned()))
+        })
+        .min()
+        .map(|(_, chain)| chain)
 }
 
 /// A restore script that removes portmap's jumps and chains from `table` of `save`, as a user
@@ -308,8 +385,9 @@ fn remove_all(save: &str, table: &str) -> Option<String> {
     Some(script)
 }
 
-/// Normalised `nft list ruleset` of the router without the tables iptables leaves behind once
-/// used (built-in tables of empty accepting base chains), without every table of the iptables-nft
+/// Normalised `nft list ruleset` of the router without what iptables-nft leaves behind once used
+/// (in its tables, base chains that accept and hold no rule; tables left with no chain), without
+/// every table of the iptables-nft
 /// variant (`ip`/`ip6` `nat`, `filter`, `mangle`, `raw`: its own save lists them) when
 /// `skip_xtables`, and without table `skip` (e.g. `inet portmap`).
 #[track_caller]
@@ -332,18 +410,58 @@ fn nft_without(t: &Topology, skip_xtables: bool, skip: Option<&str>) -> String {
         if skip_xtables && builtin(table, &["nat", "filter", "mangle", "raw"]) {
             continue;
         }
-        let skeleton = table.lines().skip(1).all(|l| {
-            let l = l.trim();
-            l.is_empty()
-                || l == "}"
-                || l.starts_with("chain ")
-                || (l.starts_with("type ") && l.ends_with("policy accept;"))
-        });
-        if !(skeleton && builtin(table, &["nat", "filter"])) {
+        if !builtin(table, &["nat", "filter", "mangle", "raw"]) {
             kept.push(format!("table {}", table.trim_end()));
+            continue;
+        }
+        // iptables-nft makes the base chains of its tables as it first needs each one: an empty
+        // one that accepts is only a trace of use, no rule of anyone's.
+        let chains = without_empty_base_chains(table);
+        if chains.lines().any(|l| l.trim().starts_with("chain ")) {
+            kept.push(format!("table {}", chains.trim_end()));
         }
     }
     let mut out = kept.join("\n");
     out.push('\n');
+    out
+}
+
+/// One table of an nft listing (from its `NAME {` line) without the base chains that hold nothing
+/// but their `type … policy accept;` line.
+fn without_empty_base_chains(table: &str) -> String {
+    let mut out = String::new();
+    let mut chain: Vec<&str> = Vec::new();
+    for line in table.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            // Blank lines only separate chains, and would tell where one was removed.
+            continue;
+        }
+        if trimmed.starts_with("chain ") && trimmed.ends_with('{') {
+            chain.push(line);
+            continue;
+        }
+        if chain.is_empty() {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        chain.push(line);
+        if trimmed == "}" {
+            let body: Vec<&str> = chain[1..chain.len() - 1]
+                .iter()
+                .map(|l| l.trim())
+                .filter(|l| !l.is_empty())
+                .collect();
+            let empty_base = matches!(body.as_slice(), [only] if only.starts_with("type ") && only.ends_with("policy accept;"));
+            if !empty_base {
+                for l in &chain {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+            chain.clear();
+        }
+    }
     out
 }

@@ -166,6 +166,13 @@ fn offset_range_maps_each_port_to_its_inner_port(t) {
                 )],
             );
         }
+    } else {
+        // iptables shifts the port in one rule (nftables cannot): 6001 → 7001.
+        let owned = t.owned().expect("apply writes portmap's rules");
+        assert_contains(
+            &owned,
+            &["--dport 6000:6002 -m comment --comment offset -j DNAT --to-destination 192.168.1.70:7000-7002/6000"],
+        );
     }
     for (port, to_port) in (6000..=6002).zip(7000..=7002) {
         t.assert_tcp(CLIENT, port, &format!("192.168.1.70:{to_port}"));

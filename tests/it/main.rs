@@ -68,6 +68,7 @@ mod conntrack;
 mod damage;
 mod e2e;
 mod harness;
+mod iptables;
 mod ipv6;
 mod router;
 mod scale;

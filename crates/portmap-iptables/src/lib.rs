@@ -310,9 +310,13 @@ impl IptablesBackend {
             .push(("XTABLES_LOCKFILE".to_owned(), path.display().to_string()));
     }
 
-    /// Make the commit of `table` for `family` fail (a line the tool refuses is appended to it),
-    /// so tests can show what a failed commit leaves behind.
-    #[doc(hidden)]
+    /// Fault injection, for tests only: make every later commit of `table` for `family` fail, or
+    /// none with `None`. A rule jumping to a chain that does not exist is added to that commit, so
+    /// `iptables-restore` itself refuses it and none of it lands, while the commits before it
+    /// stay: what a real failure there (the kernel refusing a rule, the process killed) leaves
+    /// behind, which docs/iptables.md ("What is atomic") says is safe and the next apply repairs.
+    /// Nothing in portmap calls this, and the CLI has no way to reach it; it is set on a backend
+    /// value a test opened itself.
     pub fn fail_commit(&mut self, at: Option<(Family, Table)>) {
         self.fail_commit = at;
     }
@@ -380,11 +384,21 @@ impl IptablesBackend {
                 code,
                 stderr,
             }) => {
-                let said: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+                // What the tool said, on one line and bounded (it can be long).
+                let said: Vec<&str> = stderr
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .take(3)
+                    .collect();
+                let said: String = said.join("; ").chars().take(240).collect();
+                let name = std::path::Path::new(&program)
+                    .file_name()
+                    .map_or(program.clone(), |n| n.to_string_lossy().into_owned());
                 let code = code.map_or_else(|| "killed".to_owned(), |c| format!("exit {c}"));
                 Err(format!(
-                    "{program} failed ({code}): {}",
-                    portmap_core::shown(&said.join("; "))
+                    "{name} failed ({code}): {}",
+                    portmap_core::shown_origin(&said)
                 ))
             }
             Err(e) => Err(e.to_string()),

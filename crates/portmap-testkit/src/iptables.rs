@@ -6,6 +6,8 @@
 //!
 //! Every program runs inside the namespace it is given (`ip netns exec`), never in the host's.
 
+use std::fmt::Write as _;
+
 use crate::command::Run;
 use crate::netns::Netns;
 
@@ -229,7 +231,7 @@ pub fn delete_script(save: &str, table: &str, pick: impl Fn(&str, &str) -> bool)
             };
             let (chain, spec) = rule.split_once(' ').unwrap_or((rule, ""));
             if pick(chain, spec) {
-                script.push_str(&format!("-D {chain} {spec}\n"));
+                let _ = writeln!(script, "-D {chain} {spec}");
             }
         }
     }

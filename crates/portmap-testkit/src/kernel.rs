@@ -8,6 +8,8 @@
 //!
 //! Everything runs in the lab's router namespace.
 
+use std::fmt::Write as _;
+
 use crate::iptables;
 use crate::nft;
 use crate::topology::Topology;
@@ -80,11 +82,12 @@ impl Topology {
         for variant in iptables::VARIANTS {
             for v6 in [false, true] {
                 let save = iptables::save(&self.router, variant, v6);
-                out.push_str(&format!(
+                let _ = write!(
+                    out,
                     "--- {} ---\n{}",
                     iptables::tool(variant, v6, "save"),
                     iptables::without(&save, None)
-                ));
+                );
             }
         }
         out
@@ -107,11 +110,12 @@ impl Topology {
             for v6 in [false, true] {
                 let save = iptables::save(&self.router, v, v6);
                 let prefix = (variant == Some(v)).then_some(PREFIX);
-                out.push_str(&format!(
+                let _ = write!(
+                    out,
                     "--- {} ---\n{}",
                     iptables::tool(v, v6, "save"),
                     iptables::without(&save, prefix)
-                ));
+                );
             }
         }
         out
@@ -373,13 +377,13 @@ fn remove_all(save: &str, table: &str) -> Option<String> {
     }
     let mut script = format!("*{table}\n");
     for chain in &chains {
-        script.push_str(&format!(":{chain} - [0:0]\n"));
+        let _ = writeln!(script, ":{chain} - [0:0]");
     }
     for jump in &jumps {
-        script.push_str(&format!("-D {jump}\n"));
+        let _ = writeln!(script, "-D {jump}");
     }
     for chain in &chains {
-        script.push_str(&format!("-X {chain}\n"));
+        let _ = writeln!(script, "-X {chain}");
     }
     script.push_str("COMMIT\n");
     Some(script)

@@ -98,7 +98,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// `iptables-save` failed.
-    #[error("{program} failed (exit {code:?}): {stderr}")]
+    #[error("{program} failed ({}): {stderr}", exit_text(*.code))]
     Save {
         /// The program.
         program: String,
@@ -106,6 +106,12 @@ pub enum Error {
         code: Option<i32>,
         /// What it said.
         stderr: String,
+    },
+    /// A program was refused the kernel's rules for lack of privileges.
+    #[error("{program}: permission denied; needs CAP_NET_ADMIN (run as root)")]
+    PermissionDenied {
+        /// The program.
+        program: String,
     },
     /// `iptables-save` printed what portmap cannot read.
     #[error("cannot read the output of {program}, line {line}: {what}")]
@@ -119,7 +125,8 @@ pub enum Error {
     },
     /// An `iptables-restore` commit was refused; the commits before it landed.
     #[error(
-        "{program} refused the {phase} commit of table {table} (exit {code:?}): {stderr}; {landed} — the state in between is safe, and `portmap apply` again repairs it"
+        "{program} refused the {phase} commit of table {table} ({}): {stderr}; {landed} — the state in between is safe, and `portmap apply` again repairs it",
+        exit_text(*.code)
     )]
     Restore {
         /// The program.
@@ -181,6 +188,11 @@ pub enum Error {
     /// Reading interfaces, sysctls, the boot id or conntrack failed.
     #[error(transparent)]
     Netlink(#[from] portmap_netlink::Error),
+}
+
+/// `exit 4`, or `killed by a signal` for a program that did not exit.
+fn exit_text(code: Option<i32>) -> String {
+    code.map_or_else(|| "killed by a signal".to_owned(), |c| format!("exit {c}"))
 }
 
 /// The iptables backend bound to one network namespace, one variant and one chain prefix.
@@ -324,6 +336,11 @@ impl IptablesBackend {
     fn save(&self, family: Family, variant: Variant) -> Result<String, Error> {
         let program = variant.program(family, "save")?;
         let out = variant::run_with_env(&program, &[], None, &self.netns, &self.env)?;
+        if out.code != Some(0) && out.stderr.contains("Permission denied") {
+            return Err(Error::PermissionDenied {
+                program: program.display().to_string(),
+            });
+        }
         if out.code != Some(0) {
             return Err(Error::Save {
                 program: program.display().to_string(),
@@ -395,9 +412,9 @@ impl IptablesBackend {
                 let name = std::path::Path::new(&program)
                     .file_name()
                     .map_or(program.clone(), |n| n.to_string_lossy().into_owned());
-                let code = code.map_or_else(|| "killed".to_owned(), |c| format!("exit {c}"));
                 Err(format!(
-                    "{name} failed ({code}): {}",
+                    "{name} failed ({}): {}",
+                    exit_text(code),
                     portmap_core::shown_origin(&said)
                 ))
             }

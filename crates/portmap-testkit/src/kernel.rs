@@ -11,6 +11,7 @@
 use std::fmt::Write as _;
 
 use crate::iptables;
+use crate::netns::Netns;
 use crate::nft;
 use crate::topology::Topology;
 
@@ -71,26 +72,10 @@ impl Topology {
         iptables::variant_of(self.backend())
     }
 
-    /// Every rule the router's kernel holds, as `nft list ruleset` and both iptables variants'
-    /// `iptables-save` and `ip6tables-save` list it, normalised (counters, handles, dates and
-    /// portmap's commit serial aside), without the tables iptables leaves behind once used (only
-    /// built-in chains of policy accept, no rule of anyone's). Equal before and after means
-    /// nothing changed, whoever's rules they are.
+    /// Every rule the router's kernel holds: [`listing`] of the router.
     #[track_caller]
     pub fn kernel(&self) -> String {
-        let mut out = format!("--- nft ---\n{}", nft_without(self, false, None));
-        for variant in iptables::VARIANTS {
-            for v6 in [false, true] {
-                let save = iptables::save(&self.router, variant, v6);
-                let _ = write!(
-                    out,
-                    "--- {} ---\n{}",
-                    iptables::tool(variant, v6, "save"),
-                    iptables::without(&save, None)
-                );
-            }
-        }
-        out
+        listing(&self.router)
     }
 
     /// [`Topology::kernel`] without what is portmap's: its table (nft), or its chains and
@@ -101,9 +86,9 @@ impl Topology {
         let variant = self.variant();
         // iptables-nft's rules live in nft tables too; its own save lists them.
         let nft = match variant {
-            None => nft_without(self, false, Some("inet portmap")),
-            Some("nft") => nft_without(self, true, None),
-            Some(_) => nft_without(self, false, None),
+            None => nft_without(&self.router, false, Some("inet portmap")),
+            Some("nft") => nft_without(&self.router, true, None),
+            Some(_) => nft_without(&self.router, false, None),
         };
         let mut out = format!("--- nft ---\n{nft}");
         for v in iptables::VARIANTS {
@@ -353,6 +338,28 @@ fn tree_chain(save: &str, kind: &str, port: u16) -> Option<String> {
         .map(|(_, chain)| chain)
 }
 
+/// Every rule a namespace's kernel holds, as `nft list ruleset` and both iptables variants'
+/// `iptables-save` and `ip6tables-save` list it, normalised (counters, handles, dates and
+/// portmap's commit serial aside), without what iptables leaves behind once used (tables of only
+/// built-in chains that accept and hold no rule; iptables-nft's empty accepting base chains). Equal
+/// before and after means nothing changed, whoever's rules they are.
+#[track_caller]
+pub fn listing(ns: &Netns) -> String {
+    let mut out = format!("--- nft ---\n{}", nft_without(ns, false, None));
+    for variant in iptables::VARIANTS {
+        for v6 in [false, true] {
+            let save = iptables::save(ns, variant, v6);
+            let _ = write!(
+                out,
+                "--- {} ---\n{}",
+                iptables::tool(variant, v6, "save"),
+                iptables::without(&save, None)
+            );
+        }
+    }
+    out
+}
+
 /// A restore script that removes portmap's jumps and chains from `table` of `save`, as a user
 /// would by hand: delete the jumps, flush the chains, delete them.
 fn remove_all(save: &str, table: &str) -> Option<String> {
@@ -395,8 +402,8 @@ fn remove_all(save: &str, table: &str) -> Option<String> {
 /// variant (`ip`/`ip6` `nat`, `filter`, `mangle`, `raw`: its own save lists them) when
 /// `skip_xtables`, and without table `skip` (e.g. `inet portmap`).
 #[track_caller]
-fn nft_without(t: &Topology, skip_xtables: bool, skip: Option<&str>) -> String {
-    let ruleset = nft::ruleset(&t.router);
+fn nft_without(ns: &Netns, skip_xtables: bool, skip: Option<&str>) -> String {
+    let ruleset = nft::ruleset(ns);
     let builtin = |table: &str, names: &[&str]| {
         ["ip", "ip6"]
             .iter()

@@ -295,6 +295,26 @@ fn a_plan_made_before_another_change_is_refused(t) {
     );
     s.converge(&next).expect("planned afresh");
     assert!(!save4(t).contains("--dport 9 "), "the hand-written rule is gone");
+
+    // A saved plan meets the same kind of edit through the CLI: refused, in words that name it.
+    let path = t.write_config(&config(WEB));
+    let plan_file = t.dir.path().join("saved.plan");
+    t.portmap(&["plan", "-c", path_str(&path), "--out", path_str(&plan_file)])
+        .success();
+    iptables::restore(
+        &t.router,
+        t.variant().expect("an iptables lab"),
+        false,
+        "*nat\n-A PORTMAP-NT-0-65535 -p tcp -m tcp --dport 9 -j DNAT --to-destination 10.0.0.9:9\nCOMMIT\n",
+    );
+    let before = t.kernel();
+    let run = t.portmap(&["apply", path_str(&plan_file)]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("were portmap's own rules changed by hand since?"),
+        "{run}"
+    );
+    assert_eq!(t.kernel(), before, "nothing was applied");
 }
 }
 

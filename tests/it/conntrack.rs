@@ -158,6 +158,9 @@ fn destroy_ends_live_flows_too(t) {
         "{run}"
     );
     // The next datagram is no longer translated: the inner host never sees it.
+    phone
+        .set_read_timeout(Some(portmap_testkit::traffic::BLOCKED_TIMEOUT))
+        .expect("timeout");
     phone.send(b"hello").expect("send");
     let mut buf = [0u8; 64];
     assert!(

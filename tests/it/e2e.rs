@@ -15,7 +15,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use portmap_testkit::topology::path_str;
-use portmap_testkit::traffic::{REPLY_TIMEOUT, tcp_request};
+use portmap_testkit::traffic::{BLOCKED_TIMEOUT, REPLY_TIMEOUT, tcp_request};
 use portmap_testkit::{
     BAD_FIXTURES, CLIENT, ConnError, Damage, OTHER_CLIENT, Reply, Topology, WAN, change_actions, config,
     nft_list, scalar, status_mapping, table_action,
@@ -296,7 +296,7 @@ fn dnat_applies_only_to_wan_traffic_for_the_router(t) {
         &t.lan,
         Ipv4Addr::new(192, 168, 1, 25),
         SocketAddrV4::new(WAN, 8080),
-        REPLY_TIMEOUT,
+        BLOCKED_TIMEOUT,
     );
     assert!(
         matches!(from_lan, Err(ConnError::Refused | ConnError::Timeout)),

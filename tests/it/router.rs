@@ -6,7 +6,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use portmap_testkit::traffic::{REPLY_TIMEOUT, tcp_request, udp_request};
+use portmap_testkit::traffic::{BLOCKED_TIMEOUT, REPLY_TIMEOUT, tcp_request, udp_request};
 use portmap_testkit::{CLIENT, ConnError, ROUTER_LAN, Reply, Server, WAN};
 
 /// A LAN host that is not the mapping's target.
@@ -112,12 +112,12 @@ every_backend! {
 fn hairpin_false_turns_reflection_off(t) {
     let web = t.tcp_server("192.168.1.66:80");
     t.apply(&config(false, false)).success();
-    let got = tcp_request(&t.lan, LAN_CLIENT, SocketAddrV4::new(WAN, 8080), REPLY_TIMEOUT);
+    let got = tcp_request(&t.lan, LAN_CLIENT, SocketAddrV4::new(WAN, 8080), BLOCKED_TIMEOUT);
     assert!(
         got.is_err(),
         "without hairpin a LAN host must not be forwarded: {got:?}"
     );
-    let got = tcp_request(&t.router, WAN, SocketAddrV4::new(WAN, 8080), REPLY_TIMEOUT);
+    let got = tcp_request(&t.router, WAN, SocketAddrV4::new(WAN, 8080), BLOCKED_TIMEOUT);
     assert!(
         got.is_err(),
         "without hairpin the router must not be forwarded: {got:?}"
@@ -150,7 +150,7 @@ fn masquerade_shows_lan_traffic_as_the_routers_address(t) {
     let to_internet = SocketAddrV4::new(CLIENT, 9000);
     t.apply(&config(false, false)).success();
     assert!(
-        tcp_request(&t.lan, LAN_CLIENT, to_internet, REPLY_TIMEOUT).is_err(),
+        tcp_request(&t.lan, LAN_CLIENT, to_internet, BLOCKED_TIMEOUT).is_err(),
         "without masquerade the internet cannot answer a LAN address"
     );
     t.apply(&config(false, true)).success();
@@ -242,7 +242,7 @@ fn hairpin_and_router_local_sources_outside_allow_from_are_dropped(t) {
 
     let to = SocketAddrV4::new(WAN, 8080);
     for (ns, from) in [(&t.lan, LAN_CLIENT), (&t.router, WAN)] {
-        let got = tcp_request(ns, from, to, portmap_testkit::traffic::BLOCKED_TIMEOUT);
+        let got = tcp_request(ns, from, to, BLOCKED_TIMEOUT);
         assert!(
             matches!(got, Err(ConnError::Timeout)),
             "{from} is outside allow_from and must be dropped, got {got:?}"

@@ -133,9 +133,11 @@ pub enum Error {
     #[error(transparent)]
     Refused(#[from] Refusal),
     /// A saved plan's changes are not what its desired state calls for against the kernel as it is
-    /// (at the same generation): the file was edited.
+    /// (at the same generation): the file was edited, or portmap's own rules were changed by hand
+    /// in a way the generation does not count (iptables' generation leaves portmap's own chains
+    /// out, so that a commit's result can be told from another writer's).
     #[error(
-        "the plan file's changes are not what its own desired state calls for against the kernel (which has not changed since the plan was made): was the file edited? Nothing was applied. Planned afresh, the changes are:\n{0}"
+        "the plan file's changes are not what its own desired state calls for against the kernel, which is still at the generation the plan was made at: was the file edited, or were portmap's own rules changed by hand since? Nothing was applied. Planned afresh, the changes are:\n{0}"
     )]
     PlanMismatch(Box<Plan>),
     /// After applying, the kernel still differs from the configuration.

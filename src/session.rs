@@ -182,13 +182,12 @@ impl<B: Backend> Session<B> {
             let observed = self.observe()?;
             let after = portmap_core::plan(&plan.desired, &observed);
             if after.changes_kernel() {
-                // The transaction moved the generation by one; more means another writer came
-                // after it, and the difference may be theirs.
-                let ours = plan.generation.map(|g| g.wrapping_add(1));
-                return Err(if observed.generation == ours {
-                    Error::NotConverged(Box::new(after))
-                } else {
-                    Error::Overtaken(Box::new(after))
+                // The backend says which generation its commit left. The kernel at another one
+                // means another writer came after it, and the difference may be theirs; at that
+                // one (or when the backend cannot tell), the difference is portmap's own.
+                return Err(match report.generation {
+                    Some(ours) if observed.generation != Some(ours) => Error::Overtaken(Box::new(after)),
+                    _ => Error::NotConverged(Box::new(after)),
                 });
             }
         }

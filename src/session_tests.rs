@@ -33,6 +33,10 @@ struct Fake {
     drop_one: bool,
     /// Right after the next commit another writer changes portmap's table.
     overtake: bool,
+    /// A commit moves the generation by one more than this (as several per-table commits do).
+    extra_steps: u32,
+    /// Commits do not say which generation they left.
+    silent: bool,
     /// Clearing flows fails, as if the process died there.
     kill_before_clear: bool,
     commits: usize,
@@ -93,7 +97,8 @@ impl Backend for Fake {
             desired.mappings.pop();
         }
         self.table = Some(desired);
-        self.generation += 1;
+        self.generation += 1 + self.extra_steps;
+        let left = self.generation;
         self.commits += 1;
         self.pending.extend(record.iter().cloned());
         self.recorded.extend(record.iter().cloned());
@@ -103,7 +108,12 @@ impl Backend for Fake {
                 t.mappings.push(intruder());
             }
         }
-        Ok(ApplyReport::new(1, plan.changes.len(), false))
+        let report = ApplyReport::new(1, plan.changes.len(), false);
+        Ok(if self.silent {
+            report
+        } else {
+            report.at_generation(left)
+        })
     }
 
     fn is_stale(error: &FakeError) -> bool {
@@ -247,6 +257,43 @@ fn a_commit_that_does_not_converge_is_an_error_and_an_overtaken_one_is_retried()
     assert_eq!(outcome.attempts, 2);
     assert_eq!(s.backend().commits, 2);
     assert!(s.converge(&two).expect("settled").plan.is_empty());
+}
+
+#[test]
+fn the_generation_the_backend_reports_tells_its_own_commit_from_another_writers() {
+    let two = model(&[("web", 8080, "192.168.1.66"), ("mail", 25, "192.168.1.25")]);
+    // A commit that moves the generation by three (three per-table commits) and lands a mapping
+    // short: portmap's own result, not a race, so it is not retried.
+    let mut s = session(Fake {
+        extra_steps: 2,
+        drop_one: true,
+        ..Fake::default()
+    });
+    let err = s.converge(&two).expect_err("one mapping short");
+    assert!(matches!(err, Error::NotConverged(_)), "{err:?}");
+    assert_eq!(s.backend().commits, 1, "not retried");
+
+    // The same backend overtaken right after its commit: the kernel is past the generation the
+    // commit reported, so portmap plans again.
+    let mut s = session(Fake {
+        extra_steps: 2,
+        overtake: true,
+        ..Fake::default()
+    });
+    let outcome = s.converge(&two).expect("planned again after being overtaken");
+    assert_eq!((outcome.attempts, s.backend().commits), (2, 2));
+    assert!(s.converge(&two).expect("settled").plan.is_empty());
+
+    // A backend that cannot tell: a difference after its commit is reported as not converged,
+    // without claiming another writer.
+    let mut s = session(Fake {
+        silent: true,
+        overtake: true,
+        ..Fake::default()
+    });
+    let err = s.converge(&two).expect_err("differs after the commit");
+    assert!(matches!(err, Error::NotConverged(_)), "{err:?}");
+    assert_eq!(s.backend().commits, 1);
 }
 
 #[test]

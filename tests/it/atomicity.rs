@@ -1,6 +1,8 @@
-//! Atomicity through the library API: a plan whose batch the kernel rejects part-way leaves the
+//! Atomicity through the library API: a plan whose nft batch the kernel rejects part-way leaves the
 //! kernel exactly as it was (every earlier message in the batch is rolled back), and the error names
-//! the failing message. A saved plan made before the ruleset changed is refused whole.
+//! the failing message. A saved plan made before the ruleset changed is refused whole, with every
+//! backend. What iptables makes of atomicity (a commit per table, ordered so every state in
+//! between is safe, and a failed second commit) is tested in `iptables.rs`.
 
 use portmap::{
     ApplyOptions, BackendKind, Mapping, Model, Netns, PortRange, Protocol, Session, Settings, TableState,
@@ -101,17 +103,20 @@ fn a_batch_rejected_part_way_changes_nothing() {
     assert!(portmap::plan(&first, &backend.observe().expect("observe")).is_empty());
 }
 
-#[test]
-fn a_saved_plan_is_refused_after_the_ruleset_changed() {
-    require_root!();
-    let ns = TestNetns::with_links("stale", &["wan0", "lan0"]);
-    let mut backend =
-        Session::open(BackendKind::Nft, &Netns::Named(ns.name().to_owned()), "portmap").expect("open");
+every_backend! {
+/// Another program changes the rules (not portmap's) after the plan was made: the plan is refused
+/// whole, and a fresh one applies.
+fn a_saved_plan_is_refused_after_the_ruleset_changed(t) {
+    let mut backend = Session::open(
+        BackendKind::from_name(t.backend()).expect("a backend name"),
+        &Netns::Named(t.router.name().to_owned()),
+        "portmap",
+    )
+    .expect("open");
     let wanted = model(vec![mapping("web", 8080, "192.168.1.66", &[])]);
     let saved = plan(&wanted, &backend.observe().expect("observe"));
-    // Someone else changes the ruleset (not our table) after the plan was made.
-    ns.nft_load("table ip other {\n chain c { type filter hook input priority 0; policy accept; }\n}\n");
-    let before = ruleset(&ns);
+    t.load_foreign();
+    let before = t.kernel();
     let err = backend
         .apply(&saved, &ApplyOptions::default())
         .expect_err("a stale plan must be refused");
@@ -120,7 +125,9 @@ fn a_saved_plan_is_refused_after_the_ruleset_changed() {
             .contains("changed the ruleset after this plan was made"),
         "{err}"
     );
-    assert_eq!(ruleset(&ns), before);
+    assert_eq!(t.kernel(), before);
     // A fresh plan applies.
     backend.converge(&wanted).expect("fresh apply");
+    assert!(t.owned().is_some());
+}
 }

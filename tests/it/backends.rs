@@ -2,13 +2,16 @@
 //! `iptables-legacy`, `iptables-nft`): real connections for tcp, udp, an offset range and an
 //! allow-list (a refused source dropped, never reaching a service of the router's own on that
 //! port), an empty plan after apply, status naming the backend, and destroy leaving other tools'
-//! rules byte-identical. The nft backend's behaviour is tested in depth in the other modules and the
-//! iptables backend's in crates/portmap-iptables/tests; this checks that the CLI drives each one.
+//! rules byte-identical. Every backend's behaviour is tested in depth in the other modules (through
+//! `every_backend!`), and what only iptables has in `iptables.rs`; this one test checks, in one
+//! place, that the CLI drives each backend end to end.
 
 use std::net::SocketAddr;
 
 use portmap_testkit::topology::path_str;
-use portmap_testkit::{CLIENT, FOREIGN_TABLE, OTHER_CLIENT, Server, Topology, WAN, config, require_root};
+use portmap_testkit::{
+    CLIENT, FOREIGN_TABLE, OTHER_CLIENT, Server, Topology, WAN, config, iptables, require_root,
+};
 
 use crate::PORTMAP;
 
@@ -34,59 +37,10 @@ const MAPPINGS: &str = "
     allow_from: [203.0.113.2/32]
 ";
 
-/// A chain and rule of another tool, in iptables.
-const FOREIGN_IPTABLES: &str =
+/// A chain and rule of another tool, for iptables (a FORWARD policy of ACCEPT: the nft backend's
+/// accepts do not pass an iptables drop).
+const FOREIGN_DOCKER_USER: &str =
     "*filter\n:DOCKER-USER - [0:0]\n-A DOCKER-USER -s 198.51.100.9/32 -j DROP\nCOMMIT\n";
-
-/// Everything the router holds: the nft ruleset and both iptables variants' tables, without what
-/// iptables itself leaves once a table was used (a table whose chains are all built-in, empty and
-/// of policy ACCEPT: `*nat` with `:PREROUTING ACCEPT` …, or iptables-nft's `table ip nat` of empty
-/// base chains), which no rule of anyone's is in.
-fn everything(t: &Topology) -> String {
-    let save = |program: &str| {
-        let out = t.router.exec(program, &[]);
-        let mut kept = Vec::new();
-        let mut block: Vec<String> = Vec::new();
-        for line in out.stdout.lines().filter(|l| !l.starts_with('#')) {
-            // Drop the counters.
-            let line = line.split(" [").next().unwrap_or(line).to_owned();
-            block.push(line.clone());
-            if line == "COMMIT" {
-                let empty = block.iter().all(|l| {
-                    l.starts_with('*') || l == "COMMIT" || l.ends_with(" ACCEPT") && l.starts_with(':')
-                });
-                if !empty {
-                    kept.append(&mut block);
-                }
-                block.clear();
-            }
-        }
-        kept.join("\n")
-    };
-    let ruleset = portmap_testkit::normalize(&t.router.nft(&["list", "ruleset"]).stdout);
-    let mut tables = Vec::new();
-    for table in ruleset.split("\ntable ").map(|b| b.trim_start_matches("table ")) {
-        let skeleton = table.lines().skip(1).all(|l| {
-            let l = l.trim();
-            l.is_empty()
-                || l == "}"
-                || l.starts_with("chain ")
-                || (l.starts_with("type ") && l.ends_with("policy accept;"))
-        });
-        let builtin = ["ip nat", "ip filter", "ip6 nat", "ip6 filter"]
-            .iter()
-            .any(|n| table.starts_with(&format!("{n} {{")));
-        if !(skeleton && builtin) {
-            tables.push(table.trim_end().to_owned());
-        }
-    }
-    format!(
-        "{}\n--- legacy ---\n{}\n--- nft ---\n{}",
-        tables.join("\ntable "),
-        save("iptables-legacy-save"),
-        save("iptables-nft-save")
-    )
-}
 
 fn the_router_behaves_the_same_through(backend: &'static str) {
     let t =
@@ -96,12 +50,12 @@ fn the_router_behaves_the_same_through(backend: &'static str) {
     let _cam = t.tcp_server("192.168.1.70:7001");
     let _ssh = t.tcp_server("192.168.1.25:22");
     let router_service = Server::tcp(&t.router, SocketAddr::from((WAN, 2222)));
+    // Other tools' rules in nft and in both iptables variants, whichever backend runs.
     t.router.nft_load(FOREIGN_TABLE);
-    let loaded = t
-        .router
-        .exec_with_stdin("iptables-legacy-restore", &["--noflush"], Some(FOREIGN_IPTABLES));
-    assert!(loaded.ok(), "{loaded}");
-    let untouched = everything(&t);
+    for variant in iptables::VARIANTS {
+        iptables::restore(&t.router, variant, false, FOREIGN_DOCKER_USER);
+    }
+    let untouched = t.kernel();
 
     let path = t.write_config(&config(MAPPINGS));
     let file = path_str(&path);
@@ -133,11 +87,7 @@ fn the_router_behaves_the_same_through(backend: &'static str) {
 
     t.portmap(&["destroy", "--auto-approve"]).success();
     t.assert_tcp_blocked(CLIENT, 8080);
-    assert_eq!(
-        everything(&t),
-        untouched,
-        "{backend}: destroy left something behind"
-    );
+    assert_eq!(t.kernel(), untouched, "{backend}: destroy left something behind");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! CLI contract tests: exit codes, the `FILE:LINE:COL: field: message` error format, `-c -` (stdin),
 //! plan JSON, `render` output that nft loads, and `--netns`. Each test that touches a kernel uses its own
-//! namespace with `wan0` and `lan0` links; nothing runs against the host.
+//! namespace with `wan0` and `lan0` links; nothing runs against the host. The tests written
+//! `every_backend! { … }` (exit codes of plan, `--netns`, missing privileges, bad `--table` names)
+//! run once per backend; the rest are about the command line itself and run once.
 
 use std::path::Path;
 
@@ -180,24 +182,15 @@ fn plan_json_is_an_object_with_changes_and_summary() {
     );
 }
 
-#[test]
-fn plan_detailed_exitcode_says_changes_are_pending() {
-    require_root!();
-    let ns = router("plan-exit");
+every_backend! {
+fn plan_detailed_exitcode_says_changes_are_pending(t) {
     let path = fixture("ranges.yaml");
     let path = path_str(&path);
-    PORTMAP
-        .run(&["--netns", ns.name(), "plan", "-c", path, "--detailed-exitcode"])
-        .expect_code(2);
-    PORTMAP
-        .run(&["--netns", ns.name(), "plan", "-c", path])
-        .expect_code(0);
-    PORTMAP
-        .run(&["--netns", ns.name(), "apply", "-c", path, "--auto-approve"])
-        .success();
-    PORTMAP
-        .run(&["--netns", ns.name(), "plan", "-c", path, "--detailed-exitcode"])
-        .expect_code(0);
+    t.portmap(&["plan", "-c", path, "--detailed-exitcode"]).expect_code(2);
+    t.portmap(&["plan", "-c", path]).expect_code(0);
+    t.portmap(&["apply", "-c", path, "--auto-approve"]).success();
+    t.portmap(&["plan", "-c", path, "--detailed-exitcode"]).expect_code(0);
+}
 }
 
 #[test]
@@ -276,43 +269,33 @@ fn render_reads_the_config_from_stdin() {
     assert_eq!(from_stdin.stdout, from_file.stdout);
 }
 
-#[test]
-fn netns_option_selects_the_namespace() {
-    require_root!();
-    let target = router("netns-tgt");
+every_backend! {
+/// Started in one namespace and told to work in another, portmap writes there only (the iptables
+/// backend enters it for each program it runs; the nft backend opens its sockets in it).
+fn netns_option_selects_the_namespace(t) {
     let elsewhere = router("netns-oth");
+    let untouched = portmap_testkit::kernel::listing(&elsewhere);
     let path = fixture("both.yaml");
-    // Started in one namespace, told to work in another.
     let opts = RunOptions {
         exec_in: Some(elsewhere.name()),
         ..RunOptions::default()
     };
-    PORTMAP
-        .run_with(
-            &opts,
-            &[
-                "--netns",
-                target.name(),
-                "apply",
-                "-c",
-                path_str(&path),
-                "--auto-approve",
-            ],
-        )
+    t.portmap_with(&opts, &["apply", "-c", path_str(&path), "--auto-approve"])
         .success();
-    assert!(
-        portmap_testkit::nft_list(&target, "inet portmap").is_ok(),
-        "the table belongs in --netns"
-    );
+    assert!(t.owned().is_some(), "the rules belong in --netns");
     assert_eq!(
-        portmap_testkit::nft::ruleset(&elsewhere),
-        "",
+        portmap_testkit::kernel::listing(&elsewhere),
+        untouched,
         "the namespace the process started in is untouched"
     );
     // Global options work after the subcommand too.
-    let run = PORTMAP.run_with(&opts, &["status", "--json", "--netns", target.name()]);
+    let run = PORTMAP.run_with(
+        &opts,
+        &["status", "--json", "--netns", t.router.name(), "--backend", t.backend()],
+    );
     run.success();
     assert_eq!(run.json()["mappings"].as_array().map(Vec::len), Some(3), "{run}");
+}
 }
 
 #[test]
@@ -393,11 +376,9 @@ fn validate_message_several_errors() {
     "#);
 }
 
-#[test]
-fn without_cap_net_admin_says_so_in_one_sentence() {
-    require_root!();
-    let ns = router("noperm");
-    let before = portmap_testkit::nft::ruleset(&ns);
+every_backend! {
+fn without_cap_net_admin_says_so_in_one_sentence(t) {
+    let before = t.kernel();
     // The same binary, run as `nobody` with every capability dropped, inside the test's namespace.
     let bin = PORTMAP.binary();
     let path = fixture("both.yaml");
@@ -409,7 +390,7 @@ fn without_cap_net_admin_says_so_in_one_sentence() {
         let mut argv = vec![
             "netns",
             "exec",
-            ns.name(),
+            t.router.name(),
             "setpriv",
             "--reuid=65534",
             "--regid=65534",
@@ -417,6 +398,8 @@ fn without_cap_net_admin_says_so_in_one_sentence() {
             "--inh-caps=-all",
             "--bounding-set=-all",
             bin,
+            "--backend",
+            t.backend(),
         ];
         argv.extend(args.iter().copied());
         let run = portmap_testkit::command::run("ip", &argv, None, None);
@@ -428,16 +411,22 @@ fn without_cap_net_admin_says_so_in_one_sentence() {
             "{run}"
         );
     }
-    assert_eq!(portmap_testkit::nft::ruleset(&ns), before);
+    assert_eq!(t.kernel(), before);
+}
 }
 
-#[test]
-fn hostile_table_names_are_refused_before_anything_runs() {
-    require_root!();
-    let ns = router("badtable");
-    let before = portmap_testkit::nft::ruleset(&ns);
+every_backend! {
+/// A `--table` that is no name (nft: a table name; iptables: the chain prefix) is refused before
+/// anything runs, for render and apply, whatever the backend.
+fn hostile_table_names_are_refused_before_anything_runs(t) {
+    let before = t.kernel();
     let path = fixture("both.yaml");
     let overlong = "a".repeat(300);
+    let words = if t.is_nft() {
+        "is not valid: use 1-64 characters"
+    } else {
+        "is not valid: use 1-12 characters"
+    };
     for name in [
         r#"x"; flush ruleset; #"#,
         "with space",
@@ -446,40 +435,20 @@ fn hostile_table_names_are_refused_before_anything_runs() {
         overlong.as_str(),
     ] {
         for args in [
-            vec![
-                "--netns",
-                ns.name(),
-                "--table",
-                name,
-                "render",
-                "-c",
-                path_str(&path),
-            ],
-            vec![
-                "--netns",
-                ns.name(),
-                "--table",
-                name,
-                "apply",
-                "-c",
-                path_str(&path),
-                "--auto-approve",
-            ],
+            vec!["--table", name, "render", "-c", path_str(&path)],
+            vec!["--table", name, "apply", "-c", path_str(&path), "--auto-approve"],
         ] {
-            let run = PORTMAP.run(&args);
+            let run = t.portmap(&args);
             assert_eq!(run.code, 1, "{run}");
-            assert!(run.stderr.contains("is not valid: use 1-64 characters"), "{run}");
+            assert!(run.stderr.contains(words), "{run}");
             assert!(
                 run.stdout.is_empty(),
                 "nothing may be printed for a bad name: {run}"
             );
         }
     }
-    assert_eq!(
-        portmap_testkit::nft::ruleset(&ns),
-        before,
-        "the kernel is unchanged"
-    );
+    assert_eq!(t.kernel(), before, "the kernel is unchanged");
+}
 }
 
 /// `portmap ARGS` started inside `ns` with standard output a pipe whose reading end is already

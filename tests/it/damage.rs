@@ -99,7 +99,7 @@ const T: &str = "inet portmap";
 /// The marker comment that makes a table portmap's.
 const MARKER: &str = "managed by portmap";
 
-const SEED_ENV: &str = "PORTMAP_DAMAGE_SEED";
+pub(crate) const SEED_ENV: &str = "PORTMAP_DAMAGE_SEED";
 const CASES_ENV: &str = "PORTMAP_DAMAGE_CASES";
 const KEEP_GOING_ENV: &str = "PORTMAP_DAMAGE_KEEP_GOING";
 const KINDS_ENV: &str = "PORTMAP_DAMAGE_KINDS";
@@ -373,16 +373,17 @@ impl Knobs {
     }
 }
 
-/// `SplitMix64` (Steele, Lea and Flood, 2014).
+/// `SplitMix64` (Steele, Lea and Flood, 2014). Also drives the iptables fuzzer
+/// (`damage_iptables.rs`).
 #[derive(Debug, Clone)]
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
         Rng(seed)
     }
 
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -391,22 +392,22 @@ impl Rng {
     }
 
     /// A number in `0..n` (`n > 0`); the modulo bias is irrelevant at these sizes.
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         assert!(n > 0, "below(0)");
         (self.next() % n as u64) as usize
     }
 
     /// True with probability `percent`/100.
-    fn percent(&mut self, percent: u64) -> bool {
+    pub(crate) fn percent(&mut self, percent: u64) -> bool {
         self.next() % 100 < percent
     }
 
     /// A number in `lo..=hi`.
-    fn between(&mut self, lo: u32, hi: u32) -> u32 {
+    pub(crate) fn between(&mut self, lo: u32, hi: u32) -> u32 {
         lo + (self.next() % u64::from(hi - lo + 1)) as u32
     }
 
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+    pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
     }
 

@@ -8,18 +8,16 @@
 //! link-local addresses never taken over, an empty second plan, `status --json`, and a mapping that
 //! changes family in place.
 //!
-//! The tests written `every_backend! { ipv6; … }` run once per backend (nft, iptables-legacy,
-//! iptables-nft); checks of nft's own listing are limited to the nft run.
+//! Every test here is written `every_backend! { ipv6; … }` and runs once per backend (nft,
+//! iptables-legacy, iptables-nft); checks of a backend's own listing are made for that backend.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 use portmap_testkit::traffic::{REPLY_TIMEOUT, tcp_request, udp_request};
 use portmap_testkit::{
-    CLIENT, CLIENT6, ConnError, OTHER_CLIENT6, ROUTER_LAN6, Reply, Server, Topology, WAN6, WAN6_LINK_LOCAL,
-    config, require_root, scalar, status_mapping,
+    CLIENT, CLIENT6, ConnError, OTHER_CLIENT6, ROUTER_LAN6, Reply, Server, WAN6, WAN6_LINK_LOCAL, config,
+    scalar, status_mapping,
 };
-
-use crate::PORTMAP;
 
 const WEB6: &str = "
   - name: web6
@@ -348,10 +346,9 @@ fn link_local_destinations_stay_the_routers(t) {
 }
 }
 
-#[test]
-fn plan_is_empty_after_apply_and_status_lists_the_ipv6_mapping() {
-    require_root!();
-    let t = Topology::with_ipv6(PORTMAP, "v6-status");
+every_backend! {
+ipv6;
+fn plan_is_empty_after_apply_and_status_lists_the_ipv6_mapping(t) {
     let yaml = config(&format!(
         "{WEB6}    description: \"web server over IPv6\"\n    allow_from: [2001:db8:1::/64]\n"
     ));
@@ -385,11 +382,14 @@ fn plan_is_empty_after_apply_and_status_lists_the_ipv6_mapping() {
     );
     assert_eq!(status["mappings"].as_array().map(Vec::len), Some(1), "{status:#}");
 }
+}
 
-#[test]
-fn a_mapping_that_changes_family_is_changed_in_place() {
-    require_root!();
-    let t = Topology::with_ipv6(PORTMAP, "v6-move");
+every_backend! {
+ipv6;
+/// The same mapping moves from IPv4 to IPv6 in one apply, in place (nft: its elements move to
+/// `dnat6`/`guard6` and its allow-list set is recreated; iptables: its rules move from iptables to
+/// ip6tables).
+fn a_mapping_that_changes_family_is_changed_in_place(t) {
     let _web4 = t.tcp_server("192.168.1.25:22");
     let _web6 = t.tcp_server("[2001:db8:2::25]:22");
     t.apply(&config(
@@ -400,8 +400,6 @@ fn a_mapping_that_changes_family_is_changed_in_place() {
     .success();
     t.assert_tcp(CLIENT, 2222, "192.168.1.25:22");
 
-    // The same mapping now forwards IPv6: its elements move to dnat6/guard6 and its allow-list set
-    // is recreated with IPv6 addresses, in one delta transaction.
     let applied = t.apply(&config(
         "
   - { name: ssh, port: 2222, to: 2001:db8:2::25, to_port: 22, allow_from: [2001:db8:1::2/128] }
@@ -412,9 +410,16 @@ fn a_mapping_that_changes_family_is_changed_in_place() {
     t.assert_tcp(CLIENT6, 2222, "[2001:db8:2::25]:22");
     t.assert_tcp_blocked(OTHER_CLIENT6, 2222);
     t.assert_tcp_blocked(CLIENT, 2222);
-    let table = t.table().expect("table exists");
-    assert_contains(&table, &["ip6 saddr != @allow_ssh_src drop", "type ipv6_addr"]);
+    let owned = t.owned().expect("portmap's rules");
+    if t.is_nft() {
+        assert_contains(&owned, &["ip6 saddr != @allow_ssh_src drop", "type ipv6_addr"]);
+    } else {
+        let (v4, v6) = owned.split_once("# ip6tables").expect("IPv6 rules");
+        assert!(!v4.contains("ssh"), "{owned}");
+        assert_contains(v6, &["--to-destination [2001:db8:2::25]:22", "--ctorigsrc 2001:db8:1::2 "]);
+    }
     t.plan_json().expect_code(0);
+}
 }
 
 every_backend! {

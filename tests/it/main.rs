@@ -15,8 +15,9 @@ const PORTMAP: Portmap = Portmap::new(env!("CARGO_BIN_EXE_portmap"));
 
 /// A behaviour test run once for every backend: `fn name(t) { … }` becomes module `name` with the
 /// tests `nft`, `iptables_legacy` and `iptables_nft`, each giving the body a fresh lab whose
-/// `portmap` runs pass that `--backend`. Checks of one backend's own listing go under
-/// `if t.is_nft()`.
+/// `portmap` runs pass that `--backend`. What differs between backends is in the kit, in each
+/// backend's own terms (`Topology::kernel`, `owned`, `foreign`, `load_foreign`, `damage`); checks
+/// of one backend's own listing go under `if t.is_nft()`.
 macro_rules! every_backend {
     ($(#[doc = $doc:literal])* fn $name:ident($t:ident) $body:block) => {
         every_backend!(@lab new; $(#[doc = $doc])* fn $name($t) $body);
@@ -69,10 +70,12 @@ mod conntrack;
 mod conventions;
 mod counters;
 mod damage;
+mod damage_iptables;
 mod e2e;
 mod fleet;
 mod harness;
 mod import;
+mod iptables;
 mod ipv6;
 mod json;
 mod locking;

@@ -1,5 +1,7 @@
 //! Coexistence warnings: another table's dropping forward chain, forwarding disabled, a missing
 //! interface. They name what they found, go to standard error and into the JSON plan, and never block.
+//! Forwarding and interfaces are checked for every backend; what the iptables backend finds in
+//! the other variant and in native nftables chains is tested in `iptables.rs`.
 
 use portmap_testkit::{Netns, TempDir, require_root};
 
@@ -76,20 +78,34 @@ fn a_dropping_forward_chain_elsewhere_is_named() {
     );
 }
 
-#[test]
-fn disabled_forwarding_and_missing_interfaces_are_named() {
-    require_root!();
-    let ns = router("warn-fwd");
-    let (stderr, list) = warnings_of(&ns, CONFIG);
+every_backend! {
+/// What each backend reads around its rules (forwarding switches, interfaces) is named the same
+/// way.
+fn disabled_forwarding_and_missing_interfaces_are_named(t) {
+    let warnings = |config: &str| {
+        t.write_config(config);
+        let text = t.plan_text();
+        text.expect_code(2);
+        assert!(!text.stdout.contains("Warnings:"), "warnings go to stderr, not stdout:\n{text}");
+        let json = t.plan_json().json();
+        let list: Vec<String> = json["warnings"]
+            .as_array()
+            .expect("warnings array")
+            .iter()
+            .map(|w| w.as_str().expect("string").to_owned())
+            .collect();
+        (text.stderr.clone(), list)
+    };
+    let (stderr, list) = warnings(CONFIG);
     assert!(list.is_empty(), "nothing to warn about: {list:?}\n{stderr}");
 
-    ns.sysctl("net.ipv4.ip_forward=0");
-    let config = CONFIG.replace("[lan0]", "[lan0, lan9]");
-    let (stderr, list) = warnings_of(&ns, &config);
+    t.router.sysctl("net.ipv4.ip_forward=0");
+    let (stderr, list) = warnings(&CONFIG.replace("[lan0]", "[lan0, lan9]"));
     assert!(
         stderr.contains("IPv4 forwarding is disabled (net.ipv4.ip_forward = 0)"),
         "{stderr}"
     );
     assert!(stderr.contains("lan interface lan9 does not exist"), "{stderr}");
     assert_eq!(list.len(), 2, "{list:?}");
+}
 }

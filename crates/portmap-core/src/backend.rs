@@ -22,6 +22,11 @@ pub struct ApplyReport {
     pub rebuilt: bool,
     /// Tracked connections removed because the plan made them stale.
     pub flows_cleared: usize,
+    /// The ruleset generation the commit left, as the backend knows it from the commit itself
+    /// (`None` when the commit changed nothing, or the backend cannot tell). An observation right
+    /// after that shows another generation means another program wrote in between.
+    #[serde(default)]
+    pub generation: Option<u32>,
 }
 
 impl ApplyReport {
@@ -32,7 +37,15 @@ impl ApplyReport {
             objects,
             rebuilt,
             flows_cleared: 0,
+            generation: None,
         }
+    }
+
+    /// The report, saying the commit left the ruleset at `generation`.
+    #[must_use]
+    pub fn at_generation(mut self, generation: u32) -> Self {
+        self.generation = Some(generation);
+        self
     }
 }
 
@@ -88,6 +101,8 @@ pub trait Backend {
     /// tracked connections the caller will remove once the transaction landed; the transaction
     /// records them too (beside [`Plan::pending_flows`], which stay recorded), so that if the
     /// caller dies before [`Backend::clear_flows`], the next `observe` reports them as pending.
+    /// The report carries the generation the commit left ([`ApplyReport::generation`]) when the
+    /// backend knows it, so the caller can tell its own change from another writer's.
     fn commit(&mut self, plan: &Plan, record: &[StaleFlows]) -> Result<ApplyReport, Self::Error>;
 
     /// Whether `error` (from [`Backend::commit`]) means another program changed the ruleset since

@@ -551,6 +551,10 @@ pub struct Environment {
     /// Other tables' forward chains that drop (by policy or a final drop rule) without accepting
     /// DNAT-ed traffic, each described in a sentence naming the table and chain.
     pub blocking_forward_chains: Vec<String>,
+    /// Why the backend cannot read or write IPv6 rules here (e.g. `ip6tables-save` failed, or the
+    /// kernel has no IPv6), in a sentence; it then observes and writes IPv4 only. `None` when it can.
+    #[serde(default)]
+    pub ipv6_unavailable: Option<String>,
 }
 
 impl Observed {

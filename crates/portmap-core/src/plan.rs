@@ -430,7 +430,22 @@ pub fn warnings(model: &Model, env: &crate::model::Environment) -> Vec<String> {
                 .to_owned(),
         );
     }
-    let has_v6 = model.mappings.iter().any(|m| m.to.is_ipv6());
+    let v6: Vec<&str> = model
+        .mappings
+        .iter()
+        .filter(|m| m.to.is_ipv6())
+        .map(|m| m.name.as_str())
+        .collect();
+    let has_v6 = !v6.is_empty();
+    if let Some(why) = &env.ipv6_unavailable
+        && has_v6
+    {
+        out.push(format!(
+            "{why}: portmap reads and writes IPv4 rules only here, so the IPv6 {} {} cannot be applied",
+            if v6.len() == 1 { "mapping" } else { "mappings" },
+            name_list(&v6)
+        ));
+    }
     if env.ipv6_forwarding == Some(false) && has_v6 {
         out.push(
             "IPv6 forwarding is disabled (net.ipv6.conf.all.forwarding = 0): IPv6 mappings will not pass; \
@@ -453,6 +468,16 @@ pub fn warnings(model: &Model, env: &crate::model::Environment) -> Vec<String> {
         }
     }
     out
+}
+
+/// `a, b, c` for up to four names, then `and N more`.
+fn name_list(names: &[&str]) -> String {
+    const SHOWN: usize = 4;
+    if names.len() <= SHOWN {
+        names.join(", ")
+    } else {
+        format!("{} and {} more", names[..SHOWN].join(", "), names.len() - SHOWN)
+    }
 }
 
 fn setting_changes(before: &Settings, after: &Settings) -> Vec<SettingChange> {

@@ -648,6 +648,7 @@ fn warnings_name_what_stands_in_the_way() {
         blocking_forward_chains: vec![
             "table inet filter, chain forward has policy drop and does not accept `ct status dnat`".into(),
         ],
+        ipv6_unavailable: Some("ip6tables-nft-save failed".into()),
     };
     let p = plan(&model, &observed);
     assert!(p.is_empty(), "warnings are not changes");
@@ -658,7 +659,7 @@ fn warnings_name_what_stands_in_the_way() {
     );
     assert!(text.contains("net.ipv4.ip_forward = 0"), "{text}");
     assert!(
-        !text.contains("IPv6 forwarding"),
+        !text.contains("IPv6 forwarding") && !text.contains("ip6tables"),
         "no IPv6 mapping, no IPv6 warning: {text}"
     );
     assert!(text.contains("lan interface lan0 does not exist"), "{text}");
@@ -676,8 +677,16 @@ fn warnings_name_what_stands_in_the_way() {
     let mut observed = applied(&v6_only);
     observed.environment.ipv4_forwarding = Some(false);
     observed.environment.ipv6_forwarding = Some(false);
+    observed.environment.ipv6_unavailable = Some("ip6tables-nft-save failed (exit 3)".into());
     let text = plan(&v6_only, &observed).warnings.join("\n");
     assert!(text.contains("net.ipv6.conf.all.forwarding = 0"), "{text}");
+    assert!(
+        text.contains(
+            "ip6tables-nft-save failed (exit 3): portmap reads and writes IPv4 rules only here, so the IPv6 \
+             mapping web6 cannot be applied"
+        ),
+        "{text}"
+    );
     assert!(
         !text.contains("IPv4 forwarding"),
         "no IPv4 mapping, no IPv4 warning: {text}"

@@ -110,7 +110,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// `iptables-save` failed.
-    #[error("{program} failed (exit {code:?}): {stderr}")]
+    #[error("{program} failed ({}): {stderr}", exit_text(*.code))]
     Save {
         /// The program.
         program: String,
@@ -118,6 +118,12 @@ pub enum Error {
         code: Option<i32>,
         /// What it said.
         stderr: String,
+    },
+    /// A program was refused the kernel's rules for lack of privileges.
+    #[error("{program}: permission denied; needs CAP_NET_ADMIN (run as root)")]
+    PermissionDenied {
+        /// The program.
+        program: String,
     },
     /// `iptables-save` printed what portmap cannot read.
     #[error("cannot read the output of {program}, line {line}: {what}")]
@@ -131,7 +137,8 @@ pub enum Error {
     },
     /// An `iptables-restore` commit was refused; the commits before it landed.
     #[error(
-        "{program} refused the {phase} commit of table {table} (exit {code:?}): {stderr}; {landed} — the state in between is safe, and `portmap apply` again repairs it"
+        "{program} refused the {phase} commit of table {table} ({}): {stderr}; {landed} — the state in between is safe, and `portmap apply` again repairs it",
+        exit_text(*.code)
     )]
     Restore {
         /// The program.
@@ -177,12 +184,27 @@ pub enum Error {
         /// The prefix.
         prefix: String,
     },
+    /// The configuration has IPv6 mappings, but IPv6 rules cannot be read or written here.
+    #[error(
+        "the configuration has IPv6 mappings ({mappings}), but {why}; portmap reads and writes IPv4 rules only here and applied nothing — make ip6tables work (or IPv6 available) in this namespace, or remove the IPv6 mappings"
+    )]
+    Ipv6Unavailable {
+        /// Why (which program failed, and what it said).
+        why: String,
+        /// The IPv6 mappings, by name.
+        mappings: String,
+    },
     /// The plan is not for this backend, prefix or place, has no generation, or is stale.
     #[error(transparent)]
     Refused(#[from] portmap_core::Refusal),
     /// Reading interfaces, sysctls, the boot id or conntrack failed.
     #[error(transparent)]
     Netlink(#[from] portmap_netlink::Error),
+}
+
+/// `exit 4`, or `killed by a signal` for a program that did not exit.
+fn exit_text(code: Option<i32>) -> String {
+    code.map_or_else(|| "killed by a signal".to_owned(), |c| format!("exit {c}"))
 }
 
 /// The iptables backend bound to one network namespace, one variant and one chain prefix.
@@ -197,10 +219,13 @@ pub struct IptablesBackend {
     fail_commit: Option<(Family, Table)>,
 }
 
-/// What `iptables-save` printed for both families, parsed, and the hash of what is not portmap's.
+/// What `iptables-save` printed for both families (IPv4 only when IPv6 cannot be read), parsed,
+/// and the hash of what is not portmap's.
 struct Snapshot {
     dumps: Vec<(Family, save::Dump)>,
     foreign: u32,
+    /// Why IPv6 could not be read: portmap then observes and writes IPv4 only.
+    ipv6_unavailable: Option<String>,
 }
 
 /// The chain prefix for a `--table` value: `portmap` (the nft default) means `PORTMAP`; anything
@@ -290,10 +315,10 @@ impl IptablesBackend {
     pub fn open(variant: Variant, netns: &Netns, table_or_prefix: &str) -> Result<Self, Error> {
         let prefix = checked_prefix(table_or_prefix)?;
         let variant = variant.resolve(netns)?;
-        for family in Family::ALL {
-            variant.program(family, "restore")?;
-            variant.program(family, "save")?;
-        }
+        // IPv4 is required; without the IPv6 programs portmap works with IPv4 only (see
+        // `snapshot`).
+        variant.program(Family::V4, "restore")?;
+        variant.program(Family::V4, "save")?;
         let nl = netlink_netns(netns);
         let place = Place {
             boot_id: portmap_netlink::boot_id()?,
@@ -333,9 +358,13 @@ impl IptablesBackend {
             .push(("XTABLES_LOCKFILE".to_owned(), path.display().to_string()));
     }
 
-    /// Make the commit of `table` for `family` fail (a line the tool refuses is appended to it),
-    /// so tests can show what a failed commit leaves behind.
-    #[doc(hidden)]
+    /// Fault injection, for tests only: make every later commit of `table` for `family` fail, or
+    /// none with `None`. A rule jumping to a chain that does not exist is added to that commit, so
+    /// `iptables-restore` itself refuses it and none of it lands, while the commits before it
+    /// stay: what a real failure there (the kernel refusing a rule, the process killed) leaves
+    /// behind, which docs/iptables.md ("What is atomic") says is safe and the next apply repairs.
+    /// Nothing in portmap calls this, and the CLI has no way to reach it; it is set on a backend
+    /// value a test opened itself.
     pub fn fail_commit(&mut self, at: Option<(Family, Table)>) {
         self.fail_commit = at;
     }
@@ -344,6 +373,11 @@ impl IptablesBackend {
         let program = variant.program(family, "save")?;
         // With the rules' counters: what each mapping counted, and what a rewritten chain keeps.
         let out = variant::run_with_env(&program, &["-c"], None, &self.netns, &self.env)?;
+        if out.code != Some(0) && out.stderr.contains("Permission denied") {
+            return Err(Error::PermissionDenied {
+                program: program.display().to_string(),
+            });
+        }
         if out.code != Some(0) {
             return Err(Error::Save {
                 program: program.display().to_string(),
@@ -364,15 +398,22 @@ impl IptablesBackend {
 
     fn snapshot(&self) -> Result<Snapshot, Error> {
         let v4 = self.save(Family::V4, self.variant)?;
-        let v6 = self.save(Family::V6, self.variant)?;
-        let dumps = vec![
-            (Family::V4, Self::parse(Family::V4, &v4)?),
-            (Family::V6, Self::parse(Family::V6, &v6)?),
-        ];
+        let mut dumps = vec![(Family::V4, Self::parse(Family::V4, &v4)?)];
+        let ipv6_unavailable = match self.ipv6_save() {
+            Ok(v6) => {
+                dumps.push((Family::V6, Self::parse(Family::V6, &v6)?));
+                None
+            }
+            Err(why) => {
+                tracing::info!("{why}: reading and writing IPv4 rules only");
+                Some(why)
+            }
+        };
         let all: Vec<&save::Dump> = dumps.iter().map(|(_, d)| d).collect();
         Ok(Snapshot {
             foreign: save::foreign_hash(&self.prefix, &all),
             dumps,
+            ipv6_unavailable,
         })
     }
 
@@ -392,6 +433,48 @@ impl IptablesBackend {
             }
         }
         out
+    }
+
+    /// `ip6tables-save` of the variant, or why IPv6 rules cannot be read or written here: the
+    /// kernel has no IPv6 (booted with `ipv6.disable=1`: no `net.ipv6` sysctls, and
+    /// `ip6tables-restore` cannot create a table), the program is missing, or it fails (e.g.
+    /// `ip6tables-nft-save` on an `ip6` table holding rules it cannot translate).
+    fn ipv6_save(&self) -> Result<String, String> {
+        let nl = netlink_netns(&self.netns);
+        if let Err(portmap_netlink::Error::NotFound { .. }) =
+            portmap_netlink::sysctl::read(&nl, "net.ipv6.conf.all.disable_ipv6")
+        {
+            return Err(format!(
+                "the kernel has no IPv6 in network namespace {} (no net.ipv6 sysctls: booted with ipv6.disable=1?)",
+                self.netns
+            ));
+        }
+        match self.save(Family::V6, self.variant) {
+            Ok(text) => Ok(text),
+            Err(Error::Save {
+                program,
+                code,
+                stderr,
+            }) => {
+                // What the tool said, on one line and bounded (it can be long).
+                let said: Vec<&str> = stderr
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .take(3)
+                    .collect();
+                let said: String = said.join("; ").chars().take(240).collect();
+                let name = std::path::Path::new(&program)
+                    .file_name()
+                    .map_or(program.clone(), |n| n.to_string_lossy().into_owned());
+                Err(format!(
+                    "{name} failed ({}): {}",
+                    exit_text(code),
+                    portmap_core::shown_origin(&said)
+                ))
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     fn owned(&self, snap: &Snapshot) -> Result<BTreeMap<(Family, Table), layout::Chains>, Error> {
@@ -487,7 +570,39 @@ impl IptablesBackend {
         let owned = self.owned(&snap)?;
         let current = layout::Layout { tables: owned };
         let lan = lan_side(&self.netns, &plan.desired.settings.lan_interfaces)?;
-        Ok(commit::steps(&self.prefix, &current, plan, record, &lan))
+        let counts = self.counts(&snap);
+        Self::steps_for(&snap, &current, &self.prefix, plan, record, &lan, &counts)
+    }
+
+    /// The commits of `plan` from `current`; only IPv4's when IPv6 cannot be read or written here,
+    /// and none (an error) when the plan then has IPv6 mappings to write.
+    fn steps_for(
+        snap: &Snapshot,
+        current: &layout::Layout,
+        prefix: &Prefix,
+        plan: &Plan,
+        record: &[StaleFlows],
+        lan: &LanSide,
+        counts: &observe::Counts,
+    ) -> Result<Vec<commit::Step>, Error> {
+        let mut steps = commit::steps_counted(prefix, current, plan, record, lan, counts);
+        if let Some(why) = &snap.ipv6_unavailable {
+            let v6: Vec<&str> = plan
+                .desired
+                .mappings
+                .iter()
+                .filter(|m| m.to.is_ipv6())
+                .map(|m| m.name.as_str())
+                .collect();
+            if !v6.is_empty() {
+                return Err(Error::Ipv6Unavailable {
+                    why: why.clone(),
+                    mappings: v6.join(", "),
+                });
+            }
+            steps.retain(|s| s.family == Family::V4);
+        }
+        Ok(steps)
     }
 
     fn environment(&self, snap: &Snapshot) -> Environment {
@@ -518,6 +633,7 @@ impl IptablesBackend {
             ipv4_forwarding: flag("net.ipv4.ip_forward"),
             ipv6_forwarding: flag("net.ipv6.conf.all.forwarding"),
             blocking_forward_chains: blocking,
+            ipv6_unavailable: snap.ipv6_unavailable.clone(),
         }
     }
 }
@@ -583,13 +699,20 @@ impl Backend for IptablesBackend {
         let rebuilt = owned.values().all(|c| c.chains.is_empty());
         let counts = self.counts(&snap);
         let current = layout::Layout { tables: owned };
-        let steps = commit::steps_counted(&self.prefix, &current, plan, record, &lan, &counts);
+        let steps = Self::steps_for(&snap, &current, &self.prefix, plan, record, &lan, &counts)?;
         self.run_steps(&steps)?;
+        // The IPv4 nat commit counts portmap's commits (`layout::serial_rule`); nothing portmap
+        // writes moves the hash of the other rules.
+        let counted = steps
+            .iter()
+            .any(|s| (s.family, s.table) == (Family::V4, Table::Nat));
+        let serial = if counted { serial.wrapping_add(1) } else { serial };
         Ok(ApplyReport::new(
             steps.iter().map(|s| s.lines).sum(),
             steps.iter().map(|s| s.chains).sum(),
             rebuilt,
-        ))
+        )
+        .at_generation(snap.foreign.wrapping_add(serial)))
     }
 
     fn is_stale(error: &Error) -> bool {
@@ -645,6 +768,9 @@ impl Backend for IptablesBackend {
         let owned = self.owned(&snap)?;
         let current = layout::Layout { tables: owned };
         let steps = commit::destroy_steps(&current);
+        if let Some(why) = &snap.ipv6_unavailable {
+            tracing::warn!("{why}: portmap's IPv6 chains, if there are any, are left as they are");
+        }
         if steps.is_empty() {
             return Ok(false);
         }

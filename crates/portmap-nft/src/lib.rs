@@ -409,7 +409,10 @@ impl Backend for NftBackend {
             }
             Err(e) => return Err(self.refusal(e)),
         }
-        Ok(ApplyReport::new(built.batch.len(), built.objects, built.rebuilt))
+        // The kernel checked the generation and committed the batch under its commit mutex, and
+        // every committed batch moves the generation by exactly one.
+        Ok(ApplyReport::new(built.batch.len(), built.objects, built.rebuilt)
+            .at_generation(generation.wrapping_add(1)))
     }
 
     fn clear_flows(&mut self, stale: &[StaleFlows]) -> Result<usize, Error> {

@@ -39,6 +39,8 @@ pub fn observe(
         ipv4_forwarding: read_flag(netns, "net.ipv4.ip_forward"),
         ipv6_forwarding: read_flag(netns, "net.ipv6.conf.all.forwarding"),
         blocking_forward_chains: coexistence::blocking_forward_chains(socket, t)?,
+        // The inet table holds both families; netlink needs no IPv6 tool.
+        ipv6_unavailable: None,
     };
     Ok(observed)
 }

@@ -7,7 +7,9 @@
 //! servers and clients inside them ([`traffic`]); run programs with a time limit and no terminal
 //! ([`command`]), or long-running ones whose log is read as it comes ([`daemon`]); run the
 //! `portmap` binary against a namespace ([`Portmap`]); read a ruleset back in a comparable form
-//! ([`nft`]); know the configuration fixtures under `tests/fixtures/` ([`fixtures`]).
+//! ([`nft`], [`iptables`]); see, and damage by hand, what the lab's backend wrote in that
+//! backend's own terms, so one test runs against every backend ([`kernel`]); know the
+//! configuration fixtures under `tests/fixtures/` ([`fixtures`]).
 //!
 //! What it must not do: touch the host's network namespace. Every address, link, rule and socket lives
 //! in a namespace a test created, and the `portmap` binary is only ever started inside such a namespace
@@ -28,6 +30,8 @@
 pub mod command;
 pub mod daemon;
 pub mod fixtures;
+pub mod iptables;
+pub mod kernel;
 pub mod netns;
 pub mod nft;
 pub mod portmap;
@@ -37,6 +41,7 @@ pub mod traffic;
 pub use command::{Run, run};
 pub use daemon::{Daemon, Line};
 pub use fixtures::{BAD_FIXTURES, BadFixture, GOOD_FIXTURES};
+pub use kernel::Damage;
 pub use netns::{Netns, veth_pair};
 pub use nft::{FOREIGN_TABLE, nft_list, normalize};
 pub use portmap::{

@@ -69,6 +69,7 @@ mod conntrack;
 mod counters;
 mod damage;
 mod e2e;
+mod explain;
 mod fleet;
 mod harness;
 mod import;

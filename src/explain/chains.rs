@@ -94,10 +94,10 @@ impl TableRules {
 
     /// Whether a chain of this table sees packets of this family at all.
     pub fn sees(&self, packet: &PacketView) -> bool {
-        match (self.family, packet.is_ipv6()) {
-            (Family::Ipv4, Some(true)) | (Family::Ipv6, Some(false)) => false,
-            _ => true,
-        }
+        !matches!(
+            (self.family, packet.is_ipv6()),
+            (Family::Ipv4, Some(true)) | (Family::Ipv6, Some(false))
+        )
     }
 }
 
@@ -163,13 +163,12 @@ impl Regs {
 
     fn offset(reg: Register) -> Option<usize> {
         match reg {
-            Register::Verdict => None,
             Register::R1 => Some(0),
             Register::R2 => Some(16),
             Register::R3 => Some(32),
             Register::R4 => Some(48),
             Register::R32(n) if n < 16 => Some(usize::from(n) * 4),
-            Register::R32(_) => None,
+            Register::Verdict | Register::R32(_) => None,
         }
     }
 
@@ -178,15 +177,12 @@ impl Regs {
         let Some(off) = Self::offset(reg) else { return };
         let end = (off + len).min(REG_BYTES);
         for i in off..end {
-            match value {
-                Some(v) => {
-                    self.bytes[i] = v.get(i - off).copied().unwrap_or(0);
-                    self.known[i] = true;
-                }
-                None => {
-                    self.known[i] = false;
-                    self.label[i] = label;
-                }
+            if let Some(v) = value {
+                self.bytes[i] = v.get(i - off).copied().unwrap_or(0);
+                self.known[i] = true;
+            } else {
+                self.known[i] = false;
+                self.label[i] = label;
             }
         }
     }
@@ -316,14 +312,25 @@ fn run_chain(
             0,
             Regs::new(),
             packet,
-            unknowns,
+            unknowns.clone(),
             &mut ends,
             budget,
         )?;
+        // Registers do not outlive a rule, so every way of going on to the next rule is the same
+        // path: one, and when the rule goes on whatever is unknown, what it tested did not matter.
+        let (next, ends): (Vec<_>, Vec<_>) = ends
+            .into_iter()
+            .partition(|(end, _)| matches!(end, RuleEnd::Next | RuleEnd::Verdict(Verdict::Continue)));
+        if ends.is_empty() {
+            running.push((at + 1, unknowns));
+        } else if !next.is_empty() {
+            let merged = next.iter().fold(Vec::new(), |acc, (_, u)| merge(&acc, u));
+            running.push((at + 1, merged));
+        }
         for (end, unknowns) in ends {
             *budget = budget.checked_sub(1)?;
             match end {
-                RuleEnd::Next | RuleEnd::Verdict(Verdict::Continue) => running.push((at + 1, unknowns)),
+                RuleEnd::Next | RuleEnd::Verdict(Verdict::Continue) => {}
                 RuleEnd::Verdict(Verdict::Accept) => done.push(Path {
                     end: End::Accept,
                     unknowns,
@@ -560,23 +567,24 @@ fn eval_rule(
                         return Some(());
                     }
                 }
-                Some(Register::Verdict) => match found.and_then(|e| e.data.as_ref()) {
-                    Some(Data::Verdict(v)) => {
-                        ends.push((RuleEnd::Verdict(v.clone()), unknowns));
-                        return Some(());
-                    }
-                    _ => {
+                Some(Register::Verdict) => {
+                    // The element's verdict; a key the map does not hold ends the rule.
+                    let end = if let Some(Data::Verdict(v)) = found.and_then(|e| e.data.as_ref()) {
+                        RuleEnd::Verdict(v.clone())
+                    } else {
+                        RuleEnd::Next
+                    };
+                    ends.push((end, unknowns));
+                    return Some(());
+                }
+                Some(reg) => {
+                    if let Some(Data::Value(v)) = found.and_then(|e| e.data.as_ref()) {
+                        regs.store(*reg, v.len(), Some(v), "");
+                    } else {
                         ends.push((RuleEnd::Next, unknowns));
                         return Some(());
                     }
-                },
-                Some(reg) => match found.and_then(|e| e.data.as_ref()) {
-                    Some(Data::Value(v)) => regs.store(*reg, v.len(), Some(v), ""),
-                    _ => {
-                        ends.push((RuleEnd::Next, unknowns));
-                        return Some(());
-                    }
-                },
+                }
             }
         }
         Expr::Immediate { dreg, data } => match data {

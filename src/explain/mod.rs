@@ -830,15 +830,7 @@ fn check_hairpin(cx: &mut Context<'_>) {
     let settings = &cx.facts.observed.settings;
     match &cx.side {
         Side::Lan(_, name) => {
-            if !settings.hairpin {
-                cx.push(
-                    Kind::Hairpin,
-                    Effect::Blocks,
-                    format!(
-                        "hairpin is off: a connection from the LAN side ({name}) to the public address is not reflected to the target"
-                    ),
-                );
-            } else {
+            if settings.hairpin {
                 let lan_addr = cx
                     .facts
                     .interfaces
@@ -852,6 +844,14 @@ fn check_hairpin(cx: &mut Context<'_>) {
                     Effect::Ok,
                     format!(
                         "hairpin is on: the connection from {name} is reflected to the target and masqueraded to the router's LAN address{lan_addr}, which the target sees as its peer"
+                    ),
+                );
+            } else {
+                cx.push(
+                    Kind::Hairpin,
+                    Effect::Blocks,
+                    format!(
+                        "hairpin is off: a connection from the LAN side ({name}) to the public address is not reflected to the target"
                     ),
                 );
             }
@@ -1050,7 +1050,11 @@ fn views(cx: &Context<'_>) -> Option<(PacketView, PacketView, PacketView)> {
         ct_status: Some(chains::CT_STATUS_DNAT | chains::CT_STATUS_REPLIED),
         daddr_local: cx.query.from.map(|a| cx.is_local(a)),
         daddr_local_on_iif: None,
-        saddr_oif: None,
+        saddr_oif: match &cx.facts.target_route {
+            Some(Ok(r)) => r.oif,
+            Some(Err(_)) => Some(0),
+            None => None,
+        },
     };
     Some((before, after, reply))
 }

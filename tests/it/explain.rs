@@ -51,7 +51,7 @@ fn assert_says(run: &Run, needles: &[&str]) {
 
 every_backend! {
     /// A packet explain calls forwarded is answered by the target; one it calls refused (naming
-    /// allow_from) is not.
+    /// `allow_from`) is not.
     fn forwarded_and_refused(t) {
         apply(t, WEB);
         let _web = t.tcp_server("192.168.1.66:80");

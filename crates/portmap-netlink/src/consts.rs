@@ -246,7 +246,7 @@ pub const RTM_GETADDR: u16 = 22;
 pub const RTM_NEWROUTE: u16 = 24;
 pub const RTM_GETROUTE: u16 = 26;
 
-/// `struct rtmsg`: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
+/// `struct rtmsg`: family, `dst_len`, `src_len`, tos, table, protocol, scope, type, flags.
 pub const RTMSG_LEN: usize = 12;
 pub const RTA_DST: u16 = 1;
 pub const RTA_OIF: u16 = 4;

@@ -142,7 +142,6 @@ fn decode_route(msg: &Msg<'_>) -> Result<Option<Route>, Error> {
             RTA_TABLE => route.table = host_u32(a.data)?,
             RTA_GATEWAY => route.gateway = addr(family, a.data),
             RTA_PREFSRC => route.prefsrc = addr(family, a.data),
-            RTA_DST => {}
             _ => {}
         }
     }

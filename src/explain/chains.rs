@@ -486,7 +486,8 @@ fn eval_rule(
             mask,
             xor,
         } => {
-            let len = *len as usize;
+            // The kernel keeps it within the registers; so does this, whatever the dump says.
+            let len = (*len as usize).min(REG_BYTES);
             let Some(src) = Regs::offset(*sreg) else {
                 fork!("a register explain does not model".to_owned())
             };

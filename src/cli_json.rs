@@ -46,6 +46,19 @@ impl fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
+/// A command-line argument that cannot work, said in a sentence built at run time (`explain`'s
+/// `--from` and `--to` of different families): kind `usage` under `--json`.
+#[derive(Debug)]
+pub(crate) struct BadArgument(pub(crate) String);
+
+impl fmt::Display for BadArgument {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadArgument {}
+
 /// Print a document on standard output, pretty, one line break at the end.
 pub(crate) fn emit(document: &Value) -> Result<()> {
     say(&(serde_json::to_string_pretty(document)? + "\n"))
@@ -62,6 +75,7 @@ pub(crate) fn json_command(command: &Command) -> Option<&'static str> {
         Command::Destroy { json, .. } => ("destroy", *json),
         Command::Confirm { json } => ("confirm", *json),
         Command::Rollback { json } => ("rollback", *json),
+        Command::Explain { json, .. } => ("explain", *json),
         // Streams and texts of their own formats: `log --json` is one object a line, `metrics`
         // is Prometheus text, `import` is YAML.
         Command::Render(_)
@@ -80,7 +94,7 @@ pub(crate) fn json_command(command: &Command) -> Option<&'static str> {
 /// A word for what kind of failure `err` is, from the typed errors in its chain.
 fn kind(err: &anyhow::Error) -> &'static str {
     for cause in err.chain() {
-        if cause.downcast_ref::<Usage>().is_some() {
+        if cause.downcast_ref::<Usage>().is_some() || cause.downcast_ref::<BadArgument>().is_some() {
             return "usage";
         }
         if cause.downcast_ref::<InvalidConfig>().is_some() {
@@ -124,8 +138,8 @@ pub(crate) fn error(command: &str, err: &anyhow::Error) -> Value {
 }
 
 /// The commands that speak JSON, to find the one a command line that cannot be parsed names.
-const COMMANDS: [&str; 8] = [
-    "validate", "plan", "show", "apply", "status", "destroy", "confirm", "rollback",
+const COMMANDS: [&str; 9] = [
+    "validate", "plan", "show", "apply", "status", "destroy", "confirm", "rollback", "explain",
 ];
 
 /// When the command line cannot be parsed but asks for `--json`: the usage error as a document

@@ -20,6 +20,7 @@
 
 pub mod confirm;
 pub mod connlog;
+pub mod explain;
 pub mod import;
 mod lock;
 pub mod metrics;

@@ -79,6 +79,14 @@ enum ImportFrom {
     All,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProtocolArg {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
 #[derive(Debug, Args)]
 struct ConfigArg {
     /// Configuration file (`-` reads standard input).
@@ -231,6 +239,27 @@ enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
         /// Print JSON, one object a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say what happens now to a packet for PROTO/PORT, from the live state: which mapping takes
+    /// it, whether its source is admitted, the target, other tables' chains that drop it,
+    /// forwarding, hairpin, the route to the target. One finding a line; exit 0 when it would be
+    /// forwarded, 1 when not.
+    Explain {
+        /// The packet's protocol.
+        #[arg(value_enum, ignore_case = true)]
+        protocol: ProtocolArg,
+        /// The public port it is sent to.
+        #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+        port: u16,
+        /// Its source address (default: some host on the internet).
+        #[arg(long, value_name = "ADDR")]
+        from: Option<std::net::IpAddr>,
+        /// The public address it is sent to (default: the router's WAN address).
+        #[arg(long, value_name = "PUBLIC_ADDR")]
+        to: Option<std::net::IpAddr>,
+        /// Print the findings as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -740,6 +769,31 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             }
             tell(&format!("{}\n", imported.summary()));
             Ok(ExitStatus::Success)
+        }
+        Command::Explain {
+            protocol,
+            port,
+            from,
+            to,
+            json,
+        } => {
+            let transport = match protocol {
+                ProtocolArg::Tcp => portmap::Transport::Tcp,
+                ProtocolArg::Udp => portmap::Transport::Udp,
+            };
+            let query =
+                portmap::explain::Query::new(transport, *port, *from, *to).map_err(cli_json::BadArgument)?;
+            let explanation = portmap::explain::explain(kind, &netns_of(cli), &cli.table, &query)?;
+            if *json {
+                cli_json::emit(&explanation.to_json())?;
+            } else {
+                say(&explanation.to_string())?;
+            }
+            Ok(if explanation.forwarded() {
+                ExitStatus::Success
+            } else {
+                ExitStatus::Error
+            })
         }
         Command::Destroy {
             auto_approve,

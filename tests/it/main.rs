@@ -72,6 +72,7 @@ mod counters;
 mod damage;
 mod damage_iptables;
 mod e2e;
+mod explain;
 mod fleet;
 mod harness;
 mod import;

@@ -605,13 +605,16 @@ impl IptablesBackend {
         Ok(steps)
     }
 
-    fn environment(&self, snap: &Snapshot) -> Environment {
-        let nl = netlink_netns(&self.netns);
-        let flag = |key: &str| {
-            portmap_netlink::sysctl::read(&nl, key)
-                .ok()
-                .map(|v| v.trim() != "0")
-        };
+    /// Sentences for the iptables filter `FORWARD` chains that drop DNAT-ed connections: an
+    /// unconditional drop above portmap's jump in its own variant, or the other variant's chain
+    /// dropping by policy or a final drop without accepting `--ctstate DNAT` (see
+    /// [`coexistence`]). Native nftables tables are not judged here (`portmap explain` evaluates
+    /// their rules itself; [`Backend::observe`] adds them to its warnings).
+    pub fn forward_blockers(&self) -> Result<Vec<String>, Error> {
+        Ok(self.iptables_blockers(&self.snapshot()?))
+    }
+
+    fn iptables_blockers(&self, snap: &Snapshot) -> Vec<String> {
         let mut blocking = Vec::new();
         for (family, dump) in &snap.dumps {
             if let Some(s) = coexistence::own_variant(&self.prefix, *family, &dump.table(Table::Filter)) {
@@ -625,6 +628,17 @@ impl IptablesBackend {
                 blocking.push(s);
             }
         }
+        blocking
+    }
+
+    fn environment(&self, snap: &Snapshot) -> Environment {
+        let nl = netlink_netns(&self.netns);
+        let flag = |key: &str| {
+            portmap_netlink::sysctl::read(&nl, key)
+                .ok()
+                .map(|v| v.trim() != "0")
+        };
+        let mut blocking = self.iptables_blockers(snap);
         blocking.extend(coexistence::native_nft(&nl, self.variant));
         Environment {
             interfaces: portmap_netlink::interfaces(&nl)

@@ -243,6 +243,16 @@ pub const RTM_GETLINK: u16 = 18;
 pub const RTM_NEWADDR: u16 = 20;
 pub const RTM_DELADDR: u16 = 21;
 pub const RTM_GETADDR: u16 = 22;
+pub const RTM_NEWROUTE: u16 = 24;
+pub const RTM_GETROUTE: u16 = 26;
+
+/// `struct rtmsg`: family, `dst_len`, `src_len`, tos, table, protocol, scope, type, flags.
+pub const RTMSG_LEN: usize = 12;
+pub const RTA_DST: u16 = 1;
+pub const RTA_OIF: u16 = 4;
+pub const RTA_GATEWAY: u16 = 5;
+pub const RTA_PREFSRC: u16 = 7;
+pub const RTA_TABLE: u16 = 15;
 
 /// `struct ifinfomsg`: family, pad, type, index, flags, change.
 pub const IFINFOMSG_LEN: usize = 16;

@@ -8,7 +8,8 @@
 //!
 //! Beside nftables: [`Conntrack`] dumps and deletes connection-tracking entries (so that a changed
 //! DNAT reaches existing flows), [`interfaces`] lists a namespace's interfaces and addresses,
-//! [`sysctl::read`] reads a sysctl as a namespace sees it, [`Monitor`] subscribes to the kernel's
+//! [`sysctl::read`] reads a sysctl as a namespace sees it, [`route_to`] asks which route the
+//! kernel would take to an address, [`Monitor`] subscribes to the kernel's
 //! notifications of ruleset, link and address changes, and [`LogReader`] reads the packets rules
 //! log to an nflog group. All of them work on a chosen
 //! [`Netns`] without the process ever changing namespace.
@@ -32,6 +33,7 @@ pub mod monitor;
 mod netns;
 pub mod nflog;
 pub mod object;
+pub mod route;
 mod socket;
 pub mod sysctl;
 pub mod udata;
@@ -44,4 +46,5 @@ pub use monitor::{Monitor, Received, Topic};
 pub use netns::{Netns, boot_id, identity as netns_identity, inode as netns_inode};
 pub use nflog::{LogEvent, LogReader};
 pub use object::*;
+pub use route::{NoRoute, Route, RouteType, route_to};
 pub use socket::Socket;

@@ -1,5 +1,6 @@
 //! portmap-netlink's kernel tests, as one test binary: `nf_tables` batches and dumps (`kernel`),
-//! conntrack (`conntrack`), interfaces (`link`), notifications and table ownership (`monitor`) and
+//! conntrack (`conntrack`), interfaces (`link`), route lookups (`route`), notifications and table
+//! ownership (`monitor`) and
 //! sysctls (`sysctl`) against the real kernel, each
 //! test in network namespaces of its own made by the test kit (`portmap-testkit`), which removes them
 //! even on panic. They need root and fail without it (unless `PORTMAP_TEST_ALLOW_SKIP=1` outside
@@ -10,6 +11,7 @@ mod kernel;
 mod link;
 mod monitor;
 mod reference;
+mod route;
 mod sysctl;
 
 use portmap_netlink::Socket;

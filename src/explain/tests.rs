@@ -88,6 +88,7 @@ fn facts() -> Facts {
         ipv4_forwarding: Some(true),
         ipv6_forwarding: Some(true),
         blocking_forward_chains: Vec::new(),
+        ipv6_unavailable: None,
     };
     Facts {
         observed,

@@ -572,14 +572,18 @@ fn a_table_no_configuration_builds_is_not_applied_with_confirm() {
     let listing = t.table();
     let run = t.portmap(&["apply", "-c", &after, "--auto-approve", "--confirm", "30"]);
     run.expect_code(1);
+    // The hand-made forward has no counters of its own, so the mapping reads as damaged (and it
+    // holds two runs): either way no configuration builds it again, and that is said once.
+    assert!(run.stderr.contains("cannot apply with --confirm"), "{run}");
+    let reasons: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- mapping web"))
+        .collect();
+    assert_eq!(reasons.len(), 1, "said once:\n{run}");
     assert!(
-        run.stderr.contains("cannot apply with --confirm") && run.stderr.contains("mapping web holds 2 runs"),
+        reasons[0].contains("tcp/9999") || reasons[0].contains("holds 2 runs"),
         "{run}"
-    );
-    assert_eq!(
-        run.stderr.matches("mapping web holds 2 runs").count(),
-        1,
-        "said once:\n{run}"
     );
     assert_eq!(t.table(), listing, "the kernel changed");
     assert!(confirm_state(&t)["pending"].is_null());

@@ -74,6 +74,7 @@ mod harness;
 mod import;
 mod ipv6;
 mod json;
+mod listen;
 mod locking;
 mod router;
 mod scale;

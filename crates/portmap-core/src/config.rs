@@ -114,6 +114,10 @@ pub struct MappingConfig {
     /// Source addresses or CIDR prefixes allowed; empty means everyone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_from: Vec<String>,
+    /// The router's public addresses the mapping answers on; empty means any address of the WAN
+    /// interfaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<String>,
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -138,6 +142,7 @@ impl MappingConfig {
             to: to.into(),
             to_port: None,
             allow_from: Vec::new(),
+            listen: Vec::new(),
             description: None,
             enabled: true,
             log: false,
@@ -234,6 +239,7 @@ impl From<&Model> for Config {
                     to: m.to.to_string(),
                     to_port: (m.to_port != m.port).then(|| m.to_port.into()),
                     allow_from: m.allow_from.iter().map(ToString::to_string).collect(),
+                    listen: m.listen.iter().map(ToString::to_string).collect(),
                     description: m.description.clone(),
                     enabled: true,
                     log: m.log.is_some(),

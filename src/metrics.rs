@@ -601,6 +601,7 @@ mod tests {
                 port: 8080,
                 to: "192.168.1.66".parse().expect("address"),
                 to_port: 80,
+                listen: None,
             }],
         );
         m.counters = Some(crate::Counters {

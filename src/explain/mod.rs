@@ -295,14 +295,22 @@ pub fn explain(kind: BackendKind, netns: &Netns, table: &str, query: &Query) -> 
     Ok(evaluate(query, &facts))
 }
 
-/// The mapping and forward that take `query`'s packet, if one does.
+/// The mapping and forward that take `query`'s packet, if one does: a forward on the `--to`
+/// address (`listen`) comes before one on any address, as the kernel looks them up; without
+/// `--to`, a forward on any address, else the first on an address of its own.
 pub fn mapped<'o>(query: &Query, observed: &'o Observed) -> Option<(&'o ObservedMapping, &'o Forward)> {
-    observed.mappings.iter().find_map(|m| {
-        m.forwards
-            .iter()
-            .find(|f| f.transport == query.transport && f.port == query.port)
-            .map(|f| (m, f))
-    })
+    let find = |wanted: &dyn Fn(&Forward) -> bool| {
+        observed.mappings.iter().find_map(|m| {
+            m.forwards
+                .iter()
+                .find(|f| f.transport == query.transport && f.port == query.port && wanted(f))
+                .map(|f| (m, f))
+        })
+    };
+    match query.to {
+        Some(to) => find(&|f| f.listen == Some(to)).or_else(|| find(&|f| f.listen.is_none())),
+        None => find(&|f| f.listen.is_none()).or_else(|| find(&|f| f.listen.is_some())),
+    }
 }
 
 /// Where the source sits, seen from the router.
@@ -553,9 +561,10 @@ fn check_mapping(cx: &mut Context<'_>) {
             Kind::Mapping,
             Effect::Ok,
             format!(
-                "{}/{} is mapping {}{description}: DNAT to {}{run}",
+                "{}/{}{} is mapping {}{description}: DNAT to {}{run}",
                 q.transport,
                 q.port,
+                f.listen.map(|a| format!(" on {a}")).unwrap_or_default(),
                 m.name,
                 socket(f.to, f.to_port)
             ),

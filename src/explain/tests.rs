@@ -43,6 +43,7 @@ fn forward(transport: Transport, port: u16, to: &str, to_port: u16) -> Forward {
         port,
         to: ip(to),
         to_port,
+        listen: None,
     }
 }
 
@@ -938,4 +939,25 @@ fn unknown_tests_that_do_not_matter_do_not_multiply_paths() {
     let found = chain_findings(&f);
     // Every path ends at the final drop: the mark tests do not matter, and it is certain.
     assert_eq!(found[0].effect, Effect::Blocks, "{found:?}");
+}
+
+#[test]
+fn a_listen_address_takes_its_packets_before_any_address() {
+    let mut f = facts();
+    let mut on_second = forward(Transport::Tcp, 8080, "192.168.1.77", 80);
+    on_second.listen = Some(ip("203.0.113.10"));
+    f.observed.mappings.push(mapping("web2", vec![on_second], &[]));
+    // Sent to the second address: the mapping listening there.
+    let e = evaluate(&query(8080, Some("203.0.113.2"), Some("203.0.113.10")), &f);
+    assert_eq!(e.mapping.as_deref(), Some("web2"), "{e}");
+    assert_eq!(e.target, Some((ip("192.168.1.77"), 80)));
+    assert!(
+        one(&e, Kind::Mapping)
+            .message
+            .starts_with("tcp/8080 on 203.0.113.10 is mapping web2"),
+        "{e}"
+    );
+    // Sent to the first: the mapping on any address.
+    let e = evaluate(&query(8080, Some("203.0.113.2"), Some("203.0.113.1")), &f);
+    assert_eq!(e.mapping.as_deref(), Some("web"), "{e}");
 }

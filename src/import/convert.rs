@@ -38,6 +38,8 @@ pub struct ImportedMapping {
     pub to_port: Option<PortRange>,
     /// Sources admitted (empty: everyone).
     pub allow_from: Vec<IpNet>,
+    /// The one address it answers on (`-d`, `ip daddr`), if the rule names one.
+    pub listen: Option<IpAddr>,
     /// From the rule's comment.
     pub description: Option<String>,
     /// The rules it came from.
@@ -83,6 +85,7 @@ struct Draft {
     to: IpAddr,
     to_port: u16,
     sources: Vec<IpNet>,
+    listen: Option<IpAddr>,
     comment: Option<String>,
     origins: Vec<String>,
 }
@@ -163,6 +166,7 @@ pub fn convert(found: Found, wan: Option<&[String]>) -> Imported {
                 to: c.to,
                 to_port: c.to_port,
                 sources: c.sources.iter().map(IpNet::trunc).collect(),
+                listen: c.listen,
                 comment: c.comment,
                 origins: vec![c.origin],
             }
@@ -172,7 +176,7 @@ pub fn convert(found: Found, wan: Option<&[String]>) -> Imported {
 
     let mut mappings = Vec::new();
     let mut set_aside = Vec::new();
-    let mut taken: Vec<(bool, Transport, PortRange, String)> = Vec::new();
+    let mut taken: Vec<(bool, Transport, PortRange, Option<IpAddr>, String)> = Vec::new();
     let mut names = NameBook::default();
     for d in drafts {
         let mut reason = d.other_iif.as_ref().map(|iif| {
@@ -186,14 +190,24 @@ pub fn convert(found: Found, wan: Option<&[String]>) -> Imported {
         let v6 = d.to.is_ipv6();
         if reason.is_none() {
             for t in &d.transports {
-                if let Some((_, _, _, name)) = taken
-                    .iter()
-                    .find(|(f, tr, p, _)| *f == v6 && tr == t && p.overlaps(d.ports))
-                {
-                    reason = Some(format!(
-                        "{t} {} is already forwarded by mapping {name}, from an earlier rule (the kernel uses the first rule that matches, so this one never forwards)",
-                        d.ports
-                    ));
+                if let Some((_, _, _, on, name)) = taken.iter().find(|(f, tr, p, on, _)| {
+                    *f == v6
+                        && tr == t
+                        && p.overlaps(d.ports)
+                        && (on.is_none() || d.listen.is_none() || *on == d.listen)
+                }) {
+                    reason = Some(if on.is_some() && d.listen.is_none() {
+                        format!(
+                            "{t} {} on every address overlaps mapping {name} on {}, from an earlier rule; portmap forwards a port either on any address or on listen addresses — give this one the listen addresses it should answer on",
+                            d.ports,
+                            on.map(|a| a.to_string()).unwrap_or_default()
+                        )
+                    } else {
+                        format!(
+                            "{t} {} is already forwarded by mapping {name}, from an earlier rule (the kernel uses the first rule that matches, so this one never forwards)",
+                            d.ports
+                        )
+                    });
                     break;
                 }
             }
@@ -203,7 +217,7 @@ pub fn convert(found: Found, wan: Option<&[String]>) -> Imported {
             set_aside.push(SetAside { mapping, reason });
         } else {
             for t in mapping.protocol.transports() {
-                taken.push((v6, *t, mapping.ports, mapping.name.clone()));
+                taken.push((v6, *t, mapping.ports, mapping.listen, mapping.name.clone()));
             }
             mappings.push(mapping);
         }
@@ -221,7 +235,14 @@ pub fn convert(found: Found, wan: Option<&[String]>) -> Imported {
 
 /// The same forward from several rules (different sources) → one draft admitting them all.
 fn merge_sources(drafts: Vec<Draft>) -> Vec<Draft> {
-    type Key = (Option<String>, Vec<Transport>, PortRange, IpAddr, u16);
+    type Key = (
+        Option<String>,
+        Vec<Transport>,
+        PortRange,
+        IpAddr,
+        u16,
+        Option<IpAddr>,
+    );
     let mut out: Vec<Draft> = Vec::new();
     let mut index: HashMap<Key, usize> = HashMap::new();
     for d in drafts {
@@ -231,6 +252,7 @@ fn merge_sources(drafts: Vec<Draft>) -> Vec<Draft> {
             d.ports,
             d.to,
             d.to_port,
+            d.listen,
         );
         if let Some(&i) = index.get(&key) {
             let kept = &mut out[i];
@@ -253,7 +275,14 @@ fn merge_sources(drafts: Vec<Draft>) -> Vec<Draft> {
 
 /// Forwards of consecutive (or overlapping) ports with the same shift → one range.
 fn merge_runs(drafts: Vec<Draft>) -> Vec<Draft> {
-    type Key = (Option<String>, Vec<Transport>, IpAddr, Vec<IpNet>, i32);
+    type Key = (
+        Option<String>,
+        Vec<Transport>,
+        IpAddr,
+        Vec<IpNet>,
+        i32,
+        Option<IpAddr>,
+    );
     let mut groups: BTreeMap<usize, Vec<Draft>> = BTreeMap::new();
     let mut index: HashMap<Key, usize> = HashMap::new();
     for d in drafts {
@@ -263,6 +292,7 @@ fn merge_runs(drafts: Vec<Draft>) -> Vec<Draft> {
             d.to,
             d.sources.clone(),
             d.shift(),
+            d.listen,
         );
         let first = *index.entry(key).or_insert(d.order);
         groups.entry(first).or_default().push(d);
@@ -294,11 +324,18 @@ fn merge_runs(drafts: Vec<Draft>) -> Vec<Draft> {
 
 /// TCP and UDP forwards that agree on everything else → one `both` draft.
 fn merge_protocols(drafts: Vec<Draft>) -> Vec<Draft> {
-    type Key = (Option<String>, PortRange, IpAddr, u16, Vec<IpNet>);
+    type Key = (Option<String>, PortRange, IpAddr, u16, Vec<IpNet>, Option<IpAddr>);
     let mut out: Vec<Draft> = Vec::new();
     let mut index: HashMap<Key, usize> = HashMap::new();
     for d in drafts {
-        let key = (d.other_iif.clone(), d.ports, d.to, d.to_port, d.sources.clone());
+        let key = (
+            d.other_iif.clone(),
+            d.ports,
+            d.to,
+            d.to_port,
+            d.sources.clone(),
+            d.listen,
+        );
         if let Some(&i) = index.get(&key) {
             let kept = &mut out[i];
             for t in &d.transports {
@@ -404,6 +441,7 @@ fn finish(d: Draft, names: &mut NameBook) -> ImportedMapping {
         to: d.to,
         to_port,
         allow_from: d.sources,
+        listen: d.listen,
         description: d.comment.as_deref().and_then(description_from_comment),
         origins: d.origins,
     }
@@ -465,6 +503,9 @@ fn mapping_yaml(m: &ImportedMapping, prefix: &str) -> String {
             })
             .collect();
         let _ = writeln!(s, "{prefix}    allow_from: [{}]", list.join(", "));
+    }
+    if let Some(a) = m.listen {
+        let _ = writeln!(s, "{prefix}    listen: [{a}]");
     }
     if let Some(d) = &m.description {
         let escaped = d.replace('\\', "\\\\");

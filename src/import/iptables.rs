@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use portmap_core::Transport;
 use portmap_iptables::save::{Dump, TableDump};
 
-use super::nft::{Cond, Forward, daddr_reason, expand};
+use super::nft::{Cond, Forward, expand};
 use super::{Candidate, Found};
 
 /// How deep jumps are followed.
@@ -161,6 +161,7 @@ impl Ctx<'_> {
                     to: f.to,
                     to_port: f.to_port,
                     sources: f.sources,
+                    listen: f.listen,
                 })),
                 Ok(Rule::Jump(target, cond)) => {
                     if self.own.iter().any(|p| target.starts_with(p.as_str())) {
@@ -267,7 +268,18 @@ impl Ctx<'_> {
                     cond.require_sources(nets)?;
                     i += 2;
                 }
-                "-d" | "--destination" => return Err(daddr_reason().replace("(ip daddr)", "(-d)")),
+                "-d" | "--destination" => {
+                    let text = need("-d")?;
+                    if text.contains(',') {
+                        return Err(format!(
+                            "-d {text} names several destinations: portmap takes one listen address per rule"
+                        ));
+                    }
+                    let net = parse_net(text, self.v6)
+                        .ok_or_else(|| format!("-d {text} is not an address or prefix portmap reads"))?;
+                    cond.require_listen(net)?;
+                    i += 2;
+                }
                 "-p" | "--protocol" => {
                     let t = match need("-p")? {
                         "tcp" | "6" => Transport::Tcp,

@@ -44,6 +44,8 @@ pub struct Candidate {
     pub to: IpAddr,
     /// The inner port the first external port goes to.
     pub to_port: u16,
+    /// The one destination address it matches (`listen`), if any.
+    pub listen: Option<IpAddr>,
     /// Sources admitted; empty means everyone.
     pub sources: Vec<IpNet>,
 }

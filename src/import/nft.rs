@@ -200,6 +200,7 @@ impl TableCtx<'_> {
                     to: f.to,
                     to_port: f.to_port,
                     sources: f.sources,
+                    listen: f.listen,
                 })),
                 Ok(Outcome::Jump(target, cond)) => {
                     if stack.contains(&target) {
@@ -301,6 +302,8 @@ pub(super) struct Forward {
     pub(super) to: IpAddr,
     pub(super) to_port: u16,
     pub(super) sources: Vec<IpNet>,
+    /// The one destination address the rule matches (a `listen` address), if any.
+    pub(super) listen: Option<IpAddr>,
 }
 
 /// What the rule (and the rules that jumped to it) require of a packet.
@@ -311,6 +314,8 @@ pub(super) struct Cond {
     pub(super) dports: Option<Vec<(u16, u16)>>,
     pub(super) sources: Option<Vec<IpNet>>,
     pub(super) iif: Option<Vec<String>>,
+    /// The one destination address required (`ip daddr ADDR`, `-d ADDR/32`).
+    pub(super) listen: Option<IpAddr>,
     /// A packet can never match (e.g. two different input interfaces required).
     pub(super) never: bool,
 }
@@ -355,6 +360,21 @@ impl Cond {
         if self.iif.as_ref().is_some_and(Vec::is_empty) {
             self.never = true;
         }
+    }
+
+    /// Require one destination address: a mapping's `listen` address. Only a single host address
+    /// is a listen address; a prefix or a second, different one is not taken over.
+    pub(super) fn require_listen(&mut self, net: IpNet) -> Result<(), String> {
+        if net.prefix_len() != net.max_prefix_len() {
+            return Err(format!(
+                "matches the destination prefix {net}: portmap's listen addresses are single addresses of the router"
+            ));
+        }
+        match self.listen {
+            Some(had) if had != net.addr() => self.never = true,
+            _ => self.listen = Some(net.addr()),
+        }
+        Ok(())
     }
 
     pub(super) fn require_sources(&mut self, list: Vec<IpNet>) -> Result<(), String> {
@@ -801,7 +821,16 @@ impl State<'_> {
             return self.cond.require_sources(vec![net]);
         }
         if self.is_daddr(offset)? {
-            return Err(daddr_reason());
+            if op != CmpOp::Eq {
+                return Err(
+                    "matches the destination address with something other than == (e.g. ip daddr !=)"
+                        .to_owned(),
+                );
+            }
+            let Some(net) = prefix(data, mask, v6) else {
+                return Err("matches the destination address with a mask that is not a prefix".to_owned());
+            };
+            return self.cond.require_listen(net);
         }
         let proto_offset = if v6 { 6 } else { 9 };
         if offset == proto_offset && len == 1 && op == CmpOp::Eq && mask.is_none() {
@@ -1100,6 +1129,7 @@ pub(super) fn expand(
                     to,
                     to_port,
                     sources: cond.sources.clone().unwrap_or_default(),
+                    listen: cond.listen,
                 });
             }
         }
@@ -1107,8 +1137,11 @@ pub(super) fn expand(
     Ok(())
 }
 
+/// Why a set lookup on the destination address is not taken over (a single `ip daddr ADDR` is: it
+/// becomes the mapping's `listen`).
 pub(super) fn daddr_reason() -> String {
-    "matches the destination address (ip daddr): a listen address, which portmap cannot express yet"
+    "looks up the destination address (ip daddr) in a set: portmap takes one listen address per rule, written \
+     `ip daddr ADDR`"
         .to_owned()
 }
 

@@ -60,7 +60,20 @@ fn iptables_rules_become_merged_mappings_with_origins_and_reasons() {
     let names: Vec<&str> = imported.mappings.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(
         names,
-        ["web-front", "tcp-25", "tcp-6000-6002", "tcp-7000-7002"],
+        [
+            "web-front",
+            "tcp-25",
+            "tcp-6000-6002",
+            "tcp-7000-7002",
+            "tcp-7300"
+        ],
+        "{yaml}"
+    );
+    // `-d ADDR/32`: the mapping answers on that address only.
+    assert!(
+        yaml.contains(
+            "  - name: tcp-7300\n    port: 7300\n    to: 192.168.1.70\n    listen: [203.0.113.1]\n"
+        ),
         "{yaml}"
     );
     // tcp+udp of the same forward: one `both` mapping, with the comment as description.
@@ -94,7 +107,6 @@ fn iptables_rules_become_merged_mappings_with_origins_and_reasons() {
     };
     has("iptables-legacy nat FWD rule 5", "all to port 8000");
     has("iptables-legacy nat FWD rule 6", "-m mark");
-    has("iptables-legacy nat FWD rule 7", "listen address");
     has("iptables-legacy nat FWD rule 8", "several addresses");
     has("iptables-legacy nat FWD rule 9", "range of addresses");
     has("iptables-legacy nat LOOP rule 1", "a loop");

@@ -18,6 +18,7 @@ fn mapping(name: &str, port: u16, to: &str, allow: &[&str]) -> Mapping {
         to: to.parse().expect("address"),
         to_port: PortRange::single(port),
         allow_from: allow.iter().map(|a| a.parse().expect("prefix")).collect(),
+        listen: Vec::new(),
         description: None,
         log: None,
         limit: None,

@@ -349,7 +349,7 @@ fn validate_message_overlapping_ports() {
     require_root!();
     insta::assert_snapshot!(validate_stderr("bad/overlapping-ports.yaml"), @"
     error: bad/overlapping-ports.yaml is not a valid portmap configuration; nothing was changed:
-    bad/overlapping-ports.yaml:14:11: mappings[1].port: tcp port 8080 is also forwarded by mapping `web` (line 9: tcp 8080); each protocol and external port can belong to one enabled IPv4 mapping (and one IPv6 mapping)
+    bad/overlapping-ports.yaml:14:11: mappings[1].port: tcp port 8080 is also forwarded by mapping `web` (line 9: tcp 8080); each protocol and external port can belong to one enabled IPv4 mapping (and one IPv6 mapping), or give each mapping its own `listen` addresses
     1 error in bad/overlapping-ports.yaml.
     ");
 }

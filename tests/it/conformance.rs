@@ -225,6 +225,28 @@ fn ipv6_and_dual_stack() {
     assert!(table.contains("2001:db8:1::2/127"), "{table}");
 }
 
+#[test]
+fn listen_addresses() {
+    require_root!();
+    let table = same_table_both_ways(&fixture("listen.yaml"));
+    for line in [
+        r#"203.0.113.1 . tcp . 8080 comment "web-a" : 192.168.1.66 . 80"#,
+        r#"203.0.113.10 . tcp . 8080 comment "web-b" : 192.168.1.25 . 80"#,
+        r#"203.0.113.11 . tcp . 8080 comment "web-b" : 192.168.1.25 . 80"#,
+        r#"203.0.113.10 . udp . 6001 comment "game" : 192.168.1.70 . 7001"#,
+        r#"2001:db8:1::1 . tcp . 8080 comment "web6" : 2001:db8:2::66 . 80"#,
+        r#"203.0.113.1 . tcp . 8080 comment "web-a" : jump allow_web-a"#,
+        "203.0.113.1 . tcp . 8080 : jump log_web-a",
+        r#"203.0.113.11 . tcp . 8080 : "limit_web-b""#,
+        r#"tcp . 2222 comment "ssh" : 192.168.1.25 . 22"#,
+        "ip daddr . meta l4proto . th dport map @dnat4_addr",
+        "ct original ip daddr . meta l4proto . ct original proto-dst map @traffic4_addr",
+        "ct original ip6 daddr . meta l4proto . ct original proto-dst vmap @log6_addr",
+    ] {
+        assert!(table.contains(line), "missing `{line}` in\n{table}");
+    }
+}
+
 /// The kernel layout per fixture, for review (`cargo insta review`). Separate from the equality tests
 /// above so a layout change shows up as a snapshot diff, not as a conformance failure.
 fn layout(fixture_file: &str) -> String {
@@ -272,6 +294,12 @@ fn layout_both() {
 fn layout_ipv6() {
     require_root!();
     insta::assert_snapshot!("layout_ipv6", layout("ipv6.yaml"));
+}
+
+#[test]
+fn layout_listen() {
+    require_root!();
+    insta::assert_snapshot!("layout_listen", layout("listen.yaml"));
 }
 
 #[test]

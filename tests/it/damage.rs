@@ -3,7 +3,8 @@
 //! One topology (client / router / LAN, IPv4 and IPv6) holds a table of [`MAPPINGS`] mappings made
 //! from the seed: tcp, udp and both; single ports, ranges and offset ranges; about 15% with an
 //! `allow_from` list (IPv4 or IPv6, one or two documentation prefixes, some admitting the test
-//! client and some not), about 8% with `log: true` and 8% with a `limit`; IPv4 and IPv6 targets;
+//! client and some not), about 8% with `log: true` and 8% with a `limit`, about 20% with `listen`
+//! addresses (their elements in the `_addr` twins of the maps); IPv4 and IPv6 targets;
 //! hairpin on. Every mapping has its two counters and their object-map elements. Each case then damages the table with
 //! 1–3 `nft -f` scripts in the router namespace, each built from the table as `nft -a list table`
 //! shows it right then (so it targets real objects), and requires:
@@ -80,7 +81,7 @@ use portmap_testkit::topology::path_str;
 use portmap_testkit::traffic::{REPLY_TIMEOUT, tcp_request};
 use portmap_testkit::{
     CLIENT, CLIENT6, ConnError, LAN_HOSTS, LAN_HOSTS6, OTHER_CLIENT, OTHER_CLIENT6, Reply, Run, Server,
-    Topology, WAN, WAN6, nft, normalize, require_root,
+    Topology, WAN, WAN_SECOND, WAN6, nft, normalize, require_root,
 };
 
 use crate::PORTMAP;
@@ -464,6 +465,8 @@ struct Spec {
     log: bool,
     /// `limit: …`.
     limit: Option<&'static str>,
+    /// `listen: […]` (empty: any address).
+    listen: Vec<IpAddr>,
 }
 
 /// The test client's own address as an allow-list entry.
@@ -525,6 +528,10 @@ impl Spec {
         if let Some(l) = self.limit {
             let _ = writeln!(s, "    limit: \"{l}\"");
         }
+        if !self.listen.is_empty() {
+            let list: Vec<String> = self.listen.iter().map(ToString::to_string).collect();
+            let _ = writeln!(s, "    listen: [{}]", list.join(", "));
+        }
         s
     }
 }
@@ -554,6 +561,7 @@ fn probes() -> Vec<Spec> {
         description: None,
         log: false,
         limit: None,
+        listen: Vec::new(),
     };
     vec![
         spec("probe-tcp", Proto::Tcp, probe::TCP, 1, v4(0), 80, &[]),
@@ -625,7 +633,18 @@ fn mappings(rng: &mut Rng) -> Vec<Spec> {
         let limit = rng
             .percent(8)
             .then(|| *rng.pick(&["50/second", "100/second burst 20", "600/minute burst 50"]));
+        // About 20% answer on listen addresses only (the addressed twins of the maps).
+        let listen = if !rng.percent(20) {
+            Vec::new()
+        } else if v6 {
+            vec![IpAddr::V6(WAN6)]
+        } else if rng.percent(50) {
+            vec![IpAddr::V4(WAN)]
+        } else {
+            vec![IpAddr::V4(WAN), IpAddr::V4(WAN_SECOND)]
+        };
         specs.push(Spec {
+            listen,
             name: format!("m{i:03}"),
             proto,
             port,
@@ -1109,6 +1128,7 @@ fn sock(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
 impl Lab {
     fn new(specs: Vec<Spec>, seed: u64) -> Lab {
         let t = Topology::with_ipv6(PORTMAP, "damage");
+        t.add_wan_address();
         let config = t.write_config(&config_yaml(&specs));
         let lan = &t.lan;
         let servers = ProbeServers {
@@ -2138,7 +2158,8 @@ impl Fuzzer<'_> {
         } else {
             ["conn4", "traffic4", "limit4"]
         });
-        let map = snap.writable(map_name)?;
+        let (map_name, key_head) = twin(rng, map_name, v6);
+        let map = snap.writable(&map_name)?;
         let kind = if map_name.starts_with("limit") {
             "limit"
         } else {
@@ -2146,7 +2167,11 @@ impl Fuzzer<'_> {
         };
         let objects: Vec<&ObjInfo> = snap.objects.iter().filter(|o| o.kind == kind).collect();
         let o = rng.choose(&objects)?;
-        let key = format!("{} . {}", rng.pick(&["tcp", "udp"]), rng.between(40_000, 60_000));
+        let key = format!(
+            "{key_head}{} . {}",
+            rng.pick(&["tcp", "udp"]),
+            rng.between(40_000, 60_000)
+        );
         if map.has(&key) {
             return None;
         }
@@ -2159,8 +2184,13 @@ impl Fuzzer<'_> {
     fn foreign_dnat(&mut self, snap: &Snapshot) -> Option<Damage> {
         let rng = &mut self.rng;
         let v6 = rng.percent(40);
-        let map = snap.writable(if v6 { "dnat6" } else { "dnat4" })?;
-        let key = format!("{} . {}", rng.pick(&["tcp", "udp"]), rng.between(40_000, 60_000));
+        let (name, key_head) = twin(rng, if v6 { "dnat6" } else { "dnat4" }, v6);
+        let map = snap.writable(&name)?;
+        let key = format!(
+            "{key_head}{} . {}",
+            rng.pick(&["tcp", "udp"]),
+            rng.between(40_000, 60_000)
+        );
         if map.has(&key) {
             return None;
         }
@@ -2178,7 +2208,7 @@ impl Fuzzer<'_> {
 
     fn foreign_mapping_element(&mut self, snap: &Snapshot) -> Option<Damage> {
         let rng = &mut self.rng;
-        let maps: Vec<&SetInfo> = ["dnat4", "dnat6"]
+        let maps: Vec<&SetInfo> = ["dnat4", "dnat6", "dnat4_addr", "dnat6_addr"]
             .iter()
             .filter_map(|m| snap.writable(m))
             .collect();
@@ -2187,15 +2217,27 @@ impl Fuzzer<'_> {
         let e = rng.choose(&named)?;
         // Mostly the mapping's own family; sometimes the other map, so it has elements in both.
         let into = if rng.percent(70) { from } else { rng.choose(&maps)? };
-        let key = format!("{} . {}", rng.pick(&["tcp", "udp"]), rng.between(40_000, 60_000));
+        let key_head = if into.name.ends_with("_addr") {
+            format!(
+                "{} . ",
+                if into.is_v6() {
+                    WAN6.to_string()
+                } else {
+                    WAN.to_string()
+                }
+            )
+        } else {
+            String::new()
+        };
+        let key = format!(
+            "{key_head}{} . {}",
+            rng.pick(&["tcp", "udp"]),
+            rng.between(40_000, 60_000)
+        );
         if into.has(&key) {
             return None;
         }
-        let data = format!(
-            "{} . {}",
-            lan_host(rng, into.name == "dnat6"),
-            rng.between(1, 65_535)
-        );
+        let data = format!("{} . {}", lan_host(rng, into.is_v6()), rng.between(1, 65_535));
         Some(Damage::new(
             Kind::ForeignMappingElement,
             format!(
@@ -2209,10 +2251,11 @@ impl Fuzzer<'_> {
     fn foreign_guard(&mut self, snap: &Snapshot) -> Option<Damage> {
         let rng = &mut self.rng;
         let v6 = rng.percent(40);
-        let guard = snap.writable(if v6 { "guard6" } else { "guard4" })?;
-        let dnat = snap.set(if v6 { "dnat6" } else { "dnat4" });
+        let (guard_name, key_head) = twin(rng, if v6 { "guard6" } else { "guard4" }, v6);
+        let guard = snap.writable(&guard_name)?;
+        let dnat = snap.set(&guard_name.replace("guard", "dnat"));
         let chains: Vec<String> = snap.regular_chains().iter().map(|c| c.name.clone()).collect();
-        let new_port = || format!("tcp . {}", 40_000 + (self.serial % 20_000));
+        let new_port = || format!("{key_head}tcp . {}", 40_000 + (self.serial % 20_000));
         let (key, comment, verdict) = match rng.below(3) {
             // A new port jumping to an existing allow chain.
             0 if !chains.is_empty() => {
@@ -2258,7 +2301,7 @@ impl Fuzzer<'_> {
             let port: u32 = port.parse().ok()?;
             match rng.below(3) {
                 0 => {
-                    let other = lan_host(rng, name == "dnat6");
+                    let other = lan_host(rng, set.is_v6());
                     if other == host {
                         return None;
                     }
@@ -2537,6 +2580,17 @@ fn plain_mapping(rng: &mut Rng, specs: &[Spec], snap: &Snapshot) -> Option<Strin
         })
         .collect();
     rng.choose(&plain).map(|s| s.name.clone())
+}
+
+/// `map` or, about a third of the time, its addressed twin (`dnat4_addr`, keyed by the public
+/// address first): the name, and what a key of it starts with (`203.0.113.1 . `, or nothing).
+fn twin(rng: &mut Rng, map: &str, v6: bool) -> (String, String) {
+    if rng.percent(33) {
+        let wan = if v6 { WAN6.to_string() } else { WAN.to_string() };
+        (format!("{map}_addr"), format!("{wan} . "))
+    } else {
+        (map.to_owned(), String::new())
+    }
 }
 
 fn lan_host(rng: &mut Rng, v6: bool) -> String {

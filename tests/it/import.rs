@@ -102,6 +102,7 @@ fn nft_rules_are_imported_and_forward_the_same_once_applied() {
     let _a = t.tcp_server("192.168.1.71:8000");
     let _b = t.tcp_server("192.168.1.71:8001");
     let _ssh = t.tcp_server("192.168.1.25:22");
+    let _listen = t.tcp_server("192.168.1.66:9002");
     let _range: Vec<_> = (6000..=6002)
         .map(|p| t.tcp_server(&format!("192.168.1.66:{p}")))
         .collect();
@@ -115,6 +116,8 @@ fn nft_rules_are_imported_and_forward_the_same_once_applied() {
         t.assert_tcp(CLIENT, 2222, "192.168.1.25:22");
         t.assert_tcp(CLIENT, 8443, "192.168.1.66:443");
         t.assert_tcp(CLIENT, 6001, "192.168.1.66:6001");
+        // `ip daddr 203.0.113.1`: the lab's WAN address, so a listen mapping on it.
+        t.assert_tcp(CLIENT, 9002, "192.168.1.66:9002");
     };
     check(&t);
 
@@ -132,7 +135,7 @@ fn nft_rules_are_imported_and_forward_the_same_once_applied() {
             "  # from nft table inet other chain pre handle ",
             "  - name: tcp-6000-6002\n    port: \"6000-6002\"\n    to: 192.168.1.66\n",
             ": matches ct mark, which portmap cannot express",
-            ": matches the destination address (ip daddr): a listen address",
+            "  - name: tcp-9002\n    port: 9002\n    to: 192.168.1.66\n    listen: [203.0.113.1]\n",
             "#   nft: table ip fw, table inet other",
         ],
     );

@@ -79,6 +79,7 @@ mod import;
 mod iptables;
 mod ipv6;
 mod json;
+mod listen;
 mod locking;
 mod router;
 mod scale;

@@ -31,6 +31,7 @@ fn model(n: usize) -> Model {
                 description: None,
                 log: None,
                 limit: None,
+                listen: Vec::new(),
             }
         })
         .collect();

@@ -134,6 +134,11 @@ pub struct MappingConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "schema::allow_from")]
     pub allow_from: Vec<String>,
+    /// The router's public addresses the mapping answers on; empty means any address of the WAN
+    /// interfaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::listen")]
+    pub listen: Vec<String>,
     /// Free text: one line, at most 128 bytes, without `"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::description")]
@@ -159,6 +164,7 @@ impl MappingConfig {
             to: to.into(),
             to_port: None,
             allow_from: Vec::new(),
+            listen: Vec::new(),
             description: None,
             enabled: true,
             log: false,
@@ -256,6 +262,7 @@ impl From<&Model> for Config {
                     to: m.to.to_string(),
                     to_port: (m.to_port != m.port).then(|| m.to_port.into()),
                     allow_from: m.allow_from.iter().map(ToString::to_string).collect(),
+                    listen: m.listen.iter().map(ToString::to_string).collect(),
                     description: m.description.clone(),
                     enabled: true,
                     log: m.log.is_some(),

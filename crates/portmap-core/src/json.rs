@@ -45,9 +45,11 @@ fn before_json(before: &ObservedMapping) -> Value {
     let mut value = serde_json::to_value(before).unwrap_or(Value::Null);
     let summary = serde_json::to_value(MappingSummary::from_observed(before)).unwrap_or(Value::Null);
     if let (Value::Object(map), Value::Object(summary)) = (&mut value, summary) {
-        for key in ["protocol", "port", "to", "to_port"] {
+        for key in ["protocol", "port", "to", "to_port", "listen"] {
             if let Some(v) = summary.get(key)
                 && !map.contains_key(key)
+                // `listen` is left out when empty, as in `after`.
+                && !(key == "listen" && v.as_array().is_some_and(Vec::is_empty))
             {
                 map.insert(key.to_owned(), v.clone());
             }

@@ -40,7 +40,7 @@ pub use load::{load_bytes, load_str, parse_config};
 pub use model::{
     Counters, DEFAULT_BURST, DEFAULT_LOG_GROUP, Environment, Forward, Limit, MAX_LOGGED_NAME_LEN, Mapping,
     Model, Observed, ObservedMapping, ParsePortRangeError, Place, PortRange, Protocol, RateUnit, Settings,
-    TableState, Transport,
+    TableState, Transport, listen_of, split_listen,
 };
 pub use plan::{
     Change, Counts, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, SettingChange,

@@ -125,13 +125,14 @@ const TOP_KEYS: [&str; 7] = [
     "mappings",
 ];
 const SIDE_KEYS: [&str; 1] = ["interfaces"];
-const MAPPING_KEYS: [&str; 10] = [
+const MAPPING_KEYS: [&str; 11] = [
     "name",
     "protocol",
     "port",
     "to",
     "to_port",
     "allow_from",
+    "listen",
     "description",
     "enabled",
     "log",
@@ -188,6 +189,11 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("rate_limit", "limit"),
     ("ratelimit", "limit"),
     ("group", "log_group"),
+    ("bind", "listen"),
+    ("public", "listen"),
+    ("public_ip", "listen"),
+    ("listen_on", "listen"),
+    ("external_ip", "listen"),
     ("nflog_group", "log_group"),
 ];
 
@@ -610,6 +616,7 @@ impl Walker<'_, '_> {
             to,
             to_port,
             allow_from,
+            listen,
             description,
             enabled,
             log,
@@ -742,6 +749,38 @@ impl Walker<'_, '_> {
                     self.error(node.pos, Field::Of(j, "allow_from"), message);
                 }
                 _ => self.wrong_type(node, Field::Of(j, "allow_from"), "a list of sources such as [203.0.113.0/24]"),
+            }
+        }
+        if let Some(node) = listen {
+            const EMPTY: &str = "listen is empty; list the router's public addresses the mapping answers on (e.g. \
+                                 [198.51.100.5]) or remove the key to answer on any address of the wan interfaces";
+            s.listen.pos = Some(node.pos);
+            s.listen.bad = true;
+            match &node.value {
+                Value::Seq(entries) if !entries.is_empty() => {
+                    s.listen.bad = false;
+                    for (k, entry) in entries.iter().enumerate() {
+                        let f = Field::OfItem(j, "listen", k);
+                        if let Some(text) = self.text(entry, f, "an IP address such as 198.51.100.5", false) {
+                            m.listen.push(text.to_owned());
+                            s.listen_items.push((entry.pos, k));
+                        }
+                    }
+                }
+                Value::Seq(_) => self.error(node.pos, Field::Of(j, "listen"), EMPTY),
+                _ if is_null(node) => self.error(node.pos, Field::Of(j, "listen"), EMPTY),
+                Value::Scalar(Scalar { text, .. }) => {
+                    let message = format!(
+                        "expected a list of addresses, got a single value; write listen: [{}]",
+                        shown(text)
+                    );
+                    self.error(node.pos, Field::Of(j, "listen"), message);
+                }
+                _ => self.wrong_type(
+                    node,
+                    Field::Of(j, "listen"),
+                    "a list of addresses such as [198.51.100.5]",
+                ),
             }
         }
         if let Some(node) = description {

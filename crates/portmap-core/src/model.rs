@@ -228,6 +228,10 @@ pub struct Mapping {
     /// Source prefixes allowed to use the mapping; empty means everyone. Canonical: host bits clear,
     /// sorted, no overlaps, adjacent prefixes merged.
     pub allow_from: Vec<IpNet>,
+    /// The router's public addresses the mapping answers on (of `to`'s family, sorted, no
+    /// repeats); empty means any address of the WAN interfaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<IpAddr>,
     /// Free text shown in plans and stored with the kernel objects (printable, no `"`, ≤ 128 bytes).
     pub description: Option<String>,
     /// The kernel log (nflog) group each new forwarded connection is logged to (`log: true`; the
@@ -339,22 +343,64 @@ impl std::ops::AddAssign for Counters {
 }
 
 impl Mapping {
-    /// Every (protocol, external port) → (address, port) pair this mapping forwards, in key order.
+    /// Every (protocol, external port) → (address, port) pair this mapping forwards, once per
+    /// listen address (or once, for any address), in key order.
     pub fn forwards(&self) -> Vec<Forward> {
-        let mut out = Vec::with_capacity(self.port.len() as usize * self.protocol.transports().len());
-        for &transport in self.protocol.transports() {
-            for (port, to_port) in self.port.ports().zip(self.to_port.ports()) {
-                out.push(Forward {
-                    transport,
-                    port,
-                    to: self.to,
-                    to_port,
-                });
+        let listens: Vec<Option<IpAddr>> = if self.listen.is_empty() {
+            vec![None]
+        } else {
+            self.listen.iter().copied().map(Some).collect()
+        };
+        let mut out =
+            Vec::with_capacity(self.port.len() as usize * self.protocol.transports().len() * listens.len());
+        for &listen in &listens {
+            for &transport in self.protocol.transports() {
+                for (port, to_port) in self.port.ports().zip(self.to_port.ports()) {
+                    out.push(Forward {
+                        transport,
+                        port,
+                        to: self.to,
+                        to_port,
+                        listen,
+                    });
+                }
             }
         }
         out.sort_unstable();
         out
     }
+}
+
+/// The listen addresses of some forwards (`None`: any address), sorted, each once.
+pub fn listen_of(forwards: &[Forward]) -> Vec<Option<IpAddr>> {
+    let mut out: Vec<Option<IpAddr>> = forwards.iter().map(|f| f.listen).collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// When `forwards` are the same forwards repeated on each of several listen addresses (what a
+/// mapping with `listen` writes), those addresses (empty for "any address") and the forwards
+/// without them; `None` when they are not (a table edited by hand).
+pub fn split_listen(forwards: &[Forward]) -> Option<(Vec<IpAddr>, Vec<Forward>)> {
+    let listens = listen_of(forwards);
+    if listens.len() > 1 && listens.contains(&None) {
+        return None;
+    }
+    let plain_on = |listen: Option<IpAddr>| -> Vec<Forward> {
+        let mut v: Vec<Forward> = forwards
+            .iter()
+            .filter(|f| f.listen == listen)
+            .map(|f| Forward { listen: None, ..*f })
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let first = listens.first().map_or_else(Vec::new, |&l| plain_on(l));
+    if listens.iter().skip(1).any(|&l| plain_on(l) != first) {
+        return None;
+    }
+    Some((listens.into_iter().flatten().collect(), first))
 }
 
 /// One forwarded (protocol, port) pair: the unit a kernel map element holds.
@@ -368,6 +414,9 @@ pub struct Forward {
     pub to: IpAddr,
     /// Inner port.
     pub to_port: u16,
+    /// The router's address it answers on; `None`: any address of the WAN interfaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<IpAddr>,
 }
 
 /// Router-wide settings of a `Model`.

@@ -518,15 +518,39 @@ fn list<T: ToString>(items: &[T]) -> String {
 /// Field-by-field difference between what the kernel holds for a mapping and what is wanted.
 fn field_changes(before: &ObservedMapping, after: &Mapping) -> Vec<FieldChange> {
     let mut out = Vec::new();
-    let wanted = after.forwards();
-    let found: Cow<'_, [Forward]> = if before.forwards.is_sorted() {
+    let all_wanted = after.forwards();
+    let all_found: Cow<'_, [Forward]> = if before.forwards.is_sorted() {
         Cow::Borrowed(&before.forwards)
     } else {
         let mut sorted = before.forwards.clone();
         sorted.sort_unstable();
         Cow::Owned(sorted)
     };
+    // Forwards repeated on each listen address compare as the ports and the addresses apart.
+    let split = (*all_found != *all_wanted)
+        .then(|| crate::model::split_listen(&all_found))
+        .flatten();
+    let (found, wanted): (Cow<'_, [Forward]>, Cow<'_, [Forward]>) = match &split {
+        Some((listen, plain)) => {
+            if *listen != after.listen {
+                out.push(FieldChange {
+                    field: "listen".to_owned(),
+                    before: listen_text(listen),
+                    after: listen_text(&after.listen),
+                });
+            }
+            let mut want: Vec<Forward> = all_wanted
+                .iter()
+                .map(|f| Forward { listen: None, ..*f })
+                .collect();
+            want.sort_unstable();
+            want.dedup();
+            (Cow::Owned(plain.clone()), Cow::Owned(want))
+        }
+        None => (all_found.clone(), Cow::Owned(all_wanted.clone())),
+    };
     if *found != *wanted {
+        let before_runs = out.len();
         let runs = fold_forwards(&found);
         let mut push = |field: &str, b: String, a: String| {
             if b != a {
@@ -550,7 +574,7 @@ fn field_changes(before: &ObservedMapping, after: &Mapping) -> Vec<FieldChange> 
                 describe_runs(&fold_forwards(&wanted)),
             ),
         }
-        if out.is_empty() {
+        if out.len() == before_runs {
             // Same summary, different elements (should not happen, but never hide a difference).
             out.push(FieldChange {
                 field: "forwards".to_owned(),
@@ -590,6 +614,15 @@ fn field_changes(before: &ObservedMapping, after: &Mapping) -> Vec<FieldChange> 
     out
 }
 
+/// Listen addresses for a plan: `[198.51.100.5, 198.51.100.6]`, or `(any)`.
+pub fn listen_text(listen: &[IpAddr]) -> String {
+    if listen.is_empty() {
+        "(any)".to_owned()
+    } else {
+        list(listen)
+    }
+}
+
 /// A limit for a plan: `20/second burst 40`, or `(none)`.
 pub fn limit_text(limit: Option<&crate::model::Limit>) -> String {
     limit.map_or_else(|| "(none)".to_owned(), ToString::to_string)
@@ -627,9 +660,12 @@ impl fmt::Display for ForwardRun {
 /// Fold forwards (sorted or not) back into the fewest runs, ordered by external port then protocol.
 /// Forwards that a mapping created come back as exactly one run; a table edited by hand may give
 /// several (gaps, other targets, TCP and UDP on different ports).
+///
+/// Listen addresses are left out (see [`crate::split_listen`]): the runs say which ports go where.
 pub fn fold_forwards(forwards: &[Forward]) -> Vec<ForwardRun> {
-    let mut sorted = forwards.to_vec();
+    let mut sorted: Vec<Forward> = forwards.iter().map(|f| Forward { listen: None, ..*f }).collect();
     sorted.sort_unstable();
+    sorted.dedup();
     let mut tcp: Vec<ForwardRun> = Vec::new();
     let mut udp: Vec<ForwardRun> = Vec::new();
     for f in &sorted {
@@ -686,9 +722,16 @@ pub fn describe_runs(runs: &[ForwardRun]) -> String {
 pub fn describe_forwards(forwards: &[Forward]) -> String {
     let parts: Vec<String> = forwards
         .iter()
-        .map(|f| match f.to {
-            std::net::IpAddr::V4(a) => format!("{}/{}→{}:{}", f.transport, f.port, a, f.to_port),
-            std::net::IpAddr::V6(a) => format!("{}/{}→[{}]:{}", f.transport, f.port, a, f.to_port),
+        .map(|f| {
+            let on = match f.listen {
+                None => String::new(),
+                Some(IpAddr::V4(a)) => format!("{a}:"),
+                Some(IpAddr::V6(a)) => format!("[{a}]:"),
+            };
+            match f.to {
+                IpAddr::V4(a) => format!("{}/{on}{}→{}:{}", f.transport, f.port, a, f.to_port),
+                IpAddr::V6(a) => format!("{}/{on}{}→[{}]:{}", f.transport, f.port, a, f.to_port),
+            }
         })
         .collect();
     parts.join(", ")

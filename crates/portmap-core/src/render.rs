@@ -99,6 +99,10 @@ fn target(run_to: std::net::IpAddr, to_port: crate::model::PortRange) -> String 
 
 fn create_row(m: &Mapping) -> Row {
     let mut extra = String::new();
+    if !m.listen.is_empty() {
+        let list: Vec<String> = m.listen.iter().map(ToString::to_string).collect();
+        let _ = write!(extra, "  listen {}", list.join(", "));
+    }
     if !m.allow_from.is_empty() {
         let list: Vec<String> = m.allow_from.iter().map(ToString::to_string).collect();
         let _ = write!(extra, "  allow_from {}", list.join(", "));
@@ -406,6 +410,8 @@ pub struct MappingSummary {
     pub to_port: String,
     /// Allowed source prefixes (empty: everyone).
     pub allow_from: Vec<String>,
+    /// The router's addresses it answers on (empty: any address of the WAN interfaces).
+    pub listen: Vec<String>,
     /// Description, if any.
     pub description: Option<String>,
     /// The runs (`tcp 8080 → 192.168.1.66:80`) when the forwards do not form one mapping (a table
@@ -451,6 +457,11 @@ impl MappingSummary {
             to: join(&|r| r.to.to_string()),
             to_port: join(&|r| r.to_port.to_string()),
             allow_from: observed.allow_from.iter().map(ToString::to_string).collect(),
+            listen: crate::model::listen_of(&observed.forwards)
+                .into_iter()
+                .flatten()
+                .map(|a| a.to_string())
+                .collect(),
             description: observed.description.clone(),
             forwards: if runs.len() > 1 {
                 runs.iter().map(ToString::to_string).collect()
@@ -553,12 +564,16 @@ pub fn render_status(observed: &Observed, color: bool) -> String {
         .collect();
     // Columns for what some mapping has: limits and logging, counters when they were read.
     let with_limits = summaries.iter().any(|s| s.limit.is_some() || s.log);
+    let with_listen = summaries.iter().any(|s| !s.listen.is_empty());
     let with_counters = summaries
         .iter()
         .any(|s| s.counters.is_some() || s.active_flows.is_some());
     let mut header: Vec<String> = ["NAME", "PROTOCOL", "PORT", "TO", "TO_PORT", "ALLOW_FROM"]
         .map(str::to_owned)
         .to_vec();
+    if with_listen {
+        header.insert(2, "LISTEN".to_owned());
+    }
     if with_limits {
         header.extend(["LIMIT", "LOG"].map(str::to_owned));
     }
@@ -583,6 +598,16 @@ pub fn render_status(observed: &Observed, color: bool) -> String {
                     "(damaged)".to_owned()
                 },
             ];
+            if with_listen {
+                row.insert(
+                    2,
+                    if s.listen.is_empty() {
+                        "any".to_owned()
+                    } else {
+                        s.listen.join(",")
+                    },
+                );
+            }
             if with_limits {
                 row.push(dash(s.limit.clone().unwrap_or_default()));
                 row.push(

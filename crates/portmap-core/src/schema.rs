@@ -181,6 +181,24 @@ pub(crate) fn allow_from(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+pub(crate) fn listen(_: &mut SchemaGenerator) -> Schema {
+    let v4 = format!("{OCTET}(?:\\.{OCTET}){{3}}");
+    let v6 = "[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*";
+    json_schema!({
+        "type": "array",
+        "minItems": 1,
+        "maxItems": crate::validate::MAX_LISTEN_PER_MAPPING,
+        "uniqueItems": true,
+        "description": "The router's public addresses the mapping answers on (of the same family as `to`); without it, any address of the `wan` interfaces.",
+        "items": {
+            "type": "string",
+            "description": "A public address of the router, e.g. 203.0.113.10 or 2001:db8::10 (no prefix).",
+            "pattern": format!("^(?:{v4}|{v6})$")
+        },
+        "examples": [["203.0.113.10"]]
+    })
+}
+
 pub(crate) fn description(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": ["string", "null"],

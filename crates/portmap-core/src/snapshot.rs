@@ -51,7 +51,14 @@ pub fn restorable(observed: &Observed) -> Result<Option<Model>, NotRestorable> {
             reasons.push(format!("mapping {} is damaged: {}", m.name, m.damage.join("; ")));
             continue;
         }
-        let runs = fold_forwards(&m.forwards);
+        let Some((listen, plain)) = crate::model::split_listen(&m.forwards) else {
+            reasons.push(format!(
+                "mapping {} does not forward the same ports on each of its listen addresses",
+                m.name
+            ));
+            continue;
+        };
+        let runs = fold_forwards(&plain);
         let [run] = runs.as_slice() else {
             reasons.push(format!(
                 "mapping {} holds {} runs of forwards ({}), which no single mapping makes",
@@ -68,6 +75,7 @@ pub fn restorable(observed: &Observed) -> Result<Option<Model>, NotRestorable> {
             to: run.to,
             to_port: run.to_port,
             allow_from: m.allow_from.clone(),
+            listen,
             description: m.description.clone(),
             log: m.log,
             limit: m.limit,
@@ -157,6 +165,7 @@ mod tests {
             port: 9999,
             to: "192.168.1.9".parse().unwrap(),
             to_port: 99,
+            listen: None,
         });
         let ssh = observed.mappings.iter_mut().find(|m| m.name == "ssh").unwrap();
         ssh.damage

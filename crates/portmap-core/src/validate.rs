@@ -74,6 +74,9 @@ pub(crate) struct MappingSpans {
     pub allow_from: Slot,
     /// Position and file index of each `allow_from` entry kept in the `Config`.
     pub allow_items: Vec<(Pos, usize)>,
+    pub listen: Slot,
+    /// Position and file index of each `listen` entry kept in the `Config`.
+    pub listen_items: Vec<(Pos, usize)>,
     pub description: Slot,
     pub log: Slot,
     pub limit: Slot,
@@ -227,6 +230,12 @@ fn where_is(pos: Option<Pos>, field: Field) -> String {
     }
 }
 
+/// Most listen addresses one mapping may have.
+pub const MAX_LISTEN_PER_MAPPING: usize = 16;
+/// Most distinct listen addresses in one configuration: with them, a file still forwards at most
+/// (1 + this) × 65,535 ports per protocol and family.
+pub const MAX_LISTEN_ADDRESSES: usize = 32;
+
 /// Check `config` against every rule. `spans` gives positions and fields already reported by the
 /// YAML walker. Returns the model when this check found nothing (the caller also looks at errors
 /// reported earlier).
@@ -302,6 +311,7 @@ pub(crate) fn check(config: &Config, spans: &Spans, report: &mut Report<'_>) -> 
         checked.push(check_mapping(m, ms.map_or(i, |s| s.index), ms, log_group, report));
     }
     check_unique_names(config, spans, &checked, report);
+    check_listen_count(config, spans, &checked, report);
     check_overlaps(config, spans, &checked, report);
 
     if report.count() > errors_before {
@@ -413,6 +423,8 @@ struct Checked {
     /// Whether the mapping forwards IPv6 (its `to` is, or looks like, an IPv6 address). Ports
     /// overlap only between mappings of the same family.
     v6: bool,
+    /// The listen addresses when valid (empty: any address).
+    listen: Vec<IpAddr>,
 }
 
 fn check_mapping(
@@ -486,6 +498,14 @@ fn check_mapping(
         check_allow_from(&m.allow_from, items, index, to_is_v6, report)
     };
 
+    // listen
+    let listen = if sp(|s| s.listen).bad {
+        None
+    } else {
+        let items = spans.map_or(&[][..], |s| s.listen_items.as_slice());
+        check_listen(&m.listen, items, index, to_is_v6, report)
+    };
+
     // description
     let description_slot = sp(|s| s.description);
     let description = match m.description.as_deref() {
@@ -533,12 +553,22 @@ fn check_mapping(
 
     let protocol_bad = sp(|s| s.protocol).bad;
     let mapping = if report.count() == errors_before && name_ok && !protocol_bad {
-        match (port, to_port, to, allow_from, description, limit, log) {
+        match (
+            port,
+            to_port,
+            to,
+            allow_from,
+            listen.clone(),
+            description,
+            limit,
+            log,
+        ) {
             (
                 Some(port),
                 Some(to_port),
                 Some(to),
                 Some(allow_from),
+                Some(listen),
                 Some(description),
                 Some(limit),
                 Some(log),
@@ -549,6 +579,7 @@ fn check_mapping(
                 to,
                 to_port,
                 allow_from,
+                listen,
                 description,
                 log,
                 limit,
@@ -561,8 +592,13 @@ fn check_mapping(
     Checked {
         mapping,
         name_ok,
-        port: if protocol_bad { None } else { port },
+        port: if protocol_bad || listen.is_none() {
+            None
+        } else {
+            port
+        },
         v6: to_is_v6,
+        listen: listen.unwrap_or_default(),
     }
 }
 
@@ -1059,6 +1095,142 @@ fn check_allow_from(
     Some(canonical_prefixes(nets.into_iter().map(|(n, _)| n).collect()))
 }
 
+/// Check a mapping's listen addresses: each an address of `to`'s family that the router can hold
+/// as a public address (not unspecified, loopback, multicast, broadcast or IPv6 link-local), each
+/// once. Sorted when all are valid.
+fn check_listen(
+    entries: &[String],
+    items: &[(Pos, usize)],
+    index: usize,
+    to_is_v6: bool,
+    report: &mut Report<'_>,
+) -> Option<Vec<IpAddr>> {
+    let errors_before = report.count();
+    let at = |k: usize| items.get(k).map_or((None, k), |&(p, j)| (Some(p), j));
+    if entries.len() > MAX_LISTEN_PER_MAPPING {
+        let (pos, j) = at(MAX_LISTEN_PER_MAPPING);
+        report.push(
+            pos,
+            Field::OfItem(index, "listen", j),
+            format!(
+                "a mapping takes at most {MAX_LISTEN_PER_MAPPING} listen addresses; this list has {}",
+                entries.len()
+            ),
+        );
+        return None;
+    }
+    let mut seen: HashMap<IpAddr, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for (k, text) in entries.iter().enumerate() {
+        let (pos, j) = at(k);
+        let field = Field::OfItem(index, "listen", j);
+        let Ok(addr) = text.parse::<IpAddr>() else {
+            let hint = if text.parse::<IpNet>().is_ok() {
+                format!(
+                    "`{}` is a prefix; listen takes the router's addresses one by one, e.g. {}",
+                    shown(text),
+                    text.split('/').next().unwrap_or(text)
+                )
+            } else {
+                format!(
+                    "`{}` is not an IP address; give one of the router's public addresses, e.g. 198.51.100.5 or \
+                         2001:db8::5 (host names are not resolved)",
+                    shown(text)
+                )
+            };
+            report.push(pos, field, hint);
+            continue;
+        };
+        let problem = match addr {
+            IpAddr::V4(a) if a.is_unspecified() => {
+                Some("the unspecified address (leave listen out to answer on any address)")
+            }
+            IpAddr::V4(a) if a.is_loopback() => Some("a loopback address (127.0.0.0/8)"),
+            IpAddr::V4(a) if a.is_multicast() => Some("a multicast address (224.0.0.0/4)"),
+            IpAddr::V4(a) if a == Ipv4Addr::BROADCAST => Some("the broadcast address"),
+            IpAddr::V6(a) if a.is_unspecified() => {
+                Some("the unspecified address (leave listen out to answer on any address)")
+            }
+            IpAddr::V6(a) if a.is_loopback() => Some("the loopback address (::1)"),
+            IpAddr::V6(a) if a.is_multicast() => Some("a multicast address (ff00::/8)"),
+            IpAddr::V6(a) if a.is_unicast_link_local() => {
+                Some("a link-local address (fe80::/10), which portmap never forwards")
+            }
+            IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => {
+                Some("an IPv4-mapped IPv6 address; write the IPv4 address")
+            }
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            report.push(
+                pos,
+                field,
+                format!("{addr} is {problem}; give one of the router's public addresses"),
+            );
+            continue;
+        }
+        if addr.is_ipv6() != to_is_v6 {
+            let (a, t) = if to_is_v6 {
+                ("IPv4", "IPv6")
+            } else {
+                ("IPv6", "IPv4")
+            };
+            report.push(
+                pos,
+                field,
+                format!(
+                    "{addr} is {a} but `to` is {t}; a mapping answers on addresses of its target's family (write a \
+                     second mapping for the other family)"
+                ),
+            );
+            continue;
+        }
+        if let Some(&first) = seen.get(&addr) {
+            let (fpos, fj) = at(first);
+            let first = Field::OfItem(index, "listen", fj);
+            let first = match fpos {
+                Some((line, _)) => format!("{first}, line {line}"),
+                None => first.to_string(),
+            };
+            report.push(
+                pos,
+                field,
+                format!("{addr} is listed twice (first as {first}); list it once"),
+            );
+            continue;
+        }
+        seen.insert(addr, k);
+        out.push(addr);
+    }
+    if report.count() > errors_before {
+        return None;
+    }
+    out.sort_unstable();
+    Some(out)
+}
+
+/// At most [`MAX_LISTEN_ADDRESSES`] distinct listen addresses in the file (reported once, at the
+/// first mapping that passes the limit).
+fn check_listen_count(config: &Config, spans: &Spans, checked: &[Checked], report: &mut Report<'_>) {
+    let mut seen: HashSet<IpAddr> = HashSet::new();
+    for (i, c) in checked.iter().enumerate() {
+        seen.extend(c.listen.iter().copied());
+        if seen.len() > MAX_LISTEN_ADDRESSES {
+            let (index, pos) = mapping_field(spans, i, |s| s.listen.pos);
+            report.push(
+                pos,
+                Field::Of(index, "listen"),
+                format!(
+                    "the mappings up to `{}` name more than {MAX_LISTEN_ADDRESSES} different listen addresses, more \
+                     than portmap takes in one configuration",
+                    config.mappings[i].name
+                ),
+            );
+            return;
+        }
+    }
+}
+
 fn check_unique_names(config: &Config, spans: &Spans, checked: &[Checked], report: &mut Report<'_>) {
     let mut first: HashMap<&str, usize> = HashMap::with_capacity(config.mappings.len());
     for (i, (m, c)) in config.mappings.iter().zip(checked).enumerate() {
@@ -1088,61 +1260,160 @@ fn mapping_field(spans: &Spans, i: usize, f: fn(&MappingSpans) -> Option<Pos>) -
     spans.mappings.get(i).map_or((i, None), |s| (s.index, f(s)))
 }
 
-/// Enabled mappings of one address family may not forward the same (protocol, external port) twice;
-/// an IPv4 and an IPv6 mapping may (IPv4 packets look up the IPv4 map, IPv6 packets the IPv6 map),
-/// which is how one service is published on both. Sorting the ranges by start makes this
-/// O(n log n): a range overlaps an earlier one exactly when it starts before the furthest end seen
-/// so far.
+/// Enabled mappings of one address family may not forward the same (protocol, external port) on
+/// the same address twice; an IPv4 and an IPv6 mapping may (IPv4 packets look up the IPv4 maps,
+/// IPv6 packets the IPv6 maps), which is how one service is published on both. Addresses: two
+/// mappings with different `listen` addresses may share a port; a mapping without `listen`
+/// answers on every address, so it clashes with any mapping of the same port. Sorting the ranges
+/// by start makes this O(n log n): a range overlaps an earlier one exactly when it starts before
+/// the furthest end seen so far.
 fn check_overlaps(config: &Config, spans: &Spans, checked: &[Checked], report: &mut Report<'_>) {
-    let mut ranges: Vec<((bool, Transport), u16, u16, usize)> = Vec::with_capacity(config.mappings.len());
+    type Key = (bool, Transport, Option<IpAddr>);
+    /// Ranges (start, end, mapping index) by family and protocol.
+    type ByFamily = HashMap<(bool, Transport), Vec<(u16, u16, usize)>>;
+    /// A range's start, and the furthest-reaching range so far (its start, end, index).
+    type Reach = (u16, (u16, u16, usize));
+    let mut ranges: Vec<(Key, u16, u16, usize)> = Vec::with_capacity(config.mappings.len());
     for (i, (m, c)) in config.mappings.iter().zip(checked).enumerate() {
         if let (true, Some(port)) = (m.enabled, c.port) {
             for &t in m.protocol.transports() {
-                ranges.push(((c.v6, t), port.start, port.end, i));
+                if c.listen.is_empty() {
+                    ranges.push(((c.v6, t, None), port.start, port.end, i));
+                } else {
+                    for &a in &c.listen {
+                        ranges.push(((c.v6, t, Some(a)), port.start, port.end, i));
+                    }
+                }
             }
         }
     }
     ranges.sort_unstable();
     let mut reported: HashSet<(usize, usize)> = HashSet::new();
-    let mut cover: Option<((bool, Transport), u16, usize)> = None;
+    let mut clash = |this: usize, other: usize, key: Key, shared: PortRange, report: &mut Report<'_>| {
+        let (this, other) = if this > other {
+            (this, other)
+        } else {
+            (other, this)
+        };
+        if !reported.insert((this, other)) {
+            return;
+        }
+        let (v6, t, addr) = key;
+        let other_m = &config.mappings[other];
+        let this_m = &config.mappings[this];
+        let (index, pos) = mapping_field(spans, this, |s| s.port.pos);
+        let (oindex, opos) = mapping_field(spans, other, |s| s.port.pos);
+        let (ports, verb) = if shared.len() == 1 {
+            ("port", "is")
+        } else {
+            ("ports", "are")
+        };
+        let (family, other_family) = if v6 { ("IPv6", "IPv4") } else { ("IPv4", "IPv6") };
+        let on = |m: &MappingConfig| {
+            if m.listen.is_empty() {
+                " on any address".to_owned()
+            } else {
+                format!(" on {}", m.listen.join(", "))
+            }
+        };
+        let message = match addr {
+            None if other_m.listen.is_empty() && this_m.listen.is_empty() => format!(
+                "{t} {ports} {shared} {verb} also forwarded by mapping `{}` ({}: {} {}); each protocol and external \
+                 port can belong to one enabled {family} mapping (and one {other_family} mapping), or give each \
+                 mapping its own `listen` addresses",
+                other_m.name,
+                where_is(opos, Field::Mapping(oindex)),
+                other_m.protocol,
+                other_m.port
+            ),
+            None => format!(
+                "{t} {ports} {shared} {verb} also forwarded by mapping `{}` ({}: {} {}{}); a mapping without \
+                 `listen` answers on every address, so it clashes with every {family} mapping of the same port: give \
+                 both mappings `listen` addresses of their own",
+                other_m.name,
+                where_is(opos, Field::Mapping(oindex)),
+                other_m.protocol,
+                other_m.port,
+                on(other_m)
+            ),
+            Some(a) => format!(
+                "{t} {ports} {shared} on {a} {verb} also forwarded by mapping `{}` ({}: {} {}{}); each address, \
+                 protocol and external port can belong to one enabled mapping",
+                other_m.name,
+                where_is(opos, Field::Mapping(oindex)),
+                other_m.protocol,
+                other_m.port,
+                on(other_m)
+            ),
+        };
+        report.push(pos, Field::Of(index, "port"), message);
+    };
+    // The same address (or both any address).
+    let mut cover: Option<(Key, u16, usize)> = None;
     for &(key, start, end, i) in &ranges {
-        let (v6, t) = key;
         match cover {
             Some((ckey, cend, ci)) if ckey == key && start <= cend => {
-                let (this, other) = if i > ci { (i, ci) } else { (ci, i) };
-                if reported.insert((this, other)) {
-                    let shared = PortRange {
+                clash(
+                    i,
+                    ci,
+                    key,
+                    PortRange {
                         start,
                         end: end.min(cend),
-                    };
-                    let other_m = &config.mappings[other];
-                    let (index, pos) = mapping_field(spans, this, |s| s.port.pos);
-                    let (oindex, opos) = mapping_field(spans, other, |s| s.port.pos);
-                    let (ports, verb) = if shared.len() == 1 {
-                        ("port", "is")
-                    } else {
-                        ("ports", "are")
-                    };
-                    let (family, other_family) = if v6 { ("IPv6", "IPv4") } else { ("IPv4", "IPv6") };
-                    report.push(
-                        pos,
-                        Field::Of(index, "port"),
-                        format!(
-                            "{t} {ports} {shared} {verb} also forwarded by mapping `{}` ({}: {} {}); each protocol \
-                             and external port can belong to one enabled {family} mapping (and one {other_family} \
-                             mapping)",
-                            other_m.name,
-                            where_is(opos, Field::Mapping(oindex)),
-                            other_m.protocol,
-                            other_m.port
-                        ),
-                    );
-                }
+                    },
+                    report,
+                );
                 if end > cend {
                     cover = Some((key, end, i));
                 }
             }
             _ => cover = Some((key, end, i)),
+        }
+    }
+    // Any address against a listen address: per family and protocol, the any-address ranges sorted
+    // by start with the furthest end so far; a listen range clashes when the last any-address
+    // range starting at or before its end reaches its start.
+    let mut any: ByFamily = HashMap::new();
+    for &((v6, t, addr), start, end, i) in &ranges {
+        if addr.is_none() {
+            any.entry((v6, t)).or_default().push((start, end, i));
+        }
+    }
+    let reach: HashMap<(bool, Transport), Vec<Reach>> = any
+        .into_iter()
+        .map(|(k, list)| {
+            // Per range: its start, and the furthest-reaching range so far (its start, end, index).
+            let mut best: Option<(u16, u16, usize)> = None;
+            let out = list
+                .into_iter()
+                .map(|(start, end, i)| {
+                    if best.is_none_or(|(_, e, _)| end > e) {
+                        best = Some((start, end, i));
+                    }
+                    (start, best.unwrap_or((start, end, i)))
+                })
+                .collect();
+            (k, out)
+        })
+        .collect();
+    for &((v6, t, addr), start, end, i) in &ranges {
+        if addr.is_none() {
+            continue;
+        }
+        let Some(list) = reach.get(&(v6, t)) else {
+            continue;
+        };
+        let n = list.partition_point(|&(s, _)| s <= end);
+        if n == 0 {
+            continue;
+        }
+        let (_, (astart, aend, ai)) = list[n - 1];
+        if aend >= start {
+            let shared = PortRange {
+                start: start.max(astart),
+                end: end.min(aend),
+            };
+            clash(i, ai, (v6, t, None), shared, report);
         }
     }
 }

@@ -77,6 +77,7 @@ fn mixed() -> (Model, Observed) {
         description: Some("ssh to the NAS (off until needed)".into()),
         log: None,
         limit: None,
+        listen: Vec::new(),
     };
     let old = Mapping {
         name: "old-ftp".into(),
@@ -182,6 +183,7 @@ fn deletes_say_why() {
             port,
             to: ip("192.168.1.10"),
             to_port: port,
+            listen: None,
         }],
         allow_from: vec![],
         damage: vec![],
@@ -282,6 +284,7 @@ fn fold_forwards_finds_runs() {
         port,
         to: ip(to),
         to_port,
+        listen: None,
     };
     let a = "10.0.0.1";
     let runs = fold_forwards(&[
@@ -700,6 +703,7 @@ fn stale_flows_cover_exactly_the_dnat_flows_of_their_forward() {
         port: 5060,
         to: ip("192.168.1.66"),
         to_port: 5060,
+        listen: None,
     };
     let flow = portmap_core::TrackedFlow {
         dnat: true,

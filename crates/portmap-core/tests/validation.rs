@@ -438,10 +438,42 @@ const CASES: &[(&str, &str, &[&str])] = &[
             "  - { name: web6b, port: 8079-8081, to: \"2001:db8::2\" }\n",
         ),
         &[
-            "portmap.yaml:4:25: mappings[1].port: tcp port 8080 is also forwarded by mapping `web` (line 3: tcp 8080); each protocol and external port can belong to one enabled IPv4 mapping (and one IPv6 mapping)",
-            "portmap.yaml:6:43: mappings[3].port: udp port 53 is also forwarded by mapping `dns` (line 5: both 53); each protocol and external port can belong to one enabled IPv4 mapping (and one IPv6 mapping)",
-            "portmap.yaml:8:42: mappings[5].port: udp ports 27050-27100 are also forwarded by mapping `games` (line 7: udp 27000-27100); each protocol and external port can belong to one enabled IPv4 mapping (and one IPv6 mapping)",
-            "portmap.yaml:12:26: mappings[9].port: tcp port 8080 is also forwarded by mapping `web6` (line 11: tcp 8080); each protocol and external port can belong to one enabled IPv6 mapping (and one IPv4 mapping)",
+            "portmap.yaml:4:25: mappings[1].port: tcp port 8080 is also forwarded by mapping `web` (line 3: tcp 8080); each protocol and external port can belong to one enabled IPv4 mapping (and one IPv6 mapping), or give each mapping its own `listen` addresses",
+            "portmap.yaml:6:43: mappings[3].port: udp port 53 is also forwarded by mapping `dns` (line 5: both 53); each protocol and external port can belong to one enabled IPv4 mapping (and one IPv6 mapping), or give each mapping its own `listen` addresses",
+            "portmap.yaml:8:42: mappings[5].port: udp ports 27050-27100 are also forwarded by mapping `games` (line 7: udp 27000-27100); each protocol and external port can belong to one enabled IPv4 mapping (and one IPv6 mapping), or give each mapping its own `listen` addresses",
+            "portmap.yaml:12:26: mappings[9].port: tcp port 8080 is also forwarded by mapping `web6` (line 11: tcp 8080); each protocol and external port can belong to one enabled IPv6 mapping (and one IPv4 mapping), or give each mapping its own `listen` addresses",
+        ],
+    ),
+    (
+        "listen addresses",
+        concat!(
+            HEAD_FLOW!(),
+            "  - { name: a, port: 8080, to: 10.0.0.1, listen: [198.51.100.5] }\n",
+            "  - { name: b, port: 8080, to: 10.0.0.2, listen: [198.51.100.6] }\n",
+            "  - { name: c, port: 8000-8100, to: 10.0.0.3, listen: [198.51.100.6, 198.51.100.7] }\n",
+            "  - { name: d, port: 8079-8081, to: 10.0.0.4 }\n",
+            "  - { name: e, port: 9000, to: 10.0.0.5, listen: [2001:db8::5, 0.0.0.0, 198.51.100.5, 198.51.100.5, nope, 10.0.0.0/8, 127.0.0.1] }\n",
+            "  - { name: f, port: 9001, to: 10.0.0.6, listen: [] }\n",
+            "  - { name: g, port: 9002, to: 10.0.0.7, listen: 198.51.100.5 }\n",
+            "  - { name: h, port: 9003, to: \"2001:db8::9\", listen: [fe80::1, 2001:db8::5] }\n",
+            "  - { name: i, port: 9003, to: \"2001:db8::10\", listen: [2001:db8::6] }\n",
+            "  - { name: j, port: 9003, to: \"2001:db8::11\" }\n",
+        ),
+        &[
+            "portmap.yaml:5:22: mappings[2].port: tcp port 8080 on 198.51.100.6 is also forwarded by mapping `b` (line 4: tcp 8080 on 198.51.100.6); each address, protocol and external port can belong to one enabled mapping",
+            "portmap.yaml:6:22: mappings[3].port: tcp port 8080 is also forwarded by mapping `a` (line 3: tcp 8080 on 198.51.100.5); a mapping without `listen` answers on every address, so it clashes with every IPv4 mapping of the same port: give both mappings `listen` addresses of their own",
+            "portmap.yaml:6:22: mappings[3].port: tcp ports 8079-8081 are also forwarded by mapping `c` (line 5: tcp 8000-8100 on 198.51.100.6, 198.51.100.7); a mapping without `listen` answers on every address, so it clashes with every IPv4 mapping of the same port: give both mappings `listen` addresses of their own",
+            "portmap.yaml:6:22: mappings[3].port: tcp port 8080 is also forwarded by mapping `b` (line 4: tcp 8080 on 198.51.100.6); a mapping without `listen` answers on every address, so it clashes with every IPv4 mapping of the same port: give both mappings `listen` addresses of their own",
+            "portmap.yaml:7:51: mappings[4].listen[0]: 2001:db8::5 is IPv6 but `to` is IPv4; a mapping answers on addresses of its target's family (write a second mapping for the other family)",
+            "portmap.yaml:7:64: mappings[4].listen[1]: 0.0.0.0 is the unspecified address (leave listen out to answer on any address); give one of the router's public addresses",
+            "portmap.yaml:7:87: mappings[4].listen[3]: 198.51.100.5 is listed twice (first as mappings[4].listen[2], line 7); list it once",
+            "portmap.yaml:7:101: mappings[4].listen[4]: `nope` is not an IP address; give one of the router's public addresses, e.g. 198.51.100.5 or 2001:db8::5 (host names are not resolved)",
+            "portmap.yaml:7:107: mappings[4].listen[5]: `10.0.0.0/8` is a prefix; listen takes the router's addresses one by one, e.g. 10.0.0.0",
+            "portmap.yaml:7:119: mappings[4].listen[6]: 127.0.0.1 is a loopback address (127.0.0.0/8); give one of the router's public addresses",
+            "portmap.yaml:8:50: mappings[5].listen: listen is empty; list the router's public addresses the mapping answers on (e.g. [198.51.100.5]) or remove the key to answer on any address of the wan interfaces",
+            "portmap.yaml:9:50: mappings[6].listen: expected a list of addresses, got a single value; write listen: [198.51.100.5]",
+            "portmap.yaml:10:56: mappings[7].listen[0]: fe80::1 is a link-local address (fe80::/10), which portmap never forwards; give one of the router's public addresses",
+            "portmap.yaml:12:22: mappings[9].port: tcp port 9003 is also forwarded by mapping `i` (line 11: tcp 9003 on 2001:db8::6); a mapping without `listen` answers on every address, so it clashes with every IPv6 mapping of the same port: give both mappings `listen` addresses of their own",
         ],
     ),
     (
@@ -710,6 +742,7 @@ fn mapping_defaults_ranges_and_canonical_allow_from() {
                 description: None,
                 log: None,
                 limit: None,
+                listen: Vec::new(),
             },
             Mapping {
                 name: "cams".into(),
@@ -727,6 +760,7 @@ fn mapping_defaults_ranges_and_canonical_allow_from() {
                 description: None,
                 log: None,
                 limit: None,
+                listen: Vec::new(),
             },
             Mapping {
                 name: "office".into(),
@@ -738,6 +772,7 @@ fn mapping_defaults_ranges_and_canonical_allow_from() {
                 description: None,
                 log: None,
                 limit: None,
+                listen: Vec::new(),
             },
         ]
     );
@@ -777,6 +812,7 @@ fn ipv6_mappings_and_the_dual_stack_pattern_are_valid() {
             description: None,
             log: None,
             limit: None,
+            listen: Vec::new(),
         }
     );
     assert_eq!(model.mappings[3].to, ip("2001:db8:2::66"));
@@ -790,7 +826,7 @@ fn ipv6_mappings_and_the_dual_stack_pattern_are_valid() {
     assert_eq!(
         errors,
         [
-            "portmap.yaml:4:42: mappings[1].port: tcp port 80 is also forwarded by mapping `web6` (line 3: tcp 80); each protocol and external port can belong to one enabled IPv6 mapping (and one IPv4 mapping)",
+            "portmap.yaml:4:42: mappings[1].port: tcp port 80 is also forwarded by mapping `web6` (line 3: tcp 80); each protocol and external port can belong to one enabled IPv6 mapping (and one IPv4 mapping), or give each mapping its own `listen` addresses",
         ]
     );
 }

@@ -346,6 +346,8 @@ pub struct Run {
     pub to: IpAddr,
     /// First inner port (the inner ports are `to_start ..= to_start + (end - start)`).
     pub to_start: u16,
+    /// The router's address it answers on (`-d`, `--ctorigdst`); `None`: any address.
+    pub listen: Option<IpAddr>,
 }
 
 impl Run {
@@ -361,15 +363,21 @@ impl Run {
             port,
             to: self.to,
             to_port: self.to_start + (port - self.start),
+            listen: self.listen,
         })
     }
 
-    /// `tcp/8080` or `tcp/6000-6002`, for messages.
+    /// `tcp/8080` or `tcp/6000-6002` (`tcp/198.51.100.5:8080` on a listen address), for messages.
     pub fn label(&self) -> String {
+        let on = match self.listen {
+            None => String::new(),
+            Some(IpAddr::V4(a)) => format!("{a}:"),
+            Some(IpAddr::V6(a)) => format!("[{a}]:"),
+        };
         if self.start == self.end {
-            format!("{}/{}", self.transport, self.start)
+            format!("{}/{on}{}", self.transport, self.start)
         } else {
-            format!("{}/{}-{}", self.transport, self.start, self.end)
+            format!("{}/{on}{}-{}", self.transport, self.start, self.end)
         }
     }
 }
@@ -377,10 +385,11 @@ impl Run {
 /// Forwards folded into runs (sorted; consecutive ports to consecutive ports of one host).
 pub fn runs(forwards: &[Forward]) -> Vec<Run> {
     let mut sorted = forwards.to_vec();
-    sorted.sort_unstable();
+    sorted.sort_unstable_by_key(|f| (f.listen, f.transport, f.port, f.to, f.to_port));
     let mut out: Vec<Run> = Vec::new();
     for f in sorted {
         if let Some(last) = out.last_mut()
+            && last.listen == f.listen
             && last.transport == f.transport
             && last.to == f.to
             && last.end.checked_add(1) == Some(f.port)
@@ -395,8 +404,10 @@ pub fn runs(forwards: &[Forward]) -> Vec<Run> {
             end: f.port,
             to: f.to,
             to_start: f.to_port,
+            listen: f.listen,
         });
     }
+    out.sort_unstable();
     out
 }
 
@@ -413,8 +424,13 @@ pub fn dnat_rule(run: &Run, comment: &str) -> String {
     } else {
         format!("{}-{}/{}", run.to_start, run.to_end(), run.start)
     };
+    let on = match run.listen {
+        None => String::new(),
+        Some(a @ IpAddr::V4(_)) => format!("-d {a}/32 "),
+        Some(a @ IpAddr::V6(_)) => format!("-d {a}/128 "),
+    };
     format!(
-        "-p {proto} -m {proto} --dport {} -m comment --comment {} -j DNAT --to-destination {target}:{ports}",
+        "{on}-p {proto} -m {proto} --dport {} -m comment --comment {} -j DNAT --to-destination {target}:{ports}",
         port_match(run.start, run.end),
         quoted(comment)
     )
@@ -477,6 +493,9 @@ pub fn filter_rule_of(run: &Run, name: &str, source: Option<&IpNet>, kind: &Filt
     }
     if let Some(net) = source {
         let _ = write!(out, "--ctorigsrc {} ", prefix_text(net));
+    }
+    if let Some(addr) = run.listen {
+        let _ = write!(out, "--ctorigdst {addr} ");
     }
     let _ = write!(
         out,

@@ -153,6 +153,15 @@ fn ports(text: &str, sep: char) -> Option<(u16, u16)> {
 pub fn parse_dnat(spec: &str) -> Option<(Run, String)> {
     let (head, rest) = spec.split_once(" -m comment --comment ")?;
     let (comment, target) = rest.rsplit_once(" -j DNAT --to-destination ")?;
+    let (listen, head) = match head.strip_prefix("-d ") {
+        Some(rest) => {
+            let (addr, rest) = rest.split_once(' ')?;
+            let net = addr.parse::<IpNet>().ok()?;
+            (net.prefix_len() == net.max_prefix_len()).then_some(())?;
+            (Some(net.addr()), rest)
+        }
+        None => (None, head),
+    };
     let mut words = head.split(' ');
     let (Some("-p"), Some(proto), Some("-m"), Some(_), Some("--dport"), Some(dport), None) = (
         words.next(),
@@ -187,6 +196,7 @@ pub fn parse_dnat(spec: &str) -> Option<(Run, String)> {
         end,
         to: addr,
         to_start,
+        listen,
     };
     let comment = unquote(comment)?;
     (layout::dnat_rule(&run, &comment) == spec).then_some((run, comment))
@@ -212,6 +222,10 @@ pub fn parse_filter(spec: &str) -> Option<(Run, String, Option<IpNet>, FilterKin
                 .or_else(|| net.parse::<IpAddr>().ok().map(IpNet::from))?;
             (Some(net), rest)
         }
+        rest => (None, rest),
+    };
+    let (listen, w) = match w {
+        ["--ctorigdst", addr, rest @ ..] => (Some(addr.parse::<IpAddr>().ok()?), rest),
         rest => (None, rest),
     };
     let [
@@ -252,6 +266,7 @@ pub fn parse_filter(spec: &str) -> Option<(Run, String, Option<IpNet>, FilterKin
         end,
         to,
         to_start,
+        listen,
     };
     let (name, target) = rest.split_once(' ').unwrap_or((rest, ""));
     let kind = match (target, limit, new) {
@@ -294,6 +309,7 @@ pub fn parse_stale(spec: &str) -> Option<StaleFlows> {
             port: port.parse().ok()?,
             to: addr.parse().ok()?,
             to_port: to_port.parse().ok()?,
+            listen: None,
         },
         unless_from: narrowed.then(Vec::new),
     };

@@ -230,6 +230,7 @@ fn pending_cleanups_round_trip() {
                 port: 8080,
                 to: "2001:db8:2::66".parse().expect("addr"),
                 to_port: 80,
+                listen: None,
             },
             unless_from: Some(vec!["2001:db8:7::/48".parse().expect("net")]),
         },
@@ -421,7 +422,9 @@ fn damage(rng: &mut Rng, l: &mut Layout) {
             let i = protected + rng.below(rules.len() - protected);
             rules[i] = rules[i]
                 .replacen("80", "81", 1)
-                .replacen("192.168.1.", "192.168.9.", 1);
+                .replacen("192.168.1.", "192.168.9.", 1)
+                .replacen("-d 203.0.113.10/32", "-d 203.0.113.11/32", 1)
+                .replacen("--ctorigdst 203.0.113.1 ", "--ctorigdst 203.0.113.12 ", 1);
         }
         5 if !chains.jumps.is_empty() => {
             let i = rng.below(chains.jumps.len());
@@ -453,10 +456,27 @@ fn damage(rng: &mut Rng, l: &mut Layout) {
 
 #[test]
 fn apply_converges_from_random_damage() {
+    // Every fifth on listen addresses (one or two; `-d` and `--ctorigdst` in its rules), and
+    // three of one port on different addresses.
     let many = (0..40)
-        .map(|i| format!("  - {{ name: n{i}, port: {}, to: 192.168.1.70 }}\n", 20_000 + i))
+        .map(|i| {
+            let listen = match i % 5 {
+                0 => ", listen: [203.0.113.1]",
+                1 if i % 2 == 0 => ", listen: [203.0.113.1, 203.0.113.10]",
+                _ => "",
+            };
+            format!(
+                "  - {{ name: n{i}, port: {}, to: 192.168.1.70{listen} }}\n",
+                20_000 + i
+            )
+        })
         .collect::<Vec<_>>()
         .concat();
+    let many = format!(
+        "{many}  - {{ name: same-a, port: 30000, to: 192.168.1.71, listen: [203.0.113.1] }}\n\
+         \x20 - {{ name: same-b, port: 30000, to: 192.168.1.72, listen: [203.0.113.10] }}\n\
+         \x20 - {{ name: same-6, port: 30000, to: \"2001:db8:2::66\", listen: [\"2001:db8:1::1\"] }}\n"
+    );
     let m = model(&format!("{HOME}{many}"));
     let seed = std::env::var("DAMAGE_SEED")
         .ok()
@@ -574,6 +594,7 @@ fn log_limit_and_count_rules_read_back() {
         end: 8080,
         to: "192.168.1.66".parse().expect("address"),
         to_start: 80,
+        listen: None,
     };
     let source: ipnet::IpNet = "203.0.113.0/24".parse().expect("prefix");
     let limit = Limit {

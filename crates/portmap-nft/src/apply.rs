@@ -10,11 +10,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::IpNet;
 use portmap_core::{
-    Change, Forward, Mapping, Model, ObservedMapping, Plan, Settings, StaleFlows, TableAction, Transport,
+    Change, Forward, Mapping, Model, ObservedMapping, Plan, Settings, StaleFlows, TableAction,
 };
 use portmap_netlink::{Batch, Chain, Element, Object, Rule, Set, Table, object_type, udata};
 
-use crate::element::{self, mapping_comment};
+use crate::element::{self, Key, mapping_comment};
 use crate::lan_side::LanSide;
 use crate::layout::{self, Contents, IpFamily, Shape, TableId};
 use crate::observe::forward_keys;
@@ -263,15 +263,16 @@ pub fn contents(model: &Model, t: &TableId, env: &LanSide) -> Contents {
         ifnames(&model.settings.lan_interfaces),
     );
     for family in IpFamily::ALL {
-        elements.insert(family.dnat_map().to_owned(), Vec::new());
-        elements.insert(family.guard_map().to_owned(), Vec::new());
         for map in [
+            family.dnat_map(),
+            family.guard_map(),
             family.conn_map(),
             family.traffic_map(),
             family.limit_map(),
             family.log_map(),
         ] {
             elements.insert(map.to_owned(), Vec::new());
+            elements.insert(layout::addressed(map).to_owned(), Vec::new());
         }
         elements.insert(
             family.lan_side_set().to_owned(),
@@ -283,21 +284,23 @@ pub fn contents(model: &Model, t: &TableId, env: &LanSide) -> Contents {
     let mut log_rules = Vec::new();
     for m in &model.mappings {
         let mo = MappingObjects::of(t, m, &mut ids);
-        let mut add = |set: &str, new: Vec<Element>| {
-            elements.entry(set.to_owned()).or_default().extend(new);
+        let mut add = |groups: Groups| {
+            for (set, new) in groups {
+                elements.entry(set.to_owned()).or_default().extend(new);
+            }
         };
-        add(mo.dnat_map, mo.dnat);
+        add(mo.dnat);
         let family = mo.family;
-        add(family.conn_map(), mo.extras.conn_elements(&mo.keys));
-        add(family.traffic_map(), mo.extras.traffic_elements(&mo.keys));
+        add(mo.extras.conn_elements(family, &mo.keys));
+        add(mo.extras.traffic_elements(family, &mo.keys));
         if mo.extras.limit.is_some() {
-            add(family.limit_map(), mo.extras.limit_elements(&mo.keys));
+            add(mo.extras.limit_elements(family, &mo.keys));
         }
         if mo.extras.log.is_some() {
-            add(family.log_map(), mo.extras.log_elements(&mo.keys));
+            add(mo.extras.log_elements(family, &mo.keys));
         }
         if let Some(list) = mo.allow {
-            add(list.guard_map, list.guards);
+            add(list.guards);
             elements.insert(list.set.name.clone(), list.intervals);
             sets.push(list.set);
             chains.push(list.chain);
@@ -348,35 +351,47 @@ impl Extras {
         }
     }
 
-    fn conn_elements(&self, keys: &[(Transport, u16)]) -> Vec<Element> {
-        object_elements(keys, &layout::conn_counter(&self.name))
+    fn conn_elements(&self, family: IpFamily, keys: &[Key]) -> Groups {
+        object_elements(family.conn_map(), keys, &layout::conn_counter(&self.name))
     }
 
-    fn traffic_elements(&self, keys: &[(Transport, u16)]) -> Vec<Element> {
-        object_elements(keys, &layout::traffic_counter(&self.name))
+    fn traffic_elements(&self, family: IpFamily, keys: &[Key]) -> Groups {
+        object_elements(family.traffic_map(), keys, &layout::traffic_counter(&self.name))
     }
 
-    fn limit_elements(&self, keys: &[(Transport, u16)]) -> Vec<Element> {
-        object_elements(keys, &layout::limit_object(&self.name))
+    fn limit_elements(&self, family: IpFamily, keys: &[Key]) -> Groups {
+        object_elements(family.limit_map(), keys, &layout::limit_object(&self.name))
     }
 
-    fn log_elements(&self, keys: &[(Transport, u16)]) -> Vec<Element> {
-        log_elements(&self.name, keys)
+    fn log_elements(&self, family: IpFamily, keys: &[Key]) -> Groups {
+        log_elements(family, &self.name, keys)
     }
 }
 
-/// Object-map elements sending `keys` to `object`.
-fn object_elements(keys: &[(Transport, u16)], object: &str) -> Vec<Element> {
-    keys.iter()
-        .map(|&(transport, port)| element::object_element(transport, port, object.to_owned()))
-        .collect()
+/// Elements by the map they live in: a map, and its addressed twin for keys with an address.
+type Groups = Vec<(&'static str, Vec<Element>)>;
+
+/// The elements `make` builds for `keys`, each in `map` or in its addressed twin.
+fn grouped(map: &'static str, keys: &[Key], make: impl Fn(Key) -> Element) -> Groups {
+    let mut out: Groups = Vec::with_capacity(2);
+    for &key in keys {
+        let target = key.map(map);
+        match out.iter_mut().find(|(m, _)| *m == target) {
+            Some((_, list)) => list.push(make(key)),
+            None => out.push((target, vec![make(key)])),
+        }
+    }
+    out
+}
+
+/// Object-map elements sending `keys` to `object`, in `map` (or its addressed twin).
+fn object_elements(map: &'static str, keys: &[Key], object: &str) -> Groups {
+    grouped(map, keys, |key| element::object_element(key, object.to_owned()))
 }
 
 /// Log-map elements sending `keys` to `mapping`'s log chain.
-fn log_elements(mapping: &str, keys: &[(Transport, u16)]) -> Vec<Element> {
-    keys.iter()
-        .map(|&(transport, port)| element::log_element(transport, port, mapping))
-        .collect()
+fn log_elements(family: IpFamily, mapping: &str, keys: &[Key]) -> Groups {
+    grouped(family.log_map(), keys, |key| element::log_element(key, mapping))
 }
 
 /// The kernel objects of one mapping, decided in one place for a rebuild and for a delta.
@@ -384,10 +399,9 @@ struct MappingObjects {
     /// The mapping's family.
     family: IpFamily,
     /// Its (protocol, port) keys.
-    keys: Vec<(Transport, u16)>,
-    /// The DNAT map of the mapping's family, and its elements there.
-    dnat_map: &'static str,
-    dnat: Vec<Element>,
+    keys: Vec<Key>,
+    /// Its elements in the DNAT map of its family (or its addressed twin).
+    dnat: Groups,
     /// The allow-list, for a mapping that has one.
     allow: Option<AllowList>,
     /// Counters, limit, log.
@@ -401,8 +415,7 @@ struct AllowList {
     intervals: Vec<Element>,
     chain: Chain,
     rule: Rule,
-    guard_map: &'static str,
-    guards: Vec<Element>,
+    guards: Groups,
 }
 
 impl MappingObjects {
@@ -421,8 +434,7 @@ impl MappingObjects {
         MappingObjects {
             family,
             keys: forward_keys(&m.forwards()),
-            dnat_map: family.dnat_map(),
-            dnat: element::mapping_dnat_elements(m),
+            dnat: dnat_groups(&m.forwards(), &mapping_comment(&m.name, m.description.as_deref())),
             allow,
             extras: Extras::of(t, &m.name, m.limit.as_ref(), m.log),
         }
@@ -435,7 +447,7 @@ impl AllowList {
         name: &str,
         family: IpFamily,
         prefixes: &[IpNet],
-        keys: &[(Transport, u16)],
+        keys: &[Key],
         ids: &mut Ids,
     ) -> Self {
         let id = ids.next();
@@ -444,8 +456,7 @@ impl AllowList {
             intervals: element::interval_elements(prefixes),
             chain: layout::allow_chain_object(t, name),
             rule: layout::allow_rule(t, name, family, id),
-            guard_map: family.guard_map(),
-            guards: guard_elements(name, keys),
+            guards: guard_elements(family, name, keys),
         }
     }
 }
@@ -477,6 +488,18 @@ impl Builder<'_> {
         }
     }
 
+    fn add_groups(&mut self, groups: &Groups) {
+        for (set, elements) in groups {
+            self.add_elements(set, 0, elements);
+        }
+    }
+
+    fn del_groups(&mut self, groups: &Groups) {
+        for (set, elements) in groups {
+            self.del_elements(set, elements);
+        }
+    }
+
     fn del_elements(&mut self, set: &str, elements: &[Element]) {
         if self.phase == Phase::Delete && !elements.is_empty() {
             self.batch
@@ -500,30 +523,19 @@ impl Builder<'_> {
         self.add_elements(set, 0, &new);
     }
 
-    /// Add (or delete) the DNAT elements of `forwards`, each in the map of its family.
+    /// Add (or delete) the DNAT elements of `forwards`, each in the map of its family (or its
+    /// addressed twin).
     fn dnat_elements(&mut self, add: bool, forwards: &[Forward], comment: &str) {
-        for family in IpFamily::ALL {
-            let elements: Vec<Element> = forwards
-                .iter()
-                .filter(|f| IpFamily::of(f.to) == family)
-                .map(|f| element::dnat_element(f, comment))
-                .collect();
-            if add {
-                self.add_elements(family.dnat_map(), 0, &elements);
-            } else {
-                self.del_elements(family.dnat_map(), &elements);
-            }
+        let groups = dnat_groups(forwards, comment);
+        if add {
+            self.add_groups(&groups);
+        } else {
+            self.del_groups(&groups);
         }
     }
 
     /// Allow-list set (with its intervals), chain and rule of a mapping, and its guard elements.
-    fn add_allow_list(
-        &mut self,
-        name: &str,
-        family: IpFamily,
-        prefixes: &[IpNet],
-        keys: &[(Transport, u16)],
-    ) {
+    fn add_allow_list(&mut self, name: &str, family: IpFamily, prefixes: &[IpNet], keys: &[Key]) {
         let list = AllowList::of(self.t, name, family, prefixes, keys, &mut self.ids);
         self.send_allow_list(&list);
     }
@@ -537,7 +549,7 @@ impl Builder<'_> {
         self.batch.add_chain(&list.chain);
         self.batch.add_rule(&list.rule);
         self.objects += 3;
-        self.add_elements(list.guard_map, 0, &list.guards);
+        self.add_groups(&list.guards);
     }
 
     /// Delete chain and set (in that order: the chain's rule uses the set) when writing deletions.
@@ -556,8 +568,8 @@ impl Builder<'_> {
     }
 
     /// Guards must go first, then the chain (its rule goes with it), then the set the rule used.
-    fn del_allow_list(&mut self, name: &str, family: IpFamily, keys: &[(Transport, u16)]) {
-        self.del_elements(family.guard_map(), &guard_elements(name, keys));
+    fn del_allow_list(&mut self, name: &str, family: IpFamily, keys: &[Key]) {
+        self.del_groups(&guard_elements(family, name, keys));
         self.del_chain_and_set(Some(&layout::allow_chain(name)), Some(&layout::allow_set(name)));
     }
 
@@ -628,15 +640,15 @@ impl Builder<'_> {
         if let Some((chain, rule)) = &mo.extras.log {
             self.add_log_chain(chain, rule);
         }
-        self.add_elements(mo.dnat_map, 0, &mo.dnat);
+        self.add_groups(&mo.dnat);
         let family = mo.family;
-        self.add_elements(family.conn_map(), 0, &mo.extras.conn_elements(&mo.keys));
-        self.add_elements(family.traffic_map(), 0, &mo.extras.traffic_elements(&mo.keys));
+        self.add_groups(&mo.extras.conn_elements(family, &mo.keys));
+        self.add_groups(&mo.extras.traffic_elements(family, &mo.keys));
         if mo.extras.limit.is_some() {
-            self.add_elements(family.limit_map(), 0, &mo.extras.limit_elements(&mo.keys));
+            self.add_groups(&mo.extras.limit_elements(family, &mo.keys));
         }
         if mo.extras.log.is_some() {
-            self.add_elements(family.log_map(), 0, &mo.extras.log_elements(&mo.keys));
+            self.add_groups(&mo.extras.log_elements(family, &mo.keys));
         }
     }
 
@@ -646,22 +658,25 @@ impl Builder<'_> {
         let family = observed_family(before);
         let keys = forward_keys(&before.forwards);
         let name = &before.name;
-        self.del_elements(
+        self.del_groups(&object_elements(
             family.conn_map(),
-            &object_elements(&keys, &layout::conn_counter(name)),
-        );
-        self.del_elements(
+            &keys,
+            &layout::conn_counter(name),
+        ));
+        self.del_groups(&object_elements(
             family.traffic_map(),
-            &object_elements(&keys, &layout::traffic_counter(name)),
-        );
+            &keys,
+            &layout::traffic_counter(name),
+        ));
         if before.limit.is_some() {
-            self.del_elements(
+            self.del_groups(&object_elements(
                 family.limit_map(),
-                &object_elements(&keys, &layout::limit_object(name)),
-            );
+                &keys,
+                &layout::limit_object(name),
+            ));
         }
         if before.log.is_some() {
-            self.del_elements(family.log_map(), &log_elements(name, &keys));
+            self.del_groups(&log_elements(family, name, &keys));
             self.del_chain_and_set(Some(&layout::log_chain(name)), None);
         }
         self.del_object(object_type::COUNTER, &layout::conn_counter(name));
@@ -713,6 +728,7 @@ impl Builder<'_> {
                     f.log_map(),
                 ]
             })
+            .flat_map(|m| [m, layout::addressed(m)])
             .collect();
         let mut elements: BTreeMap<&'static str, Vec<Element>> = BTreeMap::new();
         let (mut del_chain, mut del_log_chain, mut del_set) = (false, false, false);
@@ -741,21 +757,16 @@ impl Builder<'_> {
                         del_objects.push((*ty, own.as_str()));
                     }
                 }
-                [map, transport, port] => {
+                [map, key @ ..] => {
                     let Some(map) = maps.iter().find(|m| **m == *map) else {
                         continue;
                     };
-                    let transport = match *transport {
-                        "tcp" => Transport::Tcp,
-                        "udp" => Transport::Udp,
-                        _ => continue,
-                    };
-                    if let Ok(port) = port.parse() {
+                    if let Some(key) = Key::parse_words(key) {
                         // A deletion sends only the key.
                         elements
                             .entry(map)
                             .or_default()
-                            .push(element::guard_element(transport, port, name));
+                            .push(element::guard_element(key, name));
                     }
                 }
                 _ => {}
@@ -800,8 +811,8 @@ impl Builder<'_> {
             .copied()
             .collect();
 
-        let old_keys: BTreeSet<(Transport, u16)> = forward_keys(&before.forwards).into_iter().collect();
-        let new_keys: BTreeSet<(Transport, u16)> = forward_keys(&wanted).into_iter().collect();
+        let old_keys: BTreeSet<Key> = forward_keys(&before.forwards).into_iter().collect();
+        let new_keys: BTreeSet<Key> = forward_keys(&wanted).into_iter().collect();
         let had_list = !before.allow_from.is_empty();
         let has_list = !after.allow_from.is_empty();
         if had_list && has_list && old_family == new_family {
@@ -810,11 +821,10 @@ impl Builder<'_> {
                 self.del_elements(&set, &element::interval_elements(&before.allow_from));
                 self.add_elements(&set, 0, &element::interval_elements(&after.allow_from));
             }
-            let guard_map = new_family.guard_map();
             let gone_guards: Vec<_> = old_keys.difference(&new_keys).copied().collect();
             let new_guards: Vec<_> = new_keys.difference(&old_keys).copied().collect();
-            self.del_elements(guard_map, &guard_elements(&after.name, &gone_guards));
-            self.add_elements(guard_map, 0, &guard_elements(&after.name, &new_guards));
+            self.del_groups(&guard_elements(new_family, &after.name, &gone_guards));
+            self.add_groups(&guard_elements(new_family, &after.name, &new_guards));
         } else {
             // Gained, lost, or changed family (the set's address type changes): the old list goes
             // and the new one comes, in the same transaction.
@@ -838,8 +848,8 @@ impl Builder<'_> {
         &mut self,
         before: &ObservedMapping,
         after: &Mapping,
-        old_keys: &BTreeSet<(Transport, u16)>,
-        new_keys: &BTreeSet<(Transport, u16)>,
+        old_keys: &BTreeSet<Key>,
+        new_keys: &BTreeSet<Key>,
         (old_family, new_family): (IpFamily, IpFamily),
     ) {
         let name = &after.name;
@@ -864,40 +874,40 @@ impl Builder<'_> {
             ),
             (IpFamily::traffic_map, layout::traffic_counter(name)),
         ] {
-            self.del_elements(map_of(old_family), &object_elements(&gone, &object));
-            self.add_elements(map_of(new_family), 0, &object_elements(&added, &object));
+            self.del_groups(&object_elements(map_of(old_family), &gone, &object));
+            self.add_groups(&object_elements(map_of(new_family), &added, &object));
         }
         let limit = layout::limit_object(name);
         match (&before.limit, &after.limit) {
             (Some(a), Some(b)) if a == b => {
-                self.del_elements(old_family.limit_map(), &object_elements(&gone, &limit));
-                self.add_elements(new_family.limit_map(), 0, &object_elements(&added, &limit));
+                self.del_groups(&object_elements(old_family.limit_map(), &gone, &limit));
+                self.add_groups(&object_elements(new_family.limit_map(), &added, &limit));
             }
             (was, will) => {
                 if was.is_some() {
-                    self.del_elements(old_family.limit_map(), &object_elements(&all_old, &limit));
+                    self.del_groups(&object_elements(old_family.limit_map(), &all_old, &limit));
                     self.del_object(object_type::LIMIT, &limit);
                 }
                 if let Some(l) = will {
                     self.add_object(&layout::limit_object_of(self.t, name, l));
-                    self.add_elements(new_family.limit_map(), 0, &object_elements(&all_new, &limit));
+                    self.add_groups(&object_elements(new_family.limit_map(), &all_new, &limit));
                 }
             }
         }
         match (before.log, after.log) {
             (Some(a), Some(b)) if a == b => {
-                self.del_elements(old_family.log_map(), &log_elements(name, &gone));
-                self.add_elements(new_family.log_map(), 0, &log_elements(name, &added));
+                self.del_groups(&log_elements(old_family, name, &gone));
+                self.add_groups(&log_elements(new_family, name, &added));
             }
             (was, will) => {
                 if was.is_some() {
-                    self.del_elements(old_family.log_map(), &log_elements(name, &all_old));
+                    self.del_groups(&log_elements(old_family, name, &all_old));
                     self.del_chain_and_set(Some(&layout::log_chain(name)), None);
                 }
                 if let Some(group) = will {
                     let (chain, rule) = layout::log_chain_object(self.t, name, group);
                     self.add_log_chain(&chain, &rule);
-                    self.add_elements(new_family.log_map(), 0, &log_elements(name, &all_new));
+                    self.add_groups(&log_elements(new_family, name, &all_new));
                 }
             }
         }
@@ -914,10 +924,24 @@ fn kind_name(obj_type: u32) -> &'static str {
 }
 
 /// The guard elements sending `keys` to `mapping`'s allow-list chain.
-fn guard_elements(mapping: &str, keys: &[(Transport, u16)]) -> Vec<Element> {
-    keys.iter()
-        .map(|&(transport, port)| element::guard_element(transport, port, mapping))
-        .collect()
+fn guard_elements(family: IpFamily, mapping: &str, keys: &[Key]) -> Groups {
+    grouped(family.guard_map(), keys, |key| {
+        element::guard_element(key, mapping)
+    })
+}
+
+/// The DNAT elements of `forwards`, each in the map of its family (or the addressed twin).
+fn dnat_groups(forwards: &[Forward], comment: &str) -> Groups {
+    let mut out: Groups = Vec::new();
+    for f in forwards {
+        let map = layout::map_for(IpFamily::of(f.to).dnat_map(), f.listen);
+        let e = element::dnat_element(f, comment);
+        match out.iter_mut().find(|(m, _)| *m == map) {
+            Some((_, list)) => list.push(e),
+            None => out.push((map, vec![e])),
+        }
+    }
+    out
 }
 
 /// The family of a mapping read back from the kernel: that of its forwards (`observe` reports a

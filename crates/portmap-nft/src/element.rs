@@ -29,19 +29,114 @@ pub fn parse_mapping_comment(comment: &str) -> (String, Option<String>) {
     }
 }
 
-/// Key bytes of `meta l4proto . th dport`: protocol and port, each padded to 4 bytes.
-pub fn key_bytes(transport: Transport, port: u16) -> Vec<u8> {
-    let p = port.to_be_bytes();
-    vec![transport.number(), 0, 0, 0, p[0], p[1], 0, 0]
+/// What a mapping's elements are keyed by: the (protocol, port), and for a mapping with `listen`
+/// the public address too (its elements then live in the `_addr` twins of the maps, see
+/// [`layout::addressed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    /// The router's address, for a mapping with `listen`.
+    pub listen: Option<IpAddr>,
+    /// Protocol.
+    pub transport: Transport,
+    /// External port.
+    pub port: u16,
 }
 
-/// Decode a `meta l4proto . th dport` key.
-pub fn parse_key(key: &[u8]) -> Option<(Transport, u16)> {
-    if key.len() != 8 {
+impl Key {
+    /// The key of a forward.
+    pub fn of(forward: &Forward) -> Self {
+        Key {
+            listen: forward.listen,
+            transport: forward.transport,
+            port: forward.port,
+        }
+    }
+
+    /// `map`, or its addressed twin for a key with an address: where this key's element lives.
+    pub fn map(self, map: &'static str) -> &'static str {
+        layout::map_for(map, self.listen)
+    }
+
+    /// `tcp/8080`, or `tcp/198.51.100.5:8080` (`tcp/[2001:db8::5]:8080`), for messages.
+    pub fn label(self) -> String {
+        match self.listen {
+            None => format!("{}/{}", self.transport, self.port),
+            Some(IpAddr::V4(a)) => format!("{}/{a}:{}", self.transport, self.port),
+            Some(IpAddr::V6(a)) => format!("{}/[{a}]:{}", self.transport, self.port),
+        }
+    }
+
+    /// `tcp 8080`, or `198.51.100.5 tcp 8080`: how `observe` names the key in a mapping's list of
+    /// objects (after the map's name), read back by [`Key::parse_words`].
+    pub fn words(self) -> String {
+        match self.listen {
+            None => format!("{} {}", self.transport, self.port),
+            Some(a) => format!("{a} {} {}", self.transport, self.port),
+        }
+    }
+
+    /// Read [`Key::words`] back (split at spaces).
+    pub fn parse_words(words: &[&str]) -> Option<Self> {
+        let (listen, transport, port) = match words {
+            [t, p] => (None, t, p),
+            [a, t, p] => (Some(a.parse().ok()?), t, p),
+            _ => return None,
+        };
+        let transport = match *transport {
+            "tcp" => Transport::Tcp,
+            "udp" => Transport::Udp,
+            _ => return None,
+        };
+        Some(Key {
+            listen,
+            transport,
+            port: port.parse().ok()?,
+        })
+    }
+}
+
+/// Key bytes of `meta l4proto . th dport`: protocol and port, each padded to 4 bytes; with an
+/// address, `ip daddr . meta l4proto . th dport` (the address's 4 or 16 bytes first).
+pub fn key_bytes(key: Key) -> Vec<u8> {
+    let p = key.port.to_be_bytes();
+    let mut out = match key.listen {
+        None => Vec::with_capacity(8),
+        Some(IpAddr::V4(a)) => a.octets().to_vec(),
+        Some(IpAddr::V6(a)) => a.octets().to_vec(),
+    };
+    out.extend([key.transport.number(), 0, 0, 0, p[0], p[1], 0, 0]);
+    out
+}
+
+/// The key of (protocol, port) on any address.
+pub fn plain_key(transport: Transport, port: u16) -> Key {
+    Key {
+        listen: None,
+        transport,
+        port,
+    }
+}
+
+/// Decode a key written by [`key_bytes`]: 8 bytes, or 12 (IPv4 address) or 24 (IPv6) with the
+/// address first.
+pub fn parse_key(key: &[u8]) -> Option<Key> {
+    let (listen, rest) = match key.len() {
+        8 => (None, key),
+        12 | 24 => {
+            let (a, rest) = key.split_at(key.len() - 8);
+            (Some(addr_of(a)?), rest)
+        }
+        _ => return None,
+    };
+    if rest[1..4] != [0, 0, 0] || rest[6..8] != [0, 0] {
         return None;
     }
-    let transport = Transport::from_number(key[0])?;
-    Some((transport, u16::from_be_bytes([key[4], key[5]])))
+    let transport = Transport::from_number(rest[0])?;
+    Some(Key {
+        listen,
+        transport,
+        port: u16::from_be_bytes([rest[4], rest[5]]),
+    })
 }
 
 /// The element of the DNAT map of the forward's family (`dnat4` or `dnat6`, see
@@ -54,7 +149,7 @@ pub fn dnat_element(forward: &Forward, comment: &str) -> Element {
     data.extend_from_slice(&forward.to_port.to_be_bytes());
     data.extend_from_slice(&[0, 0]);
     Element {
-        key: key_bytes(forward.transport, forward.port),
+        key: key_bytes(Key::of(forward)),
         key_end: None,
         data: Some(Data::Value(data)),
         flags: 0,
@@ -62,9 +157,12 @@ pub fn dnat_element(forward: &Forward, comment: &str) -> Element {
     }
 }
 
-/// Decode an element of `family`'s DNAT map into its forward and comment.
+/// Decode an element of `family`'s DNAT map (or its addressed twin) into its forward and comment.
 pub fn parse_dnat_element(element: &Element, family: IpFamily) -> Option<(Forward, Option<String>)> {
-    let (transport, port) = parse_key(&element.key)?;
+    let key = parse_key(&element.key)?;
+    if key.listen.is_some_and(|a| IpFamily::of(a) != family) {
+        return None;
+    }
     let Some(Data::Value(data)) = &element.data else {
         return None;
     };
@@ -77,19 +175,20 @@ pub fn parse_dnat_element(element: &Element, family: IpFamily) -> Option<(Forwar
     let comment = element.userdata.as_deref().and_then(udata::parse_comment);
     Some((
         Forward {
-            transport,
-            port,
+            transport: key.transport,
+            port: key.port,
             to,
             to_port,
+            listen: key.listen,
         },
         comment,
     ))
 }
 
 /// The guard verdict-map element sending one (protocol, port) to a mapping's allow-list chain.
-pub fn guard_element(transport: Transport, port: u16, mapping: &str) -> Element {
+pub fn guard_element(key: Key, mapping: &str) -> Element {
     Element {
-        key: key_bytes(transport, port),
+        key: key_bytes(key),
         key_end: None,
         data: Some(Data::Verdict(Verdict::Jump(layout::allow_chain(mapping)))),
         flags: 0,
@@ -98,7 +197,7 @@ pub fn guard_element(transport: Transport, port: u16, mapping: &str) -> Element 
 }
 
 /// Decode a guard element: the key and the chain it jumps to.
-pub fn parse_guard_element(element: &Element) -> Option<((Transport, u16), String)> {
+pub fn parse_guard_element(element: &Element) -> Option<(Key, String)> {
     let key = parse_key(&element.key)?;
     match &element.data {
         Some(Data::Verdict(Verdict::Jump(chain))) => Some((key, chain.clone())),
@@ -108,9 +207,9 @@ pub fn parse_guard_element(element: &Element) -> Option<((Transport, u16), Strin
 
 /// An element of an object map: the (protocol, port) key and the object it selects
 /// (`tcp . 8080 : "conn_web"`).
-pub fn object_element(transport: Transport, port: u16, object: String) -> Element {
+pub fn object_element(key: Key, object: String) -> Element {
     Element {
-        key: key_bytes(transport, port),
+        key: key_bytes(key),
         key_end: None,
         data: Some(Data::Object(object)),
         flags: 0,
@@ -119,7 +218,7 @@ pub fn object_element(transport: Transport, port: u16, object: String) -> Elemen
 }
 
 /// Decode an object-map element: its key and the object it names.
-pub fn parse_object_element(element: &Element) -> Option<((Transport, u16), &str)> {
+pub fn parse_object_element(element: &Element) -> Option<(Key, &str)> {
     let key = parse_key(&element.key)?;
     match &element.data {
         Some(Data::Object(name)) if element.userdata.is_none() && element.flags == 0 => Some((key, name)),
@@ -128,9 +227,9 @@ pub fn parse_object_element(element: &Element) -> Option<((Transport, u16), &str
 }
 
 /// The log-map element sending one (protocol, port) to a mapping's log chain.
-pub fn log_element(transport: Transport, port: u16, mapping: &str) -> Element {
+pub fn log_element(key: Key, mapping: &str) -> Element {
     Element {
-        key: key_bytes(transport, port),
+        key: key_bytes(key),
         key_end: None,
         data: Some(Data::Verdict(Verdict::Jump(layout::log_chain(mapping)))),
         flags: 0,
@@ -143,7 +242,7 @@ pub fn log_element(transport: Transport, port: u16, mapping: &str) -> Element {
 /// names the mapping, followed by ` narrowed` when only sources outside its new allow-list go.
 pub fn stale_element(flows: &StaleFlows) -> Element {
     let f = &flows.forward;
-    let mut key = key_bytes(f.transport, f.port);
+    let mut key = key_bytes(plain_key(f.transport, f.port));
     match f.to {
         IpAddr::V4(a) => key.extend(a.octets()),
         IpAddr::V6(a) => key.extend(a.octets()),
@@ -172,7 +271,7 @@ pub fn parse_stale_element(element: &Element, family: IpFamily) -> Option<(Forwa
     if key.len() != 12 + len {
         return None;
     }
-    let (transport, port) = parse_key(&key[..8])?;
+    let Key { transport, port, .. } = parse_key(&key[..8])?;
     let to = addr_of(&key[8..8 + len])?;
     let to_port = u16::from_be_bytes([key[8 + len], key[9 + len]]);
     let comment = element.userdata.as_deref().and_then(udata::parse_comment)?;
@@ -186,6 +285,7 @@ pub fn parse_stale_element(element: &Element, family: IpFamily) -> Option<(Forwa
             port,
             to,
             to_port,
+            listen: None,
         },
         mapping,
         narrowed,
@@ -344,6 +444,7 @@ mod tests {
             port: 8080,
             to: "192.168.1.66".parse().unwrap(),
             to_port: 80,
+            listen: None,
         };
         let e = dnat_element(&f, "web");
         assert_eq!(e.key, vec![6, 0, 0, 0, 0x1f, 0x90, 0, 0]);
@@ -364,6 +465,7 @@ mod tests {
             port: 80,
             to: "2001:db8:2::66".parse().unwrap(),
             to_port: 8080,
+            listen: None,
         };
         let e = dnat_element(&f, "web6");
         assert_eq!(e.key, vec![6, 0, 0, 0, 0, 80, 0, 0]);

@@ -91,6 +91,48 @@ pub const LIMIT6: &str = "limit6";
 pub const LOG4: &str = "log4";
 /// IPv6 twin of [`LOG4`].
 pub const LOG6: &str = "log6";
+/// The twin of a per-(protocol, port) map for mappings with `listen`, keyed by the destination
+/// address too (`ip daddr . meta l4proto . th dport`, `ipv4_addr . inet_proto . inet_service`):
+/// `dnat4` → `dnat4_addr`, and so on for every map a mapping's ports have elements in. The
+/// any-address maps are looked up after the addressed ones; validation keeps their keys apart (a
+/// port forwarded on any address is forwarded on no listen address of the same family).
+pub fn addressed(map: &'static str) -> &'static str {
+    match map {
+        DNAT4 => "dnat4_addr",
+        GUARD4 => "guard4_addr",
+        CONN4 => "conn4_addr",
+        TRAFFIC4 => "traffic4_addr",
+        LIMIT4 => "limit4_addr",
+        LOG4 => "log4_addr",
+        DNAT6 => "dnat6_addr",
+        GUARD6 => "guard6_addr",
+        CONN6 => "conn6_addr",
+        TRAFFIC6 => "traffic6_addr",
+        LIMIT6 => "limit6_addr",
+        LOG6 => "log6_addr",
+        other => other,
+    }
+}
+
+/// The map whose addressed twin `map` is, if it is one.
+pub fn addressed_base(map: &str) -> Option<&'static str> {
+    [
+        DNAT4, GUARD4, CONN4, TRAFFIC4, LIMIT4, LOG4, DNAT6, GUARD6, CONN6, TRAFFIC6, LIMIT6, LOG6,
+    ]
+    .into_iter()
+    .find(|base| addressed(base) == map)
+}
+
+/// `map`, or its addressed twin when `listen` is given: the map a key's element lives in.
+pub fn map_for(map: &'static str, listen: Option<std::net::IpAddr>) -> &'static str {
+    if listen.is_some() { addressed(map) } else { map }
+}
+
+/// The batch-local id of a map's addressed twin.
+const fn addressed_id(id: u32) -> u32 {
+    id + 20
+}
+
 /// Name of the nat output base chain (router-local hairpin).
 pub const OUTPUT: &str = "output";
 /// Name of the nat prerouting base chain.
@@ -148,6 +190,8 @@ const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
 const NFT_CT_STATE: u32 = 0;
 const NFT_CT_STATUS: u32 = 2;
 const NFT_CT_PROTO_DST: u32 = 12;
+const NFT_CT_DST_IP: u32 = 20;
+const NFT_CT_DST_IP6: u32 = 22;
 const IP_CT_DIR_ORIGINAL: u8 = 0;
 const IPS_DST_NAT: u32 = 0x20;
 const NF_CT_STATE_NEW: u32 = 8;
@@ -546,6 +590,60 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
         ));
     }
     for family in IpFamily::ALL {
+        let key = datatype::concat(&[family.addr_type(), datatype::INET_PROTO, datatype::INET_SERVICE]);
+        let key_len = datatype::concat_len(&[family.addr_len(), 1, 2]);
+        let (dnat_id, guard_id, _) = family.set_ids();
+        let target = (
+            datatype::concat(&[family.addr_type(), datatype::INET_SERVICE]),
+            datatype::concat_len(&[family.addr_len(), 2]),
+        );
+        sets.push(set(
+            t,
+            addressed(family.dnat_map()),
+            addressed_id(dnat_id),
+            set_flags::MAP,
+            (key, key_len),
+            Some(target),
+            None,
+        ));
+        sets.push(set(
+            t,
+            addressed(family.guard_map()),
+            addressed_id(guard_id),
+            set_flags::MAP,
+            (key, key_len),
+            Some((datatype::VERDICT, 0)),
+            None,
+        ));
+        let [conn_id, traffic_id, limit_id, log_id] = family.extra_ids();
+        for (name, id, obj_type) in [
+            (family.conn_map(), conn_id, object_type::COUNTER),
+            (family.traffic_map(), traffic_id, object_type::COUNTER),
+            (family.limit_map(), limit_id, object_type::LIMIT),
+        ] {
+            let mut map = set(
+                t,
+                addressed(name),
+                addressed_id(id),
+                set_flags::OBJECT,
+                (key, key_len),
+                None,
+                None,
+            );
+            map.obj_type = Some(obj_type);
+            sets.push(map);
+        }
+        sets.push(set(
+            t,
+            addressed(family.log_map()),
+            addressed_id(log_id),
+            set_flags::MAP,
+            (key, key_len),
+            Some((datatype::VERDICT, 0)),
+            None,
+        ));
+    }
+    for family in IpFamily::ALL {
         let fields = [
             datatype::INET_PROTO,
             datatype::INET_SERVICE,
@@ -708,7 +806,11 @@ pub fn static_rules(t: &TableId, shape: Shape) -> Vec<Rule> {
             .into_iter()
             .flat_map(|family| {
                 [Lookup::Guard, Lookup::Limit, Lookup::Count, Lookup::Dnat]
-                    .map(|which| rule(t, chain, dispatch(from, family, which)))
+                    .into_iter()
+                    .flat_map(move |which| {
+                        [true, false]
+                            .map(|addressed| rule(t, chain, dispatch(from, family, which, addressed)))
+                    })
             })
             .collect()
     };
@@ -718,8 +820,10 @@ pub fn static_rules(t: &TableId, shape: Shape) -> Vec<Rule> {
     }
     for family in IpFamily::ALL {
         for transport in [portmap_core::Transport::Tcp, portmap_core::Transport::Udp] {
-            rules.push(rule(t, FORWARD, forward_count(family, transport)));
-            rules.push(rule(t, FORWARD, forward_log(family, transport)));
+            for addressed in [true, false] {
+                rules.push(rule(t, FORWARD, forward_count(family, transport, addressed)));
+                rules.push(rule(t, FORWARD, forward_log(family, transport, addressed)));
+            }
         }
     }
     rules.push(rule(t, FORWARD, forward_accept_dnat()));
@@ -888,8 +992,18 @@ fn iface(which: Iface) -> [Expr; 2] {
 ///   taken over (the fib check needs no addresses; the set also covers the router's other LANs);
 /// - from the router itself (hairpin, nat output): `fib daddr type local meta nfproto ipv4
 ///   ip daddr != @lan_side4` (the set holds loopback and the LAN-side addresses).
-fn dispatch(from: Origin, family: IpFamily, which: Lookup) -> Vec<Expr> {
+///
+/// With `addressed`, the key starts with the destination address (`ip daddr . meta l4proto . th
+/// dport`) and the lookups go to the `_addr` twins of the maps (mappings with `listen`).
+fn dispatch(from: Origin, family: IpFamily, which: Lookup, addressed: bool) -> Vec<Expr> {
     let (dnat_id, guard_id, lan_side_id) = family.set_ids();
+    let twin = |map: &'static str, id: u32| {
+        if addressed {
+            (self::addressed(map).to_owned(), addressed_id(id))
+        } else {
+            (map.to_owned(), id)
+        }
+    };
     let mut exprs = match from {
         Origin::Wan => iface(Iface::InWan).to_vec(),
         Origin::Lan => iface(Iface::InLan).to_vec(),
@@ -920,49 +1034,68 @@ fn dispatch(from: Origin, family: IpFamily, which: Lookup) -> Vec<Expr> {
             },
         ]);
     }
+    if addressed {
+        exprs.push(Expr::Payload {
+            base: PayloadBase::Network,
+            offset: family.addr_offsets().1,
+            len: family.addr_len(),
+            dreg: Register::R1,
+        });
+    }
+    let (proto_reg, port_reg) = key_registers(family, addressed);
     exprs.extend([
         Expr::Meta {
             key: MetaKey::L4Proto,
-            dreg: Register::R1,
+            dreg: proto_reg,
         },
         Expr::Payload {
             base: PayloadBase::Transport,
             offset: 2,
             len: 2,
-            dreg: Register::R32(1),
+            dreg: port_reg,
         },
     ]);
     let [conn_id, _, limit_id, _] = family.extra_ids();
     match which {
-        Lookup::Guard => exprs.push(Expr::Lookup {
-            sreg: Register::R1,
-            dreg: Some(Register::Verdict),
-            set: family.guard_map().to_owned(),
-            set_id: guard_id,
-            invert: false,
-        }),
-        Lookup::Limit => exprs.extend([
-            Expr::Objref {
+        Lookup::Guard => {
+            let (set, set_id) = twin(family.guard_map(), guard_id);
+            exprs.push(Expr::Lookup {
                 sreg: Register::R1,
-                set: family.limit_map().to_owned(),
-                set_id: limit_id,
+                dreg: Some(Register::Verdict),
+                set,
+                set_id,
+                invert: false,
+            });
+        }
+        Lookup::Limit => exprs.extend([
+            {
+                let (set, set_id) = twin(family.limit_map(), limit_id);
+                Expr::Objref {
+                    sreg: Register::R1,
+                    set,
+                    set_id,
+                }
             },
             Expr::Immediate {
                 dreg: Register::Verdict,
                 data: Data::Verdict(Verdict::Drop),
             },
         ]),
-        Lookup::Count => exprs.push(Expr::Objref {
-            sreg: Register::R1,
-            set: family.conn_map().to_owned(),
-            set_id: conn_id,
-        }),
+        Lookup::Count => {
+            let (set, set_id) = twin(family.conn_map(), conn_id);
+            exprs.push(Expr::Objref {
+                sreg: Register::R1,
+                set,
+                set_id,
+            });
+        }
         Lookup::Dnat => {
+            let (set, set_id) = twin(family.dnat_map(), dnat_id);
             exprs.push(Expr::Lookup {
                 sreg: Register::R1,
                 dreg: Some(Register::R1),
-                set: family.dnat_map().to_owned(),
-                set_id: dnat_id,
+                set,
+                set_id,
                 invert: false,
             });
             exprs.push(Expr::Nat {
@@ -977,6 +1110,17 @@ fn dispatch(from: Origin, family: IpFamily, which: Lookup) -> Vec<Expr> {
         }
     }
     exprs
+}
+
+/// Where a key's protocol and port go: right after the address when the key starts with one (32-bit
+/// registers 1 and 2 after an IPv4 address; after an IPv6 address, slot 4, which the kernel
+/// reports as 128-bit register 2, and 32-bit register 5), else in registers 1 and 9.
+fn key_registers(family: IpFamily, addressed: bool) -> (Register, Register) {
+    match (addressed, family) {
+        (false, _) => (Register::R1, Register::R32(1)),
+        (true, IpFamily::V4) => (Register::R32(1), Register::R32(2)),
+        (true, IpFamily::V6) => (Register::R2, Register::R32(5)),
+    }
 }
 
 /// `fib daddr [. iif] type local` (or `!= local`).
@@ -1036,19 +1180,33 @@ fn family_and_transport(family: IpFamily, transport: portmap_core::Transport) ->
 }
 
 /// `meta l4proto . ct original proto-dst` into registers 1 and 9: the key of a DNAT-ed
-/// connection's mapping, for packets of either direction.
-fn original_key() -> [Expr; 2] {
-    [
+/// connection's mapping, for packets of either direction. With `addressed`, `ct original ip daddr
+/// . meta l4proto . ct original proto-dst` (`ip6` for IPv6): the connection's public address first.
+fn original_key(family: IpFamily, addressed: bool) -> Vec<Expr> {
+    let mut exprs = Vec::with_capacity(3);
+    if addressed {
+        exprs.push(Expr::Ct {
+            key: match family {
+                IpFamily::V4 => NFT_CT_DST_IP,
+                IpFamily::V6 => NFT_CT_DST_IP6,
+            },
+            dreg: Register::R1,
+            direction: Some(IP_CT_DIR_ORIGINAL),
+        });
+    }
+    let (proto_reg, port_reg) = key_registers(family, addressed);
+    exprs.extend([
         Expr::Meta {
             key: MetaKey::L4Proto,
-            dreg: Register::R1,
+            dreg: proto_reg,
         },
         Expr::Ct {
             key: NFT_CT_PROTO_DST,
-            dreg: Register::R32(1),
+            dreg: port_reg,
             direction: Some(IP_CT_DIR_ORIGINAL),
         },
-    ]
+    ]);
+    exprs
 }
 
 /// `ct state new`.
@@ -1077,31 +1235,38 @@ fn ct_state_new() -> [Expr; 3] {
 /// `meta nfproto ipv4 meta l4proto tcp ct status dnat counter name meta l4proto . ct original
 /// proto-dst map @traffic4`: every packet of a DNAT-ed connection, both directions, counts in its
 /// mapping's traffic counter.
-fn forward_count(family: IpFamily, transport: portmap_core::Transport) -> Vec<Expr> {
+fn forward_count(family: IpFamily, transport: portmap_core::Transport, addressed: bool) -> Vec<Expr> {
     let mut exprs = family_and_transport(family, transport);
     exprs.extend(ct_status_dnat());
-    exprs.extend(original_key());
+    exprs.extend(original_key(family, addressed));
+    let id = family.extra_ids()[1];
     exprs.push(Expr::Objref {
         sreg: Register::R1,
-        set: family.traffic_map().to_owned(),
-        set_id: family.extra_ids()[1],
+        set: map_for_twin(family.traffic_map(), addressed).to_owned(),
+        set_id: if addressed { addressed_id(id) } else { id },
     });
     exprs
+}
+
+/// `map` or its addressed twin.
+pub fn map_for_twin(map: &'static str, addressed: bool) -> &'static str {
+    if addressed { self::addressed(map) } else { map }
 }
 
 /// `meta nfproto ipv4 meta l4proto tcp ct state new ct status dnat meta l4proto . ct original
 /// proto-dst vmap @log4`: the first packet of a new DNAT-ed connection of a logging mapping goes
 /// to its log chain, after DNAT (so the log shows the target).
-fn forward_log(family: IpFamily, transport: portmap_core::Transport) -> Vec<Expr> {
+fn forward_log(family: IpFamily, transport: portmap_core::Transport, addressed: bool) -> Vec<Expr> {
     let mut exprs = family_and_transport(family, transport);
     exprs.extend(ct_state_new());
     exprs.extend(ct_status_dnat());
-    exprs.extend(original_key());
+    exprs.extend(original_key(family, addressed));
+    let id = family.extra_ids()[3];
     exprs.push(Expr::Lookup {
         sreg: Register::R1,
         dreg: Some(Register::Verdict),
-        set: family.log_map().to_owned(),
-        set_id: family.extra_ids()[3],
+        set: map_for_twin(family.log_map(), addressed).to_owned(),
+        set_id: if addressed { addressed_id(id) } else { id },
         invert: false,
     });
     exprs

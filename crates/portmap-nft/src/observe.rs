@@ -7,13 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::IpNet;
-use portmap_core::{
-    Environment, Forward, Observed, ObservedMapping, Settings, StaleFlows, TableState, Transport,
-};
+use portmap_core::{Environment, Forward, Observed, ObservedMapping, Settings, StaleFlows, TableState};
 use portmap_netlink::link::{self, Interface};
 use portmap_netlink::{Chain, Expr, Netns, ObjectKind, Rule, Set, Socket, sysctl, udata};
 
-use crate::element::{self, parse_mapping_comment};
+use crate::element::{self, Key, parse_mapping_comment};
 use crate::lan_side::LanSide;
 use crate::layout::{self, Contents, IpFamily, Shape, TableId};
 use crate::{Error, coexistence};
@@ -289,16 +287,19 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
     }
 
     // Forwards from the DNAT maps, by the name in each element's comment.
-    for family in IpFamily::ALL {
-        let map = family.dnat_map();
+    for (family, map) in IpFamily::ALL
+        .into_iter()
+        .flat_map(|f| [(f, f.dnat_map()), (f, layout::addressed(f.dnat_map()))])
+    {
+        let addressed = map != family.dnat_map();
         for e in elements(map) {
-            match element::parse_dnat_element(e, family) {
+            match element::parse_dnat_element(e, family).filter(|(f, _)| f.listen.is_some() == addressed) {
                 Some((forward, Some(comment))) => {
                     let (name, description) = parse_mapping_comment(&comment);
                     if !portmap_core::is_mapping_name(&name) {
                         reasons.push(format!(
-                            "map {map} holds {} . {} with a comment that names no portmap mapping",
-                            forward.transport, forward.port
+                            "map {map} holds {} with a comment that names no portmap mapping",
+                            Key::of(&forward).label()
                         ));
                         continue;
                     }
@@ -312,8 +313,8 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
                     m.families.insert(family);
                 }
                 Some((forward, None)) => reasons.push(format!(
-                    "map {map} holds {} . {} without a portmap comment",
-                    forward.transport, forward.port
+                    "map {map} holds {} without a portmap comment",
+                    Key::of(&forward).label()
                 )),
                 None => reasons.push(format!("map {map} holds an element portmap cannot read")),
             }
@@ -351,9 +352,13 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
             (family.conn_map(), ObjKind::Conn),
             (family.traffic_map(), ObjKind::Traffic),
             (family.limit_map(), ObjKind::Limit),
-        ] {
+        ]
+        .into_iter()
+        .flat_map(|(m, k)| [(m, k), (layout::addressed(m), k)])
+        {
             for e in elements(map) {
                 let owner = element::parse_object_element(e)
+                    .filter(|(key, _)| key_fits(*key, family, map))
                     .and_then(|(key, object)| object_owner(object).map(|(k, name)| (key, k, name)));
                 match owner {
                     Some((key, k, name)) => {
@@ -361,45 +366,51 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
                         if k == kind {
                             entry.selected.insert((kind, family, key));
                         } else {
-                            entry.misdirected.push(format!("{map} {} {}", key.0, key.1));
+                            entry.misdirected.push(format!("{map} {}", key.words()));
                         }
                     }
                     None => reasons.push(format!("map {map} holds an element portmap did not write")),
                 }
             }
         }
-        let map = family.log_map();
-        for e in elements(map) {
-            let owner = element::parse_guard_element(e).and_then(|(key, chain)| {
-                let name = chain.strip_prefix("log_")?;
-                let m = found.get_mut(name).filter(|m| m.log_chain)?;
-                Some((m, key))
-            });
-            match owner {
-                Some((m, key)) if e.userdata.is_none() => {
-                    m.log_keys.insert((family, key));
+        for map in [family.log_map(), layout::addressed(family.log_map())] {
+            for e in elements(map) {
+                let owner = element::parse_guard_element(e)
+                    .filter(|(key, _)| key_fits(*key, family, map))
+                    .and_then(|(key, chain)| {
+                        let name = chain.strip_prefix("log_")?;
+                        let m = found.get_mut(name).filter(|m| m.log_chain)?;
+                        Some((m, key))
+                    });
+                match owner {
+                    Some((m, key)) if e.userdata.is_none() => {
+                        m.log_keys.insert((family, key));
+                    }
+                    _ => reasons.push(format!("map {map} holds an element portmap did not write")),
                 }
-                _ => reasons.push(format!("map {map} holds an element portmap did not write")),
             }
         }
     }
 
     // Guard elements, by the allow-list chain they jump to.
     for family in IpFamily::ALL {
-        let map = family.guard_map();
-        for e in elements(map) {
-            let owner = element::parse_guard_element(e).and_then(|(key, chain)| {
-                let name = chain.strip_prefix("allow_")?;
-                let m = found.get_mut(name).filter(|m| m.chain)?;
-                let comment = e.userdata.as_deref().and_then(udata::parse_comment);
-                Some((m, key, comment.as_deref() == Some(name)))
-            });
-            match owner {
-                Some((m, key, named)) => {
-                    m.guards.insert((family, key));
-                    m.guard_comments_differ |= !named;
+        for map in [family.guard_map(), layout::addressed(family.guard_map())] {
+            for e in elements(map) {
+                let owner = element::parse_guard_element(e)
+                    .filter(|(key, _)| key_fits(*key, family, map))
+                    .and_then(|(key, chain)| {
+                        let name = chain.strip_prefix("allow_")?;
+                        let m = found.get_mut(name).filter(|m| m.chain)?;
+                        let comment = e.userdata.as_deref().and_then(udata::parse_comment);
+                        Some((m, key, comment.as_deref() == Some(name)))
+                    });
+                match owner {
+                    Some((m, key, named)) => {
+                        m.guards.insert((family, key));
+                        m.guard_comments_differ |= !named;
+                    }
+                    None => reasons.push(format!("map {map} holds an element portmap did not write")),
                 }
-                None => reasons.push(format!("map {map} holds an element portmap did not write")),
             }
         }
     }
@@ -464,7 +475,7 @@ struct Found<'a> {
     chain: bool,
     rules: Vec<&'a Rule>,
     set: Option<&'a Set>,
-    guards: BTreeSet<(IpFamily, (Transport, u16))>,
+    guards: BTreeSet<(IpFamily, Key)>,
     guard_comments_differ: bool,
     /// Packets of the connection counter, when there is one.
     conn: Option<u64>,
@@ -475,12 +486,12 @@ struct Found<'a> {
     /// Whether any of its objects carries userdata (a comment) portmap does not write.
     object_comments: bool,
     /// Object-map elements selecting its objects from the right map: (which, family, key).
-    selected: BTreeSet<(ObjKind, IpFamily, (Transport, u16))>,
+    selected: BTreeSet<(ObjKind, IpFamily, Key)>,
     /// Object-map elements selecting one of its objects from another map (`traffic4 tcp 80`).
     misdirected: Vec<String>,
     log_chain: bool,
     log_rules: Vec<&'a Rule>,
-    log_keys: BTreeSet<(IpFamily, (Transport, u16))>,
+    log_keys: BTreeSet<(IpFamily, Key)>,
 }
 
 /// Which of a mapping's objects.
@@ -509,6 +520,15 @@ fn object_kind_name(kind: &ObjectKind) -> &'static str {
         ObjectKind::Counter { .. } => "counter",
         ObjectKind::Limit { .. } => "limit",
         ObjectKind::Other(_) => "object",
+    }
+}
+
+/// Whether `key` belongs in `map` of `family`: an address of that family in an addressed twin,
+/// none in the plain map.
+fn key_fits(key: Key, family: IpFamily, map: &str) -> bool {
+    match key.listen {
+        None => layout::addressed_base(map).is_none(),
+        Some(a) => IpFamily::of(a) == family && layout::addressed_base(map).is_some(),
     }
 }
 
@@ -600,14 +620,14 @@ impl Found<'_> {
                     }
                 }
             }
-            let wanted: BTreeSet<(IpFamily, (Transport, u16))> = self
+            let wanted: BTreeSet<(IpFamily, Key)> = self
                 .forwards
                 .iter()
-                .map(|f| (IpFamily::of(f.to), (f.transport, f.port)))
+                .map(|f| (IpFamily::of(f.to), Key::of(f)))
                 .collect();
             let open: Vec<String> = wanted
                 .difference(&self.guards)
-                .map(|(_, (tr, port))| format!("{tr}/{port}"))
+                .map(|(_, key)| key.label())
                 .collect();
             if !open.is_empty() {
                 damage.push(format!(
@@ -619,7 +639,7 @@ impl Found<'_> {
             let extra: Vec<String> = self
                 .guards
                 .difference(&wanted)
-                .map(|(f, (tr, port))| format!("{} {tr}/{port}", f.guard_map()))
+                .map(|(f, key)| format!("{} {}", key.map(f.guard_map()), key.label()))
                 .collect();
             if !extra.is_empty() {
                 damage.push(format!(
@@ -640,19 +660,19 @@ impl Found<'_> {
             let mut objects: Vec<String> = self
                 .guards
                 .iter()
-                .map(|(f, (tr, port))| format!("{} {tr} {port}", f.guard_map()))
+                .map(|(f, key)| format!("{} {}", key.map(f.guard_map()), key.words()))
                 .collect();
-            for (kind, f, (tr, port)) in &self.selected {
+            for (kind, f, key) in &self.selected {
                 let map = match kind {
                     ObjKind::Conn => f.conn_map(),
                     ObjKind::Traffic => f.traffic_map(),
                     ObjKind::Limit => f.limit_map(),
                 };
-                objects.push(format!("{map} {tr} {port}"));
+                objects.push(format!("{} {}", key.map(map), key.words()));
             }
             objects.extend(self.misdirected.iter().cloned());
-            for (f, (tr, port)) in &self.log_keys {
-                objects.push(format!("{} {tr} {port}", f.log_map()));
+            for (f, key) in &self.log_keys {
+                objects.push(format!("{} {}", key.map(f.log_map()), key.words()));
             }
             if self.chain {
                 objects.push(format!("chain {chain}"));
@@ -708,24 +728,24 @@ impl Found<'_> {
         Option<portmap_core::Limit>,
         Option<u16>,
     ) {
-        let wanted: BTreeSet<(IpFamily, (Transport, u16))> = self
+        let wanted: BTreeSet<(IpFamily, Key)> = self
             .forwards
             .iter()
-            .map(|f| (IpFamily::of(f.to), (f.transport, f.port)))
+            .map(|f| (IpFamily::of(f.to), Key::of(f)))
             .collect();
-        let keys = |kind: ObjKind| -> BTreeSet<(IpFamily, (Transport, u16))> {
+        let keys = |kind: ObjKind| -> BTreeSet<(IpFamily, Key)> {
             self.selected
                 .iter()
                 .filter(|(k, _, _)| *k == kind)
                 .map(|(_, f, key)| (*f, *key))
                 .collect()
         };
-        let label = |set: &BTreeSet<(IpFamily, (Transport, u16))>| -> Vec<String> {
-            set.iter().map(|(_, (tr, port))| format!("{tr}/{port}")).collect()
+        let label = |set: &BTreeSet<(IpFamily, Key)>| -> Vec<String> {
+            set.iter().map(|(_, key)| key.label()).collect()
         };
         // Keys a map should hold for the mapping but does not, and keys it holds without a forward.
         let compare = |damage: &mut Vec<String>,
-                       found: &BTreeSet<(IpFamily, (Transport, u16))>,
+                       found: &BTreeSet<(IpFamily, Key)>,
                        missing: &dyn Fn(&str, bool) -> String,
                        extra: &dyn Fn(&str, bool) -> String| {
             let lost: BTreeSet<_> = wanted.difference(found).copied().collect();
@@ -973,7 +993,7 @@ fn shape_matches(t: &TableId, snap: &Contents, base: &[&Chain], shape: Shape) ->
     })
 }
 
-/// The (protocol, port) keys of some forwards, in their order: what a guard map holds for them.
-pub fn forward_keys(forwards: &[Forward]) -> Vec<(Transport, u16)> {
-    forwards.iter().map(|f| (f.transport, f.port)).collect()
+/// The keys of some forwards, in their order: what a guard map holds for them.
+pub fn forward_keys(forwards: &[Forward]) -> Vec<Key> {
+    forwards.iter().map(Key::of).collect()
 }

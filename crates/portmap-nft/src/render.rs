@@ -43,43 +43,7 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
         .filter(|m| !m.allow_from.is_empty())
         .collect();
     for family in IpFamily::ALL {
-        let ours = |m: &Mapping| IpFamily::of(m.to) == family;
-        let _ = writeln!(out, "\n\tmap {} {{", family.dnat_map());
-        let _ = writeln!(
-            out,
-            "\t\ttype inet_proto . inet_service : {} . inet_service",
-            family.nft_addr_type()
-        );
-        let mut elems = Vec::new();
-        for m in model.mappings.iter().filter(|m| ours(m)) {
-            let comment = mapping_comment(&m.name, m.description.as_deref());
-            for f in m.forwards() {
-                elems.push(format!(
-                    "{} . {} comment \"{comment}\" : {} . {}",
-                    f.transport, f.port, f.to, f.to_port
-                ));
-            }
-        }
-        elements(&mut out, &elems);
-        let _ = writeln!(out, "\t}}");
-
-        let _ = writeln!(out, "\n\tmap {} {{", family.guard_map());
-        let _ = writeln!(out, "\t\ttype inet_proto . inet_service : verdict");
-        let mut elems = Vec::new();
-        for m in guarded.iter().filter(|m| ours(m)) {
-            for f in m.forwards() {
-                elems.push(format!(
-                    "{} . {} comment \"{}\" : jump {}",
-                    f.transport,
-                    f.port,
-                    m.name,
-                    layout::allow_chain(&m.name)
-                ));
-            }
-        }
-        elements(&mut out, &elems);
-        let _ = writeln!(out, "\t}}");
-
+        dnat_and_guard_maps(&mut out, model, &guarded, family, false);
         let _ = writeln!(out, "\n\tset {} {{", family.lan_side_set());
         let _ = writeln!(out, "\t\ttype {}", family.nft_addr_type());
         let _ = writeln!(out, "\t\tflags interval");
@@ -89,50 +53,7 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
 
     // Per family: the counters' object maps, the limits' object map and the log verdict map.
     for family in IpFamily::ALL {
-        let ours: Vec<&Mapping> = model
-            .mappings
-            .iter()
-            .filter(|m| IpFamily::of(m.to) == family)
-            .collect();
-        let objects =
-            |out: &mut String, map: &str, kind: &str, object: &dyn Fn(&Mapping) -> Option<String>| {
-                let _ = writeln!(out, "\n\tmap {map} {{");
-                let _ = writeln!(out, "\t\ttype inet_proto . inet_service : {kind}");
-                let mut elems = Vec::new();
-                for m in &ours {
-                    if let Some(name) = object(m) {
-                        for f in m.forwards() {
-                            elems.push(format!("{} . {} : \"{name}\"", f.transport, f.port));
-                        }
-                    }
-                }
-                elements(out, &elems);
-                let _ = writeln!(out, "\t}}");
-            };
-        objects(&mut out, family.conn_map(), "counter", &|m| {
-            Some(layout::conn_counter(&m.name))
-        });
-        objects(&mut out, family.traffic_map(), "counter", &|m| {
-            Some(layout::traffic_counter(&m.name))
-        });
-        objects(&mut out, family.limit_map(), "limit", &|m| {
-            m.limit.map(|_| layout::limit_object(&m.name))
-        });
-        let _ = writeln!(out, "\n\tmap {} {{", family.log_map());
-        let _ = writeln!(out, "\t\ttype inet_proto . inet_service : verdict");
-        let mut elems = Vec::new();
-        for m in ours.iter().filter(|m| m.log.is_some()) {
-            for f in m.forwards() {
-                elems.push(format!(
-                    "{} . {} : jump {}",
-                    f.transport,
-                    f.port,
-                    layout::log_chain(&m.name)
-                ));
-            }
-        }
-        elements(&mut out, &elems);
-        let _ = writeln!(out, "\t}}");
+        object_maps(&mut out, model, family, false);
     }
 
     // Every mapping's counters, and the limits.
@@ -149,6 +70,12 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
                 l.burst
             );
         }
+    }
+
+    // The same maps keyed by address too, for mappings with `listen`.
+    for family in IpFamily::ALL {
+        dnat_and_guard_maps(&mut out, model, &guarded, family, true);
+        object_maps(&mut out, model, family, true);
     }
 
     // Pending conntrack cleanups (empty in a fresh table).
@@ -177,27 +104,47 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
     let pairs = |out: &mut String, from: Origin| {
         for family in IpFamily::ALL {
             let matches = dispatch_match(from, family);
-            let _ = writeln!(
-                out,
-                "\t\t{matches} meta l4proto . th dport vmap @{}",
-                family.guard_map()
-            );
-            let _ = writeln!(
-                out,
-                "\t\t{matches} limit name meta l4proto . th dport map @{} drop",
-                family.limit_map()
-            );
-            let _ = writeln!(
-                out,
-                "\t\t{matches} counter name meta l4proto . th dport map @{}",
-                family.conn_map()
-            );
-            let _ = writeln!(
-                out,
-                "\t\t{matches} dnat {} to meta l4proto . th dport map @{}",
-                family.nft_header(),
-                family.dnat_map()
-            );
+            let key = |addressed: bool| {
+                if addressed {
+                    format!("{} daddr . meta l4proto . th dport", family.nft_header())
+                } else {
+                    "meta l4proto . th dport".to_owned()
+                }
+            };
+            let map = |m: &'static str, addressed: bool| layout::map_for_twin(m, addressed);
+            for addressed in [true, false] {
+                let _ = writeln!(
+                    out,
+                    "\t\t{matches} {} vmap @{}",
+                    key(addressed),
+                    map(family.guard_map(), addressed)
+                );
+            }
+            for addressed in [true, false] {
+                let _ = writeln!(
+                    out,
+                    "\t\t{matches} limit name {} map @{} drop",
+                    key(addressed),
+                    map(family.limit_map(), addressed)
+                );
+            }
+            for addressed in [true, false] {
+                let _ = writeln!(
+                    out,
+                    "\t\t{matches} counter name {} map @{}",
+                    key(addressed),
+                    map(family.conn_map(), addressed)
+                );
+            }
+            for addressed in [true, false] {
+                let _ = writeln!(
+                    out,
+                    "\t\t{matches} dnat {} to {} map @{}",
+                    family.nft_header(),
+                    key(addressed),
+                    map(family.dnat_map(), addressed)
+                );
+            }
         }
     };
     let _ = writeln!(out, "\n\tchain {} {{", layout::PREROUTING);
@@ -218,16 +165,26 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
     for family in IpFamily::ALL {
         for transport in ["tcp", "udp"] {
             let head = format!("meta nfproto {} meta l4proto {transport}", family.nft_nfproto());
-            let _ = writeln!(
-                out,
-                "\t\t{head} ct status dnat counter name meta l4proto . ct original proto-dst map @{}",
-                family.traffic_map()
-            );
-            let _ = writeln!(
-                out,
-                "\t\t{head} ct state new ct status dnat meta l4proto . ct original proto-dst vmap @{}",
-                family.log_map()
-            );
+            for addressed in [true, false] {
+                let key = if addressed {
+                    format!(
+                        "ct original {} daddr . meta l4proto . ct original proto-dst",
+                        family.nft_header()
+                    )
+                } else {
+                    "meta l4proto . ct original proto-dst".to_owned()
+                };
+                let _ = writeln!(
+                    out,
+                    "\t\t{head} ct status dnat counter name {key} map @{}",
+                    layout::map_for_twin(family.traffic_map(), addressed)
+                );
+                let _ = writeln!(
+                    out,
+                    "\t\t{head} ct state new ct status dnat {key} vmap @{}",
+                    layout::map_for_twin(family.log_map(), addressed)
+                );
+            }
         }
     }
     let _ = writeln!(out, "\t\tct status dnat counter accept");
@@ -290,6 +247,128 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
     }
     let _ = writeln!(out, "}}");
     out
+}
+
+/// The key of a forward's elements as nft writes it: `tcp . 8080`, or `198.51.100.5 . tcp . 8080`.
+fn key_text(f: &portmap_core::Forward) -> String {
+    match f.listen {
+        None => format!("{} . {}", f.transport, f.port),
+        Some(a) => format!("{a} . {} . {}", f.transport, f.port),
+    }
+}
+
+/// The key type of a map: `inet_proto . inet_service`, with the address type first when addressed.
+fn key_type(family: IpFamily, addressed: bool) -> String {
+    if addressed {
+        format!("{} . inet_proto . inet_service", family.nft_addr_type())
+    } else {
+        "inet_proto . inet_service".to_owned()
+    }
+}
+
+/// The DNAT map and the guard map of `family` (the addressed twins with `addressed`).
+fn dnat_and_guard_maps(
+    out: &mut String,
+    model: &Model,
+    guarded: &[&Mapping],
+    family: IpFamily,
+    addressed: bool,
+) {
+    let ours = |m: &Mapping| IpFamily::of(m.to) == family;
+    let mine = |f: &portmap_core::Forward| f.listen.is_some() == addressed;
+    let _ = writeln!(
+        out,
+        "\n\tmap {} {{",
+        layout::map_for_twin(family.dnat_map(), addressed)
+    );
+    let _ = writeln!(
+        out,
+        "\t\ttype {} : {} . inet_service",
+        key_type(family, addressed),
+        family.nft_addr_type()
+    );
+    let mut elems = Vec::new();
+    for m in model.mappings.iter().filter(|m| ours(m)) {
+        let comment = mapping_comment(&m.name, m.description.as_deref());
+        for f in m.forwards().iter().filter(|f| mine(f)) {
+            elems.push(format!(
+                "{} comment \"{comment}\" : {} . {}",
+                key_text(f),
+                f.to,
+                f.to_port
+            ));
+        }
+    }
+    elements(out, &elems);
+    let _ = writeln!(out, "\t}}");
+
+    let _ = writeln!(
+        out,
+        "\n\tmap {} {{",
+        layout::map_for_twin(family.guard_map(), addressed)
+    );
+    let _ = writeln!(out, "\t\ttype {} : verdict", key_type(family, addressed));
+    let mut elems = Vec::new();
+    for m in guarded.iter().filter(|m| ours(m)) {
+        for f in m.forwards().iter().filter(|f| mine(f)) {
+            elems.push(format!(
+                "{} comment \"{}\" : jump {}",
+                key_text(f),
+                m.name,
+                layout::allow_chain(&m.name)
+            ));
+        }
+    }
+    elements(out, &elems);
+    let _ = writeln!(out, "\t}}");
+}
+
+/// The counter, limit and log maps of `family` (the addressed twins with `addressed`).
+fn object_maps(out: &mut String, model: &Model, family: IpFamily, addressed: bool) {
+    let ours: Vec<&Mapping> = model
+        .mappings
+        .iter()
+        .filter(|m| IpFamily::of(m.to) == family)
+        .collect();
+    let mine = |f: &portmap_core::Forward| f.listen.is_some() == addressed;
+    let objects =
+        |out: &mut String, map: &'static str, kind: &str, object: &dyn Fn(&Mapping) -> Option<String>| {
+            let _ = writeln!(out, "\n\tmap {} {{", layout::map_for_twin(map, addressed));
+            let _ = writeln!(out, "\t\ttype {} : {kind}", key_type(family, addressed));
+            let mut elems = Vec::new();
+            for m in &ours {
+                if let Some(name) = object(m) {
+                    for f in m.forwards().iter().filter(|f| mine(f)) {
+                        elems.push(format!("{} : \"{name}\"", key_text(f)));
+                    }
+                }
+            }
+            elements(out, &elems);
+            let _ = writeln!(out, "\t}}");
+        };
+    objects(out, family.conn_map(), "counter", &|m| {
+        Some(layout::conn_counter(&m.name))
+    });
+    objects(out, family.traffic_map(), "counter", &|m| {
+        Some(layout::traffic_counter(&m.name))
+    });
+    objects(out, family.limit_map(), "limit", &|m| {
+        m.limit.map(|_| layout::limit_object(&m.name))
+    });
+    let _ = writeln!(
+        out,
+        "\n\tmap {} {{",
+        layout::map_for_twin(family.log_map(), addressed)
+    );
+    let _ = writeln!(out, "\t\ttype {} : verdict", key_type(family, addressed));
+    let mut elems = Vec::new();
+    for m in ours.iter().filter(|m| m.log.is_some()) {
+        for f in m.forwards().iter().filter(|f| mine(f)) {
+            elems.push(format!("{} : jump {}", key_text(f), layout::log_chain(&m.name)));
+        }
+    }
+    elements(out, &elems);
+    let _ = writeln!(out, "\t}}");
 }
 
 /// The match part of a DNAT rule, as `layout::static_rules` builds it.

@@ -43,6 +43,7 @@ fn mapping(
             end: to_port.1,
         },
         allow_from: allow.iter().map(|a| a.parse().unwrap()).collect(),
+        listen: Vec::new(),
         description: None,
         log: None,
         limit: None,
@@ -178,12 +179,12 @@ fn damage_is_reported() {
     let mut c = contents(&m, &t(), &env());
     let mut stray = c.elements[layout::DNAT4][0].clone();
     stray.userdata = None;
-    stray.key = crate::element::key_bytes(portmap_core::Transport::Tcp, 9999);
+    stray.key = crate::element::key_bytes(crate::element::plain_key(portmap_core::Transport::Tcp, 9999));
     c.elements.get_mut(layout::DNAT4).unwrap().push(stray);
     let TableState::Damaged { reasons } = analyse(&t(), &c, &env(), None).state else {
         panic!()
     };
-    assert!(reasons.iter().any(|r| r.contains("tcp . 9999")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("tcp/9999")), "{reasons:?}");
 
     // A foreign chain in our table.
     let mut c = contents(&m, &t(), &env());
@@ -237,11 +238,22 @@ fn shape_change_rebuilds() {
 #[test]
 fn rules_use_the_expected_expressions() {
     let rules = layout::static_rules(&t(), apply::shape_of(&model().settings));
-    // Per family: guard, limit, connection counter, DNAT.
-    let pre = &rules[3].exprs;
+    // Per family: guard, limit, connection counter, DNAT, each first for mappings with `listen`
+    // (keyed by address too), then for any address.
+    let pre = &rules[7].exprs;
     assert!(matches!(pre.last(), Some(Expr::Nat { .. })));
-    assert!(matches!(rules[1].exprs.last(), Some(Expr::Immediate { .. })));
-    assert!(matches!(rules[2].exprs.last(), Some(Expr::Objref { .. })));
+    assert!(matches!(rules[6].exprs.last(), Some(Expr::Nat { .. })));
+    assert!(matches!(rules[3].exprs.last(), Some(Expr::Immediate { .. })));
+    assert!(matches!(rules[5].exprs.last(), Some(Expr::Objref { .. })));
+    // `ip daddr . meta l4proto . th dport`: address in register 1, protocol and port after it.
+    assert!(rules[6].exprs.iter().any(|e| matches!(
+        e,
+        Expr::Payload {
+            dreg: portmap_netlink::Register::R32(2),
+            len: 2,
+            ..
+        }
+    )));
     let render = crate::render::render(&model(), &t(), &env());
     assert!(render.contains("dnat ip to meta l4proto . th dport map @dnat4"));
     assert!(render.contains("tcp . 8080 comment \"web: web server: main\" : 192.168.1.66 . 80"));
@@ -328,7 +340,7 @@ fn ipv6_and_dual_stack_contents_read_back_as_the_model() {
     assert_eq!(c.elements[layout::DNAT6].len(), 1 + 6 + 1);
     assert_eq!(c.elements[layout::GUARD4].len(), 1 + 2);
     assert_eq!(c.elements[layout::GUARD6].len(), 6 + 1);
-    let key = crate::element::key_bytes(portmap_core::Transport::Tcp, 8080);
+    let key = crate::element::key_bytes(crate::element::plain_key(portmap_core::Transport::Tcp, 8080));
     for map in [layout::DNAT4, layout::DNAT6] {
         assert!(c.elements[map].iter().any(|e| e.key == key), "{map}");
     }
@@ -350,9 +362,10 @@ fn ipv6_rules_use_the_expressions_nft_builds() {
         .filter(|r| r.chain == layout::PREROUTING)
         .map(|r| &r.exprs)
         .collect();
-    // WAN: guard4, limit4, conn4, dnat4, then the same for IPv6; then the same eight from the LAN.
-    assert_eq!(prerouting.len(), 16);
-    let dnat6 = prerouting[7];
+    // WAN: guard4, limit4, conn4, dnat4 (each with its addressed twin first), then the same for
+    // IPv6; then the same sixteen from the LAN.
+    assert_eq!(prerouting.len(), 32);
+    let dnat6 = prerouting[15];
     // `dnat ip6 to meta l4proto . th dport map @dnat6`: the lookup fills register 1 with the
     // 16-byte address and the next 32-bit slot (128-bit register 2) with the port.
     assert!(matches!(
@@ -374,7 +387,7 @@ fn ipv6_rules_use_the_expressions_nft_builds() {
         e,
         Expr::Cmp { op: portmap_netlink::CmpOp::Neq, data, .. } if data[..2] == [0xfe, 0x80] && data.len() == 16
     )));
-    let lan6 = prerouting[15];
+    let lan6 = prerouting[31];
     assert!(lan6.iter().any(|e| matches!(
         e,
         Expr::Lookup { set, invert: true, .. } if set == layout::LAN_SIDE6
@@ -388,7 +401,7 @@ fn ipv6_rules_use_the_expressions_nft_builds() {
         }
     )));
     let output: Vec<&Rule> = rules.iter().filter(|r| r.chain == layout::OUTPUT).collect();
-    assert_eq!(output.len(), 8);
+    assert_eq!(output.len(), 16);
 
     let allow = layout::allow_rule(&t(), "game6", IpFamily::V6, 0);
     assert!(allow.exprs.iter().any(|e| matches!(
@@ -500,7 +513,7 @@ fn ipv6_damage_is_reported() {
     let mut c = contents(&m, &t(), &env());
     let mut stray = c.elements[layout::DNAT6][0].clone();
     stray.userdata = None;
-    stray.key = crate::element::key_bytes(portmap_core::Transport::Udp, 9999);
+    stray.key = crate::element::key_bytes(crate::element::plain_key(portmap_core::Transport::Udp, 9999));
     c.elements.get_mut(layout::DNAT6).unwrap().push(stray);
     let TableState::Damaged { reasons } = analyse(&t(), &c, &env(), None).state else {
         panic!()
@@ -508,7 +521,7 @@ fn ipv6_damage_is_reported() {
     assert!(
         reasons
             .iter()
-            .any(|r| r.contains("dnat6") && r.contains("udp . 9999")),
+            .any(|r| r.contains("dnat6") && r.contains("udp/9999")),
         "{reasons:?}"
     );
 

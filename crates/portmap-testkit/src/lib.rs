@@ -50,7 +50,7 @@ pub use portmap::{
 };
 pub use topology::{
     CLIENT, CLIENT6, LAN_HOSTS, LAN_HOSTS6, OTHER_CLIENT, OTHER_CLIENT6, ROUTER_LAN, ROUTER_LAN6, Topology,
-    WAN, WAN6, WAN6_LINK_LOCAL,
+    WAN, WAN_SECOND, WAN6, WAN6_LINK_LOCAL,
 };
 pub use traffic::{ConnError, Reply, Server};
 

@@ -42,6 +42,9 @@ use crate::traffic::{BLOCKED_TIMEOUT, ConnError, REPLY_TIMEOUT, Reply, Server, t
 
 /// The router's WAN address: where clients send traffic for mappings.
 pub const WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+/// A second public address of the router, on `wan0` next to [`WAN`], once
+/// [`Topology::add_wan_address`] put it there (for mappings with `listen`).
+pub const WAN_SECOND: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 /// The internet client's main address.
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 /// The internet client's second address, used as a source an allow-list does not admit.
@@ -176,6 +179,13 @@ impl Topology {
         let _ = writeln!(lan_cmds, "route add default via {ROUTER_LAN6}");
         t.lan.ip_batch(&lan_cmds);
         t
+    }
+
+    /// Give the router's `wan0` its second public address, [`WAN_SECOND`].
+    #[track_caller]
+    pub fn add_wan_address(&self) {
+        self.router
+            .ip_batch(&format!("addr add {WAN_SECOND}/24 dev wan0\n"));
     }
 
     /// The router's WAN address of `from`'s family: where a client at `from` sends its traffic.

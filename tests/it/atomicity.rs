@@ -18,6 +18,8 @@ fn mapping(name: &str, port: u16, to: &str, allow: &[&str]) -> Mapping {
         to: to.parse().expect("address"),
         to_port: PortRange::single(port),
         allow_from: allow.iter().map(|a| a.parse().expect("prefix")).collect(),
+        allow_sources: Vec::new(),
+        allow_inline: Vec::new(),
         listen: Vec::new(),
         description: None,
         log: None,
@@ -27,6 +29,7 @@ fn mapping(name: &str, port: u16, to: &str, allow: &[&str]) -> Mapping {
 
 fn model(mappings: Vec<Mapping>) -> Model {
     Model {
+        sources: std::collections::BTreeMap::new(),
         settings: Settings {
             wan_interfaces: vec!["wan0".into()],
             lan_interfaces: vec!["lan0".into()],

@@ -28,6 +28,8 @@ fn model(n: usize) -> Model {
                 } else {
                     Vec::new()
                 },
+                allow_sources: Vec::new(),
+                allow_inline: Vec::new(),
                 description: None,
                 log: None,
                 limit: None,
@@ -36,6 +38,7 @@ fn model(n: usize) -> Model {
         })
         .collect();
     Model {
+        sources: std::collections::BTreeMap::new(),
         settings: Settings {
             wan_interfaces: vec!["wan0".into()],
             lan_interfaces: vec!["lan0".into()],

@@ -5,6 +5,7 @@
 //! Library users build one in code or deserialize it from JSON. This module must not check values
 //! (that is `validate.rs`) nor read files.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use schemars::JsonSchema;
@@ -49,6 +50,12 @@ pub struct Config {
     /// [`crate::DEFAULT_LOG_GROUP`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_group: Option<i64>,
+    /// Named lists of source prefixes (`office: [198.51.100.0/24, 2001:db8:1::/48]`), used by name
+    /// in a mapping's `allow_from`. A list may mix families; a mapping uses its members of the
+    /// family of its `to`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "schema::sources")]
+    pub sources: BTreeMap<String, Vec<String>>,
     /// The port mappings, in file order.
     #[serde(default)]
     #[schemars(schema_with = "schema::mappings")]
@@ -76,6 +83,7 @@ impl Default for Config {
             masquerade: false,
             hairpin: true,
             log_group: None,
+            sources: BTreeMap::new(),
             mappings: Vec::new(),
         }
     }
@@ -252,6 +260,11 @@ impl From<&Model> for Config {
                 .find_map(|m| m.log)
                 .filter(|&g| g != crate::model::DEFAULT_LOG_GROUP)
                 .map(i64::from),
+            sources: model
+                .sources
+                .iter()
+                .map(|(name, list)| (name.clone(), list.prefixes().map(ToString::to_string).collect()))
+                .collect(),
             mappings: model
                 .mappings
                 .iter()
@@ -261,7 +274,17 @@ impl From<&Model> for Config {
                     port: m.port.into(),
                     to: m.to.to_string(),
                     to_port: (m.to_port != m.port).then(|| m.to_port.into()),
-                    allow_from: m.allow_from.iter().map(ToString::to_string).collect(),
+                    // A mapping built in code may leave the written form empty: its effective
+                    // prefixes are then all written inline.
+                    allow_from: if m.allow_sources.is_empty() {
+                        m.allow_from.iter().map(ToString::to_string).collect()
+                    } else {
+                        m.allow_sources
+                            .iter()
+                            .cloned()
+                            .chain(m.allow_inline.iter().map(ToString::to_string))
+                            .collect()
+                    },
                     listen: m.listen.iter().map(ToString::to_string).collect(),
                     description: m.description.clone(),
                     enabled: true,

@@ -40,12 +40,12 @@ pub use load::{load_bytes, load_str, parse_config};
 pub use model::{
     Counters, DEFAULT_BURST, DEFAULT_LOG_GROUP, Environment, Forward, Limit, MAX_LOGGED_NAME_LEN, Mapping,
     Model, Observed, ObservedMapping, ParsePortRangeError, Place, PortRange, Protocol, RateUnit, Settings,
-    TableState, Transport, listen_of, split_listen,
+    SourceList, TableState, Transport, listen_of, split_listen,
 };
 pub use plan::{
     Change, Counts, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, SettingChange,
-    StaleFlows, TableAction, TrackedFlow, describe_forwards, describe_runs, fold_forwards, limit_text,
-    log_text, plan,
+    SourceChange, StaleFlows, TableAction, TrackedFlow, describe_forwards, describe_runs, fold_forwards,
+    limit_text, log_text, plan,
 };
 pub use render::{MappingSummary, plan_json, render_plan, render_status, render_warnings, status_json};
 pub use schema::{SCHEMA_PATH, config_schema};

@@ -9,7 +9,7 @@ use crate::config::{Config, InterfaceList, MappingConfig, PortSpec};
 use crate::diagnostic::{MAX_CONFIG_BYTES, shown, shown_size};
 use crate::error::ConfigErrors;
 use crate::model::{Model, Protocol};
-use crate::validate::{Field, MappingSpans, Report, Slot, Spans, check};
+use crate::validate::{Field, MappingSpans, Report, Slot, SourceSpans, Spans, check};
 use crate::yaml::{self, Kind, Node, Pos, Scalar, TypedBy, Value};
 
 /// Parse and validate a YAML configuration. `origin` names the text in error messages (a file name,
@@ -115,13 +115,14 @@ fn too_large(text: &str, report: &mut Report<'_>) -> bool {
     true
 }
 
-const TOP_KEYS: [&str; 7] = [
+const TOP_KEYS: [&str; 8] = [
     "version",
     "wan",
     "lan",
     "masquerade",
     "hairpin",
     "log_group",
+    "sources",
     "mappings",
 ];
 const SIDE_KEYS: [&str; 1] = ["interfaces"];
@@ -452,11 +453,20 @@ impl Walker<'_, '_> {
     }
 
     fn config(&mut self, root: &Node) -> Option<Config> {
-        let [version, wan, lan, masquerade, hairpin, log_group, mappings] = self.entries(
+        let [
+            version,
+            wan,
+            lan,
+            masquerade,
+            hairpin,
+            log_group,
+            sources,
+            mappings,
+        ] = self.entries(
             root,
             Field::Whole,
             TOP_KEYS,
-            "a mapping of settings (wan, lan, masquerade, hairpin, log_group, mappings)",
+            "a mapping of settings (wan, lan, masquerade, hairpin, log_group, sources, mappings)",
         )?;
         let mut config = Config::default();
 
@@ -539,6 +549,9 @@ impl Walker<'_, '_> {
                 }
             }
         }
+        if let Some(node) = sources {
+            self.sources(node, &mut config);
+        }
         if let Some(node) = mappings {
             match &node.value {
                 Value::Seq(items) => {
@@ -560,6 +573,90 @@ impl Walker<'_, '_> {
             }
         }
         Some(config)
+    }
+
+    /// `sources:`: each list's name and entries into `config.sources`, their positions into the
+    /// spans. A name given twice, or a list that is not a list of text, is reported here.
+    fn sources(&mut self, node: &Node, config: &mut Config) {
+        self.spans.sources.pos = Some(node.pos);
+        let entries = match &node.value {
+            Value::Map(entries) => entries,
+            _ if is_null(node) => return,
+            _ => {
+                self.wrong_type(
+                    node,
+                    Field::Top("sources"),
+                    "a mapping of named lists such as `sources: { office: [198.51.100.0/24] }`",
+                );
+                self.spans.sources.bad = true;
+                return;
+            }
+        };
+        for (key, value) in entries {
+            let Some(name) = self.string(key, Field::Top("sources"), "a list name") else {
+                self.spans.sources.bad = true;
+                continue;
+            };
+            let path = format!("sources.{}", shown(name));
+            if let Some(first) = self.spans.source_lists.get(name) {
+                let message = format!(
+                    "the list `{}` is defined twice (first at line {}); give each list once",
+                    shown(name),
+                    first.pos.map_or(0, |p| p.0)
+                );
+                self.report.push_path(Some(key.pos), path, message);
+                self.spans.sources.bad = true;
+                continue;
+            }
+            let mut spans = SourceSpans {
+                pos: Some(key.pos),
+                bad: true,
+                items: Vec::new(),
+            };
+            let mut list = Vec::new();
+            match &value.value {
+                Value::Seq(items) if !items.is_empty() => {
+                    spans.bad = false;
+                    for (k, entry) in items.iter().enumerate() {
+                        match &entry.value {
+                            Value::Scalar(s) if s.kind == Kind::Str => {
+                                list.push(s.text.to_string());
+                                spans.items.push((entry.pos, k));
+                            }
+                            _ => {
+                                let got = describe(entry);
+                                self.report.push_path(
+                                    Some(entry.pos),
+                                    format!("{path}[{k}]"),
+                                    format!("expected an address or CIDR prefix such as 198.51.100.0/24, got {got}"),
+                                );
+                                spans.bad = true;
+                            }
+                        }
+                    }
+                }
+                Value::Seq(_) => self.report.push_path(
+                    Some(value.pos),
+                    path,
+                    "the list is empty; list its sources (e.g. [198.51.100.0/24]) or remove it",
+                ),
+                _ if is_null(value) => self.report.push_path(
+                    Some(value.pos),
+                    path,
+                    "the list is empty; list its sources (e.g. [198.51.100.0/24]) or remove it",
+                ),
+                _ => {
+                    let got = describe(value);
+                    self.report.push_path(
+                        Some(value.pos),
+                        path,
+                        format!("expected a list of sources such as [198.51.100.0/24], got {got}"),
+                    );
+                }
+            }
+            self.spans.source_lists.insert(name.to_owned(), spans);
+            config.sources.insert(name.to_owned(), list);
+        }
     }
 
     /// `wan:` or `lan:`: the list, the slot of the list, and each kept entry's position and index.
@@ -723,7 +820,12 @@ impl Walker<'_, '_> {
                     m.allow_from.reserve(entries.len());
                     for (k, entry) in entries.iter().enumerate() {
                         let f = Field::OfItem(j, "allow_from", k);
-                        if let Some(text) = self.text(entry, f, "an address or CIDR prefix such as 203.0.113.0/24", false) {
+                        if let Some(text) = self.text(
+                            entry,
+                            f,
+                            "an address or CIDR prefix such as 203.0.113.0/24, or the name of a list in `sources`",
+                            false,
+                        ) {
                             m.allow_from.push(text.to_owned());
                             s.allow_items.push((entry.pos, k));
                         }

@@ -5,6 +5,7 @@
 //! ordered, a target range has the external range's length, addresses are unicast hosts.
 //! This module does no I/O and knows nothing about nftables.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -226,8 +227,18 @@ pub struct Mapping {
     /// Port(s) on the inner host; same length as `port`.
     pub to_port: PortRange,
     /// Source prefixes allowed to use the mapping; empty means everyone. Canonical: host bits clear,
-    /// sorted, no overlaps, adjacent prefixes merged.
+    /// sorted, no overlaps, adjacent prefixes merged. This is what the kernel enforces: the
+    /// prefixes written in `allow_from` together with the members of the named lists it uses (of
+    /// the mapping's family), so a backend that knows nothing of lists enforces them correctly.
     pub allow_from: Vec<IpNet>,
+    /// The named lists of [`Model::sources`] that `allow_from` uses, sorted; empty when it names
+    /// none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_sources: Vec<String>,
+    /// The prefixes written in `allow_from` itself (canonical), without the lists' members; empty
+    /// when it names no list (then they are `allow_from`: see [`Mapping::inline_prefixes`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_inline: Vec<IpNet>,
     /// The router's public addresses the mapping answers on (of `to`'s family, sorted, no
     /// repeats); empty means any address of the WAN interfaces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -343,6 +354,16 @@ impl std::ops::AddAssign for Counters {
 }
 
 impl Mapping {
+    /// The prefixes the mapping admits besides its named lists: `allow_inline`, or every prefix
+    /// of `allow_from` when it names no list (a mapping built in code may leave `allow_inline`
+    /// empty).
+    pub fn inline_prefixes(&self) -> &[IpNet] {
+        if self.allow_sources.is_empty() {
+            &self.allow_from
+        } else {
+            &self.allow_inline
+        }
+    }
     /// Every (protocol, external port) → (address, port) pair this mapping forwards, once per
     /// listen address (or once, for any address), in key order.
     pub fn forwards(&self) -> Vec<Forward> {
@@ -437,11 +458,38 @@ pub struct Settings {
 pub struct Model {
     /// Router-wide settings.
     pub settings: Settings,
+    /// The named source lists (`sources:`), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, SourceList>,
     /// Enabled mappings, in file order.
     pub mappings: Vec<Mapping>,
     /// Names of mappings present in the file with `enabled: false` (kept so a plan can say why it
     /// deletes them).
     pub disabled: Vec<String>,
+}
+
+/// One named list of source prefixes, split by family (each canonical, as
+/// [`crate::canonical_prefixes`] makes it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceList {
+    /// The IPv4 prefixes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub v4: Vec<IpNet>,
+    /// The IPv6 prefixes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub v6: Vec<IpNet>,
+}
+
+impl SourceList {
+    /// The list's prefixes of one family.
+    pub fn of_family(&self, v6: bool) -> &[IpNet] {
+        if v6 { &self.v6 } else { &self.v4 }
+    }
+
+    /// Every prefix, IPv4 first.
+    pub fn prefixes(&self) -> impl Iterator<Item = &IpNet> {
+        self.v4.iter().chain(&self.v6)
+    }
 }
 
 /// A mapping as read back from the kernel. Its forwards need not form one tidy range: a table edited
@@ -454,8 +502,17 @@ pub struct ObservedMapping {
     pub description: Option<String>,
     /// Forwards found, sorted.
     pub forwards: Vec<Forward>,
-    /// Source prefixes found (canonical form), empty when the mapping has no allow-list.
+    /// Source prefixes found (canonical form), empty when the mapping has no allow-list. With
+    /// named lists, what the kernel admits: the lists' members and the mapping's own prefixes.
     pub allow_from: Vec<IpNet>,
+    /// The named lists its allow-list refers to, sorted (only from a backend that fills
+    /// [`Observed::sources`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_sources: Vec<String>,
+    /// Its own prefixes, without the lists' members; empty when it refers to no list (then they
+    /// are `allow_from`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_inline: Vec<IpNet>,
     /// How the mapping's kernel objects fall short of the complete set portmap writes for it, one
     /// sentence each, saying what the kernel enforces instead (e.g. "tcp/8080 is not guarded by the
     /// allow-list: open to every source"). Empty when the mapping is intact. A damaged mapping is
@@ -491,6 +548,8 @@ impl ObservedMapping {
             description: mapping.description.clone(),
             forwards: mapping.forwards(),
             allow_from: mapping.allow_from.clone(),
+            allow_sources: mapping.allow_sources.clone(),
+            allow_inline: mapping.allow_inline.clone(),
             damage: Vec::new(),
             objects: Vec::new(),
             log: mapping.log,
@@ -508,6 +567,8 @@ impl ObservedMapping {
             description: None,
             forwards,
             allow_from: Vec::new(),
+            allow_sources: Vec::new(),
+            allow_inline: Vec::new(),
             damage: Vec::new(),
             objects: Vec::new(),
             log: None,
@@ -578,6 +639,12 @@ pub struct Observed {
     pub settings: Settings,
     /// Mappings found, sorted by name.
     pub mappings: Vec<ObservedMapping>,
+    /// The named source lists the kernel holds, by name, for a backend that keeps each list in
+    /// one kernel object the mappings using it refer to (nft: one set per list and family).
+    /// `None` for a backend that writes each mapping's prefixes into its own rules (iptables): its
+    /// mappings are compared by the prefixes they admit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<BTreeMap<String, SourceList>>,
     /// What the backend found around its table that can stop forwards from working.
     #[serde(default)]
     pub environment: Environment,
@@ -617,6 +684,7 @@ impl Observed {
             state: TableState::Missing,
             settings: Settings::default(),
             mappings: Vec::new(),
+            sources: None,
             environment: Environment::default(),
             pending_flows: Vec::new(),
         }
@@ -665,6 +733,8 @@ impl Observed {
             state: TableState::Intact,
             settings: model.settings.clone(),
             mappings,
+            // As a backend that keeps each list in a kernel object of its own reports them.
+            sources: (!model.sources.is_empty()).then(|| model.sources.clone()),
             environment: Environment::default(),
             pending_flows: Vec::new(),
         }

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::error::{PlanFileError, Refusal};
 use crate::model::{
-    Forward, Mapping, Model, Observed, ObservedMapping, Place, PortRange, Protocol, Settings, TableState,
-    Transport,
+    Forward, Mapping, Model, Observed, ObservedMapping, Place, PortRange, Protocol, Settings, SourceList,
+    TableState, Transport,
 };
 use crate::validate::{name_problem, validate};
 
@@ -119,6 +119,47 @@ pub struct SettingChange {
     pub after: String,
 }
 
+/// A named source list whose kernel object differs from the configuration: one update of one
+/// kernel object (per family), whichever mappings use it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceChange {
+    /// The list's name.
+    pub name: String,
+    /// What the kernel holds now (`None`: the list is not there).
+    pub before: Option<SourceList>,
+    /// What the configuration asks for (`None`: the list goes).
+    pub after: Option<SourceList>,
+    /// The mappings of the configuration that use the list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub used_by: Vec<String>,
+    /// Tracked connections of those mappings from sources the list no longer admits (and the
+    /// mapping admits no other way).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale: Vec<StaleFlows>,
+}
+
+impl SourceChange {
+    /// Prefixes the change adds and removes.
+    pub fn delta(&self) -> (Vec<ipnet::IpNet>, Vec<ipnet::IpNet>) {
+        let empty = SourceList::default();
+        let before: HashSet<&ipnet::IpNet> = self.before.as_ref().unwrap_or(&empty).prefixes().collect();
+        let after: HashSet<&ipnet::IpNet> = self.after.as_ref().unwrap_or(&empty).prefixes().collect();
+        let added = self
+            .after
+            .iter()
+            .flat_map(SourceList::prefixes)
+            .filter(|n| !before.contains(n))
+            .copied();
+        let removed = self
+            .before
+            .iter()
+            .flat_map(SourceList::prefixes)
+            .filter(|n| !after.contains(n))
+            .copied();
+        (added.collect(), removed.collect())
+    }
+}
+
 /// The difference between a `Model` and an `Observed` kernel state, and everything needed to carry it
 /// out (a saved plan is applied without the configuration file).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +181,10 @@ pub struct Plan {
     pub settings: Vec<SettingChange>,
     /// Mapping changes: deletes first, then updates and repairs, then creates; by name within each.
     pub changes: Vec<Change>,
+    /// Named source lists to create, change or delete, by name (only for a backend that keeps
+    /// each list in kernel objects of its own; see [`Observed::sources`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceChange>,
     /// Things worth knowing that do not block (filled by callers, e.g. coexistence checks).
     pub warnings: Vec<String>,
     /// The whole desired state (used to build or rebuild the table).
@@ -162,7 +207,10 @@ impl Plan {
     /// True when applying changes portmap's table (a cleanup of tracked connections left by an
     /// interrupted apply does not).
     pub fn changes_kernel(&self) -> bool {
-        self.table_action != TableAction::Keep || !self.settings.is_empty() || !self.changes.is_empty()
+        self.table_action != TableAction::Keep
+            || !self.settings.is_empty()
+            || !self.changes.is_empty()
+            || !self.sources.is_empty()
     }
 
     /// Whether `other` makes the same changes as this plan (for the same desired state), whatever
@@ -173,6 +221,7 @@ impl Plan {
             && self.table_action == other.table_action
             && self.settings == other.settings
             && self.changes == other.changes
+            && self.sources == other.sources
             && self.desired == other.desired
             && self.pending_flows == other.pending_flows
     }
@@ -222,7 +271,11 @@ impl Plan {
     /// goes away or now leads elsewhere, and flows from sources an allow-list no longer admits.
     /// Forwards the plan leaves as they are keep their flows.
     pub fn stale_flows(&self) -> Vec<StaleFlows> {
-        let mut out = Vec::new();
+        let mut out: Vec<StaleFlows> = self
+            .sources
+            .iter()
+            .flat_map(|s| s.stale.iter().cloned())
+            .collect();
         for change in &self.changes {
             match change {
                 Change::Create { .. } => {}
@@ -370,7 +423,7 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
                 after: after.clone(),
             }),
             Some(before) => {
-                let fields = field_changes(before, after);
+                let fields = field_changes(before, after, observed.sources.is_some());
                 if !fields.is_empty() {
                     updates.push(Change::Update {
                         before: uncounted(before),
@@ -387,6 +440,12 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
     let mut changes = deletes;
     changes.append(&mut updates);
     changes.append(&mut creates);
+    let sources = match &observed.sources {
+        Some(found) if observed.state == TableState::Intact => {
+            source_changes(model, observed, found, &changes)
+        }
+        _ => Vec::new(),
+    };
 
     Plan {
         format_version: PLAN_FORMAT_VERSION,
@@ -397,11 +456,67 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
         table_action,
         settings,
         changes,
+        sources,
         warnings: warnings(model, &observed.environment),
         desired: model.clone(),
         observed_settings: observed.settings.clone(),
         pending_flows: observed.pending_flows.clone(),
     }
+}
+
+/// The source lists whose kernel objects differ from the configuration, with the flows each change
+/// makes stale: those of a mapping using the list (and not changed itself: its own change clears
+/// its flows) from sources the kernel admitted and the configuration no longer does.
+fn source_changes(
+    model: &Model,
+    observed: &Observed,
+    found: &std::collections::BTreeMap<String, SourceList>,
+    changes: &[Change],
+) -> Vec<SourceChange> {
+    let changed: HashSet<&str> = changes.iter().map(Change::name).collect();
+    let kernel: HashMap<&str, &ObservedMapping> =
+        observed.mappings.iter().map(|o| (o.name.as_str(), o)).collect();
+    let names: std::collections::BTreeSet<&String> = model.sources.keys().chain(found.keys()).collect();
+    let mut out = Vec::new();
+    for name in names {
+        let before = found.get(name);
+        let after = model.sources.get(name);
+        if before == after {
+            continue;
+        }
+        let users: Vec<&Mapping> = model
+            .mappings
+            .iter()
+            .filter(|m| m.allow_sources.iter().any(|n| n == name))
+            .collect();
+        let mut stale = Vec::new();
+        for m in &users {
+            if changed.contains(m.name.as_str()) {
+                continue;
+            }
+            // Narrowed: the kernel admitted a source the configuration no longer does.
+            if let Some(o) = kernel.get(m.name.as_str())
+                && (o.allow_from.is_empty()
+                    || o.allow_from
+                        .iter()
+                        .any(|b| !m.allow_from.iter().any(|a| a.contains(b))))
+            {
+                stale.extend(o.forwards.iter().map(|&forward| StaleFlows {
+                    mapping: m.name.clone(),
+                    forward,
+                    unless_from: Some(m.allow_from.clone()),
+                }));
+            }
+        }
+        out.push(SourceChange {
+            name: name.clone(),
+            before: before.cloned(),
+            after: after.cloned(),
+            used_by: users.iter().map(|m| m.name.clone()).collect(),
+            stale,
+        });
+    }
+    out
 }
 
 /// A mapping as a plan records it: without its counters and active flows, which move with
@@ -516,7 +631,7 @@ fn list<T: ToString>(items: &[T]) -> String {
 }
 
 /// Field-by-field difference between what the kernel holds for a mapping and what is wanted.
-fn field_changes(before: &ObservedMapping, after: &Mapping) -> Vec<FieldChange> {
+fn field_changes(before: &ObservedMapping, after: &Mapping, named_lists: bool) -> Vec<FieldChange> {
     let mut out = Vec::new();
     let all_wanted = after.forwards();
     let all_found: Cow<'_, [Forward]> = if before.forwards.is_sorted() {
@@ -583,7 +698,29 @@ fn field_changes(before: &ObservedMapping, after: &Mapping) -> Vec<FieldChange> 
             });
         }
     }
-    if before.allow_from != after.allow_from {
+    if named_lists {
+        // Lists compare by name: a change of a list's members is the list's own change.
+        let written = |names: &[String], inline: &[ipnet::IpNet]| {
+            let parts: Vec<String> = names
+                .iter()
+                .cloned()
+                .chain(inline.iter().map(ToString::to_string))
+                .collect();
+            format!("[{}]", parts.join(", "))
+        };
+        let before_inline = if before.allow_sources.is_empty() {
+            &before.allow_from
+        } else {
+            &before.allow_inline
+        };
+        if before.allow_sources != after.allow_sources || *before_inline != after.inline_prefixes() {
+            out.push(FieldChange {
+                field: "allow_from".to_owned(),
+                before: written(&before.allow_sources, before_inline),
+                after: written(&after.allow_sources, after.inline_prefixes()),
+            });
+        }
+    } else if before.allow_from != after.allow_from {
         out.push(FieldChange {
             field: "allow_from".to_owned(),
             before: list(&before.allow_from),

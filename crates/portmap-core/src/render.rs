@@ -317,6 +317,34 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
     if !plan.changes.is_empty() {
         out.push('\n');
     }
+    for change in &plan.sources {
+        let (mark, what) = match (&change.before, &change.after) {
+            (None, _) => (paint.wrap(GREEN, "+"), "create"),
+            (_, None) => (paint.wrap(RED, "-"), "delete"),
+            _ => (paint.wrap(YELLOW, "~"), "change"),
+        };
+        let _ = write!(
+            out,
+            "{mark} {} source list {}",
+            what,
+            paint.wrap(BOLD, &change.name)
+        );
+        if change.used_by.is_empty() {
+            let _ = writeln!(out);
+        } else {
+            let _ = writeln!(out, " (used by {})", change.used_by.join(", "));
+        }
+        let (added, removed) = change.delta();
+        for net in &added {
+            let _ = writeln!(out, "    + {net}");
+        }
+        for net in &removed {
+            let _ = writeln!(out, "    - {net}");
+        }
+    }
+    if !plan.sources.is_empty() {
+        out.push('\n');
+    }
     if !plan.pending_flows.is_empty() {
         let _ = writeln!(
             out,
@@ -338,6 +366,13 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
             summary,
             "; {} to change",
             plural(plan.settings.len(), "setting", "settings")
+        );
+    }
+    if !plan.sources.is_empty() {
+        let _ = write!(
+            summary,
+            "; {} to update",
+            plural(plan.sources.len(), "source list", "source lists")
         );
     }
     let _ = writeln!(out, "{}.", paint.wrap(BOLD, &summary));

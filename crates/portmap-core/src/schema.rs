@@ -7,7 +7,7 @@
 //! What a schema cannot say, and only `portmap validate` checks: names unique across mappings;
 //! ports that overlap between mappings of one family; a `to_port` range as long as `port`'s; a
 //! reversed range (`"6010-6000"`); an `allow_from` entry of the other family than `to`, with host
-//! bits set, or inside another entry; an interface listed twice or on both sides; which addresses
+//! bits set, or inside another entry; an `allow_from` name that no `sources` list has; an interface listed twice or on both sides; which addresses
 //! are hosts (loopback, multicast, link-local and the like are refused by the validator). Lengths
 //! are counted in characters by JSON Schema and in bytes by the validator (they differ only for
 //! non-ASCII text). This module must not decide validity itself: it only describes it.
@@ -166,18 +166,42 @@ pub(crate) fn target(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
-pub(crate) fn allow_from(_: &mut SchemaGenerator) -> Schema {
+/// An address or CIDR prefix of either family, as `allow_from` and the `sources` lists take it.
+fn prefix_pattern() -> String {
     let v4 = format!("{OCTET}(?:\\.{OCTET}){{3}}(?:/(?:3[0-2]|[12]?[0-9]))?");
     let v6 = "[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?:/(?:12[0-8]|1[01][0-9]|[1-9]?[0-9]))?";
+    format!("(?:{v4}|{v6})")
+}
+
+pub(crate) fn allow_from(_: &mut SchemaGenerator) -> Schema {
+    let names = format!("[A-Za-z0-9][A-Za-z0-9_.-]{{0,{}}}", MAX_NAME_LEN - 1);
     json_schema!({
         "type": "array",
         "minItems": 1,
         "items": {
             "type": "string",
-            "description": "An address or CIDR prefix, e.g. 203.0.113.0/24, 198.51.100.7 or 2001:db8::/32.",
-            "pattern": format!("^(?:{v4}|{v6})$")
+            "description": "An address or CIDR prefix (203.0.113.0/24, 198.51.100.7, 2001:db8::/32), or the name of a list in `sources`.",
+            "pattern": format!("^(?:{}|{names})$", prefix_pattern())
         },
-        "examples": [["203.0.113.0/24", "198.51.100.7"]]
+        "examples": [["203.0.113.0/24", "198.51.100.7"], ["office", "203.0.113.9"]]
+    })
+}
+
+pub(crate) fn sources(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "description": "Named lists of source prefixes, used by name in a mapping's `allow_from`; a list may mix IPv4 and IPv6, and a mapping uses the members of its own family.",
+        "propertyNames": { "pattern": format!("^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{}}}$", MAX_NAME_LEN - 1) },
+        "additionalProperties": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "string",
+                "description": "An address or CIDR prefix, e.g. 198.51.100.0/24 or 2001:db8:1::/48.",
+                "pattern": format!("^{}$", prefix_pattern())
+            }
+        },
+        "examples": [{ "office": ["198.51.100.0/24", "2001:db8:1::/48"] }]
     })
 }
 

@@ -75,6 +75,8 @@ pub fn restorable(observed: &Observed) -> Result<Option<Model>, NotRestorable> {
             to: run.to,
             to_port: run.to_port,
             allow_from: m.allow_from.clone(),
+            allow_sources: m.allow_sources.clone(),
+            allow_inline: m.allow_inline.clone(),
             listen,
             description: m.description.clone(),
             log: m.log,
@@ -86,6 +88,7 @@ pub fn restorable(observed: &Observed) -> Result<Option<Model>, NotRestorable> {
     }
     let model = Model {
         settings: observed.settings.clone(),
+        sources: observed.sources.clone().unwrap_or_default(),
         mappings,
         disabled: Vec::new(),
     };
@@ -133,6 +136,19 @@ mod tests {
         a.sort_by(|x, y| x.name.cmp(&y.name));
         b.sort_by(|x, y| x.name.cmp(&y.name));
         assert_eq!(a, b);
+        assert!(plan(&got, &observed).is_empty());
+    }
+
+    #[test]
+    fn named_source_lists_come_back_with_the_mappings_using_them() {
+        let want = model(
+            "wan: { interfaces: [wan0] }\nsources: { office: [198.51.100.0/24, \"2001:db8:1::/48\"] }\nmappings:\n\
+             \x20 - { name: ssh, port: 22, to: 192.168.1.2, allow_from: [office, 192.0.2.9] }\n",
+        );
+        let observed = Observed::from_model(&want, "nft", "inet portmap", Some(7));
+        let got = restorable(&observed).unwrap().unwrap();
+        assert_eq!(got.sources, want.sources);
+        assert_eq!(got.mappings, want.mappings);
         assert!(plan(&got, &observed).is_empty());
     }
 

@@ -7,7 +7,7 @@
 //! family. This module reads no text (that is `load.rs`, which also reports YAML-level problems and
 //! records positions in `Spans`).
 
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -17,7 +17,7 @@ use crate::config::{CONFIG_VERSION, Config, MappingConfig, PortSpec};
 use crate::diagnostic::MAX_ERRORS;
 pub(crate) use crate::diagnostic::{is_unsafe_char, shown};
 use crate::error::{ConfigError, ConfigErrors};
-use crate::model::{Mapping, Model, PortRange, Settings, Transport};
+use crate::model::{Mapping, Model, PortRange, Settings, SourceList, Transport};
 use crate::yaml::Pos;
 
 /// Longest mapping name, in bytes.
@@ -82,6 +82,15 @@ pub(crate) struct MappingSpans {
     pub limit: Slot,
 }
 
+/// Positions of one list of `sources`: its name, and each entry kept with its file index.
+#[derive(Debug, Default)]
+pub(crate) struct SourceSpans {
+    pub pos: Option<Pos>,
+    /// Something in the list was reported while reading: it is not checked further.
+    pub bad: bool,
+    pub items: Vec<(Pos, usize)>,
+}
+
 /// Positions of a `Config`'s values in the text it was read from. Empty for configs built in code.
 #[derive(Debug, Default)]
 pub(crate) struct Spans {
@@ -92,6 +101,10 @@ pub(crate) struct Spans {
     pub lan_items: Vec<(Pos, usize)>,
     pub masquerade: Slot,
     pub log_group: Slot,
+    /// The `sources` section as a whole (bad: something in it was reported while reading).
+    pub sources: Slot,
+    /// Each list of `sources` kept in the `Config`, by name.
+    pub source_lists: std::collections::BTreeMap<String, SourceSpans>,
     /// One per `Config` mapping (or none at all).
     pub mappings: Vec<MappingSpans>,
 }
@@ -173,6 +186,12 @@ impl<'o> Report<'o> {
     }
 
     pub fn push(&mut self, pos: Option<Pos>, field: Field, message: impl Into<String>) {
+        self.push_path(pos, field.to_string(), message);
+    }
+
+    /// [`Report::push`] for a path a [`Field`] cannot name (`sources.office[1]`: the list's name
+    /// comes from the file).
+    pub fn push_path(&mut self, pos: Option<Pos>, path: String, message: impl Into<String>) {
         let position = pos.map(|(l, c)| (l as usize, c as usize));
         let rank = (position.is_none(), position, self.total);
         self.total += 1;
@@ -189,7 +208,7 @@ impl<'o> Report<'o> {
             ConfigError {
                 origin: self.origin.to_owned(),
                 position,
-                field: field.to_string(),
+                field: path,
                 message: message.into(),
             },
         ));
@@ -305,10 +324,12 @@ pub(crate) fn check(config: &Config, spans: &Spans, report: &mut Report<'_>) -> 
         }
     };
 
+    let sources = check_sources(config, spans, report);
     let mut checked: Vec<Checked> = Vec::with_capacity(config.mappings.len());
     for (i, m) in config.mappings.iter().enumerate() {
         let ms = spans.mappings.get(i);
-        checked.push(check_mapping(m, ms.map_or(i, |s| s.index), ms, log_group, report));
+        let index = ms.map_or(i, |s| s.index);
+        checked.push(check_mapping(m, index, ms, log_group, &sources, report));
     }
     check_unique_names(config, spans, &checked, report);
     check_listen_count(config, spans, &checked, report);
@@ -324,6 +345,7 @@ pub(crate) fn check(config: &Config, spans: &Spans, report: &mut Report<'_>) -> 
             masquerade: config.masquerade,
             hairpin: config.hairpin,
         },
+        sources: sources.lists,
         mappings: Vec::with_capacity(config.mappings.len()),
         disabled: Vec::new(),
     };
@@ -432,6 +454,7 @@ fn check_mapping(
     index: usize,
     spans: Option<&MappingSpans>,
     log_group: Option<u16>,
+    sources: &CheckedSources,
     report: &mut Report<'_>,
 ) -> Checked {
     let sp = |f: fn(&MappingSpans) -> Slot| spans.map(f).unwrap_or_default();
@@ -495,7 +518,7 @@ fn check_mapping(
         None
     } else {
         let items = spans.map_or(&[][..], |s| s.allow_items.as_slice());
-        check_allow_from(&m.allow_from, items, index, to_is_v6, report)
+        check_allow_from(&m.allow_from, items, index, to_is_v6, sources, report)
     };
 
     // listen
@@ -578,7 +601,9 @@ fn check_mapping(
                 port,
                 to,
                 to_port,
-                allow_from,
+                allow_from: allow_from.effective,
+                allow_sources: allow_from.names,
+                allow_inline: allow_from.inline,
                 listen,
                 description,
                 log,
@@ -1011,37 +1036,60 @@ fn check_allow_from(
     items: &[(Pos, usize)],
     index: usize,
     to_is_v6: bool,
+    sources: &CheckedSources,
     report: &mut Report<'_>,
-) -> Option<Vec<IpNet>> {
+) -> Option<AllowFrom> {
     let errors_before = report.count();
     let at = |k: usize| items.get(k).map_or((None, k), |&(p, j)| (Some(p), j));
     let mut nets: Vec<(IpNet, usize)> = Vec::with_capacity(entries.len());
+    let mut names: Vec<(&str, usize)> = Vec::new();
     for (k, text) in entries.iter().enumerate() {
         let (pos, j) = at(k);
         let field = Field::OfItem(index, "allow_from", j);
-        let net = match text.parse::<IpNet>() {
+        let net = match parse_prefix(text) {
             Ok(net) => net,
-            Err(_) => {
-                if let Ok(addr) = text.parse::<IpAddr>() {
-                    IpNet::from(addr)
-                } else {
-                    let message = format!(
-                        "`{}` is not an address or CIDR prefix; use e.g. 203.0.113.0/24 or 198.51.100.7",
-                        shown(text)
-                    );
-                    report.push(pos, field, message);
-                    continue;
+            Err(_) if is_mapping_name(text) && !text.contains(':') && !looks_numeric(text) => {
+                match sources.lists.get(text.as_str()) {
+                    Some(list) if list.of_family(to_is_v6).is_empty() => {
+                        let (want, has) = if to_is_v6 {
+                            ("IPv6", "IPv4")
+                        } else {
+                            ("IPv4", "IPv6")
+                        };
+                        report.push(
+                            pos,
+                            field,
+                            format!(
+                                "the list `{text}` holds only {has} prefixes but `to` is {want}; add {want} prefixes \
+                                 to it or use another list"
+                            ),
+                        );
+                    }
+                    Some(_) => {
+                        if let Some(&(_, first)) = names.iter().find(|(n, _)| *n == text.as_str()) {
+                            let (_, fj) = at(first);
+                            report.push(
+                                pos,
+                                field,
+                                format!(
+                                    "the list `{text}` is named twice (first as {}); name each list once",
+                                    Field::OfItem(index, "allow_from", fj)
+                                ),
+                            );
+                        } else {
+                            names.push((text, k));
+                        }
+                    }
+                    None if sources.bad.contains(text.as_str()) => {}
+                    None => report.push(pos, field, unknown_list(text, sources)),
                 }
+                continue;
+            }
+            Err(message) => {
+                report.push(pos, field, message);
+                continue;
             }
         };
-        if net.trunc() != net {
-            report.push(
-                pos,
-                field,
-                format!("{net} has host bits set; did you mean {}?", net.trunc()),
-            );
-            continue;
-        }
         if to_is_v6 != matches!(net, IpNet::V6(_)) {
             let (net_family, to_family) = if to_is_v6 {
                 ("IPv4", "IPv6")
@@ -1059,40 +1107,215 @@ fn check_allow_from(
         }
         nets.push((net, k));
     }
-    // Duplicates and overlaps: sorted by network then prefix length, a prefix overlaps an earlier
-    // one exactly when it starts inside the widest prefix seen so far.
-    let mut order: Vec<(IpNet, usize)> = nets.clone();
+    for (later, earlier, later_net, earlier_net) in overlaps(&nets) {
+        let (pos, j) = at(later);
+        let (epos, ej) = at(earlier);
+        let first = Field::OfItem(index, "allow_from", ej);
+        let first = match epos {
+            Some((line, _)) => format!("{first}, line {line}"),
+            None => first.to_string(),
+        };
+        report.push(
+            pos,
+            Field::OfItem(index, "allow_from", j),
+            overlap_message(later_net, earlier_net, &first),
+        );
+    }
+    if report.count() > errors_before {
+        return None;
+    }
+    let inline = canonical_prefixes(nets.into_iter().map(|(n, _)| n).collect());
+    let mut names: Vec<String> = names.into_iter().map(|(n, _)| n.to_owned()).collect();
+    names.sort_unstable();
+    let effective = canonical_prefixes(
+        inline
+            .iter()
+            .copied()
+            .chain(
+                names
+                    .iter()
+                    .filter_map(|n| sources.lists.get(n))
+                    .flat_map(|l| l.of_family(to_is_v6).iter().copied()),
+            )
+            .collect(),
+    );
+    Some(AllowFrom {
+        effective,
+        // Without lists the written prefixes are the effective ones (`Mapping::inline_prefixes`).
+        inline: if names.is_empty() { Vec::new() } else { inline },
+        names,
+    })
+}
+
+/// A mapping's checked `allow_from`: what the kernel enforces, and how it was written.
+struct AllowFrom {
+    effective: Vec<IpNet>,
+    names: Vec<String>,
+    inline: Vec<IpNet>,
+}
+
+/// Text that reads as a number or an address gone wrong (`10.0.0`, `300`), not a list name: its
+/// error is the address one.
+fn looks_numeric(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'/'))
+}
+
+/// The error for an `allow_from` name no list has: the names that exist.
+fn unknown_list(text: &str, sources: &CheckedSources) -> String {
+    let mut known: Vec<&str> = sources.lists.keys().map(String::as_str).collect();
+    known.extend(sources.bad.iter().copied());
+    known.sort_unstable();
+    if known.is_empty() {
+        format!(
+            "`{}` is not an address or CIDR prefix, and the file defines no `sources` list of that name; use e.g. \
+             203.0.113.0/24, or define `sources: {{ {}: [...] }}` at the top level",
+            shown(text),
+            shown(text)
+        )
+    } else {
+        format!(
+            "unknown source list `{}`; the lists in `sources` are: {}",
+            shown(text),
+            known.join(", ")
+        )
+    }
+}
+
+/// An address (as a one-address prefix) or a CIDR prefix with its host bits clear.
+fn parse_prefix(text: &str) -> Result<IpNet, String> {
+    let net = match text.parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => match text.parse::<IpAddr>() {
+            Ok(addr) => IpNet::from(addr),
+            Err(_) => {
+                return Err(format!(
+                    "`{}` is not an address or CIDR prefix; use e.g. 203.0.113.0/24 or 198.51.100.7",
+                    shown(text)
+                ));
+            }
+        },
+    };
+    if net.trunc() != net {
+        return Err(format!("{net} has host bits set; did you mean {}?", net.trunc()));
+    }
+    Ok(net)
+}
+
+/// The duplicates and overlaps among `nets` (each with its entry index): sorted by network then
+/// prefix length, a prefix overlaps an earlier one exactly when it starts inside the widest prefix
+/// seen so far. Each is (later index, earlier index, later prefix, earlier prefix).
+fn overlaps(nets: &[(IpNet, usize)]) -> Vec<(usize, usize, IpNet, IpNet)> {
+    let mut order: Vec<(IpNet, usize)> = nets.to_vec();
     order.sort_unstable();
+    let mut found = Vec::new();
     let mut cover: Option<(IpNet, usize)> = None;
     for &(net, k) in &order {
         if let Some((c, ck)) = cover
             && c.contains(&net)
         {
-            let (later, earlier, later_net, earlier_net) =
-                if k > ck { (k, ck, net, c) } else { (ck, k, c, net) };
-            let (pos, j) = at(later);
-            let (epos, ej) = at(earlier);
-            let first = Field::OfItem(index, "allow_from", ej);
-            let first = match epos {
-                Some((line, _)) => format!("{first}, line {line}"),
-                None => first.to_string(),
-            };
-            let message = if later_net == earlier_net {
-                format!("{later_net} is listed twice (first as {first}); list each source once")
-            } else if later_net.contains(&earlier_net) {
-                format!("{later_net} contains {earlier_net} ({first}); list each source once")
-            } else {
-                format!("{later_net} lies inside {earlier_net} ({first}); list each source once")
-            };
-            report.push(pos, Field::OfItem(index, "allow_from", j), message);
+            found.push(if k > ck { (k, ck, net, c) } else { (ck, k, c, net) });
             continue;
         }
         cover = Some((net, k));
     }
-    if report.count() > errors_before {
-        return None;
+    found
+}
+
+fn overlap_message(later_net: IpNet, earlier_net: IpNet, first: &str) -> String {
+    if later_net == earlier_net {
+        format!("{later_net} is listed twice (first as {first}); list each source once")
+    } else if later_net.contains(&earlier_net) {
+        format!("{later_net} contains {earlier_net} ({first}); list each source once")
+    } else {
+        format!("{later_net} lies inside {earlier_net} ({first}); list each source once")
     }
-    Some(canonical_prefixes(nets.into_iter().map(|(n, _)| n).collect()))
+}
+
+/// The checked `sources` lists: those that are valid, and the names of those that are not (an
+/// `allow_from` naming one of them is not reported again).
+#[derive(Default)]
+struct CheckedSources<'c> {
+    lists: BTreeMap<String, SourceList>,
+    bad: BTreeSet<&'c str>,
+}
+
+/// Most lists in `sources` (each is one kernel set per family).
+pub const MAX_SOURCE_LISTS: usize = 256;
+
+/// Check every list of `sources`: a valid name, and entries that are addresses or prefixes with
+/// their host bits clear, none inside another of the same list.
+fn check_sources<'c>(config: &'c Config, spans: &Spans, report: &mut Report<'_>) -> CheckedSources<'c> {
+    let mut out = CheckedSources::default();
+    if config.sources.len() > MAX_SOURCE_LISTS {
+        report.push(
+            spans.sources.pos,
+            Field::Top("sources"),
+            format!(
+                "the file defines {} source lists; the limit is {MAX_SOURCE_LISTS}",
+                config.sources.len()
+            ),
+        );
+    }
+    for (name, entries) in &config.sources {
+        let list_spans = spans.source_lists.get(name);
+        let path = format!("sources.{}", shown(name));
+        let pos = list_spans.and_then(|s| s.pos);
+        let errors_before = report.count();
+        if let Some(problem) = name_problem(name) {
+            report.push_path(
+                pos,
+                path.clone(),
+                problem.replacen("the name", "the list name", 1),
+            );
+        }
+        if entries.is_empty() && list_spans.is_none_or(|s| !s.bad) {
+            report.push_path(
+                pos,
+                path.clone(),
+                "the list is empty; list its sources (e.g. [198.51.100.0/24]) or remove it",
+            );
+        }
+        let items = list_spans.map_or(&[][..], |s| s.items.as_slice());
+        let at = |k: usize| items.get(k).map_or((None, k), |&(p, j)| (Some(p), j));
+        let mut nets: Vec<(IpNet, usize)> = Vec::with_capacity(entries.len());
+        for (k, text) in entries.iter().enumerate() {
+            let (epos, j) = at(k);
+            match parse_prefix(text) {
+                Ok(net) => nets.push((net, k)),
+                Err(message) => report.push_path(epos, format!("{path}[{j}]"), message),
+            }
+        }
+        for (later, earlier, later_net, earlier_net) in overlaps(&nets) {
+            let (lpos, lj) = at(later);
+            let (epos, ej) = at(earlier);
+            let first = match epos {
+                Some((line, _)) => format!("{path}[{ej}], line {line}"),
+                None => format!("{path}[{ej}]"),
+            };
+            report.push_path(
+                lpos,
+                format!("{path}[{lj}]"),
+                overlap_message(later_net, earlier_net, &first),
+            );
+        }
+        if report.count() > errors_before || list_spans.is_some_and(|s| s.bad) {
+            out.bad.insert(name);
+            continue;
+        }
+        let (v6, v4): (Vec<IpNet>, Vec<IpNet>) = nets
+            .into_iter()
+            .map(|(n, _)| n)
+            .partition(|n| matches!(n, IpNet::V6(_)));
+        out.lists.insert(
+            name.clone(),
+            SourceList {
+                v4: canonical_prefixes(v4),
+                v6: canonical_prefixes(v6),
+            },
+        );
+    }
+    out
 }
 
 /// Check a mapping's listen addresses: each an address of `to`'s family that the router can hold

@@ -239,7 +239,7 @@ fn what_the_validator_refuses_the_schema_refuses() {
         ),
         (
             "allow_from junk",
-            one("name: web, port: 80, to: 192.168.1.2, allow_from: [office]"),
+            one("name: web, port: 80, to: 192.168.1.2, allow_from: [\"the office\"]"),
         ),
         (
             "allow_from bad prefix length",

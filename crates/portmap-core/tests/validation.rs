@@ -39,7 +39,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
         "top level is a list",
         "- wan0\n",
         &[
-            "portmap.yaml:1:3: expected a mapping of settings (wan, lan, masquerade, hairpin, log_group, mappings), got a list",
+            "portmap.yaml:1:3: expected a mapping of settings (wan, lan, masquerade, hairpin, log_group, sources, mappings), got a list",
         ],
     ),
     (
@@ -56,7 +56,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
         "unknown top-level key, far from all",
         "wan: { interfaces: [wan0] }\nfirewall: on\n",
         &[
-            "portmap.yaml:2:1: unknown key `firewall`; valid keys here are: version, wan, lan, masquerade, hairpin, log_group, mappings",
+            "portmap.yaml:2:1: unknown key `firewall`; valid keys here are: version, wan, lan, masquerade, hairpin, log_group, sources, mappings",
         ],
     ),
     (
@@ -377,7 +377,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
             "portmap.yaml:7:9: mappings[0].allow_from[0]: 203.0.113.5/24 has host bits set; did you mean 203.0.113.0/24?",
             "portmap.yaml:8:9: mappings[0].allow_from[1]: `198.51.100.0/33` is not an address or CIDR prefix; use e.g. 203.0.113.0/24 or 198.51.100.7",
             "portmap.yaml:9:9: mappings[0].allow_from[2]: 2001:db8::/32 is IPv6 but `to` is IPv4; allow_from must use the family of `to`",
-            "portmap.yaml:10:9: mappings[0].allow_from[3]: `office` is not an address or CIDR prefix; use e.g. 203.0.113.0/24 or 198.51.100.7",
+            "portmap.yaml:10:9: mappings[0].allow_from[3]: `office` is not an address or CIDR prefix, and the file defines no `sources` list of that name; use e.g. 203.0.113.0/24, or define `sources: { office: [...] }` at the top level",
         ],
     ),
     (
@@ -519,8 +519,8 @@ const CASES: &[(&str, &str, &[&str])] = &[
         ),
         &[
             "portmap.yaml:3:29: mappings[0].to: expected an IP address such as 192.168.1.66, got `10`, which YAML reads as the number 10",
-            "portmap.yaml:3:46: mappings[0].allow_from[0]: expected an address or CIDR prefix such as 203.0.113.0/24, got `1.5`, which YAML reads as the number 1.5",
-            "portmap.yaml:3:51: mappings[0].allow_from[1]: expected an address or CIDR prefix such as 203.0.113.0/24, got `0o7`, which YAML reads as the number 7",
+            "portmap.yaml:3:46: mappings[0].allow_from[0]: expected an address or CIDR prefix such as 203.0.113.0/24, or the name of a list in `sources`, got `1.5`, which YAML reads as the number 1.5",
+            "portmap.yaml:3:51: mappings[0].allow_from[1]: expected an address or CIDR prefix such as 203.0.113.0/24, or the name of a list in `sources`, got `0o7`, which YAML reads as the number 7",
             "portmap.yaml:4:26: mappings[1].protocol: unknown protocol `6`; use tcp, udp or both",
             "portmap.yaml:4:42: mappings[1].to: expected an IP address such as 192.168.1.66, got the number 10 (tagged !!int)",
         ],
@@ -739,6 +739,8 @@ fn mapping_defaults_ranges_and_canonical_allow_from() {
                 to: ip("192.168.1.66"),
                 to_port: PortRange::single(8080),
                 allow_from: vec![],
+                allow_sources: Vec::new(),
+                allow_inline: Vec::new(),
                 description: None,
                 log: None,
                 limit: None,
@@ -757,6 +759,8 @@ fn mapping_defaults_ranges_and_canonical_allow_from() {
                     end: 7002
                 },
                 allow_from: vec![],
+                allow_sources: Vec::new(),
+                allow_inline: Vec::new(),
                 description: None,
                 log: None,
                 limit: None,
@@ -769,6 +773,8 @@ fn mapping_defaults_ranges_and_canonical_allow_from() {
                 to: ip("192.168.1.5"),
                 to_port: PortRange::single(443),
                 allow_from: vec![net("192.0.2.0/23"), net("198.51.100.7/32"), net("203.0.113.0/24")],
+                allow_sources: Vec::new(),
+                allow_inline: Vec::new(),
                 description: None,
                 log: None,
                 limit: None,
@@ -809,6 +815,8 @@ fn ipv6_mappings_and_the_dual_stack_pattern_are_valid() {
             },
             // Adjacent hosts merge; the list is sorted.
             allow_from: vec![net("2001:db8:1::2/127"), net("2001:db8:100::/48")],
+            allow_sources: Vec::new(),
+            allow_inline: Vec::new(),
             description: None,
             log: None,
             limit: None,

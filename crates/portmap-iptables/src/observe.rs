@@ -596,6 +596,7 @@ pub fn analyse_counted(
     reasons.sort();
     reasons.dedup();
     Observed {
+        sources: None,
         backend: backend.to_owned(),
         table: table_name,
         generation,
@@ -808,6 +809,8 @@ fn into_mapping(name: String, rules: &[Found], counted: bool) -> ObservedMapping
         }
     }
     ObservedMapping {
+        allow_sources: Vec::new(),
+        allow_inline: Vec::new(),
         name,
         description,
         forwards,

@@ -128,6 +128,11 @@ pub fn build_with_flags(
         }
         b.interfaces(layout::WAN_SET, &before.wan_interfaces, &after.wan_interfaces);
         b.interfaces(layout::LAN_SET, &before.lan_interfaces, &after.lan_interfaces);
+        // New lists' sets before the chains that will refer to them; deleted lists' sets after
+        // the chains that referred to them.
+        if phase == Phase::Add {
+            b.sources(&plan.sources, &mut owners);
+        }
         for change in &plan.changes {
             let start = b.batch.len();
             let what = match change {
@@ -151,6 +156,9 @@ pub fn build_with_flags(
             if b.batch.len() > start {
                 owners.push((start, b.batch.len(), what));
             }
+        }
+        if phase == Phase::Delete {
+            b.sources(&plan.sources, &mut owners);
         }
     }
     Built {
@@ -280,6 +288,17 @@ pub fn contents(model: &Model, t: &TableId, env: &LanSide) -> Contents {
         );
     }
     let mut ids = Ids(layout::ALLOW_SET_ID_BASE);
+    // Each named list's sets, before the allow-list chains whose rules refer to them.
+    for (name, list) in &model.sources {
+        for family in IpFamily::ALL {
+            let set = layout::source_set_object(t, name, family, ids.next());
+            elements.insert(
+                set.name.clone(),
+                element::interval_elements(list.of_family(family == IpFamily::V6)),
+            );
+            sets.push(set);
+        }
+    }
     let mut objects = Vec::with_capacity(model.mappings.len() * 2);
     let mut log_rules = Vec::new();
     for m in &model.mappings {
@@ -304,7 +323,7 @@ pub fn contents(model: &Model, t: &TableId, env: &LanSide) -> Contents {
             elements.insert(list.set.name.clone(), list.intervals);
             sets.push(list.set);
             chains.push(list.chain);
-            rules.push(list.rule);
+            rules.extend(list.rules);
         }
         let Extras {
             counters, limit, log, ..
@@ -414,7 +433,8 @@ struct AllowList {
     set: Set,
     intervals: Vec<Element>,
     chain: Chain,
-    rule: Rule,
+    /// One return rule per named list it uses, then the drop rule.
+    rules: Vec<Rule>,
     guards: Groups,
 }
 
@@ -426,7 +446,7 @@ impl MappingObjects {
                 t,
                 &m.name,
                 family,
-                &m.allow_from,
+                (&m.allow_sources, m.inline_prefixes()),
                 &forward_keys(&m.forwards()),
                 ids,
             )
@@ -442,20 +462,26 @@ impl MappingObjects {
 }
 
 impl AllowList {
+    /// `lists` and `prefixes`: the named lists the mapping uses and its own prefixes.
     fn of(
         t: &TableId,
         name: &str,
         family: IpFamily,
-        prefixes: &[IpNet],
+        (lists, prefixes): (&[String], &[IpNet]),
         keys: &[Key],
         ids: &mut Ids,
     ) -> Self {
         let id = ids.next();
+        let mut rules: Vec<Rule> = lists
+            .iter()
+            .map(|list| layout::source_rule(t, name, list, family))
+            .collect();
+        rules.push(layout::allow_rule(t, name, family, id));
         AllowList {
             set: layout::allow_set_object(t, name, family, id),
             intervals: element::interval_elements(prefixes),
             chain: layout::allow_chain_object(t, name),
-            rule: layout::allow_rule(t, name, family, id),
+            rules,
             guards: guard_elements(family, name, keys),
         }
     }
@@ -535,8 +561,8 @@ impl Builder<'_> {
     }
 
     /// Allow-list set (with its intervals), chain and rule of a mapping, and its guard elements.
-    fn add_allow_list(&mut self, name: &str, family: IpFamily, prefixes: &[IpNet], keys: &[Key]) {
-        let list = AllowList::of(self.t, name, family, prefixes, keys, &mut self.ids);
+    fn add_allow_list(&mut self, name: &str, family: IpFamily, allow: (&[String], &[IpNet]), keys: &[Key]) {
+        let list = AllowList::of(self.t, name, family, allow, keys, &mut self.ids);
         self.send_allow_list(&list);
     }
 
@@ -547,9 +573,52 @@ impl Builder<'_> {
         self.batch.add_set(&list.set);
         self.add_elements(&list.set.name, list.set.id, &list.intervals);
         self.batch.add_chain(&list.chain);
-        self.batch.add_rule(&list.rule);
-        self.objects += 3;
+        for rule in &list.rules {
+            self.batch.add_rule(rule);
+        }
+        self.objects += 2 + list.rules.len();
         self.add_groups(&list.guards);
+    }
+
+    /// The named source lists that change: one element delta per list and family (sets created for
+    /// a new list, deleted for a list that goes), whichever mappings use them.
+    fn sources(&mut self, changes: &[portmap_core::SourceChange], owners: &mut Vec<(usize, usize, String)>) {
+        for change in changes {
+            let start = self.batch.len();
+            for family in IpFamily::ALL {
+                let v6 = family == IpFamily::V6;
+                let name = layout::source_set(&change.name, family);
+                let none: &[IpNet] = &[];
+                let before = change.before.as_ref().map_or(none, |l| l.of_family(v6));
+                let after = change.after.as_ref().map_or(none, |l| l.of_family(v6));
+                match (&change.before, &change.after) {
+                    (None, Some(_)) => {
+                        if self.phase == Phase::Add {
+                            let set =
+                                layout::source_set_object(self.t, &change.name, family, self.ids.next());
+                            self.batch.add_set(&set);
+                            self.objects += 1;
+                            self.add_elements(&name, set.id, &element::interval_elements(after));
+                        }
+                    }
+                    (Some(_), None) => self.del_chain_and_set(None, Some(&name)),
+                    _ => {
+                        let gone: Vec<IpNet> =
+                            before.iter().filter(|n| !after.contains(n)).copied().collect();
+                        let new: Vec<IpNet> = after.iter().filter(|n| !before.contains(n)).copied().collect();
+                        self.del_elements(&name, &element::interval_elements(&gone));
+                        self.add_elements(&name, 0, &element::interval_elements(&new));
+                    }
+                }
+            }
+            if self.batch.len() > start {
+                owners.push((
+                    start,
+                    self.batch.len(),
+                    format!("updating source list {}", change.name),
+                ));
+            }
+        }
     }
 
     /// Delete chain and set (in that order: the chain's rule uses the set) when writing deletions.
@@ -815,11 +884,22 @@ impl Builder<'_> {
         let new_keys: BTreeSet<Key> = forward_keys(&wanted).into_iter().collect();
         let had_list = !before.allow_from.is_empty();
         let has_list = !after.allow_from.is_empty();
-        if had_list && has_list && old_family == new_family {
-            if before.allow_from != after.allow_from {
+        // The mapping's own prefixes (its set) apart from the lists it names (its chain's rules).
+        let before_inline = if before.allow_sources.is_empty() {
+            &before.allow_from
+        } else {
+            &before.allow_inline
+        };
+        let same_lists = before.allow_sources == after.allow_sources;
+        if had_list && has_list && old_family == new_family && same_lists {
+            if *before_inline != after.inline_prefixes() {
                 let set = layout::allow_set(&after.name);
-                self.del_elements(&set, &element::interval_elements(&before.allow_from));
-                self.add_elements(&set, 0, &element::interval_elements(&after.allow_from));
+                let (old, new) = (
+                    element::interval_elements(before_inline),
+                    element::interval_elements(after.inline_prefixes()),
+                );
+                self.del_elements(&set, &old);
+                self.add_elements(&set, 0, &new);
             }
             let gone_guards: Vec<_> = old_keys.difference(&new_keys).copied().collect();
             let new_guards: Vec<_> = new_keys.difference(&old_keys).copied().collect();
@@ -834,7 +914,12 @@ impl Builder<'_> {
             }
             if has_list {
                 let keys: Vec<_> = new_keys.iter().copied().collect();
-                self.add_allow_list(&after.name, new_family, &after.allow_from, &keys);
+                self.add_allow_list(
+                    &after.name,
+                    new_family,
+                    (&after.allow_sources, after.inline_prefixes()),
+                    &keys,
+                );
             }
         }
         self.dnat_elements(false, &gone, &old_comment);

@@ -412,6 +412,26 @@ pub fn allow_set(mapping: &str) -> String {
     format!("allow_{mapping}_src")
 }
 
+/// Name of the set holding a named source list's prefixes of one family (`src_office4`,
+/// `src_office6`): one set per list and family, which every mapping using the list refers to.
+pub fn source_set(list: &str, family: IpFamily) -> String {
+    match family {
+        IpFamily::V4 => format!("src_{list}4"),
+        IpFamily::V6 => format!("src_{list}6"),
+    }
+}
+
+/// The list and family a set name of [`source_set`] names, if it is one.
+pub fn parse_source_set(set: &str) -> Option<(&str, IpFamily)> {
+    let rest = set.strip_prefix("src_")?;
+    let (list, family) = if let Some(list) = rest.strip_suffix('4') {
+        (list, IpFamily::V4)
+    } else {
+        (rest.strip_suffix('6')?, IpFamily::V6)
+    };
+    portmap_core::is_mapping_name(list).then_some((list, family))
+}
+
 /// Name of a mapping's connection counter.
 pub fn conn_counter(mapping: &str) -> String {
     format!("conn_{mapping}")
@@ -679,6 +699,19 @@ pub fn allow_set_object(t: &TableId, mapping: &str, family: IpFamily, id: u32) -
     )
 }
 
+/// The set of one named source list's prefixes of one family (its comment: the list's name).
+pub fn source_set_object(t: &TableId, list: &str, family: IpFamily, id: u32) -> Set {
+    set(
+        t,
+        &source_set(list, family),
+        id,
+        set_flags::INTERVAL,
+        (family.addr_type(), family.addr_len()),
+        None,
+        Some(list),
+    )
+}
+
 /// A named set: `key` and `data` are (nft datatype id, length in bytes); a verdict map's data
 /// length is 0.
 fn set(
@@ -862,6 +895,33 @@ pub fn allow_rule(t: &TableId, mapping: &str, family: IpFamily, set_id: u32) -> 
         Expr::Immediate {
             dreg: Register::Verdict,
             data: Data::Verdict(Verdict::Drop),
+        },
+    ]);
+    rule(t, &allow_chain(mapping), exprs)
+}
+
+/// A rule in a mapping's allow-list chain, before its drop rule, for each named list it uses:
+/// sources in the list's set return (`ip saddr @src_office4 return`) and so fall through to the
+/// DNAT rule; the rest go on to the next list and at last to the drop rule.
+pub fn source_rule(t: &TableId, mapping: &str, list: &str, family: IpFamily) -> Rule {
+    let mut exprs = nfproto_is(family).to_vec();
+    exprs.extend([
+        Expr::Payload {
+            base: PayloadBase::Network,
+            offset: family.addr_offsets().0,
+            len: family.addr_len(),
+            dreg: Register::R1,
+        },
+        Expr::Lookup {
+            sreg: Register::R1,
+            dreg: None,
+            set: source_set(list, family),
+            set_id: 0,
+            invert: false,
+        },
+        Expr::Immediate {
+            dreg: Register::Verdict,
+            data: Data::Verdict(Verdict::Return),
         },
     ]);
     rule(t, &allow_chain(mapping), exprs)

@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::IpNet;
-use portmap_core::{Environment, Forward, Observed, ObservedMapping, Settings, StaleFlows, TableState};
+use portmap_core::{
+    Environment, Forward, Observed, ObservedMapping, Settings, SourceList, StaleFlows, TableState,
+};
 use portmap_netlink::link::{self, Interface};
 use portmap_netlink::{Chain, Expr, Netns, ObjectKind, Rule, Set, Socket, sysctl, udata};
 
@@ -271,8 +273,13 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
         }
     }
     let static_set_names: BTreeSet<String> = layout::static_sets(t).into_iter().map(|s| s.name).collect();
+    let mut source_sets: BTreeMap<&str, [Option<&Set>; 2]> = BTreeMap::new();
     for set in &snap.sets {
         if static_set_names.contains(&set.name) {
+            continue;
+        }
+        if let Some((list, family)) = layout::parse_source_set(&set.name) {
+            source_sets.entry(list).or_default()[usize::from(family == IpFamily::V6)] = Some(set);
             continue;
         }
         match set
@@ -283,6 +290,41 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
         {
             Some(name) => found.entry(name.to_owned()).or_default().set = Some(set),
             None => reasons.push(format!("set {} was not written by portmap", set.name)),
+        }
+    }
+
+    // Named source lists: both sets of each, of the type portmap writes, holding prefixes. A list
+    // that is not so is structure damage (the table is rebuilt): a list is no one mapping's.
+    let mut sources: BTreeMap<String, SourceList> = BTreeMap::new();
+    for (list, sets) in &source_sets {
+        let mut found = SourceList::default();
+        let mut ok = true;
+        for family in IpFamily::ALL {
+            let name = layout::source_set(list, family);
+            match sets[usize::from(family == IpFamily::V6)] {
+                None => {
+                    reasons.push(format!("set {name} of source list {list} is missing"));
+                    ok = false;
+                }
+                Some(set) if !same_set_type(set, &layout::source_set_object(t, list, family, 0)) => {
+                    reasons.push(format!("set {name} has the wrong type, flags or comment"));
+                    ok = false;
+                }
+                Some(_) => {
+                    if let Some(p) = element::prefixes_of(elements(&name), family) {
+                        match family {
+                            IpFamily::V4 => found.v4 = p,
+                            IpFamily::V6 => found.v6 = p,
+                        }
+                    } else {
+                        reasons.push(format!("set {name} holds malformed intervals"));
+                        ok = false;
+                    }
+                }
+            }
+        }
+        if ok {
+            sources.insert((*list).to_owned(), found);
         }
     }
 
@@ -417,7 +459,7 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
 
     let mappings: Vec<ObservedMapping> = found
         .into_iter()
-        .map(|(name, f)| f.into_mapping(t, name, |set| elements(set)))
+        .map(|(name, f)| f.into_mapping(t, name, &sources, |set| elements(set)))
         .collect();
     // Conntrack cleanups an interrupted apply recorded and did not finish.
     let mut pending_flows = Vec::new();
@@ -458,6 +500,7 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
         },
         settings,
         mappings,
+        sources: Some(sources),
         environment: Environment::default(),
         pending_flows,
     }
@@ -542,6 +585,7 @@ impl Found<'_> {
         mut self,
         t: &TableId,
         name: String,
+        sources: &BTreeMap<String, SourceList>,
         elements: impl Fn(&str) -> &'e [portmap_netlink::Element],
     ) -> ObservedMapping {
         self.forwards.sort_unstable();
@@ -585,14 +629,35 @@ impl Found<'_> {
         let chain = layout::allow_chain(&name);
         let set_name = layout::allow_set(&name);
         let mut allow_from = Vec::new();
+        let mut allow_sources: Vec<String> = Vec::new();
         if self.chain {
             let want = layout::allow_rule(t, &name, family, 0);
-            match self.rules.as_slice() {
-                [] => damage.push(format!(
+            // Before the drop rule, one return rule per named list the mapping uses.
+            let (lists, last) = match self.rules.split_last() {
+                Some((last, lists)) => (lists, Some(last)),
+                None => (&[][..], None),
+            };
+            let named: Option<Vec<String>> = lists
+                .iter()
+                .map(|rule| {
+                    sources
+                        .keys()
+                        .find(|list| same_rule(rule, &layout::source_rule(t, &name, list, family)))
+                        .cloned()
+                })
+                .collect();
+            match (self.rules.as_slice(), named) {
+                ([], _) => damage.push(format!(
                     "chain {chain} is empty: the ports it guards are open to every source"
                 )),
-                [rule] if same_rule(rule, &want) => {}
-                rules => damage.push(format!(
+                (_, Some(named)) if last.is_some_and(|rule| same_rule(rule, &want)) => {
+                    allow_sources = named;
+                    allow_sources.sort_unstable();
+                    if allow_sources.windows(2).any(|w| w[0] == w[1]) {
+                        damage.push(format!("chain {chain} refers to a source list twice"));
+                    }
+                }
+                (rules, _) => damage.push(format!(
                     "chain {chain} holds {} the allow-list rule portmap writes ({} saddr != @{set_name} drop)",
                     if rules.len() == 1 {
                         "a rule other than".to_owned()
@@ -613,7 +678,7 @@ impl Found<'_> {
                     }
                     match element::prefixes_of(elements(&set_name), family) {
                         None => damage.push(format!("set {set_name} holds malformed intervals")),
-                        Some(p) if p.is_empty() => {
+                        Some(p) if p.is_empty() && allow_sources.is_empty() => {
                             damage.push(format!("set {set_name} is empty: every source is refused"));
                         }
                         Some(p) => allow_from = p,
@@ -702,11 +767,31 @@ impl Found<'_> {
             }
             objects
         };
+        // What the kernel admits: its own prefixes and the members of the lists it names.
+        let allow_inline = if allow_sources.is_empty() {
+            Vec::new()
+        } else {
+            let own = std::mem::take(&mut allow_from);
+            allow_from = portmap_core::canonical_prefixes(
+                own.iter()
+                    .copied()
+                    .chain(
+                        allow_sources
+                            .iter()
+                            .filter_map(|list| sources.get(list))
+                            .flat_map(|l| l.of_family(family == IpFamily::V6).iter().copied()),
+                    )
+                    .collect(),
+            );
+            own
+        };
         ObservedMapping {
             name,
             description: self.description,
             forwards: self.forwards,
             allow_from,
+            allow_sources,
+            allow_inline,
             damage,
             objects,
             log,

@@ -89,13 +89,28 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
         let _ = writeln!(out, "\t}}");
     }
 
+    // Named source lists: one set per list and family.
+    for (list, prefixes) in &model.sources {
+        for family in IpFamily::ALL {
+            let _ = writeln!(out, "\n\tset {} {{", layout::source_set(list, family));
+            let _ = writeln!(out, "\t\ttype {}", family.nft_addr_type());
+            let _ = writeln!(out, "\t\tflags interval");
+            let _ = writeln!(out, "\t\tcomment \"{list}\"");
+            elements(
+                &mut out,
+                &prefix_texts(prefixes.of_family(family == IpFamily::V6)),
+            );
+            let _ = writeln!(out, "\t}}");
+        }
+    }
+
     // Allow-lists.
     for m in &guarded {
         let _ = writeln!(out, "\n\tset {} {{", layout::allow_set(&m.name));
         let _ = writeln!(out, "\t\ttype {}", IpFamily::of(m.to).nft_addr_type());
         let _ = writeln!(out, "\t\tflags interval");
         let _ = writeln!(out, "\t\tcomment \"{}\"", m.name);
-        let prefixes = prefix_texts(&m.allow_from);
+        let prefixes = prefix_texts(m.inline_prefixes());
         elements(&mut out, &prefixes);
         let _ = writeln!(out, "\t}}");
     }
@@ -226,6 +241,14 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
         if !m.allow_from.is_empty() {
             let _ = writeln!(out, "\n\tchain {} {{", layout::allow_chain(&m.name));
             let _ = writeln!(out, "\t\tcomment \"{}\"", m.name);
+            for list in &m.allow_sources {
+                let _ = writeln!(
+                    out,
+                    "\t\t{} saddr @{} return",
+                    IpFamily::of(m.to).nft_header(),
+                    layout::source_set(list, IpFamily::of(m.to))
+                );
+            }
             let _ = writeln!(
                 out,
                 "\t\t{} saddr != @{} drop",

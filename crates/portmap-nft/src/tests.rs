@@ -43,6 +43,8 @@ fn mapping(
             end: to_port.1,
         },
         allow_from: allow.iter().map(|a| a.parse().unwrap()).collect(),
+        allow_sources: Vec::new(),
+        allow_inline: Vec::new(),
         listen: Vec::new(),
         description: None,
         log: None,
@@ -54,6 +56,7 @@ fn model() -> Model {
     let mut web = mapping("web", Protocol::Tcp, (8080, 8080), "192.168.1.66", (80, 80), &[]);
     web.description = Some("web server: main".to_owned());
     Model {
+        sources: std::collections::BTreeMap::new(),
         settings: Settings {
             wan_interfaces: vec!["wan0".into()],
             lan_interfaces: vec!["lan0".into()],
@@ -832,5 +835,81 @@ fn a_port_moved_between_mappings_is_deleted_before_it_is_added() {
     assert!(
         messages[first_add..].iter().all(|d| !d.starts_with("delete")),
         "every deletion goes before any addition: {messages:?}"
+    );
+}
+
+/// Two mappings using the list `office`, one with a prefix of its own too.
+fn with_sources(office: &str) -> Model {
+    portmap_core::load_str(
+        &format!(
+            "wan: {{ interfaces: [wan0] }}\nlan: {{ interfaces: [lan0] }}\n\
+             sources: {{ office: [{office}, \"2001:db8:1::/48\"] }}\nmappings:\n\
+             \x20 - {{ name: a, port: 1, to: 192.168.1.2, allow_from: [office] }}\n\
+             \x20 - {{ name: b, port: 2, to: 192.168.1.3, allow_from: [office, 192.0.2.9] }}\n\
+             \x20 - {{ name: c, port: 3, to: \"2001:db8:2::3\", allow_from: [office] }}\n"
+        ),
+        "test",
+    )
+    .unwrap()
+}
+
+#[test]
+fn source_lists_are_one_set_per_family_read_back_with_the_mappings_using_them() {
+    let model = with_sources("198.51.100.0/24");
+    let o = observed(&model);
+    assert_eq!(o.state, TableState::Intact);
+    assert_eq!(o.sources.as_ref(), Some(&model.sources));
+    let b = o.mappings.iter().find(|m| m.name == "b").unwrap();
+    assert_eq!(b.allow_sources, ["office"]);
+    assert_eq!(b.allow_inline, ["192.0.2.9/32".parse::<ipnet::IpNet>().unwrap()]);
+    assert_eq!(b.allow_from, model.mappings[1].allow_from);
+    assert!(plan(&model, &o).is_empty());
+    let c = contents(&model, &t(), &env());
+    for set in ["src_office4", "src_office6"] {
+        assert!(c.sets.iter().any(|s| s.name == set), "{set}");
+    }
+    // Each mapping's chain: the list's return rule, then the drop rule.
+    let rules: Vec<&Rule> = c.rules.iter().filter(|r| r.chain == "allow_b").collect();
+    assert_eq!(rules.len(), 2);
+    assert!(
+        rules[0]
+            .exprs
+            .iter()
+            .any(|e| matches!(e, Expr::Lookup { set, invert: false, .. } if set == "src_office4"))
+    );
+}
+
+#[test]
+fn a_list_change_is_one_element_delta_of_its_set() {
+    let before = with_sources("198.51.100.0/24");
+    let after = with_sources("203.0.113.0/24");
+    let p = plan(&after, &observed(&before));
+    assert!(p.changes.is_empty(), "{p:#?}");
+    assert_eq!(p.sources.len(), 1);
+    let built = apply::build(&p, &t(), &env(), &[], &apply::Presets::new());
+    assert!(!built.rebuilt);
+    // One delete and one add of one interval (start and end elements each), in src_office4.
+    assert_eq!(described(&built).len(), 2, "{:?}", described(&built));
+    assert!(
+        described(&built).iter().all(|d| d.contains("src_office4")),
+        "{:?}",
+        described(&built)
+    );
+    assert_eq!(built.objects, 4);
+    assert!(plan(&after, &observed(&after)).is_empty());
+}
+
+#[test]
+fn a_missing_return_rule_is_seen() {
+    let model = with_sources("198.51.100.0/24");
+    let mut c = contents(&model, &t(), &env());
+    // A hand-deleted return rule in a's chain leaves its allow-list set empty: every source refused.
+    let i = c.rules.iter().position(|r| r.chain == "allow_a").unwrap();
+    c.rules.remove(i);
+    let o = analyse(&t(), &c, &env(), Some(1));
+    let damage = damage_of(&o, "a");
+    assert!(
+        damage.iter().any(|d| d.contains("every source is refused")),
+        "{damage:?}"
     );
 }

@@ -3,7 +3,7 @@
 //! One topology (client / router / LAN, IPv4 and IPv6) holds a table of [`MAPPINGS`] mappings made
 //! from the seed: tcp, udp and both; single ports, ranges and offset ranges; about 15% with an
 //! `allow_from` list (IPv4 or IPv6, one or two documentation prefixes, some admitting the test
-//! client and some not), about 8% with `log: true` and 8% with a `limit`, about 20% with `listen`
+//! client and some not; about 8% name one of two `sources` lists too), about 8% with `log: true` and 8% with a `limit`, about 20% with `listen`
 //! addresses (their elements in the `_addr` twins of the maps); IPv4 and IPv6 targets;
 //! hairpin on. Every mapping has its two counters and their object-map elements. Each case then damages the table with
 //! 1–3 `nft -f` scripts in the router namespace, each built from the table as `nft -a list table`
@@ -496,7 +496,7 @@ impl Spec {
             || self
                 .allow_from
                 .iter()
-                .any(|p| *p == CLIENT_NET4 || *p == CLIENT_NET6)
+                .any(|p| *p == CLIENT_NET4 || *p == CLIENT_NET6 || *p == "near")
     }
 
     fn yaml(&self) -> String {
@@ -628,6 +628,10 @@ fn mappings(rng: &mut Rng) -> Vec<Spec> {
                 allow_from.push(pool[second]);
             }
         }
+        // About 8% use a named list of `SOURCES` (alone or with their own prefixes).
+        if rng.percent(8) {
+            allow_from.push(*rng.pick(&["near", "far"]));
+        }
         let description = rng.percent(20).then(|| format!("bulk {i}"));
         let log = rng.percent(8);
         let limit = rng
@@ -660,10 +664,16 @@ fn mappings(rng: &mut Rng) -> Vec<Spec> {
     specs
 }
 
+/// The named source lists of every generated configuration: `near` admits the test client,
+/// `far` does not; each holds both families.
+const SOURCES: &str = "sources:\n  near: [\"203.0.113.2/32\", \"2001:db8:1::2/128\"]\n  far: [\"198.51.100.0/24\", \"2001:db8:100::/48\"]\n";
+
 fn config_yaml(specs: &[Spec]) -> String {
     let mut s = String::from(
-        "wan: { interfaces: [wan0] }\nlan: { interfaces: [lan0] }\nmasquerade: false\nhairpin: true\nmappings:\n",
+        "wan: { interfaces: [wan0] }\nlan: { interfaces: [lan0] }\nmasquerade: false\nhairpin: true\n",
     );
+    s.push_str(SOURCES);
+    s.push_str("mappings:\n");
     for spec in specs {
         s.push_str(&spec.yaml());
     }

@@ -92,7 +92,8 @@ fn cases() -> usize {
 /// ports from 10000 up.
 fn config(rng: &mut Rng) -> String {
     let mut yaml = String::from(
-        "wan: { interfaces: [wan0] }\nlan: { interfaces: [lan0] }\nhairpin: true\nmasquerade: true\nmappings:\n\
+        "wan: { interfaces: [wan0] }\nlan: { interfaces: [lan0] }\nhairpin: true\nmasquerade: true\n\
+         sources: { office: [198.51.100.0/24, 203.0.113.2/32, \"2001:db8:1::/64\"] }\nmappings:\n\
          \x20 - { name: web, port: 8080, to: 192.168.1.66, to_port: 80 }\n\
          \x20 - { name: ssh, port: 2222, to: 192.168.1.25, to_port: 22, allow_from: [203.0.113.2/32] }\n\
          \x20 - { name: web6, port: 8080, to: \"2001:db8:2::66\", to_port: 80 }\n",
@@ -123,6 +124,9 @@ fn config(rng: &mut Rng) -> String {
         let allow = if rng.percent(20) {
             let list: &[&str] = if v6 { &allow6 } else { &allow4 };
             format!(", allow_from: [{}]", rng.pick(list))
+        } else if rng.percent(5) {
+            // A named list: iptables writes its members into the mapping's own rules.
+            ", allow_from: [office]".to_owned()
         } else {
             String::new()
         };

@@ -83,6 +83,7 @@ mod listen;
 mod locking;
 mod router;
 mod scale;
+mod sources;
 mod trust;
 mod units;
 mod warnings;

@@ -38,6 +38,13 @@ fn a_list_used_by_two_mappings_admits_its_members_on_both(t) {
         assert!(table.contains("set src_office6"), "{table}");
         assert_eq!(table.matches("ip saddr @src_office4 return").count(), 2, "{table}");
     }
+    // explain reads the lists the way the kernel does.
+    let from = |who: std::net::Ipv4Addr| {
+        let who = who.to_string();
+        t.portmap(&["explain", "tcp", "8081", "--from", &who, "--to", &WAN.to_string()]).code
+    };
+    assert_eq!(from(CLIENT), 0, "a member of the list is forwarded");
+    assert_eq!(from(OTHER_CLIENT), 1, "a source outside the list is refused");
 
     // The list changes. nft: one update of the list's set, no mapping changes; iptables (which
     // writes each mapping's prefixes into its rules): an allow_from change of each mapping.

@@ -314,7 +314,7 @@ fn show_prints_a_saved_plan_in_words_and_json_and_apply_of_it_says_changed() {
 fn confirm_and_rollback_json_say_what_was_settled() {
     require_root!();
     let t = Topology::new(PORTMAP, "json-conf");
-    let _records = Records::of(&t);
+    let _records = crate::locking::Records::of(&t);
     let _web = t.tcp_server("192.168.1.66:80");
     let path = t.write_config(&config(WEB));
     let cfg = path_str(&path);
@@ -361,28 +361,4 @@ fn confirm_and_rollback_json_say_what_was_settled() {
     assert_eq!(doc["settled"]["verdict"], "rolled_back");
     t.assert_tcp(CLIENT, 8080, "192.168.1.66:80");
     t.assert_tcp_blocked(CLIENT, 8081);
-}
-
-/// Removes the confirmation records a test left under the run directory for its lab's key.
-struct Records(Vec<std::path::PathBuf>);
-
-impl Records {
-    fn of(t: &Topology) -> Records {
-        let kind = portmap::BackendKind::from_name(t.backend()).expect("a backend name");
-        let netns = portmap::Netns::Named(t.router.name().to_owned());
-        let key = portmap::LockKey::new(kind, &netns, "portmap").expect("lock key");
-        let dir = portmap::RunDir::from_env().path().join("confirm");
-        Records(vec![
-            dir.join(format!("{}.json", key.stem())),
-            dir.join(format!("{}.last.json", key.stem())),
-        ])
-    }
-}
-
-impl Drop for Records {
-    fn drop(&mut self) {
-        for path in &self.0 {
-            let _ = std::fs::remove_file(path);
-        }
-    }
 }

@@ -41,10 +41,10 @@ fn plan_code(t: &Topology, file: &str) -> i32 {
 
 /// Removes the confirmation records a test left under the run directory for its lab's key (the
 /// namespace goes with the lab; its inode may be given to a later namespace).
-struct Records(Vec<std::path::PathBuf>);
+pub(crate) struct Records(Vec<std::path::PathBuf>);
 
 impl Records {
-    fn of(t: &Topology) -> Records {
+    pub(crate) fn of(t: &Topology) -> Records {
         let kind = portmap::BackendKind::from_name(t.backend()).expect("a backend name");
         let netns = portmap::Netns::Named(t.router.name().to_owned());
         let key = portmap::LockKey::new(kind, &netns, "portmap").expect("lock key");

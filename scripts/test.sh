@@ -61,13 +61,13 @@ set -x
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+# portmap's run-time records (locks, confirmations, apply outcomes) go to a directory of this run,
+# not the host's /run/portmap: the benchmarks and tests leave nothing behind there.
+run_dir=$(mktemp -d /tmp/portmap-test-run.XXXXXX)
+trap 'rm -rf "$run_dir"' EXIT
+export PORTMAP_RUN_DIR=$run_dir PORTMAP_STATE_DIR=$run_dir
 # The benchmark suite at small N, so it cannot rot (ratios are printed, not asserted).
 ./scripts/bench.sh --quick
 # The Debian package, from the release build the benchmarks just made, and its contents.
 ./scripts/test-package.sh
-# portmap's run-time records (locks, confirmations, apply outcomes) go to a directory of this run,
-# not the host's /run/portmap: the tests leave nothing behind there.
-run_dir=$(mktemp -d /tmp/portmap-test-run.XXXXXX)
-trap 'rm -rf "$run_dir"' EXIT
-export PORTMAP_RUN_DIR=$run_dir PORTMAP_STATE_DIR=$run_dir
 cargo test --workspace --locked

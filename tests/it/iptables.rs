@@ -27,36 +27,12 @@ use crate::PORTMAP;
 /// IPv6) whose `portmap` runs pass that `--backend`.
 macro_rules! every_iptables {
     ($(#[doc = $doc:literal])* fn $name:ident($t:ident) $body:block) => {
-        every_iptables!(@lab new; $(#[doc = $doc])* fn $name($t) $body);
+        every_backend!(@lab new [iptables_legacy "iptables-legacy", iptables_nft "iptables-nft"];
+            $(#[doc = $doc])* fn $name($t) $body);
     };
     (ipv6; $(#[doc = $doc:literal])* fn $name:ident($t:ident) $body:block) => {
-        every_iptables!(@lab with_ipv6; $(#[doc = $doc])* fn $name($t) $body);
-    };
-    (@lab $make:ident; $(#[doc = $doc:literal])* fn $name:ident($t:ident) $body:block) => {
-        $(#[doc = $doc])*
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            #[allow(clippy::unwrap_used)]
-            fn check($t: &portmap_testkit::Topology) $body
-
-            fn lab(backend: &'static str) -> portmap_testkit::Topology {
-                portmap_testkit::Topology::$make(crate::PORTMAP, stringify!($name)).with_backend(backend)
-            }
-
-            #[test]
-            fn iptables_legacy() {
-                portmap_testkit::require_root!();
-                check(&lab("iptables-legacy"));
-            }
-
-            #[test]
-            fn iptables_nft() {
-                portmap_testkit::require_root!();
-                check(&lab("iptables-nft"));
-            }
-        }
+        every_backend!(@lab with_ipv6 [iptables_legacy "iptables-legacy", iptables_nft "iptables-nft"];
+            $(#[doc = $doc])* fn $name($t) $body);
     };
 }
 

@@ -20,13 +20,16 @@ const PORTMAP: Portmap = Portmap::new(env!("CARGO_BIN_EXE_portmap"));
 /// of one backend's own listing go under `if t.is_nft()`.
 macro_rules! every_backend {
     ($(#[doc = $doc:literal])* fn $name:ident($t:ident) $body:block) => {
-        every_backend!(@lab new; $(#[doc = $doc])* fn $name($t) $body);
+        every_backend!(@lab new [nft "nft", iptables_legacy "iptables-legacy", iptables_nft "iptables-nft"];
+            $(#[doc = $doc])* fn $name($t) $body);
     };
     // `ipv6;` first: the lab of `Topology::with_ipv6`.
     (ipv6; $(#[doc = $doc:literal])* fn $name:ident($t:ident) $body:block) => {
-        every_backend!(@lab with_ipv6; $(#[doc = $doc])* fn $name($t) $body);
+        every_backend!(@lab with_ipv6 [nft "nft", iptables_legacy "iptables-legacy", iptables_nft "iptables-nft"];
+            $(#[doc = $doc])* fn $name($t) $body);
     };
-    (@lab $make:ident; $(#[doc = $doc:literal])* fn $name:ident($t:ident) $body:block) => {
+    // The module for a list of backends: a test named `$test` per `--backend $backend`.
+    (@lab $make:ident [$($test:ident $backend:literal),+]; $(#[doc = $doc:literal])* fn $name:ident($t:ident) $body:block) => {
         $(#[doc = $doc])*
         mod $name {
             #[allow(unused_imports)]
@@ -40,23 +43,13 @@ macro_rules! every_backend {
                 portmap_testkit::Topology::$make(crate::PORTMAP, stringify!($name)).with_backend(backend)
             }
 
-            #[test]
-            fn nft() {
-                portmap_testkit::require_root!();
-                check(&lab("nft"));
-            }
-
-            #[test]
-            fn iptables_legacy() {
-                portmap_testkit::require_root!();
-                check(&lab("iptables-legacy"));
-            }
-
-            #[test]
-            fn iptables_nft() {
-                portmap_testkit::require_root!();
-                check(&lab("iptables-nft"));
-            }
+            $(
+                #[test]
+                fn $test() {
+                    portmap_testkit::require_root!();
+                    check(&lab($backend));
+                }
+            )+
         }
     };
 }

@@ -62,7 +62,7 @@ pub use portmap_core::{
 pub use portmap_core::{ApplyReport, Backend, Netns};
 pub use portmap_iptables::{IptablesBackend, Variant as IptablesVariant};
 pub use portmap_nft::{DEFAULT_TABLE, NftBackend};
-pub use session::{ApplyOptions, CONVERGE_ATTEMPTS, Destroyed, Outcome, Session};
+pub use session::{ApplyOptions, CONVERGE_ATTEMPTS, Destroyed, Outcome, Session, Verify};
 // Taking turns with other writers.
 pub use lock::{DEFAULT_LOCK_TIMEOUT, Holder, Lock, LockError, LockKey, RUN_DIR, RUN_DIR_ENV, RunDir};
 // The watch daemon.
@@ -241,6 +241,10 @@ impl Backend for Backends {
 
     fn observe(&mut self) -> Result<Observed, BackendError> {
         delegate!(self, b => b.observe())
+    }
+
+    fn generation(&mut self) -> Result<Option<u32>, BackendError> {
+        delegate!(self, b => b.generation())
     }
 
     fn commit(&mut self, plan: &Plan, record: &[StaleFlows]) -> Result<ApplyReport, BackendError> {

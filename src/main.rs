@@ -70,6 +70,23 @@ enum BackendArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum VerifyArg {
+    /// Trust the ruleset generation when nobody else wrote since the commit (the default).
+    Generation,
+    /// Read the whole table back and require an empty plan.
+    ReadBack,
+}
+
+impl From<VerifyArg> for portmap::Verify {
+    fn from(v: VerifyArg) -> Self {
+        match v {
+            VerifyArg::Generation => portmap::Verify::Generation,
+            VerifyArg::ReadBack => portmap::Verify::ReadBack,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum ImportFrom {
     /// Native nftables tables.
     Nft,
@@ -154,6 +171,11 @@ enum Command {
         /// keeps it; a detached watchdog does the rollback, whatever happens to this process.
         #[arg(long, value_name = "SECONDS", conflicts_with = "planfile")]
         confirm: Option<u64>,
+        /// How the commit is checked: `generation` trusts the kernel's ruleset generation when
+        /// nobody else wrote since (nft; iptables always reads back), `read-back` reads the whole
+        /// table again and requires an empty plan.
+        #[arg(long, value_name = "HOW", default_value = "generation")]
+        verify: VerifyArg,
         /// Print what was applied as JSON (with `"changed"`); needs --auto-approve or a PLANFILE.
         #[arg(long)]
         json: bool,
@@ -461,6 +483,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
             auto_approve,
             keep_conntrack,
             confirm: confirm_seconds,
+            verify,
             json,
         } => {
             let json = *json;
@@ -471,7 +494,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                 .into());
             }
             let mut attempts = 1;
-            let options = portmap::ApplyOptions::keep_conntrack(*keep_conntrack);
+            let options = portmap::ApplyOptions::keep_conntrack(*keep_conntrack).verify((*verify).into());
             let mut started = Instant::now();
             let mut guard = None;
             let (plan, report) = if let Some(path) = planfile {

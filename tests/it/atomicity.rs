@@ -8,6 +8,7 @@ use portmap::{
     ApplyOptions, BackendKind, Mapping, Model, Netns, PortRange, Protocol, Session, Settings, TableState,
     plan,
 };
+use portmap_testkit::topology::path_str;
 use portmap_testkit::{Netns as TestNetns, require_root};
 
 fn mapping(name: &str, port: u16, to: &str, allow: &[&str]) -> Mapping {
@@ -133,5 +134,39 @@ fn a_saved_plan_is_refused_after_the_ruleset_changed(t) {
     // A fresh plan applies.
     backend.converge(&wanted).expect("fresh apply");
     assert!(t.owned().is_some());
+}
+}
+
+every_backend! {
+/// A commit nobody overtook is verified by the ruleset generation where the backend has one that
+/// is cheap to read (nft): the kernel is read once, to plan. `--verify read-back` reads it again
+/// and requires an empty plan; iptables always reads back. Either way the forward works and a
+/// fresh plan is empty.
+fn a_commit_is_verified_by_its_generation_or_read_back(t) {
+    let reads = |run: &portmap_testkit::Run| run.stderr.matches("observed the kernel").count();
+    let _web = t.tcp_server("192.168.1.66:80");
+    let first = t.write_config(&portmap_testkit::config(
+        "  - { name: web, port: 8080, to: 192.168.1.66, to_port: 80 }",
+    ));
+    let run = t.portmap(&["-v", "apply", "-c", path_str(&first), "--auto-approve"]);
+    run.success();
+    assert_eq!(reads(&run), if t.is_nft() { 1 } else { 2 }, "{run}");
+    t.plan_text().expect_code(0);
+    t.assert_tcp(portmap_testkit::CLIENT, 8080, "192.168.1.66:80");
+
+    let moved = t.write_config(&portmap_testkit::config(
+        "  - { name: web, port: 8081, to: 192.168.1.66, to_port: 80 }",
+    ));
+    let args = ["-v", "apply", "-c", path_str(&moved), "--auto-approve", "--verify", "read-back"];
+    let run = t.portmap(&args);
+    run.success();
+    assert_eq!(reads(&run), 2, "{run}");
+    t.plan_text().expect_code(0);
+    t.assert_tcp(portmap_testkit::CLIENT, 8081, "192.168.1.66:80");
+
+    let before = t.kernel();
+    let run = t.portmap(&["apply", "-c", path_str(&first), "--auto-approve", "--verify", "maybe"]);
+    assert!(!run.ok() && run.stderr.contains("read-back"), "{run}");
+    assert_eq!(t.kernel(), before, "a refused option changes nothing");
 }
 }

@@ -95,6 +95,14 @@ pub trait Backend {
     /// Read the owned state back into mappings and structure health. Changes nothing.
     fn observe(&mut self) -> Result<Observed, Self::Error>;
 
+    /// The ruleset's generation now, read on its own (one small request), when the backend has a
+    /// generation every committed transaction moves by exactly one (nft). `None` (the default)
+    /// when it has none that is cheaper to read than [`Backend::observe`]; the caller then reads
+    /// everything back to verify a commit.
+    fn generation(&mut self) -> Result<Option<u32>, Self::Error> {
+        Ok(None)
+    }
+
     /// Commit a plan in one transaction (as far as the backend's kernel interface has one) and
     /// nothing else: no read-back, no cleanup. A plan made at a generation the kernel has moved past
     /// is refused, with an error for which [`Backend::is_stale`] is true. `record` lists the

@@ -366,6 +366,10 @@ impl Backend for NftBackend {
         Ok(observed)
     }
 
+    fn generation(&mut self) -> Result<Option<u32>, Error> {
+        Ok(Some(self.socket.generation()?))
+    }
+
     fn is_stale(error: &Error) -> bool {
         matches!(error, Error::Refused(portmap_core::Refusal::Stale { .. }))
     }

@@ -217,6 +217,17 @@ impl Backends {
         };
         opened.map_err(|e| Error::Backend(Box::new(e)))
     }
+
+    /// Keep the nft backend's memo of its table in `dir` ([`NftBackend::with_memo`]): an apply
+    /// then plans without reading the table when the kernel shows nothing changed since portmap
+    /// last read or wrote it. The iptables backends keep none.
+    #[must_use]
+    pub fn with_memo(self, dir: impl Into<std::path::PathBuf>) -> Self {
+        match self {
+            Backends::Nft(b) => Backends::Nft(b.with_memo(dir)),
+            other => other,
+        }
+    }
 }
 
 /// Delegate one trait method to the backend held.
@@ -241,6 +252,10 @@ impl Backend for Backends {
 
     fn observe(&mut self) -> Result<Observed, BackendError> {
         delegate!(self, b => b.observe())
+    }
+
+    fn observe_to_plan(&mut self) -> Result<Observed, BackendError> {
+        delegate!(self, b => b.observe_to_plan())
     }
 
     fn generation(&mut self) -> Result<Option<u32>, BackendError> {
@@ -283,5 +298,20 @@ impl Session<Backends> {
     /// Open a backend of `kind` in `netns` for table `table`, ready to orchestrate.
     pub fn open(kind: BackendKind, netns: &Netns, table: &str) -> Result<Self, Error> {
         Ok(Session::new(Backends::open(kind, netns, table)?))
+    }
+
+    /// [`Session::open`], keeping the nft backend's memo in `run_dir` ([`Backends::with_memo`]);
+    /// without a memo when the directory cannot be made private.
+    pub fn open_with_memo(
+        kind: BackendKind,
+        netns: &Netns,
+        table: &str,
+        run_dir: &RunDir,
+    ) -> Result<Self, Error> {
+        let backends = Backends::open(kind, netns, table)?;
+        Ok(Session::new(match run_dir.ensure(None) {
+            Ok(dir) => backends.with_memo(dir),
+            Err(_) => backends,
+        }))
     }
 }

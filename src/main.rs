@@ -927,7 +927,12 @@ fn netns_of(cli: &Cli) -> Netns {
 }
 
 fn open(cli: &Cli, kind: BackendKind) -> Result<Session<Backends>> {
-    Ok(Session::open(kind, &netns_of(cli), &cli.table)?)
+    Ok(Session::open_with_memo(
+        kind,
+        &netns_of(cli),
+        &cli.table,
+        &portmap::RunDir::from_env(),
+    )?)
 }
 
 /// Read and validate a configuration; `-` is standard input.

@@ -163,6 +163,26 @@ impl<B: Backend> Session<B> {
         Ok(observed)
     }
 
+    /// [`Backend::observe_to_plan`]: what the backend observes or, when the kernel shows nothing
+    /// changed since it last read or wrote its table, remembers.
+    pub fn observe_to_plan(&mut self) -> Result<Observed, Error> {
+        let started = Instant::now();
+        let observed = self
+            .backend
+            .observe_to_plan()
+            .map_err(|e| backend_error::<B>(e, None))?;
+        tracing::info!(
+            backend = self.backend.name(),
+            table = %observed.table,
+            state = ?observed.state,
+            mappings = observed.mappings.len(),
+            generation = ?observed.generation,
+            elapsed = ?started.elapsed(),
+            "observed the kernel (to plan)"
+        );
+        Ok(observed)
+    }
+
     /// What `portmap status` shows: [`Session::observe`], with every mapping's tracked
     /// connections counted ([`ObservedMapping::active_flows`](portmap_core::ObservedMapping)) when
     /// the backend can read conntrack.
@@ -317,7 +337,13 @@ impl<B: Backend> Session<B> {
     ) -> Result<Outcome, Error> {
         let mut approved: Option<Plan> = None;
         for attempt in 1..=CONVERGE_ATTEMPTS {
-            let observed = self.observe()?;
+            // The first plan may come from what the backend remembers, when the kernel shows
+            // nothing changed since; after a race the kernel has changed, so it is read.
+            let observed = if attempt == 1 {
+                self.observe_to_plan()?
+            } else {
+                self.observe()?
+            };
             let plan = plan(model, &observed);
             if plan.is_empty() {
                 return Ok(Outcome {

@@ -74,6 +74,7 @@ mod ipv6;
 mod json;
 mod listen;
 mod locking;
+mod memo;
 mod router;
 mod scale;
 mod sources;

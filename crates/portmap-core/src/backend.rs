@@ -95,6 +95,13 @@ pub trait Backend {
     /// Read the owned state back into mappings and structure health. Changes nothing.
     fn observe(&mut self) -> Result<Observed, Self::Error>;
 
+    /// What [`Backend::observe`] returns, for planning an apply: the counters may be missing. A
+    /// backend may answer from what it remembers of its table when the kernel shows that nothing
+    /// has changed since it last read or wrote it (nft's memo); the default reads.
+    fn observe_to_plan(&mut self) -> Result<Observed, Self::Error> {
+        self.observe()
+    }
+
     /// The ruleset's generation now, read on its own (one small request), when the backend has a
     /// generation every committed transaction moves by exactly one (nft). `None` (the default)
     /// when it has none that is cheaper to read than [`Backend::observe`]; the caller then reads

@@ -107,6 +107,33 @@ impl Channel {
         }
     }
 
+    /// The cookie of the network namespace the socket lives in (`SO_NETNS_COOKIE`, Linux 5.14+),
+    /// `None` where the kernel has none.
+    pub(crate) fn netns_cookie(&self) -> Option<u64> {
+        // The generic value (x86, arm, riscv, …); mips, parisc and sparc number it otherwise and
+        // get `None`.
+        #[cfg(not(any(target_arch = "mips", target_arch = "mips64", target_arch = "sparc64")))]
+        const SO_NETNS_COOKIE: libc::c_int = 71;
+        #[cfg(any(target_arch = "mips", target_arch = "mips64", target_arch = "sparc64"))]
+        return None;
+        #[cfg(not(any(target_arch = "mips", target_arch = "mips64", target_arch = "sparc64")))]
+        {
+            let mut cookie: u64 = 0;
+            let mut len = mem::size_of::<u64>() as libc::socklen_t;
+            // SAFETY: `cookie` and `len` are valid for writes and `len` is the size of `cookie`.
+            let rc = unsafe {
+                libc::getsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    SO_NETNS_COOKIE,
+                    (&raw mut cookie).cast::<libc::c_void>(),
+                    &raw mut len,
+                )
+            };
+            (rc == 0 && len as usize == mem::size_of::<u64>()).then_some(cookie)
+        }
+    }
+
     pub(crate) fn last_seq(&self) -> u32 {
         self.seq
     }

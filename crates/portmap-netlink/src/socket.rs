@@ -64,6 +64,14 @@ impl Socket {
             .map_err(|e| Error::io("reading the netlink socket's port id", e))
     }
 
+    /// The cookie of the socket's network namespace (`SO_NETNS_COOKIE`, Linux 5.14+): unlike the
+    /// namespace's inode number, which the kernel gives a new namespace once the old one is gone,
+    /// a cookie is never used for another namespace while the system runs. `None` on older
+    /// kernels.
+    pub fn netns_cookie(&self) -> Option<u64> {
+        self.chan.netns_cookie()
+    }
+
     /// The ruleset's generation id (`NFT_MSG_GETGEN`); every committed batch increments it.
     pub fn generation(&mut self) -> Result<u32, Error> {
         match self.get(NFT_MSG_GETGEN, 0, |_| {}, decode::generation)? {

@@ -12,6 +12,7 @@ pub mod coexistence;
 pub mod element;
 pub mod lan_side;
 pub mod layout;
+mod memo;
 pub mod observe;
 pub mod render;
 #[cfg(test)]
@@ -141,6 +142,15 @@ pub enum Ownership {
     },
 }
 
+/// What the last read of the table (or the memo that stood in for it) saw, at its generation.
+#[derive(Debug)]
+struct LastRead {
+    generation: u32,
+    seen: observe::Seen,
+    /// Other tables' forward chains that drop.
+    blocking: Vec<String>,
+}
+
 /// The nftables backend bound to one network namespace and one table.
 #[derive(Debug)]
 pub struct NftBackend {
@@ -149,6 +159,14 @@ pub struct NftBackend {
     table: TableId,
     place: Place,
     ownership: Ownership,
+    /// Where the memo is kept ([`NftBackend::with_memo`]); `None`: no memo.
+    memo_dir: Option<std::path::PathBuf>,
+    /// What the last read of the table saw, at its generation: what a commit planned from it
+    /// needs to write the memo of the state it leaves.
+    seen: Option<Box<LastRead>>,
+    /// The memo of the state the last commit left, while the cleanups it recorded are still in
+    /// the table (written once [`Backend::forget_flows`] removed them).
+    pending_memo: Option<Box<memo::Memo>>,
 }
 
 impl NftBackend {
@@ -167,7 +185,161 @@ impl NftBackend {
             netns: netns.clone(),
             place,
             ownership: Ownership::Shared,
+            memo_dir: None,
+            seen: None,
+            pending_memo: None,
         })
+    }
+
+    /// Keep a memo of the table in `dir` (a directory only root can write, e.g. `/run/portmap`):
+    /// then [`Backend::observe_to_plan`] answers from the memo, without reading the table, when
+    /// the kernel shows that nothing has changed since portmap last read or wrote it (the same
+    /// boot, namespace, table and ruleset generation, and the same LAN-side addresses). See the
+    /// `memo` module for the argument. A table this backend owns ([`Ownership::Owned`]) keeps no
+    /// memo.
+    #[must_use]
+    pub fn with_memo(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.memo_dir = Some(dir.into());
+        self
+    }
+
+    /// The memo file, when a memo is kept and the namespace has a cookie.
+    fn memo_path(&self) -> Option<std::path::PathBuf> {
+        if self.ownership != Ownership::Shared {
+            return None;
+        }
+        let dir = self.memo_dir.as_ref()?;
+        let cookie = self.socket.netns_cookie()?;
+        Some(memo::path(dir, cookie, &self.table.name))
+    }
+
+    /// The stamp the kernel shows now for a table that should be at `generation` and hold
+    /// `lan_side`, when it is there at that generation.
+    fn stamp_at(&mut self, generation: u32, lan_side: &LanSide) -> Result<Option<memo::Stamp>, Error> {
+        let Some(cookie) = self.socket.netns_cookie() else {
+            return Ok(None);
+        };
+        let t = &self.table;
+        let Some(table) = self.socket.table(t.family, &t.name)? else {
+            return Ok(None);
+        };
+        let (Some(handle), true) = (table.handle, observe::is_ours(&table)) else {
+            return Ok(None);
+        };
+        if self.socket.generation()? != generation {
+            return Ok(None);
+        }
+        Ok(Some(memo::Stamp {
+            boot_id: self.place.boot_id.clone(),
+            netns_cookie: cookie,
+            generation,
+            table_handle: handle,
+            table_flags: table.flags,
+            lan_side4: lan_side.lan_side4.clone(),
+            lan_side6: lan_side.lan_side6.clone(),
+        }))
+    }
+
+    /// The observation the memo vouches for, when there is a memo and the kernel shows that
+    /// nothing has changed since it was written (what [`Backend::observe_to_plan`] then returns);
+    /// `None` otherwise. Reads only the generation, the table's own attributes and the
+    /// interfaces.
+    pub fn recall(&mut self) -> Result<Option<Observed>, Error> {
+        let Some(path) = self.memo_path() else {
+            return Ok(None);
+        };
+        let Some(memo) = memo::read(&path) else {
+            return Ok(None);
+        };
+        let generation = self.socket.generation()?;
+        if generation != memo.stamp.generation {
+            return Ok(None);
+        }
+        let interfaces = portmap_netlink::link::interfaces(&self.netns)?;
+        let lan_side = LanSide::from_interfaces(&interfaces, &memo.observed.settings);
+        if !memo.stamp.lan_side_is(&lan_side) {
+            return Ok(None);
+        }
+        if self.stamp_at(generation, &lan_side)?.as_ref() != Some(&memo.stamp) {
+            return Ok(None);
+        }
+        let seen = observe::Seen {
+            table: Some((memo.stamp.table_handle, memo.stamp.table_flags)),
+            lan_side,
+        };
+        self.seen = Some(Box::new(LastRead {
+            generation,
+            seen,
+            blocking: memo.blocking_forward_chains.clone(),
+        }));
+        let mut observed = memo.into_observed(&self.place);
+        let blocking = std::mem::take(&mut observed.environment.blocking_forward_chains);
+        observed.environment = observe::environment(&self.netns, &interfaces, blocking);
+        Ok(Some(observed))
+    }
+
+    /// Write the memo of `observed` (a full read), or remove a memo that no longer holds.
+    fn remember(&mut self, observed: &Observed) -> Result<(), Error> {
+        let Some(path) = self.memo_path() else {
+            return Ok(());
+        };
+        let stamp = match (&self.seen, observed.generation) {
+            (Some(last), Some(generation)) if last.generation == generation && last.seen.table.is_some() => {
+                let lan_side = last.seen.lan_side.clone();
+                self.stamp_at(generation, &lan_side)?
+            }
+            _ => None,
+        };
+        match stamp {
+            Some(stamp) => {
+                let mut m = memo::Memo::of(stamp, observed);
+                m.blocking_forward_chains
+                    .clone_from(&observed.environment.blocking_forward_chains);
+                memo::write(&path, &m);
+            }
+            None => memo::forget(&path),
+        }
+        Ok(())
+    }
+
+    /// After a commit of `plan` at `generation` (so the ruleset is at `generation + 1`, as this
+    /// commit left it): the memo of that state, written now when the commit recorded no cleanups,
+    /// else kept until [`Backend::forget_flows`] removed them.
+    fn remember_commit(
+        &mut self,
+        plan: &Plan,
+        generation: u32,
+        env: &LanSide,
+        rebuilt: bool,
+        recorded: bool,
+    ) -> Result<(), Error> {
+        self.pending_memo = None;
+        let Some(path) = self.memo_path() else {
+            return Ok(());
+        };
+        // The LAN side the table holds now: what this commit wrote if it built the table, else
+        // what the table held when it was read to plan this commit.
+        let last = self.seen.as_ref().filter(|l| l.generation == generation);
+        let blocking = last.map(|l| l.blocking.clone());
+        let lan_side = match last {
+            Some(l) if !rebuilt => l.seen.lan_side.clone(),
+            _ => env.clone(),
+        };
+        let (Some(blocking), Some(stamp)) = (blocking, self.stamp_at(generation.wrapping_add(1), &lan_side)?)
+        else {
+            memo::forget(&path);
+            return Ok(());
+        };
+        // Once forget_flows ran (or when nothing was recorded), no cleanup is pending.
+        let m = memo::Memo::after(stamp, &plan.desired, &self.table.display(), Vec::new(), blocking);
+        if recorded {
+            // The cleanups are recorded in the table until forget_flows removes them.
+            memo::forget(&path);
+            self.pending_memo = Some(Box::new(m));
+        } else {
+            memo::write(&path, &m);
+        }
+        Ok(())
     }
 
     /// The table this backend manages.
@@ -361,8 +533,25 @@ impl Backend for NftBackend {
 
     fn observe(&mut self) -> Result<Observed, Error> {
         let owner = self.owner_port()?;
-        let mut observed = observe::observe(&mut self.socket, &self.netns, &self.table, owner)?;
+        let (mut observed, seen) = observe::observe_seen(&mut self.socket, &self.netns, &self.table, owner)?;
+        self.seen = observed.generation.map(|generation| {
+            Box::new(LastRead {
+                generation,
+                seen,
+                blocking: observed.environment.blocking_forward_chains.clone(),
+            })
+        });
         observed.place = Some(self.place.clone());
+        Ok(observed)
+    }
+
+    fn observe_to_plan(&mut self) -> Result<Observed, Error> {
+        if let Some(observed) = self.recall()? {
+            tracing::debug!(generation = ?observed.generation, "the memo holds: the kernel has not changed since portmap last read or wrote the table");
+            return Ok(observed);
+        }
+        let observed = self.observe()?;
+        self.remember(&observed)?;
         Ok(observed)
     }
 
@@ -415,6 +604,8 @@ impl Backend for NftBackend {
         }
         // The kernel checked the generation and committed the batch under its commit mutex, and
         // every committed batch moves the generation by exactly one.
+        let recorded = !record.is_empty() || !plan.pending_flows.is_empty();
+        self.remember_commit(plan, generation, &env, built.rebuilt, recorded)?;
         Ok(ApplyReport::new(built.batch.len(), built.objects, built.rebuilt)
             .at_generation(generation.wrapping_add(1)))
     }
@@ -439,8 +630,24 @@ impl Backend for NftBackend {
         for family in layout::IpFamily::ALL {
             batch.flush_set(t.family, &t.name, family.stale_set());
         }
-        match self.socket.send(&batch, None) {
-            Ok(()) => Ok(()),
+        // Right after the commit that recorded the cleanups, the flush is bound to the generation
+        // that commit left: when it lands, the state it leaves is the memo's, one generation on.
+        let pending = self.pending_memo.take();
+        let expect = pending.as_ref().map(|m| m.stamp.generation);
+        match self.socket.send(&batch, expect) {
+            Ok(()) => {
+                if let (Some(mut m), Some(path)) = (pending, self.memo_path()) {
+                    let m = &mut *m;
+                    m.stamp.generation = m.stamp.generation.wrapping_add(1);
+                    m.observed.generation = Some(m.stamp.generation);
+                    memo::write(&path, m);
+                }
+                Ok(())
+            }
+            Err(portmap_netlink::Error::GenerationChanged) => match self.socket.send(&batch, None) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(self.refusal(e)),
+            },
             Err(e) => Err(self.refusal(e)),
         }
     }

@@ -32,17 +32,46 @@ pub fn observe(
     t: &TableId,
     owner: Option<u32>,
 ) -> Result<Observed, Error> {
+    Ok(observe_seen(socket, netns, t, owner)?.0)
+}
+
+/// What one read of the table saw besides the observation: the table's handle and flags, and the
+/// LAN-side addresses it was compared against (which an intact table holds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Seen {
+    pub table: Option<(u64, u32)>,
+    pub lan_side: LanSide,
+}
+
+/// [`observe`], with what the read saw of the table ([`Seen`]).
+pub(crate) fn observe_seen(
+    socket: &mut Socket,
+    netns: &Netns,
+    t: &TableId,
+    owner: Option<u32>,
+) -> Result<(Observed, Seen), Error> {
     let interfaces = link::interfaces(netns)?;
-    let mut observed = observe_table(socket, &interfaces, t, owner)?;
-    observed.environment = Environment {
+    let (mut observed, seen) = observe_table(socket, &interfaces, t, owner)?;
+    let blocking = coexistence::blocking_forward_chains(socket, t)?;
+    observed.environment = environment(netns, &interfaces, blocking);
+    Ok((observed, seen))
+}
+
+/// The environment of an observation: `interfaces` as read, the forwarding sysctls read now, and
+/// `blocking_forward_chains`.
+pub(crate) fn environment(
+    netns: &Netns,
+    interfaces: &[Interface],
+    blocking_forward_chains: Vec<String>,
+) -> Environment {
+    Environment {
         interfaces: Some(interfaces.iter().map(|i| i.name.clone()).collect()),
         ipv4_forwarding: read_flag(netns, "net.ipv4.ip_forward"),
         ipv6_forwarding: read_flag(netns, "net.ipv6.conf.all.forwarding"),
-        blocking_forward_chains: coexistence::blocking_forward_chains(socket, t)?,
+        blocking_forward_chains,
         // The inet table holds both families; netlink needs no IPv6 tool.
         ipv6_unavailable: None,
-    };
-    Ok(observed)
+    }
 }
 
 /// A 0/1 sysctl; `None` when it cannot be read (e.g. IPv6 disabled), which is never a warning.
@@ -55,7 +84,7 @@ fn observe_table(
     interfaces: &[Interface],
     t: &TableId,
     owner: Option<u32>,
-) -> Result<Observed, Error> {
+) -> Result<(Observed, Seen), Error> {
     for _ in 0..crate::RETRIES {
         match read_once(socket, interfaces, t, owner) {
             Ok(Some(observed)) => return Ok(observed),
@@ -76,11 +105,16 @@ fn read_once(
     interfaces: &[Interface],
     t: &TableId,
     owner: Option<u32>,
-) -> Result<Option<Observed>, Error> {
+) -> Result<Option<(Observed, Seen)>, Error> {
     let generation = socket.generation()?;
     let Some(table) = socket.table(t.family, &t.name)? else {
-        return Ok((socket.generation()? == generation)
-            .then(|| Observed::missing("nft", &t.display(), Some(generation))));
+        return Ok((socket.generation()? == generation).then(|| {
+            let seen = Seen {
+                table: None,
+                lan_side: LanSide::default(),
+            };
+            (Observed::missing("nft", &t.display(), Some(generation)), seen)
+        }));
     };
     if !is_ours(&table) {
         if socket.generation()? != generation {
@@ -138,7 +172,11 @@ fn read_once(
             },
         );
     }
-    Ok(Some(observed))
+    let seen = Seen {
+        table: table.handle.map(|h| (h, table.flags)),
+        lan_side,
+    };
+    Ok(Some((observed, seen)))
 }
 
 /// Add a finding to what `observed` says is wrong with the table's structure.

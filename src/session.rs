@@ -335,6 +335,8 @@ impl<B: Backend> Session<B> {
         mut approve: impl FnMut(&Plan, usize) -> bool,
         mut prepare: impl FnMut(&Plan, &Observed) -> Result<(), Error>,
     ) -> Result<Outcome, Error> {
+        // The plan applied last (and approved, or making the same changes as the one approved):
+        // kept, not copied, so that a large plan is held once.
         let mut approved: Option<Plan> = None;
         for attempt in 1..=CONVERGE_ATTEMPTS {
             // The first plan may come from what the backend remembers, when the kernel shows
@@ -352,17 +354,16 @@ impl<B: Backend> Session<B> {
                     attempts: attempt,
                 });
             }
-            if !approved.as_ref().is_some_and(|a| a.same_changes(&plan)) {
-                if !approve(&plan, attempt) {
-                    return Err(Error::Declined);
-                }
-                approved = Some(plan.clone());
+            if !approved.as_ref().is_some_and(|a| a.same_changes(&plan)) && !approve(&plan, attempt) {
+                return Err(Error::Declined);
             }
-            prepare(&plan, &observed)?;
-            match self.apply(&plan, options) {
+            let plan = approved.insert(plan);
+            prepare(plan, &observed)?;
+            drop(observed);
+            match self.apply(plan, options) {
                 Ok(report) => {
                     return Ok(Outcome {
-                        plan,
+                        plan: approved.take().expect("the plan just applied"),
                         report,
                         attempts: attempt,
                     });

@@ -59,9 +59,6 @@ struct MsgInfo {
     start: usize,
     op: Op,
     family: Family,
-    table: String,
-    /// Chain, set or (for tables) empty.
-    name: String,
 }
 
 /// The messages of one nftables transaction (see [`crate::Socket::send`]).
@@ -104,7 +101,8 @@ impl Batch {
             return format!("message {index} (not in this batch)");
         };
         let fam = m.family.as_str();
-        let (table, name) = (&m.table, &m.name);
+        let end = self.msgs.get(index + 1).map_or(self.buf.len(), |n| n.start);
+        let (table, name) = self.names_of(m, end);
         match &m.op {
             Op::AddTable => format!("add table {fam} {table}"),
             Op::DelTable => format!("delete table {fam} {table}"),
@@ -136,7 +134,7 @@ impl Batch {
     pub fn add_table(&mut self, t: &Table) {
         let m = self.begin(NFT_MSG_NEWTABLE, NLM_F_CREATE, t.family);
         encode::table(&mut Writer::new(&mut self.buf), t);
-        self.end(m, Op::AddTable, t.family, &t.name, "");
+        self.end(m, Op::AddTable, t.family);
     }
 
     /// Makes sure a table exists, changing nothing of one that does: `NFT_MSG_NEWTABLE` with the
@@ -146,21 +144,21 @@ impl Batch {
     pub fn ensure_table(&mut self, family: Family, name: &str) {
         let m = self.begin(NFT_MSG_NEWTABLE, NLM_F_CREATE, family);
         Writer::new(&mut self.buf).put_str(NFTA_TABLE_NAME, name);
-        self.end(m, Op::AddTable, family, name, "");
+        self.end(m, Op::AddTable, family);
     }
 
     /// Deletes a table and everything in it.
     pub fn del_table(&mut self, family: Family, name: &str) {
         let m = self.begin(NFT_MSG_DELTABLE, 0, family);
         Writer::new(&mut self.buf).put_str(NFTA_TABLE_NAME, name);
-        self.end(m, Op::DelTable, family, name, "");
+        self.end(m, Op::DelTable, family);
     }
 
     /// Adds a chain (`NLM_F_CREATE`).
     pub fn add_chain(&mut self, c: &Chain) {
         let m = self.begin(NFT_MSG_NEWCHAIN, NLM_F_CREATE, c.family);
         encode::chain(&mut Writer::new(&mut self.buf), c);
-        self.end(m, Op::AddChain, c.family, &c.table, &c.name);
+        self.end(m, Op::AddChain, c.family);
     }
 
     /// Deletes an empty chain that nothing jumps to.
@@ -169,14 +167,14 @@ impl Batch {
         let mut w = Writer::new(&mut self.buf);
         w.put_str(NFTA_CHAIN_TABLE, table);
         w.put_str(NFTA_CHAIN_NAME, name);
-        self.end(m, Op::DelChain, family, table, name);
+        self.end(m, Op::DelChain, family);
     }
 
     /// Appends a rule to the end of its chain (`NLM_F_CREATE | NLM_F_APPEND`).
     pub fn add_rule(&mut self, r: &Rule) {
         let m = self.begin(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, r.family);
         encode::rule(&mut Writer::new(&mut self.buf), r);
-        self.end(m, Op::AddRule, r.family, &r.table, &r.chain);
+        self.end(m, Op::AddRule, r.family);
     }
 
     /// Deletes the rule with this handle.
@@ -186,7 +184,7 @@ impl Batch {
         w.put_str(NFTA_RULE_TABLE, table);
         w.put_str(NFTA_RULE_CHAIN, chain);
         w.put_u64(NFTA_RULE_HANDLE, handle);
-        self.end(m, Op::DelRule(handle), family, table, chain);
+        self.end(m, Op::DelRule(handle), family);
     }
 
     /// Adds a set or map (`NLM_F_CREATE`). Give it a non-zero `id` unique in the batch so that
@@ -194,20 +192,14 @@ impl Batch {
     pub fn add_set(&mut self, s: &Set) {
         let m = self.begin(NFT_MSG_NEWSET, NLM_F_CREATE, s.family);
         encode::set(&mut Writer::new(&mut self.buf), s);
-        self.end(m, Op::AddSet { map: s.is_map() }, s.family, &s.table, &s.name);
+        self.end(m, Op::AddSet { map: s.is_map() }, s.family);
     }
 
     /// Adds a stateful object (`NLM_F_CREATE`; a counter added with values starts from them).
     pub fn add_object(&mut self, o: &Object) {
         let m = self.begin(NFT_MSG_NEWOBJ, NLM_F_CREATE, o.family);
         encode::object(&mut Writer::new(&mut self.buf), o);
-        self.end(
-            m,
-            Op::AddObject(object_kind(o.kind.type_number())),
-            o.family,
-            &o.table,
-            &o.name,
-        );
+        self.end(m, Op::AddObject(object_kind(o.kind.type_number())), o.family);
     }
 
     /// Deletes a stateful object of type `obj_type` ([`crate::object_type`]) that no rule or
@@ -218,7 +210,7 @@ impl Batch {
         w.put_str(NFTA_OBJ_TABLE, table);
         w.put_str(NFTA_OBJ_NAME, name);
         w.put_u32(NFTA_OBJ_TYPE, obj_type);
-        self.end(m, Op::DelObject(object_kind(obj_type)), family, table, name);
+        self.end(m, Op::DelObject(object_kind(obj_type)), family);
     }
 
     /// Deletes a set or map that no rule uses.
@@ -227,7 +219,7 @@ impl Batch {
         let mut w = Writer::new(&mut self.buf);
         w.put_str(NFTA_SET_TABLE, table);
         w.put_str(NFTA_SET_NAME, name);
-        self.end(m, Op::DelSet, family, table, name);
+        self.end(m, Op::DelSet, family);
     }
 
     /// Adds elements (`NLM_F_CREATE | NLM_F_EXCL`: an existing key is an error), in as many
@@ -244,7 +236,7 @@ impl Batch {
         let mut w = Writer::new(&mut self.buf);
         w.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
         w.put_str(NFTA_SET_ELEM_LIST_SET, set);
-        self.end(m, Op::FlushSet, family, table, set);
+        self.end(m, Op::FlushSet, family);
     }
 
     /// Deletes elements (only their keys, key ends and flags are sent), chunked like
@@ -313,7 +305,7 @@ impl Batch {
             } else {
                 Op::AddElements(chunk)
             };
-            self.end(m, op, family, table, set);
+            self.end(m, op, family);
         }
     }
 
@@ -328,15 +320,47 @@ impl Batch {
         )
     }
 
-    fn end(&mut self, start: usize, op: Op, family: Family, table: &str, name: &str) {
+    fn end(&mut self, start: usize, op: Op, family: Family) {
         Writer::new(&mut self.buf).end_msg(start);
-        self.msgs.push(MsgInfo {
-            start,
-            op,
-            family,
-            table: table.to_owned(),
-            name: name.to_owned(),
-        });
+        self.msgs.push(MsgInfo { start, op, family });
+    }
+
+    /// The table and the chain, set or object message `m` names, read back from its own
+    /// attributes (so that a batch of 100,000 messages does not keep two strings per message for
+    /// the rare error report).
+    fn names_of(&self, m: &MsgInfo, end: usize) -> (String, String) {
+        let (table_attr, name_attr) = match m.op {
+            Op::AddTable | Op::DelTable => (NFTA_TABLE_NAME, None),
+            Op::AddChain | Op::DelChain => (NFTA_CHAIN_TABLE, Some(NFTA_CHAIN_NAME)),
+            Op::AddRule | Op::DelRule(_) => (NFTA_RULE_TABLE, Some(NFTA_RULE_CHAIN)),
+            Op::AddSet { .. } | Op::DelSet => (NFTA_SET_TABLE, Some(NFTA_SET_NAME)),
+            Op::FlushSet | Op::AddElements(_) | Op::DelElements(_) => {
+                (NFTA_SET_ELEM_LIST_TABLE, Some(NFTA_SET_ELEM_LIST_SET))
+            }
+            Op::AddObject(_) | Op::DelObject(_) => (NFTA_OBJ_TABLE, Some(NFTA_OBJ_NAME)),
+        };
+        let msg = self.buf.get(m.start..end).unwrap_or_default();
+        let mut table = String::new();
+        let mut name = String::new();
+        // nlmsghdr (16 bytes) and nfgenmsg (4), then the attributes.
+        let mut pos = 20;
+        while let Some(header) = msg.get(pos..pos + 4) {
+            let len = usize::from(u16::from_ne_bytes([header[0], header[1]]));
+            let kind = u16::from_ne_bytes([header[2], header[3]]) & 0x3fff;
+            if len < 4 {
+                break;
+            }
+            let value = msg.get(pos + 4..pos + len).unwrap_or_default();
+            let text =
+                || String::from_utf8_lossy(value.split(|&b| b == 0).next().unwrap_or_default()).into_owned();
+            if kind == table_attr && table.is_empty() {
+                table = text();
+            } else if Some(kind) == name_attr && name.is_empty() {
+                name = text();
+            }
+            pos += align4(len);
+        }
+        (table, name)
     }
 
     /// For an element message whose byte `offset` (from the message start, as the kernel's

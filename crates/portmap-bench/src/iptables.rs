@@ -212,5 +212,19 @@ pub fn report(rows: &[Row]) -> String {
             r.rate_linear / r.rate_1,
         );
     }
+    let _ = writeln!(
+        s,
+        "\nTarget (issue 11): new connections/s at N ≥ 0.5× at 1 mapping:"
+    );
+    for r in rows {
+        let ratio = r.rate_n / r.rate_1;
+        let _ = writeln!(
+            s,
+            "- {} N={}: {} ({ratio:.2})",
+            r.variant,
+            r.n,
+            if ratio >= 0.5 { "met" } else { "MISSED" }
+        );
+    }
     s
 }

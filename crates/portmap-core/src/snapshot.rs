@@ -81,6 +81,7 @@ pub fn restorable(observed: &Observed) -> Result<Option<Model>, NotRestorable> {
             description: m.description.clone(),
             log: m.log,
             limit: m.limit,
+            expires: m.expires,
         });
     }
     if !reasons.is_empty() {

@@ -79,6 +79,7 @@ fn mixed() -> (Model, Observed) {
         description: Some("ssh to the NAS (off until needed)".into()),
         log: None,
         limit: None,
+        expires: None,
         listen: Vec::new(),
     };
     let old = Mapping {
@@ -194,6 +195,7 @@ fn deletes_say_why() {
         objects: vec![],
         log: None,
         limit: None,
+        expires: None,
         counters: None,
         active_flows: None,
     };

@@ -744,6 +744,7 @@ fn mapping_defaults_ranges_and_canonical_allow_from() {
                 description: None,
                 log: None,
                 limit: None,
+                expires: None,
                 listen: Vec::new(),
             },
             Mapping {
@@ -764,6 +765,7 @@ fn mapping_defaults_ranges_and_canonical_allow_from() {
                 description: None,
                 log: None,
                 limit: None,
+                expires: None,
                 listen: Vec::new(),
             },
             Mapping {
@@ -778,6 +780,7 @@ fn mapping_defaults_ranges_and_canonical_allow_from() {
                 description: None,
                 log: None,
                 limit: None,
+                expires: None,
                 listen: Vec::new(),
             },
         ]
@@ -820,6 +823,7 @@ fn ipv6_mappings_and_the_dual_stack_pattern_are_valid() {
             description: None,
             log: None,
             limit: None,
+            expires: None,
             listen: Vec::new(),
         }
     );

@@ -762,6 +762,8 @@ fn sets_and_verdict_maps_are_looked_up() {
             data: None,
             flags: elem_flags::INTERVAL_END,
             userdata: None,
+            timeout: None,
+            expiration: None,
         },
         Element {
             key: vec![203, 0, 113, 0],
@@ -769,6 +771,8 @@ fn sets_and_verdict_maps_are_looked_up() {
             data: None,
             flags: 0,
             userdata: None,
+            timeout: None,
+            expiration: None,
         },
         Element {
             key: vec![203, 0, 113, 16],
@@ -776,6 +780,8 @@ fn sets_and_verdict_maps_are_looked_up() {
             data: None,
             flags: elem_flags::INTERVAL_END,
             userdata: None,
+            timeout: None,
+            expiration: None,
         },
     ];
     t.sets.insert("trusted".to_owned(), (set.clone(), Some(elements)));
@@ -843,6 +849,8 @@ fn sets_and_verdict_maps_are_looked_up() {
         data: Some(Data::Verdict(v)),
         flags: 0,
         userdata: None,
+        timeout: None,
+        expiration: None,
     };
     t.sets.insert(
         "__map0".to_owned(),

@@ -85,7 +85,17 @@ pub fn rebuilds(plan: &Plan) -> bool {
 /// Whether carrying out `plan` creates counters that exist now again (a rebuild or a repair), so
 /// that the caller should read their values first ([`Presets`]).
 pub fn recreates_counters(plan: &Plan) -> bool {
-    rebuilds(plan) || plan.changes.iter().any(|c| matches!(c, Change::Repair { .. }))
+    rebuilds(plan)
+        || plan.changes.iter().any(|c| match c {
+            Change::Repair { .. } => true,
+            Change::Update { fields, .. } => retimes(fields),
+            _ => false,
+        })
+}
+
+/// Whether an update changes the mapping's expiry.
+fn retimes(fields: &[portmap_core::FieldChange]) -> bool {
+    fields.iter().any(|f| f.field == "expires")
 }
 
 /// Build the batch that carries out `plan` (which must change the kernel) and records `record`,
@@ -117,7 +127,9 @@ pub fn build_with_flags(
         ids: Ids(layout::ALLOW_SET_ID_BASE),
         phase: Phase::Delete,
         presets,
+        timeout: None,
     };
+    let now = layout::now_ms();
     let mut owners = Vec::new();
     for phase in [Phase::Delete, Phase::Add] {
         b.phase = phase;
@@ -135,6 +147,12 @@ pub fn build_with_flags(
         }
         for change in &plan.changes {
             let start = b.batch.len();
+            b.timeout = match change {
+                Change::Create { mapping: m }
+                | Change::Update { after: m, .. }
+                | Change::Repair { after: m, .. } => layout::timeout_ms(m.expires, now),
+                Change::Delete { .. } => None,
+            };
             let what = match change {
                 Change::Create { mapping } => {
                     b.create(mapping, &BTreeSet::new());
@@ -143,6 +161,18 @@ pub fn build_with_flags(
                 Change::Delete { before, .. } => {
                     b.delete(before);
                     format!("deleting mapping {}", before.name)
+                }
+                // A new expiry is a new timeout on every element, which the kernel cannot change in
+                // place: the mapping is deleted and created again (its counters kept, see
+                // `recreates_counters`).
+                Change::Update {
+                    before,
+                    after,
+                    fields,
+                } if retimes(fields) => {
+                    b.delete(before);
+                    b.create(after, &BTreeSet::new());
+                    format!("changing mapping {}", after.name)
                 }
                 Change::Update { before, after, .. } => {
                     b.update(before, after);
@@ -301,10 +331,13 @@ pub fn contents(model: &Model, t: &TableId, env: &LanSide) -> Contents {
     }
     let mut objects = Vec::with_capacity(model.mappings.len() * 2);
     let mut log_rules = Vec::new();
+    let now = layout::now_ms();
     for m in &model.mappings {
         let mo = MappingObjects::of(t, m, &mut ids);
+        // Every element the mapping owns expires at the same moment.
+        let timeout = layout::timeout_ms(m.expires, now);
         let mut add = |groups: Groups| {
-            for (set, new) in groups {
+            for (set, new) in timed(groups, timeout) {
                 elements.entry(set.to_owned()).or_default().extend(new);
             }
         };
@@ -344,7 +377,20 @@ pub fn contents(model: &Model, t: &TableId, env: &LanSide) -> Contents {
         sets,
         objects,
         elements,
+        read_at_ms: Some(now),
     }
+}
+
+/// `groups` with every element given `timeout` (milliseconds; `None`: none).
+fn timed(mut groups: Groups, timeout: Option<u64>) -> Groups {
+    if timeout.is_some() {
+        for (_, list) in &mut groups {
+            for e in list {
+                e.timeout = timeout;
+            }
+        }
+    }
+    groups
 }
 
 /// A mapping's counters, limit and log chain, and the object-map and log-map elements that
@@ -503,6 +549,9 @@ struct Builder<'a> {
     ids: Ids,
     phase: Phase,
     presets: &'a Presets,
+    /// The element timeout (milliseconds) of the mapping whose change is being written: its
+    /// `expires` counted from when the batch is built.
+    timeout: Option<u64>,
 }
 
 impl Builder<'_> {
@@ -514,9 +563,22 @@ impl Builder<'_> {
         }
     }
 
+    /// Add a mapping's elements of the per-(protocol, port) maps, each with the timeout of the
+    /// mapping being written ([`Builder::timeout`]).
     fn add_groups(&mut self, groups: &Groups) {
         for (set, elements) in groups {
-            self.add_elements(set, 0, elements);
+            if self.timeout.is_some() {
+                let timed: Vec<Element> = elements
+                    .iter()
+                    .map(|e| Element {
+                        timeout: self.timeout,
+                        ..e.clone()
+                    })
+                    .collect();
+                self.add_elements(set, 0, &timed);
+            } else {
+                self.add_elements(set, 0, elements);
+            }
         }
     }
 

@@ -42,6 +42,25 @@ pub struct Contents {
     pub objects: Vec<Object>,
     /// Elements of each set, by set name.
     pub elements: std::collections::BTreeMap<String, Vec<Element>>,
+    /// When the contents were read (or built), in milliseconds since the Unix epoch: what the
+    /// elements' remaining timeouts count from.
+    pub read_at_ms: Option<u64>,
+}
+
+/// The system clock in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The element timeout (milliseconds) that makes the kernel remove an element at `expires`,
+/// counted from `now_ms`; at least 1 ms (0 would mean "never"), `None` without an expiry.
+pub fn timeout_ms(expires: Option<portmap_core::UtcTime>, now_ms: u64) -> Option<u64> {
+    let at = u64::try_from(expires?.unix_seconds())
+        .unwrap_or(0)
+        .saturating_mul(1000);
+    Some(at.saturating_sub(now_ms).max(1))
 }
 
 /// Name of the set of WAN interfaces.
@@ -563,7 +582,7 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             t,
             family.dnat_map(),
             dnat_id,
-            set_flags::MAP,
+            set_flags::MAP | set_flags::TIMEOUT,
             (key, key_len),
             Some(target),
             None,
@@ -572,7 +591,7 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             t,
             family.guard_map(),
             guard_id,
-            set_flags::MAP,
+            set_flags::MAP | set_flags::TIMEOUT,
             (key, key_len),
             Some((datatype::VERDICT, 0)),
             None,
@@ -595,7 +614,15 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             (family.limit_map(), limit_id, object_type::LIMIT),
         ];
         for (name, id, obj_type) in objects {
-            let mut map = set(t, name, id, set_flags::OBJECT, (key, key_len), None, None);
+            let mut map = set(
+                t,
+                name,
+                id,
+                set_flags::OBJECT | set_flags::TIMEOUT,
+                (key, key_len),
+                None,
+                None,
+            );
             map.obj_type = Some(obj_type);
             sets.push(map);
         }
@@ -603,7 +630,7 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             t,
             family.log_map(),
             log_id,
-            set_flags::MAP,
+            set_flags::MAP | set_flags::TIMEOUT,
             (key, key_len),
             Some((datatype::VERDICT, 0)),
             None,
@@ -621,7 +648,7 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             t,
             addressed(family.dnat_map()),
             addressed_id(dnat_id),
-            set_flags::MAP,
+            set_flags::MAP | set_flags::TIMEOUT,
             (key, key_len),
             Some(target),
             None,
@@ -630,7 +657,7 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             t,
             addressed(family.guard_map()),
             addressed_id(guard_id),
-            set_flags::MAP,
+            set_flags::MAP | set_flags::TIMEOUT,
             (key, key_len),
             Some((datatype::VERDICT, 0)),
             None,
@@ -645,7 +672,7 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
                 t,
                 addressed(name),
                 addressed_id(id),
-                set_flags::OBJECT,
+                set_flags::OBJECT | set_flags::TIMEOUT,
                 (key, key_len),
                 None,
                 None,
@@ -657,7 +684,7 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             t,
             addressed(family.log_map()),
             addressed_id(log_id),
-            set_flags::MAP,
+            set_flags::MAP | set_flags::TIMEOUT,
             (key, key_len),
             Some((datatype::VERDICT, 0)),
             None,
@@ -1420,6 +1447,8 @@ pub fn ifname_element(name: &str) -> Element {
         data: None,
         flags: 0,
         userdata: None,
+        timeout: None,
+        expiration: None,
     }
 }
 

@@ -111,6 +111,7 @@ fn read_once(
         sets,
         objects,
         elements,
+        read_at_ms: Some(layout::now_ms()),
     };
     // The LAN-side addresses the table should hold, for the LAN interfaces it names.
     let lan_interfaces: Vec<String> = contents
@@ -353,6 +354,7 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
                     }
                     m.forwards.push(forward);
                     m.families.insert(family);
+                    m.expirations.push(e.expiration.or(e.timeout));
                 }
                 Some((forward, None)) => reasons.push(format!(
                     "map {map} holds {} without a portmap comment",
@@ -405,6 +407,7 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
                 match owner {
                     Some((key, k, name)) => {
                         let entry = found.entry(name.to_owned()).or_default();
+                        entry.expirations.push(e.expiration.or(e.timeout));
                         if k == kind {
                             entry.selected.insert((kind, family, key));
                         } else {
@@ -427,6 +430,7 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
                 match owner {
                     Some((m, key)) if e.userdata.is_none() => {
                         m.log_keys.insert((family, key));
+                        m.expirations.push(e.expiration.or(e.timeout));
                     }
                     _ => reasons.push(format!("map {map} holds an element portmap did not write")),
                 }
@@ -449,6 +453,7 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
                 match owner {
                     Some((m, key, named)) => {
                         m.guards.insert((family, key));
+                        m.expirations.push(e.expiration.or(e.timeout));
                         m.guard_comments_differ |= !named;
                     }
                     None => reasons.push(format!("map {map} holds an element portmap did not write")),
@@ -459,7 +464,7 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
 
     let mappings: Vec<ObservedMapping> = found
         .into_iter()
-        .map(|(name, f)| f.into_mapping(t, name, &sources, |set| elements(set)))
+        .map(|(name, f)| f.into_mapping(t, name, &sources, snap.read_at_ms, |set| elements(set)))
         .collect();
     // Conntrack cleanups an interrupted apply recorded and did not finish.
     let mut pending_flows = Vec::new();
@@ -503,7 +508,47 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
         sources: Some(sources),
         environment: Environment::default(),
         pending_flows,
+        observed_at: snap
+            .read_at_ms
+            .map(|ms| portmap_core::UtcTime::from_unix_seconds(i64::try_from(ms / 1000).unwrap_or(i64::MAX))),
     }
+}
+
+/// When a mapping's elements expire, from the time each has left (`None`: it has no timeout)
+/// and when they were read: `Ok(None)` when none expires, `Err` with the damage when some
+/// expire and others do not, or they expire further apart than the tolerance.
+fn expiry_of(
+    expirations: &[Option<u64>],
+    read_at_ms: Option<u64>,
+) -> Result<Option<portmap_core::UtcTime>, String> {
+    let timed: Vec<u64> = expirations.iter().flatten().copied().collect();
+    if timed.is_empty() {
+        return Ok(None);
+    }
+    if timed.len() != expirations.len() {
+        return Err(format!(
+            "{} of its {} elements expire and the others do not",
+            timed.len(),
+            expirations.len()
+        ));
+    }
+    let (lo, hi) = (
+        timed.iter().min().copied().unwrap_or(0),
+        timed.iter().max().copied().unwrap_or(0),
+    );
+    let tolerance = u64::try_from(portmap_core::EXPIRES_TOLERANCE_SECONDS).unwrap_or(0) * 1000;
+    if hi - lo > tolerance {
+        return Err(format!(
+            "its elements expire at different times (from {}s to {}s from now)",
+            lo / 1000,
+            hi / 1000
+        ));
+    }
+    // The moment read back, to the nearest second (the configuration's is whole).
+    Ok(read_at_ms.map(|at| {
+        let ms = at.saturating_add(hi);
+        portmap_core::UtcTime::from_unix_seconds(i64::try_from((ms + 500) / 1000).unwrap_or(i64::MAX))
+    }))
 }
 
 /// Everything the table holds under one mapping's name: its DNAT elements (by comment), its
@@ -535,6 +580,9 @@ struct Found<'a> {
     log_chain: bool,
     log_rules: Vec<&'a Rule>,
     log_keys: BTreeSet<(IpFamily, Key)>,
+    /// The time left (milliseconds) of each of its elements in the per-port maps; `None` for
+    /// an element without a timeout.
+    expirations: Vec<Option<u64>>,
 }
 
 /// Which of a mapping's objects.
@@ -586,10 +634,15 @@ impl Found<'_> {
         t: &TableId,
         name: String,
         sources: &BTreeMap<String, SourceList>,
+        read_at_ms: Option<u64>,
         elements: impl Fn(&str) -> &'e [portmap_netlink::Element],
     ) -> ObservedMapping {
         self.forwards.sort_unstable();
         let mut damage = Vec::new();
+        let expires = expiry_of(&self.expirations, read_at_ms).unwrap_or_else(|problem| {
+            damage.push(problem);
+            None
+        });
         let set_family = self.set.map(|s| {
             if s.key_type == portmap_netlink::datatype::IPV6_ADDR {
                 IpFamily::V6
@@ -622,7 +675,9 @@ impl Found<'_> {
                 damage.push("it forwards nothing: only left-over allow-list objects remain".to_owned());
             } else {
                 damage.push(
-                    "it forwards nothing: only left-over counters, limits or log objects remain".to_owned(),
+                    "it forwards nothing: only left-over counters, limits or log objects remain (its forwards \
+                     expired, or were deleted by hand)"
+                        .to_owned(),
                 );
             }
         }
@@ -796,6 +851,7 @@ impl Found<'_> {
             objects,
             log,
             limit,
+            expires,
             counters,
             active_flows: None,
         }

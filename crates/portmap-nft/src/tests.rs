@@ -49,6 +49,7 @@ fn mapping(
         description: None,
         log: None,
         limit: None,
+        expires: None,
     }
 }
 

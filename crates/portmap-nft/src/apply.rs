@@ -404,12 +404,22 @@ struct Extras {
 }
 
 impl Extras {
-    fn of(t: &TableId, name: &str, limit: Option<&portmap_core::Limit>, log: Option<u16>) -> Self {
+    fn of(
+        t: &TableId,
+        name: &str,
+        limit: Option<&portmap_core::Limit>,
+        log: Option<u16>,
+        expires: Option<portmap_core::UtcTime>,
+    ) -> Self {
+        let commented = |object: Object| Object {
+            userdata: expires.map(|t| udata::comment(&layout::expires_comment(t))),
+            ..object
+        };
         Extras {
             name: name.to_owned(),
             counters: [
-                layout::counter_object(t, layout::conn_counter(name), 0, 0),
-                layout::counter_object(t, layout::traffic_counter(name), 0, 0),
+                commented(layout::counter_object(t, layout::conn_counter(name), 0, 0)),
+                commented(layout::counter_object(t, layout::traffic_counter(name), 0, 0)),
             ],
             limit: limit.map(|l| layout::limit_object_of(t, name, l)),
             log: log.map(|group| layout::log_chain_object(t, name, group)),
@@ -502,7 +512,7 @@ impl MappingObjects {
             keys: forward_keys(&m.forwards()),
             dnat: dnat_groups(&m.forwards(), &mapping_comment(&m.name, m.description.as_deref())),
             allow,
-            extras: Extras::of(t, &m.name, m.limit.as_ref(), m.log),
+            extras: Extras::of(t, &m.name, m.limit.as_ref(), m.log, m.expires),
         }
     }
 }
@@ -733,12 +743,16 @@ impl Builder<'_> {
         let comment = mapping_comment(&before.name, before.description.as_deref());
         self.dnat_elements(false, &before.forwards, &comment);
         let keep_limit = before.limit == after.limit;
-        self.del_found(before, true, keep_limit);
+        // Counters record the expiry: with another one they are made again (from their values,
+        // see `Presets`).
+        let keep_counters = portmap_core::same_expiry(before.expires, after.expires);
+        self.del_found(before, keep_counters, keep_limit);
         let kept: BTreeSet<String> = before
             .objects
             .iter()
             .filter_map(|o| o.strip_prefix("keep "))
             .filter(|o| keep_limit || !o.starts_with("limit "))
+            .filter(|o| keep_counters || !o.starts_with("counter "))
             .filter_map(|o| o.split_once(' ').map(|(_, name)| name.to_owned()))
             .collect();
         self.create(after, &kept);
@@ -820,7 +834,8 @@ impl Builder<'_> {
     fn delete(&mut self, before: &ObservedMapping) {
         let comment = mapping_comment(&before.name, before.description.as_deref());
         self.dnat_elements(false, &before.forwards, &comment);
-        if before.is_damaged() {
+        // A damaged mapping, or what the kernel kept of an expired one: exactly what was found.
+        if before.is_damaged() || !before.objects.is_empty() {
             self.del_found(before, false, false);
         } else {
             if !before.allow_from.is_empty() {

@@ -489,6 +489,19 @@ pub fn counter_object(t: &TableId, name: String, packets: u64, bytes: u64) -> Ob
     }
 }
 
+/// The comment a mapping's counters carry when it expires: `expires 2026-12-24T00:00:00Z`. The
+/// counters are what stays of it once the kernel removed its elements, so the moment is still
+/// known (and `status` can say it expired) when its elements are gone.
+pub fn expires_comment(expires: portmap_core::UtcTime) -> String {
+    format!("expires {expires}")
+}
+
+/// The moment a counter's comment written by [`expires_comment`] names.
+pub fn parse_expires_comment(comment: &str) -> Option<portmap_core::UtcTime> {
+    let t: portmap_core::UtcTime = comment.strip_prefix("expires ")?.parse().ok()?;
+    (expires_comment(t) == comment).then_some(t)
+}
+
 /// A mapping's limit object: `limit limit_<name> { rate over R/unit burst B packets }`.
 pub fn limit_object_of(t: &TableId, mapping: &str, l: &portmap_core::Limit) -> Object {
     Object {

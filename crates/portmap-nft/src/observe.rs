@@ -380,7 +380,19 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
             continue;
         };
         let entry = found.entry(name.to_owned()).or_default();
-        entry.object_comments |= object.userdata.is_some();
+        // A counter's only comment is the moment its mapping expires.
+        let expiry = object
+            .userdata
+            .as_deref()
+            .and_then(udata::parse_comment)
+            .and_then(|c| layout::parse_expires_comment(&c));
+        match (kind, expiry) {
+            (ObjKind::Conn | ObjKind::Traffic, Some(t)) => entry.counter_expiries.push(Some(t)),
+            (ObjKind::Conn | ObjKind::Traffic, None) if object.userdata.is_none() => {
+                entry.counter_expiries.push(None);
+            }
+            _ => entry.object_comments |= object.userdata.is_some(),
+        }
         match (kind, &object.kind) {
             (ObjKind::Conn, ObjectKind::Counter { packets, .. }) => entry.conn = Some(*packets),
             (ObjKind::Traffic, ObjectKind::Counter { packets, bytes }) => {
@@ -583,6 +595,8 @@ struct Found<'a> {
     /// The time left (milliseconds) of each of its elements in the per-port maps; `None` for
     /// an element without a timeout.
     expirations: Vec<Option<u64>>,
+    /// The expiry each of its counters records (`None`: one that records none).
+    counter_expiries: Vec<Option<portmap_core::UtcTime>>,
 }
 
 /// Which of a mapping's objects.
@@ -639,10 +653,41 @@ impl Found<'_> {
     ) -> ObservedMapping {
         self.forwards.sort_unstable();
         let mut damage = Vec::new();
-        let expires = expiry_of(&self.expirations, read_at_ms).unwrap_or_else(|problem| {
+        let mut expires = expiry_of(&self.expirations, read_at_ms).unwrap_or_else(|problem| {
             damage.push(problem);
             None
         });
+        // What the counters record: one moment, or none, for both.
+        let recorded = match self.counter_expiries.as_slice() {
+            [] => None,
+            [first, rest @ ..] if rest.iter().all(|t| t == first) => *first,
+            _ => {
+                damage.push("its counters record different expiries".to_owned());
+                None
+            }
+        };
+        // Its elements all gone at the moment its counters record: the kernel removed them (an
+        // expired mapping, which is what the kernel keeps of it), not a hand.
+        let tolerance = u64::try_from(portmap_core::EXPIRES_TOLERANCE_SECONDS).unwrap_or(0) * 1000;
+        let expired = self.forwards.is_empty()
+            && self.expirations.is_empty()
+            && recorded.zip(read_at_ms).is_some_and(|(t, at)| {
+                u64::try_from(t.unix_seconds()).unwrap_or(0).saturating_mul(1000)
+                    <= at.saturating_add(tolerance)
+            });
+        if expired {
+            expires = recorded;
+        } else if !self.forwards.is_empty()
+            && !self.counter_expiries.is_empty()
+            && !portmap_core::same_expiry(recorded, expires)
+            && damage.is_empty()
+        {
+            damage.push(format!(
+                "its counters record expiry {} but its elements {}",
+                portmap_core::expires_field_text(recorded),
+                expires.map_or_else(|| "never expire".to_owned(), |t| format!("expire at {t}"))
+            ));
+        }
         let set_family = self.set.map(|s| {
             if s.key_type == portmap_netlink::datatype::IPV6_ADDR {
                 IpFamily::V6
@@ -670,7 +715,7 @@ impl Found<'_> {
         if self.guard_comments_differ {
             damage.push("a guard element jumping to its allow-list names another mapping".to_owned());
         }
-        if self.forwards.is_empty() {
+        if self.forwards.is_empty() && !expired {
             if self.chain || self.set.is_some() || !self.guards.is_empty() {
                 damage.push("it forwards nothing: only left-over allow-list objects remain".to_owned());
             } else {
@@ -774,7 +819,9 @@ impl Found<'_> {
             ));
         }
         let (counters, limit, log) = self.extras(t, &name, &mut damage);
-        let objects = if damage.is_empty() {
+        // An expired mapping's objects are named too, so that deleting it (or building it again
+        // with a later expiry) removes exactly what the kernel kept.
+        let objects = if damage.is_empty() && !expired {
             Vec::new()
         } else {
             let mut objects: Vec<String> = self

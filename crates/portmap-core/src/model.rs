@@ -471,6 +471,23 @@ pub struct Model {
     pub disabled: Vec<String>,
 }
 
+impl Model {
+    /// This model without the mappings whose `expires` has come at `now`: what a backend builds
+    /// when it writes the whole configuration (a new table, `render`), since an expired mapping
+    /// is never installed.
+    pub fn in_force(&self, now: crate::time::UtcTime) -> Model {
+        Model {
+            mappings: self
+                .mappings
+                .iter()
+                .filter(|m| !crate::time::is_expired(m.expires, Some(now)))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
+}
+
 /// One named list of source prefixes, split by family (each canonical, as
 /// [`crate::canonical_prefixes`] makes it).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

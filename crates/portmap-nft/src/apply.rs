@@ -332,7 +332,12 @@ pub fn contents(model: &Model, t: &TableId, env: &LanSide) -> Contents {
     let mut objects = Vec::with_capacity(model.mappings.len() * 2);
     let mut log_rules = Vec::new();
     let now = layout::now_ms();
-    for m in &model.mappings {
+    // An expired mapping is never installed: a table built whole has no trace of it.
+    for m in model
+        .mappings
+        .iter()
+        .filter(|m| layout::timeout_ms(m.expires, now).is_none_or(|ms| ms > 1))
+    {
         let mo = MappingObjects::of(t, m, &mut ids);
         // Every element the mapping owns expires at the same moment.
         let timeout = layout::timeout_ms(m.expires, now);

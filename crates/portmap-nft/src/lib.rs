@@ -363,6 +363,10 @@ impl Backend for NftBackend {
         let owner = self.owner_port()?;
         let mut observed = observe::observe(&mut self.socket, &self.netns, &self.table, owner)?;
         observed.place = Some(self.place.clone());
+        // A missing table was read at this moment too.
+        observed
+            .observed_at
+            .get_or_insert_with(portmap_core::UtcTime::now);
         Ok(observed)
     }
 

@@ -13,7 +13,11 @@ use crate::lan_side::LanSide;
 use crate::layout::{self, IpFamily, Origin, TableId};
 
 /// Render the whole table for `model`.
+///
+/// A mapping whose `expires` has come is left out (it is never installed); the elements of one
+/// that expires later carry the time left from now, so the script is to be loaded when printed.
 pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
+    let model = &model.in_force(portmap_core::UtcTime::now());
     let mut out = String::with_capacity(256 + model.mappings.len() * 96);
     let fam = t.family.as_str();
     let name = &t.name;

@@ -945,7 +945,7 @@ impl Walker<'_, '_> {
                     node,
                     Field::Of(j, "expires"),
                     "an RFC 3339 time such as 2026-12-24T00:00:00Z",
-                    true,
+                    false,
                 ) {
                     Some(text) => m.expires = Some(text.to_owned()),
                     None => s.expires.bad = true,

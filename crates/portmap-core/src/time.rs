@@ -74,7 +74,7 @@ pub fn parse_rfc3339(text: &str) -> Result<UtcTime, String> {
     let b = text.as_bytes();
     let digits =
         |range: std::ops::Range<usize>| b.get(range).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
-    let shape = b.len() >= 20
+    let shape = b.len() >= 19
         && digits(0..4)
         && b[4] == b'-'
         && digits(5..7)
@@ -106,10 +106,19 @@ pub fn parse_rfc3339(text: &str) -> Result<UtcTime, String> {
             && o[1..3].iter().all(u8::is_ascii_digit)
             && o[3] == b':'
             && o[4..6].iter().all(u8::is_ascii_digit)
+            && &rest[1..3] <= "23"
+            && &rest[4..6] <= "59"
     };
+    if rest.is_empty() {
+        return Err(format!(
+            "`{shown}` has no time zone; end it in Z for UTC or give an offset such as +01:00, e.g. 2026-12-24T00:00:00Z"
+        ));
+    }
     if !offset_ok {
         return Err(format!(
-            "`{shown}` has no time zone (or a malformed one); end it in Z for UTC or an offset such as +01:00: {RFC3339_RULE}"
+            "`{shown}` ends in `{}`, which is not a time zone; use Z for UTC or an offset ±hh:mm (hours 00-23), e.g. \
+             2026-12-24T00:00:00Z or 2026-12-24T01:00:00+01:00",
+            crate::validate::shown(rest)
         ));
     }
     // The shape is RFC 3339's; jiff checks the calendar (month 13, February 30, hour 24, offsets
@@ -211,6 +220,8 @@ mod tests {
             "2026-12-24T00:00Z",
             "20261224T000000Z",
             "2026-12-24T00:00:00+0100",
+            "2026-12-24T00:00:00+24:00",
+            "2026-12-24T00:00:00+01:60",
             "2026-12-24T00:00:00.Z",
             "2026-13-24T00:00:00Z",
             "2026-02-30T00:00:00Z",

@@ -9,8 +9,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
-/// The earliest `expires` portmap accepts: the Unix epoch (iptables' `--datestop` counts from it).
-pub const MIN_EXPIRES: UtcTime = UtcTime(0);
+/// The earliest `expires` portmap accepts: a second after the Unix epoch (iptables' `--datestop`
+/// counts from it, and names the last second a rule matches).
+pub const MIN_EXPIRES: UtcTime = UtcTime(1);
 /// The latest `expires` portmap accepts: 2038-01-19T03:14:07Z, the last second iptables' time
 /// match (`--datestop`, a signed 32-bit count of seconds in older kernels' ABI) can hold.
 pub const MAX_EXPIRES: UtcTime = UtcTime(i32::MAX as i64);

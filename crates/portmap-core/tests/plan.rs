@@ -781,7 +781,10 @@ const THREE_DAYS_FOUR_HOURS: i64 = 3 * 86_400 + 4 * 3600;
 #[test]
 fn a_mapping_that_expires_later_is_created_and_shown_with_its_time_left() {
     let model = expiring();
-    let p = plan(&model, &observed_at(Observed::missing("nft", TABLE, Some(1)), -THREE_DAYS_FOUR_HOURS));
+    let p = plan(
+        &model,
+        &observed_at(Observed::missing("nft", TABLE, Some(1)), -THREE_DAYS_FOUR_HOURS),
+    );
     assert_eq!(p.counts().create, 2);
     let text = render_plan(&p, false);
     assert!(
@@ -789,7 +792,12 @@ fn a_mapping_that_expires_later_is_created_and_shown_with_its_time_left() {
         "{text}"
     );
     let doc = portmap_core::json::plan_document("plan", &p);
-    let web = doc["changes"].as_array().unwrap().iter().find(|c| c["name"] == "web").unwrap();
+    let web = doc["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "web")
+        .unwrap();
     assert_eq!(web["mapping"]["expires"], "2026-12-24T00:00:00Z");
     assert_eq!(web["mapping"]["expires_in_seconds"], THREE_DAYS_FOUR_HOURS);
     // Installed as asked: nothing to do, and status shows the time left.
@@ -797,10 +805,16 @@ fn a_mapping_that_expires_later_is_created_and_shown_with_its_time_left() {
     assert!(plan(&model, &installed).is_empty());
     let status = render_status(&installed, false);
     assert!(status.contains("EXPIRES"), "{status}");
-    assert!(status.contains("expires 2026-12-24T00:00:00Z, in 3d 4h"), "{status}");
+    assert!(
+        status.contains("expires 2026-12-24T00:00:00Z, in 3d 4h"),
+        "{status}"
+    );
     assert!(status.contains("never"), "{status}");
     let json = status_json(&installed);
-    assert_eq!(json["mappings"][1]["expires_in_seconds"], THREE_DAYS_FOUR_HOURS, "{json:#}");
+    assert_eq!(
+        json["mappings"][1]["expires_in_seconds"], THREE_DAYS_FOUR_HOURS,
+        "{json:#}"
+    );
     assert!(json["mappings"][0].get("expires").is_none(), "{json:#}");
 }
 
@@ -826,18 +840,27 @@ fn the_kernel_reports_an_expiry_within_the_tolerance_as_the_same() {
     // A forward installed without an expiry is retimed; removing `expires` makes it permanent.
     observed_mut(&mut o, "web").expires = None;
     let p = plan(&model, &o);
-    assert!(render_plan(&p, false).contains("expires: (never) → 2026-12-24T00:00:00Z"), "{p}");
+    assert!(
+        render_plan(&p, false).contains("expires: (never) → 2026-12-24T00:00:00Z"),
+        "{p}"
+    );
     let mut permanent = model.clone();
     permanent.mappings[0].expires = None;
     let p = plan(&permanent, &observed_at(applied(&model), -60));
-    assert!(render_plan(&p, false).contains("expires: 2026-12-24T00:00:00Z → (never)"), "{p}");
+    assert!(
+        render_plan(&p, false).contains("expires: 2026-12-24T00:00:00Z → (never)"),
+        "{p}"
+    );
 }
 
 #[test]
 fn an_expired_mapping_is_never_installed_and_what_the_kernel_keeps_of_it_is_no_change() {
     let model = expiring();
     // Planned after the moment, on an empty kernel: not created, with a warning.
-    let p = plan(&model, &observed_at(Observed::missing("nft", TABLE, Some(1)), 300));
+    let p = plan(
+        &model,
+        &observed_at(Observed::missing("nft", TABLE, Some(1)), 300),
+    );
     assert_eq!(p.counts().create, 1, "{p}");
     assert!(
         p.warnings
@@ -853,14 +876,23 @@ fn an_expired_mapping_is_never_installed_and_what_the_kernel_keeps_of_it_is_no_c
     observed_mut(&mut o, "web").forwards.clear();
     let p = plan(&model, &o);
     assert!(p.is_empty(), "{p}");
-    assert!(render_plan(&p, false).contains("(2 mappings, 1 of them expired)"), "{p}");
+    assert!(
+        render_plan(&p, false).contains("(2 mappings, 1 of them expired)"),
+        "{p}"
+    );
     let status = render_status(&o, false);
-    assert!(status.contains("expired 2026-12-24T00:00:00Z, 5m ago"), "{status}");
+    assert!(
+        status.contains("expired 2026-12-24T00:00:00Z, 5m ago"),
+        "{status}"
+    );
     assert_eq!(status_json(&o)["mappings"][1]["expires_in_seconds"], -300);
     // A later expiry builds it again whole; out of the configuration it goes.
     let mut later = model.clone();
     later.mappings[0].expires = Some(at(3600));
-    assert!(matches!(plan(&later, &o).changes.as_slice(), [Change::Repair { .. }]));
+    assert!(matches!(
+        plan(&later, &o).changes.as_slice(),
+        [Change::Repair { .. }]
+    ));
     let mut without = model.clone();
     without.mappings.remove(0);
     assert!(matches!(
@@ -884,7 +916,15 @@ fn an_expired_mapping_is_never_installed_and_what_the_kernel_keeps_of_it_is_no_c
         ),
         "{p}"
     );
-    assert!(render_plan(&p, false).contains("(expired: its `expires` has come)"), "{p}");
+    assert!(
+        render_plan(&p, false).contains("(expired: its `expires` has come)"),
+        "{p}"
+    );
     // Without the moment of observation nothing counts as expired.
-    assert_eq!(plan(&model, &Observed::missing("nft", TABLE, Some(1))).counts().create, 2);
+    assert_eq!(
+        plan(&model, &Observed::missing("nft", TABLE, Some(1)))
+            .counts()
+            .create,
+        2
+    );
 }

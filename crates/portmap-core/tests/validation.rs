@@ -116,7 +116,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
             "portmap.yaml:3:48: mappings[0].expires: `2026-12-24` is not an RFC 3339 time; write an RFC 3339 time with a zone, e.g. 2026-12-24T00:00:00Z or 2026-12-24T01:00:00+01:00",
             "portmap.yaml:4:48: mappings[1].expires: `2026-12-24T00:00:00` has no time zone; end it in Z for UTC or give an offset such as +01:00, e.g. 2026-12-24T00:00:00Z",
             "portmap.yaml:5:48: mappings[2].expires: `2026-02-30T00:00:00Z` is not a valid time (parsed date is not valid: parameter 'day' for `2026-02` is invalid, must be in range `1..=28`); write an RFC 3339 time with a zone, e.g. 2026-12-24T00:00:00Z or 2026-12-24T01:00:00+01:00",
-            "portmap.yaml:6:48: mappings[3].expires: `2040-01-01T00:00:00Z` is out of range; give a time from 1970-01-01T00:00:00Z to 2038-01-19T03:14:07Z (iptables' time match holds no other), e.g. 2026-12-24T00:00:00Z",
+            "portmap.yaml:6:48: mappings[3].expires: `2040-01-01T00:00:00Z` is out of range; give a time from 1970-01-01T00:00:01Z to 2038-01-19T03:14:07Z (iptables' time match holds no other), e.g. 2026-12-24T00:00:00Z",
             "portmap.yaml:7:48: mappings[4].expires: expected an RFC 3339 time such as 2026-12-24T00:00:00Z, got `1767225600`, which YAML reads as the number 1767225600",
             "portmap.yaml:8:49: mappings[5].expires: expected an RFC 3339 time such as 2026-12-24T00:00:00Z, got a list",
             "portmap.yaml:9:39: mappings[6]: unknown key `expiry`; did you mean `expires`?",

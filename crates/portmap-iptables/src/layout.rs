@@ -352,18 +352,31 @@ pub struct Run {
     pub expires: Option<portmap_core::UtcTime>,
 }
 
-/// ` -m time --datestop 2026-12-24T00:00:00` for a run that expires (the kernel's time match
-/// counts in UTC unless given `--kerneltz`), as `iptables-save` prints it; empty otherwise.
+/// ` -m time --datestop 2026-12-23T23:59:59` for a run that expires at 2026-12-24T00:00:00Z, as
+/// `iptables-save` prints it; empty otherwise. The kernel's time match counts in UTC (without
+/// `--kerneltz`) and whole seconds, and matches up to and including its `--datestop` second: the
+/// last second before the expiry, so that the rules stop matching at the moment itself, as nft's
+/// timeouts do.
 pub fn time_match(expires: Option<portmap_core::UtcTime>) -> String {
-    expires.map_or_else(String::new, |t| {
-        format!(" -m time --datestop {}", t.iptables_text())
-    })
+    expires.map_or_else(String::new, |t| format!(" -m time --datestop {}", datestop(t)))
 }
 
-/// `head` without the time match [`time_match`] writes at its end, and the expiry it names.
+/// The `--datestop` of an expiry: the second before it.
+pub fn datestop(expires: portmap_core::UtcTime) -> String {
+    portmap_core::UtcTime::from_unix_seconds(expires.unix_seconds() - 1).iptables_text()
+}
+
+/// `head` without the time match [`time_match`] writes at its end, and the expiry it names (the
+/// second after its `--datestop`).
 pub fn split_time_match(head: &str) -> Option<(&str, Option<portmap_core::UtcTime>)> {
     match head.rsplit_once(" -m time --datestop ") {
-        Some((rest, stop)) => Some((rest, Some(portmap_core::UtcTime::from_iptables_text(stop)?))),
+        Some((rest, stop)) => {
+            let last = portmap_core::UtcTime::from_iptables_text(stop)?;
+            Some((
+                rest,
+                Some(portmap_core::UtcTime::from_unix_seconds(last.unix_seconds() + 1)),
+            ))
+        }
         None => Some((head, None)),
     }
 }
@@ -534,7 +547,7 @@ pub fn filter_rule_of(run: &Run, name: &str, source: Option<&IpNet>, kind: &Filt
         );
     }
     if let Some(t) = run.expires {
-        let _ = write!(out, "-m time --datestop {} ", t.iptables_text());
+        let _ = write!(out, "-m time --datestop {} ", datestop(t));
     }
     let _ = write!(out, "-m comment --comment {}", quoted(name));
     match kind {

@@ -604,8 +604,9 @@ fn log_limit_and_count_rules_read_back() {
         ..run
     };
     let dnat = layout::dnat_rule(&timed, "web");
+    // The rules match up to the second before the expiry, and no longer at it.
     assert!(
-        dnat.contains(" --dport 8080 -m time --datestop 2026-12-24T00:00:00 -m comment"),
+        dnat.contains(" --dport 8080 -m time --datestop 2026-12-23T23:59:59 -m comment"),
         "{dnat}"
     );
     assert_eq!(crate::observe::parse_dnat(&dnat), Some((timed, "web".to_owned())));

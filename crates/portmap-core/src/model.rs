@@ -475,6 +475,7 @@ impl Model {
     /// This model without the mappings whose `expires` has come at `now`: what a backend builds
     /// when it writes the whole configuration (a new table, `render`), since an expired mapping
     /// is never installed.
+    #[must_use]
     pub fn in_force(&self, now: crate::time::UtcTime) -> Model {
         Model {
             mappings: self

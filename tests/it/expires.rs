@@ -106,6 +106,15 @@ fn the_kernel_ends_a_forward_at_its_expiry(t) {
     // Its counters went on from what they held (one connection before, one after).
     t.assert_tcp(CLIENT, 8082, "192.168.1.25:80");
     assert_eq!(mapping(&status(t), "later")["counters"]["connections"], 3, "{s:#}");
+    // Another target, same moment: the elements written anew expire with the others.
+    let moved = config(soon, Some(&in_two_hours)).replace(
+        "port: 8082\n    to: 192.168.1.25",
+        "port: 8082\n    to: 192.168.1.66",
+    );
+    t.apply(&moved).success();
+    t.plan_text().expect_code(0);
+    t.assert_tcp(CLIENT, 8082, "192.168.1.66:80");
+    assert_eq!(mapping(&status(t), "later")["expires"], in_two_hours);
     t.apply(&config(soon, None)).success();
     t.plan_text().expect_code(0);
     assert_eq!(mapping(&status(t), "later")["expires"], serde_json::Value::Null);

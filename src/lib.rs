@@ -41,6 +41,10 @@ pub use portmap_core::{
 pub use portmap_core::{Counters, Environment, Observed, ObservedMapping, Place, TableState, TrackedFlow};
 // Per-mapping logging and limits.
 pub use portmap_core::{DEFAULT_BURST, DEFAULT_LOG_GROUP, Limit, RateUnit, parse_limit};
+// Mappings that expire.
+pub use portmap_core::{
+    EXPIRES_TOLERANCE_SECONDS, MAX_EXPIRES, MIN_EXPIRES, UtcTime, parse_expires, same_expiry,
+};
 // Plans.
 pub use portmap_core::{
     Change, Counts, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, PlanFileError, Refusal,

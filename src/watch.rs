@@ -784,6 +784,36 @@ impl Watch {
         crate::metrics::record_apply_of(self.kind, &self.netns, &self.table, &record);
     }
 
+    /// Say once for each mapping of the configuration that its `expires` has come (the kernel
+    /// removed its forward, or its rules match nothing: nothing to repair), and look at the
+    /// kernel again just after the next one comes, so that it is said then.
+    fn note_expiries(&mut self, state: &mut State, plan: &portmap_core::Plan) {
+        let Some(now) = plan.made_at else {
+            return;
+        };
+        let mut next: Option<i64> = None;
+        for m in &plan.desired.mappings {
+            let Some(at) = m.expires else {
+                continue;
+            };
+            let left = at.seconds_from(now);
+            if left > 0 {
+                state.expired.remove(&m.name);
+                next = Some(next.map_or(left, |n| n.min(left)));
+            } else if state.expired.insert(m.name.clone()) {
+                let line = format!(
+                    "mapping {} expired at {at}: the kernel no longer forwards it, and it is not created again",
+                    m.name
+                );
+                self.say(Level::Info, &line);
+            }
+        }
+        if let Some(left) = next {
+            let wake = Duration::from_secs(left.unsigned_abs()) + Duration::from_millis(500);
+            state.next_poll = state.next_poll.min(Instant::now() + wake);
+        }
+    }
+
     /// Read the kernel, compare, and repair what differs.
     fn check(&mut self, state: &mut State) {
         if let Some(pending) = self.confirm_pending() {
@@ -816,6 +846,9 @@ impl Watch {
         let now = Instant::now();
         let wall = SystemTime::now();
         let nft = self.kind == BackendKind::Nft;
+        if let Ok(outcome) = &result {
+            self.note_expiries(state, &outcome.plan);
+        }
         match result {
             Ok(outcome) if outcome.plan.is_empty() => {
                 self.set_status(|s| s.last_check = Some(wall));
@@ -950,6 +983,8 @@ struct State {
     tid: u32,
     watchdog: Option<Duration>,
     next_ping: Instant,
+    /// The mappings of the configuration whose `expires` the watch has seen come (said once).
+    expired: std::collections::BTreeSet<String>,
 }
 
 impl State {
@@ -972,6 +1007,7 @@ impl State {
             tid: u32::try_from(tid).unwrap_or(0),
             watchdog: sd_notify::watchdog_enabled().map(|d| d / 2),
             next_ping: now,
+            expired: std::collections::BTreeSet::new(),
         }
     }
 

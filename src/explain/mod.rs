@@ -557,6 +557,19 @@ fn check_mapping(cx: &mut Context<'_>) {
             .filter(|r| r.port.start != r.port.end)
             .map(|r| format!(", port {} of {r}", f.port))
             .unwrap_or_default();
+        // iptables keeps an expired mapping's rules, which match nothing since its `--datestop`.
+        if let Some(at) = m.expires.filter(|_| m.is_expired(cx.facts.observed.observed_at)) {
+            cx.push(
+                Kind::Mapping,
+                Effect::Blocks,
+                format!(
+                    "{}/{} was mapping {}, which expired at {at}: its rules match nothing since then (give it a later \
+                     `expires` to forward it again)",
+                    q.transport, q.port, m.name
+                ),
+            );
+            return;
+        }
         cx.push(
             Kind::Mapping,
             Effect::Ok,

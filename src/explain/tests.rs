@@ -762,6 +762,8 @@ fn sets_and_verdict_maps_are_looked_up() {
             data: None,
             flags: elem_flags::INTERVAL_END,
             userdata: None,
+            timeout: None,
+            expiration: None,
         },
         Element {
             key: vec![203, 0, 113, 0],
@@ -769,6 +771,8 @@ fn sets_and_verdict_maps_are_looked_up() {
             data: None,
             flags: 0,
             userdata: None,
+            timeout: None,
+            expiration: None,
         },
         Element {
             key: vec![203, 0, 113, 16],
@@ -776,6 +780,8 @@ fn sets_and_verdict_maps_are_looked_up() {
             data: None,
             flags: elem_flags::INTERVAL_END,
             userdata: None,
+            timeout: None,
+            expiration: None,
         },
     ];
     t.sets.insert("trusted".to_owned(), (set.clone(), Some(elements)));
@@ -843,6 +849,8 @@ fn sets_and_verdict_maps_are_looked_up() {
         data: Some(Data::Verdict(v)),
         flags: 0,
         userdata: None,
+        timeout: None,
+        expiration: None,
     };
     t.sets.insert(
         "__map0".to_owned(),
@@ -960,4 +968,26 @@ fn a_listen_address_takes_its_packets_before_any_address() {
     // Sent to the first: the mapping on any address.
     let e = evaluate(&query(8080, Some("203.0.113.2"), Some("203.0.113.1")), &f);
     assert_eq!(e.mapping.as_deref(), Some("web"), "{e}");
+}
+
+#[test]
+fn an_expired_mapping_the_kernel_still_lists_forwards_nothing() {
+    let mut facts = facts();
+    let at = portmap_core::UtcTime::from_unix_seconds(1_798_070_400);
+    facts.observed.observed_at = Some(portmap_core::UtcTime::from_unix_seconds(at.unix_seconds() + 60));
+    let web = facts
+        .observed
+        .mappings
+        .iter_mut()
+        .find(|m| m.name == "web")
+        .expect("web");
+    web.expires = Some(at);
+    let e = evaluate(&query(8080, Some("203.0.113.2"), Some("203.0.113.1")), &facts);
+    assert!(!e.forwarded(), "{e}");
+    let f = one(&e, Kind::Mapping);
+    assert_eq!(f.effect, Effect::Blocks);
+    assert!(f.message.contains("which expired at 2026-12-24T00:00:00Z"), "{e}");
+    // Before the moment it forwards as ever.
+    facts.observed.observed_at = Some(portmap_core::UtcTime::from_unix_seconds(at.unix_seconds() - 60));
+    assert!(evaluate(&query(8080, Some("203.0.113.2"), Some("203.0.113.1")), &facts).forwarded());
 }

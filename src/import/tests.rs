@@ -298,6 +298,8 @@ fn element(key: &[u8], data: Option<&[u8]>) -> Element {
         data: data.map(|d| Data::Value(d.to_vec())),
         flags: 0,
         userdata: None,
+        timeout: None,
+        expiration: None,
     }
 }
 

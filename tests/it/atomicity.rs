@@ -25,6 +25,7 @@ fn mapping(name: &str, port: u16, to: &str, allow: &[&str]) -> Mapping {
         description: None,
         log: None,
         limit: None,
+        expires: None,
     }
 }
 

@@ -225,6 +225,49 @@ fn ipv6_and_dual_stack() {
     assert!(table.contains("2001:db8:1::2/127"), "{table}");
 }
 
+/// Mappings that expire (an hour ahead, with an allow-list, a limit, logging and a listen
+/// address; one whose moment has passed): apply and `render | nft -f` build the same table, with
+/// every element of the live one timed out and its counters recording the moment.
+#[test]
+fn expiring_mappings() {
+    require_root!();
+    let at = portmap::UtcTime::from_unix_seconds(portmap::UtcTime::now().unix_seconds() + 3600);
+    let dir = std::env::temp_dir().join(format!("portmap-conformance-expires-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    let path = dir.join("expires.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "wan: {{ interfaces: [wan0] }}\nlan: {{ interfaces: [lan0] }}\nmappings:\n\
+             \x20 - {{ name: web, port: 8080, to: 192.168.1.66, to_port: 80, allow_from: [203.0.113.0/24], \
+             limit: 20/second, log: true, expires: {at} }}\n\
+             \x20 - {{ name: game, protocol: both, port: 6000-6001, to: 192.168.1.70, listen: [198.51.100.5], \
+             expires: {at} }}\n\
+             \x20 - {{ name: gone, port: 2222, to: 192.168.1.25, expires: 2020-01-01T00:00:00Z }}\n\
+             \x20 - {{ name: ssh, port: 2223, to: 192.168.1.25 }}\n"
+        ),
+    )
+    .expect("write config");
+    let table = same_table_both_ways(&path);
+    let _ = std::fs::remove_dir_all(&dir);
+    for line in [
+        r#"tcp . 8080 timeout T expires E comment "web" : 192.168.1.66 . 80"#,
+        r#"tcp . 8080 timeout T expires E comment "web" : jump allow_web"#,
+        r#"tcp . 8080 timeout T expires E : "limit_web""#,
+        "tcp . 8080 timeout T expires E : jump log_web",
+        r#"198.51.100.5 . udp . 6001 timeout T expires E comment "game" : 192.168.1.70 . 6001"#,
+        r#"198.51.100.5 . tcp . 6000 timeout T expires E : "traffic_game""#,
+        &format!(r#"comment "expires {at}""#),
+        r#"tcp . 2223 comment "ssh" : 192.168.1.25 . 2223"#,
+    ] {
+        assert!(table.contains(line), "missing `{line}` in\n{table}");
+    }
+    assert!(
+        !table.contains("gone"),
+        "an expired mapping is not installed\n{table}"
+    );
+}
+
 #[test]
 fn listen_addresses() {
     require_root!();

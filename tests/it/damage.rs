@@ -4,7 +4,9 @@
 //! from the seed: tcp, udp and both; single ports, ranges and offset ranges; about 15% with an
 //! `allow_from` list (IPv4 or IPv6, one or two documentation prefixes, some admitting the test
 //! client and some not; about 8% name one of two `sources` lists too), about 8% with `log: true` and 8% with a `limit`, about 20% with `listen`
-//! addresses (their elements in the `_addr` twins of the maps); IPv4 and IPv6 targets;
+//! addresses (their elements in the `_addr` twins of the maps), about 10% with an `expires` two
+//! days ahead (every element of theirs has a timeout, an element a damage writes again has none);
+//! IPv4 and IPv6 targets;
 //! hairpin on. Every mapping has its two counters and their object-map elements. Each case then damages the table with
 //! 1–3 `nft -f` scripts in the router namespace, each built from the table as `nft -a list table`
 //! shows it right then (so it targets real objects), and requires:
@@ -467,6 +469,8 @@ struct Spec {
     limit: Option<&'static str>,
     /// `listen: […]` (empty: any address).
     listen: Vec<IpAddr>,
+    /// `expires: …` (two days ahead), so that every element of it has a timeout.
+    expires: Option<String>,
 }
 
 /// The test client's own address as an allow-list entry.
@@ -532,6 +536,9 @@ impl Spec {
             let list: Vec<String> = self.listen.iter().map(ToString::to_string).collect();
             let _ = writeln!(s, "    listen: [{}]", list.join(", "));
         }
+        if let Some(at) = &self.expires {
+            let _ = writeln!(s, "    expires: {at}");
+        }
         s
     }
 }
@@ -561,6 +568,7 @@ fn probes() -> Vec<Spec> {
         description: None,
         log: false,
         limit: None,
+        expires: None,
         listen: Vec::new(),
     };
     vec![
@@ -594,6 +602,8 @@ fn probes() -> Vec<Spec> {
 fn mappings(rng: &mut Rng) -> Vec<Spec> {
     let mut specs = probes();
     let mut next: u32 = 10_000;
+    let in_two_days =
+        portmap::UtcTime::from_unix_seconds(portmap::UtcTime::now().unix_seconds() + 2 * 86_400).to_string();
     let mut i = 0;
     while specs.len() < MAPPINGS {
         i += 1;
@@ -647,8 +657,11 @@ fn mappings(rng: &mut Rng) -> Vec<Spec> {
         } else {
             vec![IpAddr::V4(WAN), IpAddr::V4(WAN_SECOND)]
         };
+        // About 10% expire (two days ahead): their elements carry timeouts, their counters the moment.
+        let expires = rng.percent(10).then(|| in_two_days.clone());
         specs.push(Spec {
             listen,
+            expires,
             name: format!("m{i:03}"),
             proto,
             port,
@@ -1032,9 +1045,12 @@ fn parse_elem(text: &str) -> Elem {
         },
     };
     let data = after.trim().strip_prefix(':').map(|d| d.trim().to_owned());
+    // The element's timeout and time left (a mapping that expires) are not part of its key: an
+    // element a damage writes again from its key has none.
+    let key = before.split_once(" timeout ").map_or(before.as_str(), |(k, _)| k);
     Elem {
         text: text.to_owned(),
-        key: before.trim().to_owned(),
+        key: key.trim().to_owned(),
         comment,
         data,
     }

@@ -65,6 +65,7 @@ mod counters;
 mod damage;
 mod damage_iptables;
 mod e2e;
+mod expires;
 mod explain;
 mod fleet;
 mod harness;

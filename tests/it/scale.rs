@@ -33,6 +33,7 @@ fn model(n: usize) -> Model {
                 description: None,
                 log: None,
                 limit: None,
+                expires: None,
                 listen: Vec::new(),
             }
         })

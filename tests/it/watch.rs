@@ -203,6 +203,26 @@ fn the_watch_repairs_what_another_program_broke(t) {
 }
 
 every_backend! {
+/// A mapping expiring a few seconds after the watch started: the kernel ends it, the watch says
+/// so (waking for it), does not create it again, and the other mapping keeps forwarding.
+fn the_watch_lets_an_expired_mapping_go(t) {
+    let _web = t.tcp_server("192.168.1.66:80");
+    let at = portmap::UtcTime::from_unix_seconds(portmap::UtcTime::now().unix_seconds() + 3);
+    let soon = format!("{WEB}    expires: {at}\n");
+    let d = watch(t, &config(&format!("{soon}{SSH}")), &["--interval", "30"], &[]);
+    t.assert_tcp(CLIENT, 8080, "192.168.1.66:80");
+    d.wait_for(&format!("mapping web expired at {at}"), Duration::from_secs(10));
+    t.assert_tcp_blocked(CLIENT, 8080);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.count("repaired: "), 0, "{}", d.log());
+    assert_eq!(d.count("drift found: "), 0, "{}", d.log());
+    t.assert_tcp_blocked(CLIENT, 8080);
+    t.plan_json().expect_code(0);
+    stop(d);
+}
+}
+
+every_backend! {
 /// A LAN address added to the router after the watch started is one hairpin must leave alone:
 /// the router's own service on it is reached, not the forward.
 fn a_new_lan_address_is_left_to_the_router(t) {

@@ -160,6 +160,11 @@ pub struct MappingConfig {
     /// Cap on new connections, as nft writes a rate: `"20/second"` or `"20/second burst 40"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
+    /// An RFC 3339 time (`2026-12-24T00:00:00Z`, or with an offset) after which the kernel itself
+    /// removes the forward, whether or not portmap runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::expires")]
+    pub expires: Option<String>,
 }
 
 impl MappingConfig {
@@ -177,6 +182,7 @@ impl MappingConfig {
             enabled: true,
             log: false,
             limit: None,
+            expires: None,
         }
     }
 }
@@ -290,6 +296,7 @@ impl From<&Model> for Config {
                     enabled: true,
                     log: m.log.is_some(),
                     limit: m.limit.map(|l| l.to_string()),
+                    expires: m.expires.map(|t| t.to_string()),
                 })
                 .collect(),
         }

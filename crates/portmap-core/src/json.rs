@@ -74,6 +74,18 @@ fn plan_fields(plan: &Plan) -> Value {
             }
         }
     }
+    if let (Some(now), Some(Value::Array(changes))) = (plan.made_at, value.get_mut("changes")) {
+        for json in changes {
+            for side in ["mapping", "after", "before"] {
+                if let Some(t) = json[side]["expires"]
+                    .as_str()
+                    .and_then(|t| t.parse::<crate::UtcTime>().ok())
+                {
+                    json[side]["expires_in_seconds"] = json!(t.seconds_from(now));
+                }
+            }
+        }
+    }
     if let Value::Object(map) = &mut value {
         map.insert("empty".to_owned(), json!(plan.is_empty()));
     }

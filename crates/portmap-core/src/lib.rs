@@ -25,6 +25,7 @@ pub mod plan;
 pub mod render;
 pub mod schema;
 pub mod snapshot;
+pub mod time;
 pub mod validate;
 mod yaml;
 
@@ -44,13 +45,15 @@ pub use model::{
 };
 pub use plan::{
     Change, Counts, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, SettingChange,
-    SourceChange, StaleFlows, TableAction, TrackedFlow, describe_forwards, describe_runs, fold_forwards,
-    limit_text, log_text, plan,
+    SourceChange, StaleFlows, TableAction, TrackedFlow, describe_forwards, describe_runs, expires_field_text,
+    fold_forwards, limit_text, log_text, plan, same_expiry,
 };
 pub use render::{MappingSummary, plan_json, render_plan, render_status, render_warnings, status_json};
 pub use schema::{SCHEMA_PATH, config_schema};
 pub use snapshot::{NotRestorable, restorable};
+pub use time::{EXPIRES_TOLERANCE_SECONDS, MAX_EXPIRES, MIN_EXPIRES, UtcTime, parse_rfc3339};
 pub use validate::{
     MAX_DESCRIPTION_LEN, MAX_INTERFACE_LEN, MAX_LIMIT_BURST, MAX_LIMIT_RATE, MAX_NAME_LEN,
-    SLOWEST_LIMIT_SECONDS, canonical_limit, canonical_prefixes, is_mapping_name, parse_limit, validate,
+    SLOWEST_LIMIT_SECONDS, canonical_limit, canonical_prefixes, is_mapping_name, parse_expires, parse_limit,
+    validate,
 };

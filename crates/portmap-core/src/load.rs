@@ -126,7 +126,7 @@ const TOP_KEYS: [&str; 8] = [
     "mappings",
 ];
 const SIDE_KEYS: [&str; 1] = ["interfaces"];
-const MAPPING_KEYS: [&str; 11] = [
+const MAPPING_KEYS: [&str; 12] = [
     "name",
     "protocol",
     "port",
@@ -138,6 +138,7 @@ const MAPPING_KEYS: [&str; 11] = [
     "enabled",
     "log",
     "limit",
+    "expires",
 ];
 
 /// The keys valid in the section a field path names: the top level (`""`), `wan` and `lan`, or an
@@ -196,6 +197,12 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("listen_on", "listen"),
     ("external_ip", "listen"),
     ("nflog_group", "log_group"),
+    ("expire", "expires"),
+    ("expiry", "expires"),
+    ("expires_at", "expires"),
+    ("until", "expires"),
+    ("timeout", "expires"),
+    ("ttl", "expires"),
 ];
 
 struct Walker<'r, 'o> {
@@ -718,6 +725,7 @@ impl Walker<'_, '_> {
             enabled,
             log,
             limit,
+            expires,
         ] = self.entries(
             item,
             field,
@@ -928,6 +936,20 @@ impl Walker<'_, '_> {
                     Some(text) => m.limit = Some(text.to_owned()),
                     None => s.limit.bad = true,
                 },
+            }
+        }
+        if let Some(node) = expires {
+            s.expires.pos = Some(node.pos);
+            if !is_null(node) {
+                match self.text(
+                    node,
+                    Field::Of(j, "expires"),
+                    "an RFC 3339 time such as 2026-12-24T00:00:00Z",
+                    false,
+                ) {
+                    Some(text) => m.expires = Some(text.to_owned()),
+                    None => s.expires.bad = true,
+                }
             }
         }
         Some((m, s))

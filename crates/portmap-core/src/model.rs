@@ -252,6 +252,9 @@ pub struct Mapping {
     /// The cap on new connections (`limit: "20/second burst 40"`), `None` for no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<Limit>,
+    /// When the kernel itself removes (or stops matching) the mapping's forwards; `None`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<crate::time::UtcTime>,
 }
 
 /// The nflog group portmap logs to when the configuration names none (`log_group`).
@@ -468,6 +471,24 @@ pub struct Model {
     pub disabled: Vec<String>,
 }
 
+impl Model {
+    /// This model without the mappings whose `expires` has come at `now`: what a backend builds
+    /// when it writes the whole configuration (a new table, `render`), since an expired mapping
+    /// is never installed.
+    #[must_use]
+    pub fn in_force(&self, now: crate::time::UtcTime) -> Model {
+        Model {
+            mappings: self
+                .mappings
+                .iter()
+                .filter(|m| !crate::time::is_expired(m.expires, Some(now)))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
+}
+
 /// One named list of source prefixes, split by family (each canonical, as
 /// [`crate::canonical_prefixes`] makes it).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -531,6 +552,11 @@ pub struct ObservedMapping {
     /// The cap the kernel puts on its new connections, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<Limit>,
+    /// When the kernel removes (nft element timeouts) or stops matching (iptables `--datestop`)
+    /// its forwards, if it does. A mapping whose forwards the kernel already removed comes back
+    /// only from what stays of it (nft: its counters carry the moment), with no forwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<crate::time::UtcTime>,
     /// Its counters as the kernel holds them (`None` when the backend did not read them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counters: Option<Counters>,
@@ -554,6 +580,7 @@ impl ObservedMapping {
             objects: Vec::new(),
             log: mapping.log,
             limit: mapping.limit,
+            expires: mapping.expires,
             counters: None,
             active_flows: None,
         }
@@ -573,6 +600,7 @@ impl ObservedMapping {
             objects: Vec::new(),
             log: None,
             limit: None,
+            expires: None,
             counters: None,
             active_flows: None,
         }
@@ -581,6 +609,12 @@ impl ObservedMapping {
     /// Whether the mapping's kernel objects are not the complete set portmap writes.
     pub fn is_damaged(&self) -> bool {
         !self.damage.is_empty()
+    }
+
+    /// Whether the kernel forwards nothing for it any more because its `expires` has come at `now`
+    /// (its forwards are gone, or, with iptables, their rules match nothing).
+    pub fn is_expired(&self, now: Option<crate::time::UtcTime>) -> bool {
+        crate::time::is_expired(self.expires, now)
     }
 }
 
@@ -652,6 +686,11 @@ pub struct Observed {
     /// get to remove (it was killed in between): the next apply finishes the cleanup.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_flows: Vec<crate::plan::StaleFlows>,
+    /// The moment the observation was made (the backend's clock): what `plan` judges `expires`
+    /// against, and what the kernel's remaining timeouts count from. `None`: unknown, and then no
+    /// mapping counts as expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<crate::time::UtcTime>,
 }
 
 /// Facts about the router outside portmap's table that decide whether its forwards can work. A
@@ -687,6 +726,7 @@ impl Observed {
             sources: None,
             environment: Environment::default(),
             pending_flows: Vec::new(),
+            observed_at: None,
         }
     }
 
@@ -737,6 +777,7 @@ impl Observed {
             sources: (!model.sources.is_empty()).then(|| model.sources.clone()),
             environment: Environment::default(),
             pending_flows: Vec::new(),
+            observed_at: None,
         }
     }
 }

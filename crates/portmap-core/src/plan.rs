@@ -18,6 +18,7 @@ use crate::model::{
     Forward, Mapping, Model, Observed, ObservedMapping, Place, PortRange, Protocol, Settings, SourceList,
     TableState, Transport,
 };
+use crate::time::{EXPIRES_TOLERANCE_SECONDS, UtcTime, is_expired};
 use crate::validate::{name_problem, validate};
 
 /// Version of the plan file format written by `plan --out`. Version 2 binds a plan to the place
@@ -47,6 +48,9 @@ pub enum DeleteReason {
     NotInConfig,
     /// The configuration has it with `enabled: false`.
     Disabled,
+    /// The configuration has it with an `expires` that has come, and the kernel still forwards it
+    /// (it was installed without that expiry): portmap removes what the kernel would have.
+    Expired,
 }
 
 /// One field of a mapping that differs, rendered for people.
@@ -196,6 +200,10 @@ pub struct Plan {
     /// [`Observed::pending_flows`]); applying this plan removes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_flows: Vec<StaleFlows>,
+    /// The moment the kernel was observed for this plan ([`Observed::observed_at`]): what the
+    /// mappings' `expires` were judged against, and what "in 3d 4h" counts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made_at: Option<UtcTime>,
 }
 
 impl Plan {
@@ -413,8 +421,31 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
             });
         }
     }
+    let now = observed.observed_at;
     for after in &model.mappings {
-        match found.get(after.name.as_str()) {
+        let before = found.get(after.name.as_str());
+        if is_expired(after.expires, now) {
+            // An expired mapping is never installed. What the kernel keeps of it after removing
+            // it itself (nft: its counters; iptables: rules that match nothing) is left alone; a
+            // forward it still makes (installed without that expiry) goes.
+            if let Some(before) = before
+                && !before.forwards.is_empty()
+                && !before.is_expired(now)
+            {
+                deletes.push(Change::Delete {
+                    before: uncounted(before),
+                    reason: DeleteReason::Expired,
+                });
+            }
+            continue;
+        }
+        match before {
+            // What the kernel removed or switched off when an earlier `expires` came: the mapping
+            // (given a later one, or none) is built again whole.
+            Some(before) if before.is_expired(now) => updates.push(Change::Repair {
+                before: uncounted(before),
+                after: after.clone(),
+            }),
             None => creates.push(Change::Create {
                 mapping: after.clone(),
             }),
@@ -440,6 +471,20 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
     let mut changes = deletes;
     changes.append(&mut updates);
     changes.append(&mut creates);
+    let mut warnings = warnings(model, &observed.environment);
+    warnings.extend(
+        model
+            .mappings
+            .iter()
+            .filter(|m| is_expired(m.expires, now))
+            .map(|m| {
+                format!(
+                    "mapping {} {}: it is not installed (remove it, or give it a later `expires`)",
+                    m.name,
+                    crate::time::expires_text(m.expires.unwrap_or(crate::time::MIN_EXPIRES), now)
+                )
+            }),
+    );
     let sources = match &observed.sources {
         Some(found) if observed.state == TableState::Intact => {
             source_changes(model, observed, found, &changes)
@@ -457,10 +502,11 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
         settings,
         changes,
         sources,
-        warnings: warnings(model, &observed.environment),
+        warnings,
         desired: model.clone(),
         observed_settings: observed.settings.clone(),
         pending_flows: observed.pending_flows.clone(),
+        made_at: now,
     }
 }
 
@@ -748,7 +794,29 @@ fn field_changes(before: &ObservedMapping, after: &Mapping, named_lists: bool) -
             after: log_text(after.log),
         });
     }
+    if !same_expiry(before.expires, after.expires) {
+        out.push(FieldChange {
+            field: "expires".to_owned(),
+            before: expires_field_text(before.expires),
+            after: expires_field_text(after.expires),
+        });
+    }
     out
+}
+
+/// Whether two expiries are the same within [`EXPIRES_TOLERANCE_SECONDS`] (nft reports a timeout
+/// as the time left, counted from a moment a little after the one apply counted from).
+pub fn same_expiry(a: Option<UtcTime>, b: Option<UtcTime>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.seconds_from(b).abs() <= EXPIRES_TOLERANCE_SECONDS,
+        _ => false,
+    }
+}
+
+/// An expiry for a plan: `2026-12-24T00:00:00Z`, or `(never)`.
+pub fn expires_field_text(expires: Option<UtcTime>) -> String {
+    expires.map_or_else(|| "(never)".to_owned(), |t| t.to_string())
 }
 
 /// Listen addresses for a plan: `[198.51.100.5, 198.51.100.6]`, or `(any)`.

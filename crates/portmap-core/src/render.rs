@@ -97,7 +97,7 @@ fn target(run_to: std::net::IpAddr, to_port: crate::model::PortRange) -> String 
     }
 }
 
-fn create_row(m: &Mapping) -> Row {
+fn create_row(m: &Mapping, now: Option<crate::time::UtcTime>) -> Row {
     let mut extra = String::new();
     if !m.listen.is_empty() {
         let list: Vec<String> = m.listen.iter().map(ToString::to_string).collect();
@@ -115,6 +115,9 @@ fn create_row(m: &Mapping) -> Row {
     }
     if let Some(d) = &m.description {
         let _ = write!(extra, "  \"{}\"", clean(d));
+    }
+    if let Some(t) = m.expires {
+        let _ = write!(extra, "  ({})", crate::time::expires_text(t, now));
     }
     Row {
         mark: '+',
@@ -134,6 +137,7 @@ fn delete_row(before: &ObservedMapping, reason: DeleteReason) -> Row {
     let why = match reason {
         DeleteReason::NotInConfig => "  (not in the configuration)",
         DeleteReason::Disabled => "  (disabled)",
+        DeleteReason::Expired => "  (expired: its `expires` has come)",
     };
     let (cells, list) = match runs.as_slice() {
         [run] => (Some(run_cells(run)), String::new()),
@@ -203,9 +207,20 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
     let paint = Paint(color);
     let mut out = String::new();
     if plan.is_empty() {
+        let expired = plan
+            .desired
+            .mappings
+            .iter()
+            .filter(|m| crate::time::is_expired(m.expires, plan.made_at))
+            .count();
+        let of_them = if expired > 0 {
+            format!(", {expired} of them expired")
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "No changes. The kernel matches the configuration ({}).",
+            "No changes. The kernel matches the configuration ({}{of_them}).",
             plural(plan.desired.mappings.len(), "mapping", "mappings")
         );
         return out;
@@ -262,7 +277,7 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
         .changes
         .iter()
         .map(|c| match c {
-            Change::Create { mapping } => Some(create_row(mapping)),
+            Change::Create { mapping } => Some(create_row(mapping, plan.made_at)),
             Change::Delete { before, reason } => Some(delete_row(before, *reason)),
             Change::Update { .. } | Change::Repair { .. } => None,
         })
@@ -469,6 +484,13 @@ pub struct MappingSummary {
     pub counters: Option<crate::model::Counters>,
     /// Tracked connections DNAT-ed through it right now (null when not counted).
     pub active_flows: Option<u64>,
+    /// When the kernel removes (or stops matching) its forwards, if it does (RFC 3339, UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<crate::time::UtcTime>,
+    /// Seconds from the observation until `expires`: negative once it has passed (the mapping
+    /// then forwards nothing). Only with `expires`, when the moment of observation is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in_seconds: Option<i64>,
 }
 
 impl MappingSummary {
@@ -514,7 +536,16 @@ impl MappingSummary {
             limit: observed.limit.map(|l| l.to_string()),
             counters: observed.counters,
             active_flows: observed.active_flows,
+            expires: observed.expires,
+            expires_in_seconds: None,
         }
+    }
+
+    /// [`MappingSummary::from_observed`] with the time left until it expires, counted from `now`.
+    pub fn at(observed: &ObservedMapping, now: Option<crate::time::UtcTime>) -> Self {
+        let mut s = MappingSummary::from_observed(observed);
+        s.expires_in_seconds = observed.expires.zip(now).map(|(t, n)| t.seconds_from(n));
+        s
     }
 }
 
@@ -595,11 +626,12 @@ pub fn render_status(observed: &Observed, color: bool) -> String {
     let summaries: Vec<MappingSummary> = observed
         .mappings
         .iter()
-        .map(MappingSummary::from_observed)
+        .map(|m| MappingSummary::at(m, observed.observed_at))
         .collect();
     // Columns for what some mapping has: limits and logging, counters when they were read.
     let with_limits = summaries.iter().any(|s| s.limit.is_some() || s.log);
     let with_listen = summaries.iter().any(|s| !s.listen.is_empty());
+    let with_expires = summaries.iter().any(|s| s.expires.is_some());
     let with_counters = summaries
         .iter()
         .any(|s| s.counters.is_some() || s.active_flows.is_some());
@@ -614,6 +646,9 @@ pub fn render_status(observed: &Observed, color: bool) -> String {
     }
     if with_counters {
         header.extend(["CONNECTIONS", "ACTIVE", "PACKETS", "BYTES"].map(str::to_owned));
+    }
+    if with_expires {
+        header.push("EXPIRES".to_owned());
     }
     header.push("DESCRIPTION".to_owned());
     let dash = |s: String| if s.is_empty() { "-".to_owned() } else { s };
@@ -655,6 +690,12 @@ pub fn render_status(observed: &Observed, color: bool) -> String {
                 row.push(number(s.active_flows));
                 row.push(number(s.counters.map(|c| c.packets)));
                 row.push(number(s.counters.map(|c| c.bytes)));
+            }
+            if with_expires {
+                row.push(s.expires.map_or_else(
+                    || "never".to_owned(),
+                    |t| crate::time::expires_text(t, observed.observed_at),
+                ));
             }
             row.push(dash(
                 s.description
@@ -721,7 +762,7 @@ pub fn status_json(observed: &Observed) -> Value {
     let mappings: Vec<MappingSummary> = observed
         .mappings
         .iter()
-        .map(MappingSummary::from_observed)
+        .map(|m| MappingSummary::at(m, observed.observed_at))
         .collect();
     json!({
         "backend": observed.backend,

@@ -223,6 +223,15 @@ pub(crate) fn listen(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+pub(crate) fn expires(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": ["string", "null"],
+        "format": "date-time",
+        "description": "An RFC 3339 time with Z or an offset (2026-12-24T00:00:00Z), from 1970-01-01T00:00:01Z to 2038-01-19T03:14:07Z, after which the kernel itself removes the forward.",
+        "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})$"
+    })
+}
+
 pub(crate) fn description(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": ["string", "null"],

@@ -46,7 +46,14 @@ pub fn restorable(observed: &Observed) -> Result<Option<Model>, NotRestorable> {
         }
     }
     let mut mappings = Vec::with_capacity(observed.mappings.len());
+    // What the kernel keeps of an expired mapping forwards nothing and says too little to be
+    // written as a mapping: it is left out (a rollback removes it, changing no forward).
+    let leftover =
+        |m: &crate::model::ObservedMapping| m.forwards.is_empty() && m.is_expired(observed.observed_at);
     for m in &observed.mappings {
+        if leftover(m) {
+            continue;
+        }
         if m.is_damaged() {
             reasons.push(format!("mapping {} is damaged: {}", m.name, m.damage.join("; ")));
             continue;
@@ -81,6 +88,7 @@ pub fn restorable(observed: &Observed) -> Result<Option<Model>, NotRestorable> {
             description: m.description.clone(),
             log: m.log,
             limit: m.limit,
+            expires: m.expires,
         });
     }
     if !reasons.is_empty() {
@@ -96,7 +104,11 @@ pub fn restorable(observed: &Observed) -> Result<Option<Model>, NotRestorable> {
     let model = validate(&Config::from(&model)).map_err(|errors| NotRestorable {
         reasons: errors.to_string().lines().map(str::to_owned).collect(),
     })?;
-    let check = plan(&model, observed);
+    let mut check = plan(&model, observed);
+    check.changes.retain(|c| match c {
+        crate::plan::Change::Delete { before, .. } => !leftover(before),
+        _ => true,
+    });
     if check.changes_kernel() {
         return Err(NotRestorable {
             reasons: vec![format!(
@@ -192,5 +204,32 @@ mod tests {
         assert!(text.contains("chain prerouting is missing"), "{text}");
         assert!(text.contains("mapping web holds 2 runs"), "{text}");
         assert!(text.contains("mapping ssh is damaged"), "{text}");
+    }
+
+    #[test]
+    fn an_expiring_mapping_keeps_its_expiry_and_an_expired_one_is_left_out() {
+        let m = model(
+            "wan: { interfaces: [wan0] }\nmappings:\n\
+             \x20 - { name: web, port: 8080, to: 192.168.1.66, expires: 2026-12-24T00:00:00Z }\n\
+             \x20 - { name: ssh, port: 2222, to: 192.168.1.25 }\n",
+        );
+        let christmas = m.mappings[0].expires.unwrap();
+        let mut observed = Observed::from_model(&m, "nft", "inet portmap", Some(1));
+        observed.observed_at = Some(crate::UtcTime::from_unix_seconds(christmas.unix_seconds() - 60));
+        let back = restorable(&observed).unwrap().unwrap();
+        let web = back.mappings.iter().find(|x| x.name == "web").unwrap();
+        assert_eq!(web, &m.mappings[0]);
+        // After the moment, the kernel kept only its counters: left out, and still restorable.
+        observed.observed_at = Some(crate::UtcTime::from_unix_seconds(christmas.unix_seconds() + 60));
+        observed
+            .mappings
+            .iter_mut()
+            .find(|o| o.name == "web")
+            .unwrap()
+            .forwards
+            .clear();
+        let back = restorable(&observed).unwrap().unwrap();
+        assert_eq!(back.mappings.len(), 1);
+        assert_eq!(back.mappings[0].name, "ssh");
     }
 }

@@ -80,6 +80,7 @@ pub(crate) struct MappingSpans {
     pub description: Slot,
     pub log: Slot,
     pub limit: Slot,
+    pub expires: Slot,
 }
 
 /// Positions of one list of `sources`: its name, and each entry kept with its file index.
@@ -557,6 +558,20 @@ fn check_mapping(
         },
     };
 
+    // expires
+    let expires_slot = sp(|s| s.expires);
+    let expires = match m.expires.as_deref() {
+        _ if expires_slot.bad => None,
+        None => Some(None),
+        Some(text) => match parse_expires(text) {
+            Ok(t) => Some(Some(t)),
+            Err(problem) => {
+                report.push(expires_slot.pos, Field::Of(index, "expires"), problem);
+                None
+            }
+        },
+    };
+
     // log: the kernel's log prefix (`portmap <name>`) must hold the name.
     let log_slot = sp(|s| s.log);
     if m.log && name_ok && m.name.len() > crate::model::MAX_LOGGED_NAME_LEN && !log_slot.bad {
@@ -585,6 +600,7 @@ fn check_mapping(
             description,
             limit,
             log,
+            expires,
         ) {
             (
                 Some(port),
@@ -595,6 +611,7 @@ fn check_mapping(
                 Some(description),
                 Some(limit),
                 Some(log),
+                Some(expires),
             ) => Some(Mapping {
                 name: m.name.clone(),
                 protocol: m.protocol,
@@ -608,6 +625,7 @@ fn check_mapping(
                 description,
                 log,
                 limit,
+                expires,
             }),
             _ => None,
         }
@@ -691,6 +709,22 @@ fn description_problem(text: &str) -> Option<String> {
 }
 
 const LIMIT_RULE: &str = "write a rate as nft does: \"20/second\", or with a burst \"20/second burst 40\" (units second, minute, hour, day)";
+
+/// An `expires` as written → the moment, checked to lie where both backends can hold it
+/// ([`crate::MIN_EXPIRES`]–[`crate::MAX_EXPIRES`]). A moment already past is valid: the mapping
+/// is then not installed (the plan warns).
+pub fn parse_expires(text: &str) -> Result<crate::time::UtcTime, String> {
+    use crate::time::{MAX_EXPIRES, MIN_EXPIRES};
+    let t = crate::time::parse_rfc3339(text)?;
+    if t < MIN_EXPIRES || t > MAX_EXPIRES {
+        return Err(format!(
+            "`{}` is out of range; give a time from {MIN_EXPIRES} to {MAX_EXPIRES} (iptables' time match \
+             holds no other), e.g. 2026-12-24T00:00:00Z",
+            shown(text)
+        ));
+    }
+    Ok(t)
+}
 
 /// A `limit` as written (`20/second`, `20/second burst 40`, optionally ending in `packets` as nft
 /// prints it) → its canonical [`Limit`](crate::Limit): the rate in the shortest unit in which it

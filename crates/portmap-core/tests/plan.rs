@@ -79,6 +79,7 @@ fn mixed() -> (Model, Observed) {
         description: Some("ssh to the NAS (off until needed)".into()),
         log: None,
         limit: None,
+        expires: None,
         listen: Vec::new(),
     };
     let old = Mapping {
@@ -194,6 +195,7 @@ fn deletes_say_why() {
         objects: vec![],
         log: None,
         limit: None,
+        expires: None,
         counters: None,
         active_flows: None,
     };
@@ -751,4 +753,178 @@ fn stale_flows_cover_exactly_the_dnat_flows_of_their_forward() {
         src: ip("198.51.100.9"),
         ..flow
     }));
+}
+
+/// A fixed clock for the `expires` tests: 2026-12-24T00:00:00Z and moments around it.
+fn at(offset: i64) -> portmap_core::UtcTime {
+    let christmas: portmap_core::UtcTime = "2026-12-24T00:00:00Z".parse().expect("time");
+    portmap_core::UtcTime::from_unix_seconds(christmas.unix_seconds() + offset)
+}
+
+fn expiring() -> Model {
+    load_str(
+        "wan: { interfaces: [wan0] }\nmappings:\n\
+         \x20 - { name: web, port: 8080, to: 192.168.1.66, to_port: 80, expires: 2026-12-24T00:00:00Z }\n\
+         \x20 - { name: ssh, port: 2222, to: 192.168.1.25, to_port: 22 }\n",
+        "expires.yaml",
+    )
+    .expect("valid")
+}
+
+fn observed_at(mut observed: Observed, offset: i64) -> Observed {
+    observed.observed_at = Some(at(offset));
+    observed
+}
+
+const THREE_DAYS_FOUR_HOURS: i64 = 3 * 86_400 + 4 * 3600;
+
+#[test]
+fn a_mapping_that_expires_later_is_created_and_shown_with_its_time_left() {
+    let model = expiring();
+    let p = plan(
+        &model,
+        &observed_at(Observed::missing("nft", TABLE, Some(1)), -THREE_DAYS_FOUR_HOURS),
+    );
+    assert_eq!(p.counts().create, 2);
+    let text = render_plan(&p, false);
+    assert!(
+        text.contains("+ web  tcp  8080 → 192.168.1.66:80  (expires 2026-12-24T00:00:00Z, in 3d 4h)"),
+        "{text}"
+    );
+    let doc = portmap_core::json::plan_document("plan", &p);
+    let web = doc["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "web")
+        .unwrap();
+    assert_eq!(web["mapping"]["expires"], "2026-12-24T00:00:00Z");
+    assert_eq!(web["mapping"]["expires_in_seconds"], THREE_DAYS_FOUR_HOURS);
+    // Installed as asked: nothing to do, and status shows the time left.
+    let installed = observed_at(applied(&model), -THREE_DAYS_FOUR_HOURS);
+    assert!(plan(&model, &installed).is_empty());
+    let status = render_status(&installed, false);
+    assert!(status.contains("EXPIRES"), "{status}");
+    assert!(
+        status.contains("expires 2026-12-24T00:00:00Z, in 3d 4h"),
+        "{status}"
+    );
+    assert!(status.contains("never"), "{status}");
+    let json = status_json(&installed);
+    assert_eq!(
+        json["mappings"][1]["expires_in_seconds"], THREE_DAYS_FOUR_HOURS,
+        "{json:#}"
+    );
+    assert!(json["mappings"][0].get("expires").is_none(), "{json:#}");
+}
+
+#[test]
+fn the_kernel_reports_an_expiry_within_the_tolerance_as_the_same() {
+    let model = expiring();
+    let mut o = observed_at(applied(&model), -60);
+    observed_mut(&mut o, "web").expires = Some(at(portmap_core::EXPIRES_TOLERANCE_SECONDS));
+    assert!(plan(&model, &o).is_empty());
+    observed_mut(&mut o, "web").expires = Some(at(portmap_core::EXPIRES_TOLERANCE_SECONDS + 1));
+    let p = plan(&model, &o);
+    let [Change::Update { fields, .. }] = p.changes.as_slice() else {
+        panic!("{p}");
+    };
+    assert_eq!(
+        fields,
+        &[FieldChange {
+            field: "expires".into(),
+            before: "2026-12-24T00:00:03Z".into(),
+            after: "2026-12-24T00:00:00Z".into(),
+        }]
+    );
+    // A forward installed without an expiry is retimed; removing `expires` makes it permanent.
+    observed_mut(&mut o, "web").expires = None;
+    let p = plan(&model, &o);
+    assert!(
+        render_plan(&p, false).contains("expires: (never) → 2026-12-24T00:00:00Z"),
+        "{p}"
+    );
+    let mut permanent = model.clone();
+    permanent.mappings[0].expires = None;
+    let p = plan(&permanent, &observed_at(applied(&model), -60));
+    assert!(
+        render_plan(&p, false).contains("expires: 2026-12-24T00:00:00Z → (never)"),
+        "{p}"
+    );
+}
+
+#[test]
+fn an_expired_mapping_is_never_installed_and_what_the_kernel_keeps_of_it_is_no_change() {
+    let model = expiring();
+    // Planned after the moment, on an empty kernel: not created, with a warning.
+    let p = plan(
+        &model,
+        &observed_at(Observed::missing("nft", TABLE, Some(1)), 300),
+    );
+    assert_eq!(p.counts().create, 1, "{p}");
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w == "mapping web expired 2026-12-24T00:00:00Z, 5m ago: it is not installed (remove it, or give it a later `expires`)"),
+        "{:?}",
+        p.warnings
+    );
+    // The kernel still holds its rules, which match nothing (iptables), or only its counters
+    // (nft): no change, and plan says how many mappings expired.
+    let mut o = observed_at(applied(&model), 300);
+    assert!(plan(&model, &o).is_empty());
+    observed_mut(&mut o, "web").forwards.clear();
+    let p = plan(&model, &o);
+    assert!(p.is_empty(), "{p}");
+    assert!(
+        render_plan(&p, false).contains("(2 mappings, 1 of them expired)"),
+        "{p}"
+    );
+    let status = render_status(&o, false);
+    assert!(
+        status.contains("expired 2026-12-24T00:00:00Z, 5m ago"),
+        "{status}"
+    );
+    assert_eq!(status_json(&o)["mappings"][1]["expires_in_seconds"], -300);
+    // A later expiry builds it again whole; out of the configuration it goes.
+    let mut later = model.clone();
+    later.mappings[0].expires = Some(at(3600));
+    assert!(matches!(
+        plan(&later, &o).changes.as_slice(),
+        [Change::Repair { .. }]
+    ));
+    let mut without = model.clone();
+    without.mappings.remove(0);
+    assert!(matches!(
+        plan(&without, &o).changes.as_slice(),
+        [Change::Delete {
+            reason: DeleteReason::NotInConfig,
+            ..
+        }]
+    ));
+    // Installed without that expiry, the kernel still forwards it: portmap removes it.
+    let mut o = observed_at(applied(&model), 300);
+    observed_mut(&mut o, "web").expires = None;
+    let p = plan(&model, &o);
+    assert!(
+        matches!(
+            p.changes.as_slice(),
+            [Change::Delete {
+                reason: DeleteReason::Expired,
+                ..
+            }]
+        ),
+        "{p}"
+    );
+    assert!(
+        render_plan(&p, false).contains("(expired: its `expires` has come)"),
+        "{p}"
+    );
+    // Without the moment of observation nothing counts as expired.
+    assert_eq!(
+        plan(&model, &Observed::missing("nft", TABLE, Some(1)))
+            .counts()
+            .create,
+        2
+    );
 }

@@ -99,6 +99,32 @@ const CASES: &[(&str, &str, &[&str])] = &[
         ],
     ),
     (
+        "bad expires",
+        concat!(
+            HEAD_FLOW!(),
+            "  - { name: a, port: 1, to: 10.0.0.1, expires: 2026-12-24 }\n",
+            "  - { name: b, port: 2, to: 10.0.0.1, expires: \"2026-12-24T00:00:00\" }\n",
+            "  - { name: c, port: 3, to: 10.0.0.1, expires: 2026-02-30T00:00:00Z }\n",
+            "  - { name: d, port: 4, to: 10.0.0.1, expires: 2040-01-01T00:00:00Z }\n",
+            "  - { name: e, port: 5, to: 10.0.0.1, expires: 1767225600 }\n",
+            "  - { name: f, port: 6, to: 10.0.0.1, expires: [2026] }\n",
+            "  - { name: g, port: 7, to: 10.0.0.1, expiry: 2026-12-24T00:00:00Z }\n",
+            "  - { name: h, port: 8, to: 10.0.0.1, expires: 2026-12-24T00:00:00+25:00 }\n",
+            "  - { name: i, port: 9, to: 10.0.0.1, expires: 2026-12-24 00:00:00Z }\n",
+        ),
+        &[
+            "portmap.yaml:3:48: mappings[0].expires: `2026-12-24` is not an RFC 3339 time; write an RFC 3339 time with a zone, e.g. 2026-12-24T00:00:00Z or 2026-12-24T01:00:00+01:00",
+            "portmap.yaml:4:48: mappings[1].expires: `2026-12-24T00:00:00` has no time zone; end it in Z for UTC or give an offset such as +01:00, e.g. 2026-12-24T00:00:00Z",
+            "portmap.yaml:5:48: mappings[2].expires: `2026-02-30T00:00:00Z` is not a valid time (parsed date is not valid: parameter 'day' for `2026-02` is invalid, must be in range `1..=28`); write an RFC 3339 time with a zone, e.g. 2026-12-24T00:00:00Z or 2026-12-24T01:00:00+01:00",
+            "portmap.yaml:6:48: mappings[3].expires: `2040-01-01T00:00:00Z` is out of range; give a time from 1970-01-01T00:00:01Z to 2038-01-19T03:14:07Z (iptables' time match holds no other), e.g. 2026-12-24T00:00:00Z",
+            "portmap.yaml:7:48: mappings[4].expires: expected an RFC 3339 time such as 2026-12-24T00:00:00Z, got `1767225600`, which YAML reads as the number 1767225600",
+            "portmap.yaml:8:49: mappings[5].expires: expected an RFC 3339 time such as 2026-12-24T00:00:00Z, got a list",
+            "portmap.yaml:9:39: mappings[6]: unknown key `expiry`; did you mean `expires`?",
+            "portmap.yaml:10:48: mappings[7].expires: `2026-12-24T00:00:00+25:00` ends in `+25:00`, which is not a time zone; use Z for UTC or an offset ±hh:mm (hours 00-23), e.g. 2026-12-24T00:00:00Z or 2026-12-24T01:00:00+01:00",
+            "portmap.yaml:11:48: mappings[8].expires: `2026-12-24 00:00:00Z` is not an RFC 3339 time; write an RFC 3339 time with a zone, e.g. 2026-12-24T00:00:00Z or 2026-12-24T01:00:00+01:00",
+        ],
+    ),
+    (
         "wan without interfaces",
         "wan: { devices: [wan0] }\n",
         &[
@@ -744,6 +770,7 @@ fn mapping_defaults_ranges_and_canonical_allow_from() {
                 description: None,
                 log: None,
                 limit: None,
+                expires: None,
                 listen: Vec::new(),
             },
             Mapping {
@@ -764,6 +791,7 @@ fn mapping_defaults_ranges_and_canonical_allow_from() {
                 description: None,
                 log: None,
                 limit: None,
+                expires: None,
                 listen: Vec::new(),
             },
             Mapping {
@@ -778,6 +806,7 @@ fn mapping_defaults_ranges_and_canonical_allow_from() {
                 description: None,
                 log: None,
                 limit: None,
+                expires: None,
                 listen: Vec::new(),
             },
         ]
@@ -820,6 +849,7 @@ fn ipv6_mappings_and_the_dual_stack_pattern_are_valid() {
             description: None,
             log: None,
             limit: None,
+            expires: None,
             listen: Vec::new(),
         }
     );
@@ -1288,4 +1318,34 @@ fn bad_log_and_limit_say_what_is_valid() {
             "portmap.yaml:13:44: mappings[9]: unknown key `limt`; did you mean `limit`?",
         ]
     );
+}
+
+/// `expires`: a plain or quoted RFC 3339 time, with `Z` or an offset, becomes the UTC moment (to
+/// the second); a configuration built back from the model says it in UTC and validates to it.
+#[test]
+fn expires_is_read_as_a_utc_moment() {
+    let text = concat!(
+        HEAD_FLOW!(),
+        "  - { name: web, port: 8080, to: 192.168.1.66, expires: 2026-12-24T00:00:00Z }\n",
+        "  - { name: ssh, port: 2222, to: 192.168.1.25, expires: \"2026-12-24T01:00:00.750+01:00\" }\n",
+        "  - { name: dns, port: 53, to: 192.168.1.70, expires: 2020-01-01T00:00:00-00:30 }\n",
+        "  - { name: ftp, port: 21, to: 192.168.1.71 }\n",
+    );
+    let model = load_str(text, "portmap.yaml").expect("valid");
+    let at = |i: usize| model.mappings[i].expires.map(|t| t.to_string());
+    assert_eq!(at(0).as_deref(), Some("2026-12-24T00:00:00Z"));
+    assert_eq!(at(1).as_deref(), Some("2026-12-24T00:00:00Z"));
+    // A moment already past is valid: the plan warns and does not install the mapping.
+    assert_eq!(at(2).as_deref(), Some("2020-01-01T00:30:00Z"));
+    assert_eq!(at(3), None);
+    let back = Config::from(&model);
+    assert_eq!(back.mappings[1].expires.as_deref(), Some("2026-12-24T00:00:00Z"));
+    assert_eq!(validate(&back).expect("valid again").mappings, model.mappings);
+    // An expired mapping still takes its port: a clash with it is an error.
+    let clash = concat!(
+        HEAD_FLOW!(),
+        "  - { name: old, port: 8080, to: 192.168.1.66, expires: 2020-01-01T00:00:00Z }\n",
+        "  - { name: new, port: 8080, to: 192.168.1.67 }\n",
+    );
+    assert!(load_str(clash, "portmap.yaml").is_err());
 }

@@ -204,10 +204,21 @@ pub fn steps_counted(
     lan: &LanSide,
     counts: &Counts,
 ) -> Vec<Step> {
+    // A mapping whose `expires` has come is not installed; the rules the kernel keeps of it (which
+    // match nothing) stay as they are, so its rules are written only where they are already.
+    let held: std::collections::BTreeSet<String> = current
+        .tables
+        .iter()
+        .filter(|((_, table), _)| *table == crate::layout::Table::Nat)
+        .flat_map(|(_, chains)| chains.chains.values().flatten())
+        .filter_map(|line| crate::observe::parse_dnat(line))
+        .map(|(_, comment)| crate::layout::parse_mapping_comment(&comment).0)
+        .collect();
     let rules: Vec<MappingRules> = plan
         .desired
         .mappings
         .iter()
+        .filter(|m| !portmap_core::time::is_expired(m.expires, plan.made_at) || held.contains(&m.name))
         .map(MappingRules::of_mapping)
         .collect();
     // Old versions of intact mappings being removed or changed stay in filter until phase 3. A

@@ -348,6 +348,37 @@ pub struct Run {
     pub to_start: u16,
     /// The router's address it answers on (`-d`, `--ctorigdst`); `None`: any address.
     pub listen: Option<IpAddr>,
+    /// When its rules stop matching (`-m time --datestop`, UTC): the mapping's `expires`.
+    pub expires: Option<portmap_core::UtcTime>,
+}
+
+/// ` -m time --datestop 2026-12-23T23:59:59` for a run that expires at 2026-12-24T00:00:00Z, as
+/// `iptables-save` prints it; empty otherwise. The kernel's time match counts in UTC (without
+/// `--kerneltz`) and whole seconds, and matches up to and including its `--datestop` second: the
+/// last second before the expiry, so that the rules stop matching at the moment itself, as nft's
+/// timeouts do.
+pub fn time_match(expires: Option<portmap_core::UtcTime>) -> String {
+    expires.map_or_else(String::new, |t| format!(" -m time --datestop {}", datestop(t)))
+}
+
+/// The `--datestop` of an expiry: the second before it.
+pub fn datestop(expires: portmap_core::UtcTime) -> String {
+    portmap_core::UtcTime::from_unix_seconds(expires.unix_seconds() - 1).iptables_text()
+}
+
+/// `head` without the time match [`time_match`] writes at its end, and the expiry it names (the
+/// second after its `--datestop`).
+pub fn split_time_match(head: &str) -> Option<(&str, Option<portmap_core::UtcTime>)> {
+    match head.rsplit_once(" -m time --datestop ") {
+        Some((rest, stop)) => {
+            let last = portmap_core::UtcTime::from_iptables_text(stop)?;
+            Some((
+                rest,
+                Some(portmap_core::UtcTime::from_unix_seconds(last.unix_seconds() + 1)),
+            ))
+        }
+        None => Some((head, None)),
+    }
 }
 
 impl Run {
@@ -405,6 +436,7 @@ pub fn runs(forwards: &[Forward]) -> Vec<Run> {
             to: f.to,
             to_start: f.to_port,
             listen: f.listen,
+            expires: None,
         });
     }
     out.sort_unstable();
@@ -430,8 +462,9 @@ pub fn dnat_rule(run: &Run, comment: &str) -> String {
         Some(a @ IpAddr::V6(_)) => format!("-d {a}/128 "),
     };
     format!(
-        "{on}-p {proto} -m {proto} --dport {} -m comment --comment {} -j DNAT --to-destination {target}:{ports}",
+        "{on}-p {proto} -m {proto} --dport {}{} -m comment --comment {} -j DNAT --to-destination {target}:{ports}",
         port_match(run.start, run.end),
+        time_match(run.expires),
         quoted(comment)
     )
 }
@@ -512,6 +545,9 @@ pub fn filter_rule_of(run: &Run, name: &str, source: Option<&IpNet>, kind: &Filt
             limit.burst,
             hashlimit_name(name, limit)
         );
+    }
+    if let Some(t) = run.expires {
+        let _ = write!(out, "-m time --datestop {} ", datestop(t));
     }
     let _ = write!(out, "-m comment --comment {}", quoted(name));
     match kind {
@@ -619,6 +655,8 @@ pub struct Extras {
     pub limit: Option<portmap_core::Limit>,
     /// The nflog group new connections are logged to.
     pub log: Option<u16>,
+    /// When its rules stop matching.
+    pub expires: Option<portmap_core::UtcTime>,
 }
 
 impl MappingRules {
@@ -641,6 +679,10 @@ impl MappingRules {
         let comment = mapping_comment(name, description);
         let runs = runs(forwards)
             .into_iter()
+            .map(|run| Run {
+                expires: extras.expires,
+                ..run
+            })
             .map(|run| {
                 let family = Family::of(run.to);
                 let mut filter = Vec::new();
@@ -681,6 +723,7 @@ impl MappingRules {
             Extras {
                 limit: m.limit,
                 log: m.log,
+                expires: m.expires,
             },
         )
     }
@@ -695,6 +738,7 @@ impl MappingRules {
             Extras {
                 limit: m.limit,
                 log: m.log,
+                expires: m.expires,
             },
         )
     }

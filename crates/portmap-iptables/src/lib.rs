@@ -677,6 +677,7 @@ impl Backend for IptablesBackend {
         );
         observed.place = Some(self.place.clone());
         observed.environment = self.environment(&snap);
+        observed.observed_at = Some(portmap_core::UtcTime::now());
         Ok(observed)
     }
 
@@ -700,13 +701,15 @@ impl Backend for IptablesBackend {
         let recorded = observe::recorded_settings(&self.prefix, &owned)
             .map(|s| s.lan_interfaces)
             .unwrap_or_default();
-        let now = observe::analyse(
+        let mut now = observe::analyse(
             &self.prefix,
             self.name(),
             &owned,
             &lan_side(&self.netns, &recorded)?,
             Some(snap.foreign),
         );
+        // Judged at the moment the plan was made, as the plan was.
+        now.observed_at = plan.made_at;
         if !portmap_core::plan(&plan.desired, &now).same_changes(plan) {
             return Err(portmap_core::Refusal::Stale { planned }.into());
         }

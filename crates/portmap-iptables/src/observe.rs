@@ -152,6 +152,7 @@ fn ports(text: &str, sep: char) -> Option<(u16, u16)> {
 /// what [`layout::dnat_rule`] writes for them.
 pub fn parse_dnat(spec: &str) -> Option<(Run, String)> {
     let (head, rest) = spec.split_once(" -m comment --comment ")?;
+    let (head, expires) = layout::split_time_match(head)?;
     let (comment, target) = rest.rsplit_once(" -j DNAT --to-destination ")?;
     let (listen, head) = match head.strip_prefix("-d ") {
         Some(rest) => {
@@ -197,6 +198,7 @@ pub fn parse_dnat(spec: &str) -> Option<(Run, String)> {
         to: addr,
         to_start,
         listen,
+        expires,
     };
     let comment = unquote(comment)?;
     (layout::dnat_rule(&run, &comment) == spec).then_some((run, comment))
@@ -206,6 +208,7 @@ pub fn parse_dnat(spec: &str) -> Option<(Run, String)> {
 /// unless the rule is exactly what [`layout::filter_rule_of`] writes for them.
 pub fn parse_filter(spec: &str) -> Option<(Run, String, Option<IpNet>, FilterKind)> {
     let (head, rest) = spec.split_once(" -m comment --comment ")?;
+    let (head, expires) = layout::split_time_match(head)?;
     let words: Vec<&str> = head.split(' ').collect();
     let ["-p", proto, "-m", "conntrack", w @ ..] = words.as_slice() else {
         return None;
@@ -267,6 +270,7 @@ pub fn parse_filter(spec: &str) -> Option<(Run, String, Option<IpNet>, FilterKin
         to,
         to_start,
         listen,
+        expires,
     };
     let (name, target) = rest.split_once(' ').unwrap_or((rest, ""));
     let kind = match (target, limit, new) {
@@ -610,6 +614,7 @@ pub fn analyse_counted(
         mappings,
         environment: portmap_core::Environment::default(),
         pending_flows: pending,
+        observed_at: None,
     }
 }
 
@@ -663,7 +668,17 @@ fn into_mapping(name: String, rules: &[Found], counted: bool) -> ObservedMapping
         Some(FilterKind::Log(g)) => Some(g),
         _ => None,
     });
-    let extras = layout::Extras { limit, log };
+    // The expiry of its rules: the one most of them name (a rule that names another, or none, is
+    // then a difference from what portmap writes, found below).
+    let mut expiries: BTreeMap<Option<portmap_core::UtcTime>, usize> = BTreeMap::new();
+    for r in rules {
+        *expiries.entry(r.run.expires).or_default() += 1;
+    }
+    let expires = expiries
+        .iter()
+        .max_by_key(|(t, n)| (**n, std::cmp::Reverse(**t)))
+        .and_then(|(t, _)| *t);
+    let extras = layout::Extras { limit, log, expires };
     let want = MappingRules::with(&name, description.as_deref(), &forwards, &allow_from, extras);
     let mut uncapped = Vec::new();
     let mut unlogged = Vec::new();
@@ -819,6 +834,7 @@ fn into_mapping(name: String, rules: &[Found], counted: bool) -> ObservedMapping
         objects,
         log,
         limit,
+        expires,
         counters: counted.then_some(counters),
         active_flows: None,
     }

@@ -15,7 +15,9 @@ use crate::layout::{self, LanSide, MappingRules, Prefix};
 pub const IPV6_PART: &str = "# ip6tables-restore --noflush";
 
 /// Render `model` for prefix `p`.
+/// A mapping whose `expires` has come is left out (it is never installed).
 pub fn render(p: &Prefix, model: &Model, lan: &LanSide) -> String {
+    let model = &model.in_force(portmap_core::UtcTime::now());
     let rules: Vec<MappingRules> = model.mappings.iter().map(MappingRules::of_mapping).collect();
     let input = layout::Input {
         settings: model.settings.clone(),

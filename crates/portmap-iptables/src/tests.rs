@@ -595,8 +595,27 @@ fn log_limit_and_count_rules_read_back() {
         to: "192.168.1.66".parse().expect("address"),
         to_start: 80,
         listen: None,
+        expires: None,
     };
     let source: ipnet::IpNet = "203.0.113.0/24".parse().expect("prefix");
+    // A run that expires reads back with its `--datestop`.
+    let timed = layout::Run {
+        expires: Some("2026-12-24T00:00:00Z".parse().expect("time")),
+        ..run
+    };
+    let dnat = layout::dnat_rule(&timed, "web");
+    // The rules match up to the second before the expiry, and no longer at it.
+    assert!(
+        dnat.contains(" --dport 8080 -m time --datestop 2026-12-23T23:59:59 -m comment"),
+        "{dnat}"
+    );
+    assert_eq!(crate::observe::parse_dnat(&dnat), Some((timed, "web".to_owned())));
+    let accept = layout::filter_rule_of(&timed, "web", Some(&source), &crate::layout::FilterKind::Accept);
+    assert_eq!(
+        crate::observe::parse_filter(&accept).map(|(r, ..)| r),
+        Some(timed),
+        "{accept}"
+    );
     let limit = Limit {
         rate: 20,
         per: RateUnit::Minute,

@@ -550,6 +550,8 @@ mod tests {
             data: Some(Data::Value(vec![192, 168, 1, 66, 0, 80, 0, 0])),
             flags: 0,
             userdata: Some(crate::udata::comment("web: web server")),
+            timeout: None,
+            expiration: None,
         }
     }
 
@@ -685,6 +687,8 @@ mod tests {
                 data: Some(Data::Verdict(Verdict::Accept)),
                 flags: 0,
                 userdata: None,
+                timeout: None,
+                expiration: None,
             }],
         );
         b.del_set(Family::Inet, "portmap", "dnat4");

@@ -117,6 +117,8 @@ pub const NFTA_SET_FIELD_LEN: u16 = 1;
 pub const NFTA_SET_ELEM_KEY: u16 = 1;
 pub const NFTA_SET_ELEM_DATA: u16 = 2;
 pub const NFTA_SET_ELEM_FLAGS: u16 = 3;
+pub const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+pub const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
 pub const NFTA_SET_ELEM_USERDATA: u16 = 6;
 pub const NFTA_SET_ELEM_KEY_END: u16 = 10;
 

@@ -499,6 +499,8 @@ fn element(e: Attr<'_>) -> Result<Element, Error> {
         data: None,
         flags: 0,
         userdata: None,
+        timeout: None,
+        expiration: None,
     };
     each(e.nested(), |a| {
         match a.ty {
@@ -508,6 +510,8 @@ fn element(e: Attr<'_>) -> Result<Element, Error> {
             NFTA_SET_ELEM_OBJREF => out.data = Some(Data::Object(a.string()?)),
             NFTA_SET_ELEM_FLAGS => out.flags = a.u32()?,
             NFTA_SET_ELEM_USERDATA => out.userdata = Some(a.data.to_vec()),
+            crate::consts::NFTA_SET_ELEM_TIMEOUT => out.timeout = Some(a.u64()?),
+            crate::consts::NFTA_SET_ELEM_EXPIRATION => out.expiration = Some(a.u64()?),
             _ => {}
         }
         Ok(())

@@ -152,6 +152,9 @@ pub(crate) fn element(w: &mut Writer<'_>, e: &Element, delete: bool) {
             Some(d) => data(w, NFTA_SET_ELEM_DATA, d),
             None => {}
         }
+        if let Some(ms) = e.timeout {
+            w.put_u64(crate::consts::NFTA_SET_ELEM_TIMEOUT, ms);
+        }
         if let Some(ud) = &e.userdata {
             w.put(NFTA_SET_ELEM_USERDATA, ud);
         }
@@ -171,6 +174,7 @@ pub(crate) fn element_size_hint(e: &Element) -> usize {
         + e.key_end.as_ref().map_or(0, |k| k.len() + 8)
         + data
         + e.userdata.as_ref().map_or(0, |u| u.len() + 8)
+        + 12
 }
 
 /// A nest `ty` holding `NFTA_DATA_VALUE`.

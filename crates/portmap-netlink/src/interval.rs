@@ -38,6 +38,8 @@ pub fn to_elements(intervals: &[Interval]) -> Vec<Element> {
             data: None,
             flags: 0,
             userdata,
+            timeout: None,
+            expiration: None,
         });
         if let Some(after) = after {
             out.push(Element {
@@ -46,6 +48,8 @@ pub fn to_elements(intervals: &[Interval]) -> Vec<Element> {
                 data: None,
                 flags: elem_flags::INTERVAL_END,
                 userdata: None,
+                timeout: None,
+                expiration: None,
             });
         }
     }
@@ -172,6 +176,8 @@ mod tests {
             data: None,
             flags: elem_flags::INTERVAL_END,
             userdata: None,
+            timeout: None,
+            expiration: None,
         });
         elems.reverse();
         assert_eq!(from_elements(&elems), ranges);

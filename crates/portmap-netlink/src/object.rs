@@ -543,6 +543,12 @@ pub struct Element {
     pub flags: u32,
     /// `NFTA_SET_ELEM_USERDATA` (comment TLV).
     pub userdata: Option<Vec<u8>>,
+    /// `NFTA_SET_ELEM_TIMEOUT`: milliseconds after being added that the kernel removes the
+    /// element (only in a set with [`set_flags::TIMEOUT`]); `None`: never.
+    pub timeout: Option<u64>,
+    /// `NFTA_SET_ELEM_EXPIRATION` (read back only, never sent): milliseconds left until the
+    /// kernel removes the element.
+    pub expiration: Option<u64>,
 }
 
 impl Hook {

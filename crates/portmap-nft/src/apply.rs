@@ -85,7 +85,17 @@ pub fn rebuilds(plan: &Plan) -> bool {
 /// Whether carrying out `plan` creates counters that exist now again (a rebuild or a repair), so
 /// that the caller should read their values first ([`Presets`]).
 pub fn recreates_counters(plan: &Plan) -> bool {
-    rebuilds(plan) || plan.changes.iter().any(|c| matches!(c, Change::Repair { .. }))
+    rebuilds(plan)
+        || plan.changes.iter().any(|c| match c {
+            Change::Repair { .. } => true,
+            Change::Update { fields, .. } => retimes(fields),
+            _ => false,
+        })
+}
+
+/// Whether an update changes the mapping's expiry.
+fn retimes(fields: &[portmap_core::FieldChange]) -> bool {
+    fields.iter().any(|f| f.field == "expires")
 }
 
 /// Build the batch that carries out `plan` (which must change the kernel) and records `record`,
@@ -117,7 +127,9 @@ pub fn build_with_flags(
         ids: Ids(layout::ALLOW_SET_ID_BASE),
         phase: Phase::Delete,
         presets,
+        timeout: None,
     };
+    let now = layout::now_ms();
     let mut owners = Vec::new();
     for phase in [Phase::Delete, Phase::Add] {
         b.phase = phase;
@@ -135,6 +147,12 @@ pub fn build_with_flags(
         }
         for change in &plan.changes {
             let start = b.batch.len();
+            b.timeout = match change {
+                Change::Create { mapping: m }
+                | Change::Update { after: m, .. }
+                | Change::Repair { after: m, .. } => layout::timeout_ms(m.expires, now),
+                Change::Delete { .. } => None,
+            };
             let what = match change {
                 Change::Create { mapping } => {
                     b.create(mapping, &BTreeSet::new());
@@ -143,6 +161,18 @@ pub fn build_with_flags(
                 Change::Delete { before, .. } => {
                     b.delete(before);
                     format!("deleting mapping {}", before.name)
+                }
+                // A new expiry is a new timeout on every element, which the kernel cannot change in
+                // place: the mapping is deleted and created again (its counters kept, see
+                // `recreates_counters`).
+                Change::Update {
+                    before,
+                    after,
+                    fields,
+                } if retimes(fields) => {
+                    b.delete(before);
+                    b.create(after, &BTreeSet::new());
+                    format!("changing mapping {}", after.name)
                 }
                 Change::Update { before, after, .. } => {
                     b.update(before, after);
@@ -303,10 +333,18 @@ pub fn contents(model: &Model, t: &TableId, env: &LanSide) -> Contents {
     }
     let mut objects = Vec::with_capacity(model.mappings.len() * 2);
     let mut log_rules = Vec::new();
-    for m in &model.mappings {
+    let now = layout::now_ms();
+    // An expired mapping is never installed: a table built whole has no trace of it.
+    for m in model
+        .mappings
+        .iter()
+        .filter(|m| layout::timeout_ms(m.expires, now).is_none_or(|ms| ms > 1))
+    {
         let mo = MappingObjects::of(t, m, &mut ids);
+        // Every element the mapping owns expires at the same moment.
+        let timeout = layout::timeout_ms(m.expires, now);
         let mut add = |groups: Groups| {
-            for (set, new) in groups {
+            for (set, new) in timed(groups, timeout) {
                 elements.entry(set.to_owned()).or_default().extend(new);
             }
         };
@@ -346,7 +384,20 @@ pub fn contents(model: &Model, t: &TableId, env: &LanSide) -> Contents {
         sets,
         objects,
         elements,
+        read_at_ms: Some(now),
     }
+}
+
+/// `groups` with every element given `timeout` (milliseconds; `None`: none).
+fn timed(mut groups: Groups, timeout: Option<u64>) -> Groups {
+    if timeout.is_some() {
+        for (_, list) in &mut groups {
+            for e in list {
+                e.timeout = timeout;
+            }
+        }
+    }
+    groups
 }
 
 /// A mapping's counters, limit and log chain, and the object-map and log-map elements that
@@ -360,12 +411,22 @@ struct Extras {
 }
 
 impl Extras {
-    fn of(t: &TableId, name: &str, limit: Option<&portmap_core::Limit>, log: Option<u16>) -> Self {
+    fn of(
+        t: &TableId,
+        name: &str,
+        limit: Option<&portmap_core::Limit>,
+        log: Option<u16>,
+        expires: Option<portmap_core::UtcTime>,
+    ) -> Self {
+        let commented = |object: Object| Object {
+            userdata: expires.map(|t| udata::comment(&layout::expires_comment(t))),
+            ..object
+        };
         Extras {
             name: name.to_owned(),
             counters: [
-                layout::counter_object(t, layout::conn_counter(name), 0, 0),
-                layout::counter_object(t, layout::traffic_counter(name), 0, 0),
+                commented(layout::counter_object(t, layout::conn_counter(name), 0, 0)),
+                commented(layout::counter_object(t, layout::traffic_counter(name), 0, 0)),
             ],
             limit: limit.map(|l| layout::limit_object_of(t, name, l)),
             log: log.map(|group| layout::log_chain_object(t, name, group)),
@@ -458,7 +519,7 @@ impl MappingObjects {
             keys: forward_keys(&m.forwards()),
             dnat: dnat_groups(&m.forwards(), &mapping_comment(&m.name, m.description.as_deref())),
             allow,
-            extras: Extras::of(t, &m.name, m.limit.as_ref(), m.log),
+            extras: Extras::of(t, &m.name, m.limit.as_ref(), m.log, m.expires),
         }
     }
 }
@@ -505,6 +566,9 @@ struct Builder<'a> {
     ids: Ids,
     phase: Phase,
     presets: &'a Presets,
+    /// The element timeout (milliseconds) of the mapping whose change is being written: its
+    /// `expires` counted from when the batch is built.
+    timeout: Option<u64>,
 }
 
 impl Builder<'_> {
@@ -516,9 +580,22 @@ impl Builder<'_> {
         }
     }
 
+    /// Add a mapping's elements of the per-(protocol, port) maps, each with the timeout of the
+    /// mapping being written ([`Builder::timeout`]).
     fn add_groups(&mut self, groups: &Groups) {
         for (set, elements) in groups {
-            self.add_elements(set, 0, elements);
+            if self.timeout.is_some() {
+                let timed: Vec<Element> = elements
+                    .iter()
+                    .map(|e| Element {
+                        timeout: self.timeout,
+                        ..e.clone()
+                    })
+                    .collect();
+                self.add_elements(set, 0, &timed);
+            } else {
+                self.add_elements(set, 0, elements);
+            }
         }
     }
 
@@ -673,12 +750,16 @@ impl Builder<'_> {
         let comment = mapping_comment(&before.name, before.description.as_deref());
         self.dnat_elements(false, &before.forwards, &comment);
         let keep_limit = before.limit == after.limit;
-        self.del_found(before, true, keep_limit);
+        // Counters record the expiry: with another one they are made again (from their values,
+        // see `Presets`).
+        let keep_counters = portmap_core::same_expiry(before.expires, after.expires);
+        self.del_found(before, keep_counters, keep_limit);
         let kept: BTreeSet<String> = before
             .objects
             .iter()
             .filter_map(|o| o.strip_prefix("keep "))
             .filter(|o| keep_limit || !o.starts_with("limit "))
+            .filter(|o| keep_counters || !o.starts_with("counter "))
             .filter_map(|o| o.split_once(' ').map(|(_, name)| name.to_owned()))
             .collect();
         self.create(after, &kept);
@@ -760,7 +841,8 @@ impl Builder<'_> {
     fn delete(&mut self, before: &ObservedMapping) {
         let comment = mapping_comment(&before.name, before.description.as_deref());
         self.dnat_elements(false, &before.forwards, &comment);
-        if before.is_damaged() {
+        // A damaged mapping, or what the kernel kept of an expired one: exactly what was found.
+        if before.is_damaged() || !before.objects.is_empty() {
             self.del_found(before, false, false);
         } else {
             if !before.allow_from.is_empty() {

@@ -154,6 +154,8 @@ pub fn dnat_element(forward: &Forward, comment: &str) -> Element {
         data: Some(Data::Value(data)),
         flags: 0,
         userdata: Some(udata::comment(comment)),
+        timeout: None,
+        expiration: None,
     }
 }
 
@@ -193,6 +195,8 @@ pub fn guard_element(key: Key, mapping: &str) -> Element {
         data: Some(Data::Verdict(Verdict::Jump(layout::allow_chain(mapping)))),
         flags: 0,
         userdata: Some(udata::comment(mapping)),
+        timeout: None,
+        expiration: None,
     }
 }
 
@@ -214,6 +218,8 @@ pub fn object_element(key: Key, object: String) -> Element {
         data: Some(Data::Object(object)),
         flags: 0,
         userdata: None,
+        timeout: None,
+        expiration: None,
     }
 }
 
@@ -234,6 +240,8 @@ pub fn log_element(key: Key, mapping: &str) -> Element {
         data: Some(Data::Verdict(Verdict::Jump(layout::log_chain(mapping)))),
         flags: 0,
         userdata: None,
+        timeout: None,
+        expiration: None,
     }
 }
 
@@ -260,6 +268,8 @@ pub fn stale_element(flows: &StaleFlows) -> Element {
         data: None,
         flags: 0,
         userdata: Some(udata::comment(&comment)),
+        timeout: None,
+        expiration: None,
     }
 }
 

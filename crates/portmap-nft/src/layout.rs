@@ -42,6 +42,25 @@ pub struct Contents {
     pub objects: Vec<Object>,
     /// Elements of each set, by set name.
     pub elements: std::collections::BTreeMap<String, Vec<Element>>,
+    /// When the contents were read (or built), in milliseconds since the Unix epoch: what the
+    /// elements' remaining timeouts count from.
+    pub read_at_ms: Option<u64>,
+}
+
+/// The system clock in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The element timeout (milliseconds) that makes the kernel remove an element at `expires`,
+/// counted from `now_ms`; at least 1 ms (0 would mean "never"), `None` without an expiry.
+pub fn timeout_ms(expires: Option<portmap_core::UtcTime>, now_ms: u64) -> Option<u64> {
+    let at = u64::try_from(expires?.unix_seconds())
+        .unwrap_or(0)
+        .saturating_mul(1000);
+    Some(at.saturating_sub(now_ms).max(1))
 }
 
 /// Name of the set of WAN interfaces.
@@ -470,6 +489,19 @@ pub fn counter_object(t: &TableId, name: String, packets: u64, bytes: u64) -> Ob
     }
 }
 
+/// The comment a mapping's counters carry when it expires: `expires 2026-12-24T00:00:00Z`. The
+/// counters are what stays of it once the kernel removed its elements, so the moment is still
+/// known (and `status` can say it expired) when its elements are gone.
+pub fn expires_comment(expires: portmap_core::UtcTime) -> String {
+    format!("expires {expires}")
+}
+
+/// The moment a counter's comment written by [`expires_comment`] names.
+pub fn parse_expires_comment(comment: &str) -> Option<portmap_core::UtcTime> {
+    let t: portmap_core::UtcTime = comment.strip_prefix("expires ")?.parse().ok()?;
+    (expires_comment(t) == comment).then_some(t)
+}
+
 /// A mapping's limit object: `limit limit_<name> { rate over R/unit burst B packets }`.
 pub fn limit_object_of(t: &TableId, mapping: &str, l: &portmap_core::Limit) -> Object {
     Object {
@@ -563,7 +595,7 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             t,
             family.dnat_map(),
             dnat_id,
-            set_flags::MAP,
+            set_flags::MAP | set_flags::TIMEOUT,
             (key, key_len),
             Some(target),
             None,
@@ -572,7 +604,7 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             t,
             family.guard_map(),
             guard_id,
-            set_flags::MAP,
+            set_flags::MAP | set_flags::TIMEOUT,
             (key, key_len),
             Some((datatype::VERDICT, 0)),
             None,
@@ -595,7 +627,15 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             (family.limit_map(), limit_id, object_type::LIMIT),
         ];
         for (name, id, obj_type) in objects {
-            let mut map = set(t, name, id, set_flags::OBJECT, (key, key_len), None, None);
+            let mut map = set(
+                t,
+                name,
+                id,
+                set_flags::OBJECT | set_flags::TIMEOUT,
+                (key, key_len),
+                None,
+                None,
+            );
             map.obj_type = Some(obj_type);
             sets.push(map);
         }
@@ -603,7 +643,7 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             t,
             family.log_map(),
             log_id,
-            set_flags::MAP,
+            set_flags::MAP | set_flags::TIMEOUT,
             (key, key_len),
             Some((datatype::VERDICT, 0)),
             None,
@@ -621,7 +661,7 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             t,
             addressed(family.dnat_map()),
             addressed_id(dnat_id),
-            set_flags::MAP,
+            set_flags::MAP | set_flags::TIMEOUT,
             (key, key_len),
             Some(target),
             None,
@@ -630,7 +670,7 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             t,
             addressed(family.guard_map()),
             addressed_id(guard_id),
-            set_flags::MAP,
+            set_flags::MAP | set_flags::TIMEOUT,
             (key, key_len),
             Some((datatype::VERDICT, 0)),
             None,
@@ -645,7 +685,7 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
                 t,
                 addressed(name),
                 addressed_id(id),
-                set_flags::OBJECT,
+                set_flags::OBJECT | set_flags::TIMEOUT,
                 (key, key_len),
                 None,
                 None,
@@ -657,7 +697,7 @@ pub fn static_sets(t: &TableId) -> Vec<Set> {
             t,
             addressed(family.log_map()),
             addressed_id(log_id),
-            set_flags::MAP,
+            set_flags::MAP | set_flags::TIMEOUT,
             (key, key_len),
             Some((datatype::VERDICT, 0)),
             None,
@@ -1420,6 +1460,8 @@ pub fn ifname_element(name: &str) -> Element {
         data: None,
         flags: 0,
         userdata: None,
+        timeout: None,
+        expiration: None,
     }
 }
 

@@ -542,6 +542,10 @@ impl Backend for NftBackend {
             })
         });
         observed.place = Some(self.place.clone());
+        // A missing table was read at this moment too.
+        observed
+            .observed_at
+            .get_or_insert_with(portmap_core::UtcTime::now);
         Ok(observed)
     }
 

@@ -145,6 +145,7 @@ fn read_once(
         sets,
         objects,
         elements,
+        read_at_ms: Some(layout::now_ms()),
     };
     // The LAN-side addresses the table should hold, for the LAN interfaces it names.
     let lan_interfaces: Vec<String> = contents
@@ -391,6 +392,7 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
                     }
                     m.forwards.push(forward);
                     m.families.insert(family);
+                    m.expirations.push(e.expiration.or(e.timeout));
                 }
                 Some((forward, None)) => reasons.push(format!(
                     "map {map} holds {} without a portmap comment",
@@ -416,7 +418,19 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
             continue;
         };
         let entry = found.entry(name.to_owned()).or_default();
-        entry.object_comments |= object.userdata.is_some();
+        // A counter's only comment is the moment its mapping expires.
+        let expiry = object
+            .userdata
+            .as_deref()
+            .and_then(udata::parse_comment)
+            .and_then(|c| layout::parse_expires_comment(&c));
+        match (kind, expiry) {
+            (ObjKind::Conn | ObjKind::Traffic, Some(t)) => entry.counter_expiries.push(Some(t)),
+            (ObjKind::Conn | ObjKind::Traffic, None) if object.userdata.is_none() => {
+                entry.counter_expiries.push(None);
+            }
+            _ => entry.object_comments |= object.userdata.is_some(),
+        }
         match (kind, &object.kind) {
             (ObjKind::Conn, ObjectKind::Counter { packets, .. }) => entry.conn = Some(*packets),
             (ObjKind::Traffic, ObjectKind::Counter { packets, bytes }) => {
@@ -443,6 +457,7 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
                 match owner {
                     Some((key, k, name)) => {
                         let entry = found.entry(name.to_owned()).or_default();
+                        entry.expirations.push(e.expiration.or(e.timeout));
                         if k == kind {
                             entry.selected.insert((kind, family, key));
                         } else {
@@ -465,6 +480,7 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
                 match owner {
                     Some((m, key)) if e.userdata.is_none() => {
                         m.log_keys.insert((family, key));
+                        m.expirations.push(e.expiration.or(e.timeout));
                     }
                     _ => reasons.push(format!("map {map} holds an element portmap did not write")),
                 }
@@ -487,6 +503,7 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
                 match owner {
                     Some((m, key, named)) => {
                         m.guards.insert((family, key));
+                        m.expirations.push(e.expiration.or(e.timeout));
                         m.guard_comments_differ |= !named;
                     }
                     None => reasons.push(format!("map {map} holds an element portmap did not write")),
@@ -497,7 +514,7 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
 
     let mappings: Vec<ObservedMapping> = found
         .into_iter()
-        .map(|(name, f)| f.into_mapping(t, name, &sources, |set| elements(set)))
+        .map(|(name, f)| f.into_mapping(t, name, &sources, snap.read_at_ms, |set| elements(set)))
         .collect();
     // Conntrack cleanups an interrupted apply recorded and did not finish.
     let mut pending_flows = Vec::new();
@@ -541,7 +558,47 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
         sources: Some(sources),
         environment: Environment::default(),
         pending_flows,
+        observed_at: snap
+            .read_at_ms
+            .map(|ms| portmap_core::UtcTime::from_unix_seconds(i64::try_from(ms / 1000).unwrap_or(i64::MAX))),
     }
+}
+
+/// When a mapping's elements expire, from the time each has left (`None`: it has no timeout)
+/// and when they were read: `Ok(None)` when none expires, `Err` with the damage when some
+/// expire and others do not, or they expire further apart than the tolerance.
+fn expiry_of(
+    expirations: &[Option<u64>],
+    read_at_ms: Option<u64>,
+) -> Result<Option<portmap_core::UtcTime>, String> {
+    let timed: Vec<u64> = expirations.iter().flatten().copied().collect();
+    if timed.is_empty() {
+        return Ok(None);
+    }
+    if timed.len() != expirations.len() {
+        return Err(format!(
+            "{} of its {} elements expire and the others do not",
+            timed.len(),
+            expirations.len()
+        ));
+    }
+    let (lo, hi) = (
+        timed.iter().min().copied().unwrap_or(0),
+        timed.iter().max().copied().unwrap_or(0),
+    );
+    let tolerance = u64::try_from(portmap_core::EXPIRES_TOLERANCE_SECONDS).unwrap_or(0) * 1000;
+    if hi - lo > tolerance {
+        return Err(format!(
+            "its elements expire at different times (from {}s to {}s from now)",
+            lo / 1000,
+            hi / 1000
+        ));
+    }
+    // The moment read back, to the nearest second (the configuration's is whole).
+    Ok(read_at_ms.map(|at| {
+        let ms = at.saturating_add(hi);
+        portmap_core::UtcTime::from_unix_seconds(i64::try_from((ms + 500) / 1000).unwrap_or(i64::MAX))
+    }))
 }
 
 /// Everything the table holds under one mapping's name: its DNAT elements (by comment), its
@@ -573,6 +630,11 @@ struct Found<'a> {
     log_chain: bool,
     log_rules: Vec<&'a Rule>,
     log_keys: BTreeSet<(IpFamily, Key)>,
+    /// The time left (milliseconds) of each of its elements in the per-port maps; `None` for
+    /// an element without a timeout.
+    expirations: Vec<Option<u64>>,
+    /// The expiry each of its counters records (`None`: one that records none).
+    counter_expiries: Vec<Option<portmap_core::UtcTime>>,
 }
 
 /// Which of a mapping's objects.
@@ -624,10 +686,46 @@ impl Found<'_> {
         t: &TableId,
         name: String,
         sources: &BTreeMap<String, SourceList>,
+        read_at_ms: Option<u64>,
         elements: impl Fn(&str) -> &'e [portmap_netlink::Element],
     ) -> ObservedMapping {
         self.forwards.sort_unstable();
         let mut damage = Vec::new();
+        let mut expires = expiry_of(&self.expirations, read_at_ms).unwrap_or_else(|problem| {
+            damage.push(problem);
+            None
+        });
+        // What the counters record: one moment, or none, for both.
+        let recorded = match self.counter_expiries.as_slice() {
+            [] => None,
+            [first, rest @ ..] if rest.iter().all(|t| t == first) => *first,
+            _ => {
+                damage.push("its counters record different expiries".to_owned());
+                None
+            }
+        };
+        // Its elements all gone at the moment its counters record: the kernel removed them (an
+        // expired mapping, which is what the kernel keeps of it), not a hand.
+        let tolerance = u64::try_from(portmap_core::EXPIRES_TOLERANCE_SECONDS).unwrap_or(0) * 1000;
+        let expired = self.forwards.is_empty()
+            && self.expirations.is_empty()
+            && recorded.zip(read_at_ms).is_some_and(|(t, at)| {
+                u64::try_from(t.unix_seconds()).unwrap_or(0).saturating_mul(1000)
+                    <= at.saturating_add(tolerance)
+            });
+        if expired {
+            expires = recorded;
+        } else if !self.forwards.is_empty()
+            && !self.counter_expiries.is_empty()
+            && !portmap_core::same_expiry(recorded, expires)
+            && damage.is_empty()
+        {
+            damage.push(format!(
+                "its counters record expiry {} but its elements {}",
+                portmap_core::expires_field_text(recorded),
+                expires.map_or_else(|| "never expire".to_owned(), |t| format!("expire at {t}"))
+            ));
+        }
         let set_family = self.set.map(|s| {
             if s.key_type == portmap_netlink::datatype::IPV6_ADDR {
                 IpFamily::V6
@@ -655,12 +753,14 @@ impl Found<'_> {
         if self.guard_comments_differ {
             damage.push("a guard element jumping to its allow-list names another mapping".to_owned());
         }
-        if self.forwards.is_empty() {
+        if self.forwards.is_empty() && !expired {
             if self.chain || self.set.is_some() || !self.guards.is_empty() {
                 damage.push("it forwards nothing: only left-over allow-list objects remain".to_owned());
             } else {
                 damage.push(
-                    "it forwards nothing: only left-over counters, limits or log objects remain".to_owned(),
+                    "it forwards nothing: only left-over counters, limits or log objects remain (its forwards \
+                     expired, or were deleted by hand)"
+                        .to_owned(),
                 );
             }
         }
@@ -757,7 +857,9 @@ impl Found<'_> {
             ));
         }
         let (counters, limit, log) = self.extras(t, &name, &mut damage);
-        let objects = if damage.is_empty() {
+        // An expired mapping's objects are named too, so that deleting it (or building it again
+        // with a later expiry) removes exactly what the kernel kept.
+        let objects = if damage.is_empty() && !expired {
             Vec::new()
         } else {
             let mut objects: Vec<String> = self
@@ -834,6 +936,7 @@ impl Found<'_> {
             objects,
             log,
             limit,
+            expires,
             counters,
             active_flows: None,
         }

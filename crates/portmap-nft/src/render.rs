@@ -13,7 +13,11 @@ use crate::lan_side::LanSide;
 use crate::layout::{self, IpFamily, Origin, TableId};
 
 /// Render the whole table for `model`.
+///
+/// A mapping whose `expires` has come is left out (it is never installed); the elements of one
+/// that expires later carry the time left from now, so the script is to be loaded when printed.
 pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
+    let model = &model.in_force(portmap_core::UtcTime::now());
     let mut out = String::with_capacity(256 + model.mappings.len() * 96);
     let fam = t.family.as_str();
     let name = &t.name;
@@ -58,8 +62,20 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
 
     // Every mapping's counters, and the limits.
     for m in &model.mappings {
-        let _ = writeln!(out, "\n\tcounter {} {{\n\t}}", layout::conn_counter(&m.name));
-        let _ = writeln!(out, "\n\tcounter {} {{\n\t}}", layout::traffic_counter(&m.name));
+        // A mapping that expires records when in its counters, which stay when its elements go.
+        let comment = m.expires.map_or_else(String::new, |t| {
+            format!("\t\tcomment \"{}\"\n", layout::expires_comment(t))
+        });
+        let _ = writeln!(
+            out,
+            "\n\tcounter {} {{\n{comment}\t}}",
+            layout::conn_counter(&m.name)
+        );
+        let _ = writeln!(
+            out,
+            "\n\tcounter {} {{\n{comment}\t}}",
+            layout::traffic_counter(&m.name)
+        );
         if let Some(l) = &m.limit {
             let _ = writeln!(
                 out,
@@ -310,13 +326,15 @@ fn dnat_and_guard_maps(
         key_type(family, addressed),
         family.nft_addr_type()
     );
+    let _ = writeln!(out, "\t\tflags timeout");
     let mut elems = Vec::new();
     for m in model.mappings.iter().filter(|m| ours(m)) {
         let comment = mapping_comment(&m.name, m.description.as_deref());
         for f in m.forwards().iter().filter(|f| mine(f)) {
             elems.push(format!(
-                "{} comment \"{comment}\" : {} . {}",
+                "{}{} comment \"{comment}\" : {} . {}",
                 key_text(f),
+                timeout_text(m),
                 f.to,
                 f.to_port
             ));
@@ -331,12 +349,14 @@ fn dnat_and_guard_maps(
         layout::map_for_twin(family.guard_map(), addressed)
     );
     let _ = writeln!(out, "\t\ttype {} : verdict", key_type(family, addressed));
+    let _ = writeln!(out, "\t\tflags timeout");
     let mut elems = Vec::new();
     for m in guarded.iter().filter(|m| ours(m)) {
         for f in m.forwards().iter().filter(|f| mine(f)) {
             elems.push(format!(
-                "{} comment \"{}\" : jump {}",
+                "{}{} comment \"{}\" : jump {}",
                 key_text(f),
+                timeout_text(m),
                 m.name,
                 layout::allow_chain(&m.name)
             ));
@@ -358,11 +378,12 @@ fn object_maps(out: &mut String, model: &Model, family: IpFamily, addressed: boo
         |out: &mut String, map: &'static str, kind: &str, object: &dyn Fn(&Mapping) -> Option<String>| {
             let _ = writeln!(out, "\n\tmap {} {{", layout::map_for_twin(map, addressed));
             let _ = writeln!(out, "\t\ttype {} : {kind}", key_type(family, addressed));
+            let _ = writeln!(out, "\t\tflags timeout");
             let mut elems = Vec::new();
             for m in &ours {
                 if let Some(name) = object(m) {
                     for f in m.forwards().iter().filter(|f| mine(f)) {
-                        elems.push(format!("{} : \"{name}\"", key_text(f)));
+                        elems.push(format!("{}{} : \"{name}\"", key_text(f), timeout_text(m)));
                     }
                 }
             }
@@ -384,10 +405,16 @@ fn object_maps(out: &mut String, model: &Model, family: IpFamily, addressed: boo
         layout::map_for_twin(family.log_map(), addressed)
     );
     let _ = writeln!(out, "\t\ttype {} : verdict", key_type(family, addressed));
+    let _ = writeln!(out, "\t\tflags timeout");
     let mut elems = Vec::new();
     for m in ours.iter().filter(|m| m.log.is_some()) {
         for f in m.forwards().iter().filter(|f| mine(f)) {
-            elems.push(format!("{} : jump {}", key_text(f), layout::log_chain(&m.name)));
+            elems.push(format!(
+                "{}{} : jump {}",
+                key_text(f),
+                timeout_text(m),
+                layout::log_chain(&m.name)
+            ));
         }
     }
     elements(out, &elems);
@@ -439,6 +466,13 @@ fn ifname_set(out: &mut String, name: &str, interfaces: &[String]) {
     let quoted: Vec<String> = interfaces.iter().map(|i| format!("\"{i}\"")).collect();
     elements(out, &quoted);
     let _ = writeln!(out, "\t}}");
+}
+
+/// ` timeout 86399996ms` for the elements of a mapping that expires: the time left until then,
+/// counted from now (so the script is to be loaded when it is printed, as `portmap render | nft
+/// -f -` does); empty for one that does not.
+fn timeout_text(m: &Mapping) -> String {
+    layout::timeout_ms(m.expires, layout::now_ms()).map_or_else(String::new, |ms| format!(" timeout {ms}ms"))
 }
 
 fn elements(out: &mut String, items: &[String]) {

@@ -49,6 +49,7 @@ fn mapping(
         description: None,
         log: None,
         limit: None,
+        expires: None,
     }
 }
 
@@ -911,5 +912,154 @@ fn a_missing_return_rule_is_seen() {
     assert!(
         damage.iter().any(|d| d.contains("every source is refused")),
         "{damage:?}"
+    );
+}
+
+/// `model()` with `mail` (an allow-list) and `game` (a limit and logging) expiring at `at`.
+fn expiring(at: portmap_core::UtcTime) -> Model {
+    let mut m = model();
+    for x in &mut m.mappings {
+        if x.name == "mail" || x.name == "game" {
+            x.expires = Some(at);
+        }
+        if x.name == "game" {
+            x.log = Some(100);
+            x.limit = Some(portmap_core::Limit {
+                rate: 20,
+                per: portmap_core::RateUnit::Second,
+                burst: 40,
+            });
+        }
+    }
+    m
+}
+
+fn in_an_hour() -> portmap_core::UtcTime {
+    portmap_core::UtcTime::from_unix_seconds(portmap_core::UtcTime::now().unix_seconds() + 3600)
+}
+
+#[test]
+fn every_element_of_an_expiring_mapping_times_out_at_its_expiry() {
+    let at = in_an_hour();
+    let m = expiring(at);
+    let c = contents(&m, &t(), &env());
+    let mut timed = 0;
+    for (set, elements) in &c.elements {
+        for e in elements {
+            if let Some(ms) = e.timeout {
+                assert!((3_597_000..=3_600_000).contains(&ms), "{set}: {ms}");
+                timed += 1;
+            }
+        }
+    }
+    // mail: dnat, guard, conn, traffic; game (3 ports): dnat, conn, traffic, limit, log.
+    assert_eq!(timed, 4 + 3 * 5);
+    for set in c
+        .sets
+        .iter()
+        .filter(|s| s.name.starts_with("dnat") || s.name.starts_with("conn"))
+    {
+        assert_ne!(set.flags & portmap_netlink::set_flags::TIMEOUT, 0, "{}", set.name);
+    }
+    let o = analyse(&t(), &c, &env(), Some(1));
+    assert_eq!(o.state, TableState::Intact);
+    let mail = o.mappings.iter().find(|x| x.name == "mail").unwrap();
+    assert!(!mail.is_damaged(), "{:?}", mail.damage);
+    assert!(
+        portmap_core::same_expiry(mail.expires, Some(at)),
+        "{:?}",
+        mail.expires
+    );
+    let web = o.mappings.iter().find(|x| x.name == "web").unwrap();
+    assert_eq!(web.expires, None);
+    assert!(plan(&m, &o).is_empty());
+    // Another expiry is a change of the field, which deletes and re-creates the mapping.
+    let mut later = m.clone();
+    later.mappings[1].expires = Some(portmap_core::UtcTime::from_unix_seconds(at.unix_seconds() + 60));
+    let p = plan(&later, &o);
+    let [portmap_core::Change::Update { fields, .. }] = p.changes.as_slice() else {
+        panic!("{:?}", p.changes);
+    };
+    assert_eq!(fields[0].field, "expires");
+    assert!(apply::recreates_counters(&p));
+}
+
+#[test]
+fn what_the_kernel_keeps_of_an_expired_mapping_is_no_drift() {
+    let at = in_an_hour();
+    let m = expiring(at);
+    let mut c = contents(&m, &t(), &env());
+    // The kernel removed every element with a timeout; an hour and a bit later.
+    for elements in c.elements.values_mut() {
+        elements.retain(|e| e.timeout.is_none());
+    }
+    c.read_at_ms = Some(u64::try_from(at.unix_seconds() + 5).unwrap() * 1000);
+    let o = analyse(&t(), &c, &env(), Some(1));
+    assert_eq!(o.state, TableState::Intact);
+    for name in ["mail", "game"] {
+        let x = o.mappings.iter().find(|x| x.name == name).unwrap();
+        assert!(!x.is_damaged(), "{name}: {:?}", x.damage);
+        assert!(x.forwards.is_empty());
+        assert_eq!(x.expires, Some(at));
+        assert!(x.is_expired(o.observed_at));
+        assert!(
+            !x.objects.is_empty(),
+            "{name}: its objects are named for a later delete"
+        );
+    }
+    // With the configuration: no change (the expired mappings are left as the kernel left them).
+    let p = plan(&m, &o);
+    assert!(p.is_empty(), "{p}");
+    assert!(
+        p.warnings.iter().any(|w| w.contains("mapping mail expired")),
+        "{:?}",
+        p.warnings
+    );
+    // Out of the configuration: deleted, with exactly what is left of them.
+    let mut gone = m.clone();
+    gone.mappings.retain(|x| x.name != "mail" && x.name != "game");
+    let p = plan(&gone, &o);
+    assert_eq!(p.counts().delete, 2, "{p}");
+    let built = apply::build(&p, &t(), &env(), &[], &apply::Presets::new());
+    assert!(built.objects >= 2 * 2, "counters of both go");
+    // Given a later expiry: built again whole, its counters made again with the new record.
+    let mut again = m.clone();
+    again.mappings[1].expires = Some(portmap_core::UtcTime::from_unix_seconds(at.unix_seconds() + 7200));
+    let p = plan(&again, &o);
+    assert!(
+        matches!(p.changes.as_slice(), [portmap_core::Change::Repair { .. }]),
+        "{p}"
+    );
+}
+
+#[test]
+fn elements_that_disagree_on_their_expiry_are_damage() {
+    let m = expiring(in_an_hour());
+    let mut c = contents(&m, &t(), &env());
+    // One of mail's elements lost its timeout (added again by hand).
+    let guard = c.elements.get_mut(layout::GUARD4).unwrap();
+    guard[0].timeout = None;
+    let o = analyse(&t(), &c, &env(), Some(1));
+    let mail = o.mappings.iter().find(|x| x.name == "mail").unwrap();
+    assert!(
+        mail.damage
+            .iter()
+            .any(|d| d.contains("expire and the others do not")),
+        "{:?}",
+        mail.damage
+    );
+    // Its counters say another moment than its elements.
+    let mut c = contents(&m, &t(), &env());
+    for e in c.elements.values_mut().flatten() {
+        e.timeout = e.timeout.map(|ms| ms + 600_000);
+    }
+    let o = analyse(&t(), &c, &env(), Some(1));
+    let mail = o.mappings.iter().find(|x| x.name == "mail").unwrap();
+    assert!(
+        mail.damage
+            .iter()
+            .any(|d| d.contains("its counters record expiry")),
+        "{:?}",
+        mail.damage
     );
 }

@@ -42,6 +42,37 @@ pub fn ruleset(ns: &Netns) -> String {
     normalize(&out.stdout)
 }
 
+/// Element timeouts and the time they have left (`timeout 59m59s240ms expires 59m58s996ms` →
+/// `timeout T expires E`): relative, so they differ between two tables built a moment apart.
+fn mask_timeouts(line: &str) -> String {
+    let duration = |w: &str| {
+        !w.is_empty()
+            && w.starts_with(|c: char| c.is_ascii_digit())
+            && w.bytes().all(|b| b"0123456789dhms".contains(&b))
+    };
+    let mut out: Vec<&str> = Vec::new();
+    let mut words = line.split(' ').peekable();
+    while let Some(w) = words.next() {
+        out.push(w);
+        if let Some(mask) = match w {
+            "timeout" => Some("T"),
+            "expires" => Some("E"),
+            _ => None,
+        } && words
+            .peek()
+            .is_some_and(|next| duration(next.trim_end_matches(',')))
+        {
+            let next = words.next().unwrap_or_default();
+            out.push(if next.ends_with(',') {
+                if mask == "T" { "T," } else { "E," }
+            } else {
+                mask
+            });
+        }
+    }
+    out.join(" ")
+}
+
 /// Strip what changes without anyone changing the ruleset: counter values
 /// (`counter packets 3 bytes 180` → `counter`, and a named counter's `packets 3 bytes 180` line →
 /// `packets bytes`) and handle comments (`# handle 7`); also trailing blanks at line ends.
@@ -50,6 +81,7 @@ pub fn normalize(listing: &str) -> String {
     for line in listing.lines() {
         let line = strip_handle(line);
         let line = strip_counter_values(&line);
+        let line = mask_timeouts(&line);
         out.push_str(line.trim_end());
         out.push('\n');
     }

@@ -236,6 +236,8 @@ fn big_elements(count: usize) -> Vec<Element> {
                 ))),
                 flags: 0,
                 userdata: Some(udata::comment(&format!("mapping {i}"))),
+                timeout: None,
+                expiration: None,
             }
         })
         .collect()
@@ -454,6 +456,8 @@ fn deltas_and_deletions() {
         data: Some(Data::Value(addr_port([192, 168, 1, 9], 22))),
         flags: 0,
         userdata: Some(udata::comment("ssh")),
+        timeout: None,
+        expiration: None,
     };
     let mut b = Batch::new();
     b.del_rule(Family::Inet, TABLE, "prerouting", handle);

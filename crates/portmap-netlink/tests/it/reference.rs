@@ -141,6 +141,8 @@ pub fn sets() -> Vec<(Set, Vec<Element>)> {
         data: None,
         flags: 0,
         userdata: None,
+        timeout: None,
+        expiration: None,
     }];
     let dnat4 = proto_port_map(
         "dnat4",
@@ -155,6 +157,8 @@ pub fn sets() -> Vec<(Set, Vec<Element>)> {
             data: Some(Data::Value(addr_port([192, 168, 1, 66], 80))),
             flags: 0,
             userdata: Some(udata::comment("web: web server")),
+            timeout: None,
+            expiration: None,
         },
         Element {
             key: proto_port(UDP, 6000),
@@ -162,6 +166,8 @@ pub fn sets() -> Vec<(Set, Vec<Element>)> {
             data: Some(Data::Value(addr_port([192, 168, 1, 70], 7000))),
             flags: 0,
             userdata: Some(udata::comment("game")),
+            timeout: None,
+            expiration: None,
         },
     ];
     let guard4 = proto_port_map("guard4", 3, datatype::VERDICT, 0);
@@ -171,6 +177,8 @@ pub fn sets() -> Vec<(Set, Vec<Element>)> {
         data: Some(Data::Verdict(Verdict::Jump("allow_mail".into()))),
         flags: 0,
         userdata: Some(udata::comment("mail")),
+        timeout: None,
+        expiration: None,
     }];
     let allow = Set {
         flags: set_flags::INTERVAL,

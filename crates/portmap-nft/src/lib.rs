@@ -255,6 +255,18 @@ impl NftBackend {
         if generation != memo.stamp.generation {
             return Ok(None);
         }
+        // The kernel removes the elements of an expired mapping without a transaction, so the
+        // generation does not say whether one expired since: a memo holding a forward whose
+        // moment has come is not trusted.
+        let now = portmap_core::UtcTime::now();
+        if memo
+            .observed
+            .mappings
+            .iter()
+            .any(|m| !m.forwards.is_empty() && m.expires.is_some_and(|t| t <= now))
+        {
+            return Ok(None);
+        }
         let interfaces = portmap_netlink::link::interfaces(&self.netns)?;
         let lan_side = LanSide::from_interfaces(&interfaces, &memo.observed.settings);
         if !memo.stamp.lan_side_is(&lan_side) {
@@ -273,6 +285,7 @@ impl NftBackend {
             blocking: memo.blocking_forward_chains.clone(),
         }));
         let mut observed = memo.into_observed(&self.place);
+        observed.observed_at = Some(now);
         let blocking = std::mem::take(&mut observed.environment.blocking_forward_chains);
         observed.environment = observe::environment(&self.netns, &interfaces, blocking);
         Ok(Some(observed))
@@ -330,6 +343,12 @@ impl NftBackend {
             memo::forget(&path);
             return Ok(());
         };
+        // A configuration with an expiring mapping is not predicted: what stays of an expired one
+        // (its counters) is only known from a read.
+        if plan.desired.mappings.iter().any(|m| m.expires.is_some()) {
+            memo::forget(&path);
+            return Ok(());
+        }
         // Once forget_flows ran (or when nothing was recorded), no cleanup is pending.
         let m = memo::Memo::after(stamp, &plan.desired, &self.table.display(), Vec::new(), blocking);
         if recorded {

@@ -143,6 +143,7 @@ pub(crate) fn read(path: &Path) -> Option<Memo> {
 /// Write `memo` to `path`, replacing what was there in one rename. Failing to write a memo costs
 /// the next apply a full read, nothing else, so errors are only logged.
 pub(crate) fn write(path: &Path, memo: &Memo) {
+    let started = std::time::Instant::now();
     let Some(dir) = path.parent() else { return };
     let tmp = dir.join(format!(
         ".{}.{}",
@@ -151,14 +152,17 @@ pub(crate) fn write(path: &Path, memo: &Memo) {
     ));
     let written = (|| -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
-        let mut f = std::fs::File::create(&tmp)?;
-        serde_json::to_writer(std::io::BufWriter::new(&mut f), memo).map_err(std::io::Error::other)?;
-        f.flush()?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(&tmp)?);
+        serde_json::to_writer(&mut w, memo).map_err(std::io::Error::other)?;
+        w.flush()?;
         std::fs::rename(&tmp, path)
     })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        tracing::debug!(path = %path.display(), error = %e, "could not write the memo");
+    match written {
+        Ok(()) => tracing::debug!(path = %path.display(), generation = memo.stamp.generation, elapsed = ?started.elapsed(), "wrote the memo"),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::debug!(path = %path.display(), error = %e, "could not write the memo");
+        }
     }
 }
 

@@ -135,8 +135,17 @@ pub fn measure(
             chains = chains.max(report.objects);
         }
 
-        let rate_1_before = rate(&mut b, lab, 1, dataplane);
-        let rate_n = rate(&mut b, lab, n, dataplane);
+        // 1 and N alternate, the median of each kept: on a shared machine one 2-second sample
+        // moves by a factor of 3 from one minute to the next.
+        let (mut at_1, mut at_n) = (Vec::new(), Vec::new());
+        for _ in 0..crate::measure::DATAPLANE_ROUNDS {
+            at_1.push(rate(&mut b, lab, 1, dataplane));
+            at_n.push(rate(&mut b, lab, n, dataplane));
+        }
+        let (rate_1, rate_n) = (
+            crate::measure::median_f64(&mut at_1),
+            crate::measure::median_f64(&mut at_n),
+        );
         let linear = dir.join(format!("n{n}-linear.iptables"));
         std::fs::write(&linear, workload::linear_iptables(n)).expect("write");
         restore(lab, variant, false, &linear.to_string_lossy());
@@ -151,7 +160,6 @@ pub fn measure(
                 .output(),
             "flush linear rules",
         );
-        let rate_1 = rate_1_before.max(rate(&mut b, lab, 1, dataplane));
         rows.push(Row {
             variant: variant.backend_name(),
             n,

@@ -263,10 +263,15 @@ fn measure_size(o: &Options, lab: &Topology, dir: &Path, n: usize) -> Row {
         validate.push(run(portmap(o, lab, &["validate", "-c", to]), "portmap validate").wall);
     }
 
-    // Dataplane: one mapping, N mappings, then the same forwards as N linear rules, back to back so
-    // they share the machine's state; the rate at 1 is measured before and after, the better kept.
-    let rate_1_before = rate_with_portmap(o, lab, dir, 1);
-    let rate_n = rate_with_portmap(o, lab, dir, n);
+    // Dataplane: one mapping and N mappings alternating (the median of each kept: on a shared
+    // machine one 2-second sample moves by a factor of 3 from one minute to the next), then the
+    // same forwards as N linear rules.
+    let (mut at_1, mut at_n) = (Vec::new(), Vec::new());
+    for _ in 0..measure::DATAPLANE_ROUNDS {
+        at_1.push(rate_with_portmap(o, lab, dir, 1));
+        at_n.push(rate_with_portmap(o, lab, dir, n));
+    }
+    let (rate_1, rate_n) = (measure::median_f64(&mut at_1), measure::median_f64(&mut at_n));
     let linear = write(dir, &format!("n{n}-linear.nft"), &workload::linear_ruleset(n));
     let mut cmd = lab.router.command("nft");
     cmd.args(["-f", &linear]);
@@ -280,7 +285,6 @@ fn measure_size(o: &Options, lab: &Topology, dir: &Path, n: usize) -> Row {
             .output(),
         "delete linear",
     );
-    let rate_1 = rate_1_before.max(rate_with_portmap(o, lab, dir, 1));
 
     Row {
         n,

@@ -74,6 +74,18 @@ pub fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
+/// How long [`connection_rate`] waits before it measures.
+pub const SETTLE: Duration = Duration::from_millis(1500);
+
+/// How many times the dataplane is measured at 1 mapping and at N, alternating.
+pub const DATAPLANE_ROUNDS: usize = 3;
+
+/// The median of connection rates.
+pub fn median_f64(v: &mut [f64]) -> f64 {
+    v.sort_unstable_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// Milliseconds with one decimal.
 pub fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
@@ -82,6 +94,11 @@ pub fn ms(d: Duration) -> String {
 /// New TCP connections per second from the client to WAN:`port` (DNAT-ed to the LAN host's port 80),
 /// counted for `duration`. Each connection is opened and reset at once, so neither side keeps it.
 pub fn connection_rate(lab: &Topology, port: u16, duration: Duration) -> f64 {
+    // Let the kernel finish freeing what the last change released first: the rules of a destroyed
+    // 10,000-mapping table are freed by RCU callbacks and workers on the same two cores, and a
+    // sample taken meanwhile (as the one at 1 mapping right after the N-mapping table went) came
+    // out at a quarter of the rate.
+    std::thread::sleep(SETTLE);
     let listener = lab
         .lan
         .enter(|| TcpListener::bind(SocketAddrV4::new(LAN_HOSTS[0], 80)))

@@ -158,7 +158,9 @@ pub(crate) fn write(path: &Path, memo: &Memo) {
         std::fs::rename(&tmp, path)
     })();
     match written {
-        Ok(()) => tracing::debug!(path = %path.display(), generation = memo.stamp.generation, elapsed = ?started.elapsed(), "wrote the memo"),
+        Ok(()) => {
+            tracing::debug!(path = %path.display(), generation = memo.stamp.generation, elapsed = ?started.elapsed(), "wrote the memo")
+        }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             tracing::debug!(path = %path.display(), error = %e, "could not write the memo");

@@ -172,14 +172,54 @@ fn the_memo_steps_aside_for_every_change_it_cannot_see() {
     s.converge(&web).expect("rebuilt for the new address");
     assert!(recall(&mut session(&t, &run_dir)).is_some());
 
-    // The table deleted and made again by someone else, and the generation brought back to the
-    // memo's is impossible; but a memo copied from another namespace must not hold here either.
+    // Another namespace has a memo file of its own; and one that gets this namespace's file
+    // (as a new namespace does when the kernel gives it a gone one's inode number) does not take
+    // it for its own: the stamp's cookie differs.
     let other = Topology::new(PORTMAP, "memo-other");
     let mut elsewhere = session(&other, &run_dir);
     assert!(
         recall(&mut elsewhere).is_none(),
         "another namespace has its own memo"
     );
+    let inode = |t: &Topology| {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(format!("/run/netns/{}", t.router.name()))
+            .expect("netns file")
+            .ino()
+    };
+    let file = |t: &Topology| {
+        run_dir
+            .path()
+            .join(format!("memo-nft-{}-inet-portmap.json", inode(t)))
+    };
+    assert!(
+        file(&t).exists(),
+        "the memo is named by the namespace's inode number"
+    );
+    session(&other, &run_dir).converge(&web).expect("build there");
+    let read = |path: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).expect("memo")).expect("memo JSON")
+    };
+    let theirs = read(file(&other));
+    let mut ours = read(file(&t));
+    // This namespace's memo with the other's stamp but for the cookie: all the stamp's other
+    // parts (generation, table handle, LAN side) now match the other namespace.
+    let cookie = ours["stamp"]["netns_cookie"].clone();
+    ours["stamp"] = theirs["stamp"].clone();
+    ours["stamp"]["netns_cookie"] = cookie;
+    std::fs::write(file(&other), ours.to_string()).expect("plant the memo");
+    assert!(
+        recall(&mut session(&other, &run_dir)).is_none(),
+        "a memo made in another namespace"
+    );
+    // The control: with the other's cookie too, the planted memo is believed.
+    ours["stamp"]["netns_cookie"] = theirs["stamp"]["netns_cookie"].clone();
+    std::fs::write(file(&other), ours.to_string()).expect("plant the memo");
+    assert!(
+        recall(&mut session(&other, &run_dir)).is_some(),
+        "only the cookie told them apart"
+    );
+    std::fs::remove_file(file(&other)).expect("remove the planted memo");
 
     // A memo that is not JSON, or of another version, is ignored.
     for entry in std::fs::read_dir(run_dir.path()).expect("run dir") {

@@ -209,8 +209,9 @@ impl NftBackend {
             return None;
         }
         let dir = self.memo_dir.as_ref()?;
-        let cookie = self.socket.netns_cookie()?;
-        Some(memo::path(dir, cookie, &self.table.name))
+        // Without a cookie a memo could not tell this namespace from an earlier one.
+        self.socket.netns_cookie()?;
+        Some(memo::path(dir, self.place.netns, &self.table.name))
     }
 
     /// The stamp the kernel shows now for a table that should be at `generation` and hold

@@ -124,9 +124,12 @@ impl Memo {
     }
 }
 
-/// The file of the memo of table `inet <table>` in the namespace with `cookie`, in `dir`.
-pub(crate) fn path(dir: &Path, cookie: u64, table: &str) -> PathBuf {
-    dir.join(format!("memo-nft-{cookie:016x}-inet-{table}.json"))
+/// The file of the memo of table `inet <table>` in the namespace with inode number `netns`, in
+/// `dir`. Named by the inode, which the kernel gives a new namespace once an old one is gone, so
+/// that the files stay as many as the namespaces that exist; the stamp's cookie tells a new
+/// namespace's table from the old one's.
+pub(crate) fn path(dir: &Path, netns: u64, table: &str) -> PathBuf {
+    dir.join(format!("memo-nft-{netns}-inet-{table}.json"))
 }
 
 /// The memo at `path`, if there is one that can be read and is of this version.
@@ -152,14 +155,23 @@ pub(crate) fn write(path: &Path, memo: &Memo) {
     ));
     let written = (|| -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(&tmp)?);
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?
+        };
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, file);
         serde_json::to_writer(&mut w, memo).map_err(std::io::Error::other)?;
         w.flush()?;
         std::fs::rename(&tmp, path)
     })();
     match written {
         Ok(()) => {
-            tracing::debug!(path = %path.display(), generation = memo.stamp.generation, elapsed = ?started.elapsed(), "wrote the memo")
+            tracing::debug!(path = %path.display(), generation = memo.stamp.generation, elapsed = ?started.elapsed(), "wrote the memo");
         }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);

@@ -226,13 +226,13 @@ pub fn report(rows: &[Row]) -> String {
     );
     for r in rows {
         let ratio = r.rate_n / r.rate_1;
-        let _ = writeln!(
-            s,
-            "- {} N={}: {} ({ratio:.2})",
-            r.variant,
-            r.n,
-            if ratio >= 0.5 { "met" } else { "MISSED" }
-        );
+        let verdict = match (r.n >= 10_000, ratio >= 0.5) {
+            // At small N (CI's --quick) the samples are too short and too few to judge.
+            (false, _) => "the target is for 10,000 mappings",
+            (true, true) => "met",
+            (true, false) => "MISSED",
+        };
+        let _ = writeln!(s, "- {} N={}: {verdict} ({ratio:.2})", r.variant, r.n);
     }
     s
 }

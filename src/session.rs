@@ -149,28 +149,23 @@ impl<B: Backend> Session<B> {
 
     /// Read the owned state back.
     pub fn observe(&mut self) -> Result<Observed, Error> {
-        let started = Instant::now();
-        let observed = self.backend.observe().map_err(|e| backend_error::<B>(e, None))?;
-        tracing::info!(
-            backend = self.backend.name(),
-            table = %observed.table,
-            state = ?observed.state,
-            mappings = observed.mappings.len(),
-            generation = ?observed.generation,
-            elapsed = ?started.elapsed(),
-            "observed the kernel"
-        );
-        Ok(observed)
+        self.observe_with(B::observe, false)
     }
 
     /// [`Backend::observe_to_plan`]: what the backend observes or, when the kernel shows nothing
     /// changed since it last read or wrote its table, remembers.
     pub fn observe_to_plan(&mut self) -> Result<Observed, Error> {
+        self.observe_with(B::observe_to_plan, true)
+    }
+
+    /// Observe with `read`, saying at `-v` what was found and how long it took.
+    fn observe_with(
+        &mut self,
+        read: fn(&mut B) -> Result<Observed, B::Error>,
+        to_plan: bool,
+    ) -> Result<Observed, Error> {
         let started = Instant::now();
-        let observed = self
-            .backend
-            .observe_to_plan()
-            .map_err(|e| backend_error::<B>(e, None))?;
+        let observed = read(&mut self.backend).map_err(|e| backend_error::<B>(e, None))?;
         tracing::info!(
             backend = self.backend.name(),
             table = %observed.table,
@@ -178,7 +173,8 @@ impl<B: Backend> Session<B> {
             mappings = observed.mappings.len(),
             generation = ?observed.generation,
             elapsed = ?started.elapsed(),
-            "observed the kernel (to plan)"
+            "{}",
+            if to_plan { "observed the kernel (to plan)" } else { "observed the kernel" }
         );
         Ok(observed)
     }

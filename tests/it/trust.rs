@@ -327,6 +327,13 @@ fn a_table_owned_by_another_process_is_refused_in_words() {
     assert!(!run.stderr.contains("CAP_NET_ADMIN"), "{run}");
     assert_eq!(t.router_ruleset(), before);
     // The table goes with its owner's socket; then portmap makes its own.
+    // (The kernel may let go of it a moment after close returns.)
     drop(socket);
+    assert!(
+        portmap_testkit::topology::eventually(std::time::Duration::from_secs(5), || !t
+            .router_ruleset()
+            .contains("table inet portmap")),
+        "the table outlived its owner's socket"
+    );
     t.apply(&config(SSH)).success();
 }

@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use portmap_testkit::topology::path_str;
-use portmap_testkit::{CLIENT, Topology};
+use portmap_testkit::{CLIENT, Topology, require_root};
 
 /// Seconds since the epoch, now.
 fn now() -> i64 {
@@ -140,4 +140,74 @@ fn the_kernel_ends_a_forward_at_its_expiry(t) {
         assert!(!table.contains("soon"), "{table}");
     }
 }
+}
+
+/// The table's handle (`nft -a`): a rebuild gives the table a new one.
+fn table_handle(t: &Topology) -> String {
+    let out = t.router.nft(&["-a", "list", "table", "inet", "portmap"]);
+    assert!(out.ok(), "{out}");
+    out.stdout
+        .lines()
+        .next()
+        .and_then(|l| l.split("# handle ").nth(1))
+        .map_or_else(|| panic!("no handle in {out}"), str::to_owned)
+}
+
+/// nft builds its maps with element timeouts only for a configuration with an `expires` (the
+/// kernel's fixed-size hash without them is faster to fill): the first expiring mapping rebuilds
+/// the table with them, counters going on, and dropping the expiry later keeps them.
+#[test]
+fn nft_maps_get_timeouts_with_the_first_expiry() {
+    require_root!();
+    let t = Topology::new(crate::PORTMAP, "exp-timeouts");
+    let _a = t.tcp_server("192.168.1.66:80");
+    let _b = t.tcp_server("192.168.1.25:80");
+    let plain = "wan: { interfaces: [wan0] }\nlan: { interfaces: [lan0] }\nmappings:\n  \
+                 - name: web\n    port: 8080\n    to: 192.168.1.66\n    to_port: 80\n";
+    t.apply(plain).success();
+    let table = t.table().unwrap_or_default();
+    assert!(!table.contains("timeout"), "{table}");
+    t.assert_tcp(CLIENT, 8080, "192.168.1.66:80");
+    let handle = table_handle(&t);
+
+    let soon = now() + 3;
+    let timed = format!(
+        "{plain}  - name: soon\n    port: 8081\n    to: 192.168.1.25\n    to_port: 80\n    expires: {}\n",
+        rfc3339(soon)
+    );
+    let path = t.write_config(&timed);
+    let plan = t
+        .portmap(&["plan", "-c", path_str(&path), "--json"])
+        .success()
+        .json();
+    assert_eq!(plan["changes"].as_array().map(Vec::len), Some(1), "{plan:#}");
+    assert_eq!(plan["changes"][0]["action"], "create", "{plan:#}");
+    t.apply(&timed).success();
+    let table = t.table().unwrap_or_default();
+    assert_eq!(table.matches("flags timeout").count(), 24, "{table}");
+    assert_ne!(table_handle(&t), handle, "the table was not rebuilt");
+    t.plan_text().expect_code(0);
+    t.assert_tcp(CLIENT, 8081, "192.168.1.25:80");
+    t.assert_tcp(CLIENT, 8080, "192.168.1.66:80");
+    // The rebuild kept web's counter: the connection before it and the one after.
+    assert_eq!(mapping(&status(&t), "web")["counters"]["connections"], 2);
+    let wait = u64::try_from(soon - now()).unwrap_or(0) * 1000 + 1200;
+    std::thread::sleep(Duration::from_millis(wait));
+    t.assert_tcp_blocked(CLIENT, 8081);
+    t.plan_text().expect_code(0);
+
+    // Without the expiring mapping the table keeps its timeouts: a delta, not another rebuild,
+    // and plans from the memo agree with the kernel.
+    let handle = table_handle(&t);
+    t.apply(plain).success();
+    t.plan_text().expect_code(0);
+    let later = format!(
+        "{plain}  - name: later\n    port: 8082\n    to: 192.168.1.25\n    to_port: 80\n    expires: {}\n",
+        rfc3339(now() + 3600)
+    );
+    t.apply(&later).success();
+    t.plan_text().expect_code(0);
+    assert_eq!(table_handle(&t), handle, "the table was rebuilt");
+    assert_eq!(t.table().unwrap_or_default().matches("flags timeout").count(), 24);
+    t.assert_tcp(CLIENT, 8082, "192.168.1.25:80");
 }

@@ -472,6 +472,12 @@ pub struct Model {
 }
 
 impl Model {
+    /// Whether a mapping of this model has an `expires` (come or not): then the backend's
+    /// structure must be able to hold expiring mappings ([`Observed::can_expire`]).
+    pub fn needs_expiry(&self) -> bool {
+        self.mappings.iter().any(|m| m.expires.is_some())
+    }
+
     /// This model without the mappings whose `expires` has come at `now`: what a backend builds
     /// when it writes the whole configuration (a new table, `render`), since an expired mapping
     /// is never installed.
@@ -691,6 +697,23 @@ pub struct Observed {
     /// mapping counts as expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_at: Option<crate::time::UtcTime>,
+    /// Whether the owned structure can hold mappings that expire. A backend that builds it for
+    /// expiries only when the configuration has one (nft: maps made with element timeouts) says
+    /// `false` for a table built without them; applying a configuration with an `expires` to
+    /// such a table rebuilds it. `true` for a missing table and for backends that need nothing.
+    #[serde(default = "yes")]
+    pub can_expire: bool,
+}
+
+/// `true`, for `#[serde(default = "yes")]`.
+pub(crate) fn yes() -> bool {
+    true
+}
+
+/// Whether `b` is true, for `#[serde(skip_serializing_if = "is_true")]`.
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
+pub(crate) fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// Facts about the router outside portmap's table that decide whether its forwards can work. A
@@ -727,6 +750,7 @@ impl Observed {
             environment: Environment::default(),
             pending_flows: Vec::new(),
             observed_at: None,
+            can_expire: true,
         }
     }
 
@@ -778,6 +802,8 @@ impl Observed {
             environment: Environment::default(),
             pending_flows: Vec::new(),
             observed_at: None,
+            // As a backend that builds for expiries only when asked to.
+            can_expire: model.needs_expiry(),
         }
     }
 }

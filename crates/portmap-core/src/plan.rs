@@ -204,6 +204,11 @@ pub struct Plan {
     /// mappings' `expires` were judged against, and what "in 3d 4h" counts from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub made_at: Option<UtcTime>,
+    /// Whether the table could hold expiring mappings when the plan was made
+    /// ([`Observed::can_expire`]): a backend rebuilds one that cannot for a desired state that
+    /// [needs it](Model::needs_expiry).
+    #[serde(default = "crate::model::yes", skip_serializing_if = "crate::model::is_true")]
+    pub observed_can_expire: bool,
 }
 
 impl Plan {
@@ -232,6 +237,7 @@ impl Plan {
             && self.sources == other.sources
             && self.desired == other.desired
             && self.pending_flows == other.pending_flows
+            && self.observed_can_expire == other.observed_can_expire
     }
 
     /// Check that this plan was made for `backend` managing `table` at `place`, and return the
@@ -507,6 +513,7 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
         observed_settings: observed.settings.clone(),
         pending_flows: observed.pending_flows.clone(),
         made_at: now,
+        observed_can_expire: observed.can_expire,
     }
 }
 

@@ -615,6 +615,8 @@ pub fn analyse_counted(
         environment: portmap_core::Environment::default(),
         pending_flows: pending,
         observed_at: None,
+        // `-m time` needs nothing of the chains.
+        can_expire: true,
     }
 }
 

@@ -79,7 +79,9 @@ pub fn rebuilds(plan: &Plan) -> bool {
     let after = &plan.desired.settings;
     // A change of shape, or of the LAN side (whose addresses the table holds), rebuilds the table.
     let restructure = shape_of(before) != shape_of(after) || before.lan_interfaces != after.lan_interfaces;
-    plan.table_action != TableAction::Keep || restructure
+    // So does the first expiring mapping in a table whose maps were made without timeouts.
+    let retime = layout::needs_timeouts(&plan.desired) && !plan.observed_can_expire;
+    plan.table_action != TableAction::Keep || restructure || retime
 }
 
 /// Whether carrying out `plan` creates counters that exist now again (a rebuild or a repair), so
@@ -289,7 +291,7 @@ fn rebuild(
 /// Everything the table holds for `model`: what a rebuild sends and what `observe` should find.
 pub fn contents(model: &Model, t: &TableId, env: &LanSide) -> Contents {
     let shape = shape_of(&model.settings);
-    let mut sets = layout::static_sets(t);
+    let mut sets = layout::static_sets(t, layout::needs_timeouts(model));
     let mut chains = layout::static_chains(t, shape);
     let mut rules = Vec::new();
     let mut elements: BTreeMap<String, Vec<Element>> = BTreeMap::new();

@@ -279,6 +279,7 @@ impl NftBackend {
         let seen = observe::Seen {
             table: Some((memo.stamp.table_handle, memo.stamp.table_flags)),
             lan_side,
+            can_expire: memo.observed.can_expire,
         };
         self.seen = Some(Box::new(LastRead {
             generation,
@@ -335,6 +336,7 @@ impl NftBackend {
         // what the table held when it was read to plan this commit.
         let last = self.seen.as_ref().filter(|l| l.generation == generation);
         let blocking = last.map(|l| l.blocking.clone());
+        let kept_can_expire = last.filter(|_| !rebuilt).map(|l| l.seen.can_expire);
         let lan_side = match last {
             Some(l) if !rebuilt => l.seen.lan_side.clone(),
             _ => env.clone(),
@@ -351,7 +353,11 @@ impl NftBackend {
             return Ok(());
         }
         // Once forget_flows ran (or when nothing was recorded), no cleanup is pending.
-        let m = memo::Memo::after(stamp, &plan.desired, &self.table.display(), Vec::new(), blocking);
+        let mut m = memo::Memo::after(stamp, &plan.desired, &self.table.display(), Vec::new(), blocking);
+        // A table kept keeps the timeouts it had; a rebuilt one has what the configuration needs.
+        if let Some(can_expire) = kept_can_expire {
+            m.observed.can_expire = can_expire;
+        }
         if recorded {
             // The cleanups are recorded in the table until forget_flows removes them.
             memo::forget(&path);

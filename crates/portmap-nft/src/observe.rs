@@ -41,6 +41,8 @@ pub fn observe(
 pub(crate) struct Seen {
     pub table: Option<(u64, u32)>,
     pub lan_side: LanSide,
+    /// Whether the table's maps have timeouts ([`Observed::can_expire`]).
+    pub can_expire: bool,
 }
 
 /// [`observe`], with what the read saw of the table ([`Seen`]).
@@ -112,6 +114,7 @@ fn read_once(
             let seen = Seen {
                 table: None,
                 lan_side: LanSide::default(),
+                can_expire: true,
             };
             (Observed::missing("nft", &t.display(), Some(generation)), seen)
         }));
@@ -176,6 +179,7 @@ fn read_once(
     let seen = Seen {
         table: table.handle.map(|h| (h, table.flags)),
         lan_side,
+        can_expire: observed.can_expire,
     };
     Ok(Some((observed, seen)))
 }
@@ -223,8 +227,12 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
         ));
     }
 
-    // Static sets and maps.
-    for want in layout::static_sets(t) {
+    // Static sets and maps. Their timeouts follow the DNAT map's: a table is built with timeouts
+    // on every per-port map or on none (see `layout::static_sets`).
+    let can_expire = sets_by_name
+        .get(layout::DNAT4)
+        .is_some_and(|s| s.flags & portmap_netlink::set_flags::TIMEOUT != 0);
+    for want in layout::static_sets(t, can_expire) {
         match sets_by_name.get(want.name.as_str()) {
             None => reasons.push(format!("{} {} is missing", kind(&want), want.name)),
             Some(found) if !same_set_type(found, &want) => {
@@ -311,7 +319,10 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
             _ => reasons.push(format!("chain {} was not written by portmap", chain.name)),
         }
     }
-    let static_set_names: BTreeSet<String> = layout::static_sets(t).into_iter().map(|s| s.name).collect();
+    let static_set_names: BTreeSet<String> = layout::static_sets(t, can_expire)
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
     let mut source_sets: BTreeMap<&str, [Option<&Set>; 2]> = BTreeMap::new();
     for set in &snap.sets {
         if static_set_names.contains(&set.name) {
@@ -561,6 +572,7 @@ pub fn analyse(t: &TableId, snap: &Contents, env: &LanSide, generation: Option<u
         observed_at: snap
             .read_at_ms
             .map(|ms| portmap_core::UtcTime::from_unix_seconds(i64::try_from(ms / 1000).unwrap_or(i64::MAX))),
+        can_expire,
     }
 }
 

@@ -17,6 +17,8 @@ use crate::layout::{self, IpFamily, Origin, TableId};
 /// A mapping whose `expires` has come is left out (it is never installed); the elements of one
 /// that expires later carry the time left from now, so the script is to be loaded when printed.
 pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
+    // Timeouts follow the configuration, expired mappings included, as when the table is built.
+    let timeouts = layout::needs_timeouts(model);
     let model = &model.in_force(portmap_core::UtcTime::now());
     let mut out = String::with_capacity(256 + model.mappings.len() * 96);
     let fam = t.family.as_str();
@@ -47,7 +49,7 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
         .filter(|m| !m.allow_from.is_empty())
         .collect();
     for family in IpFamily::ALL {
-        dnat_and_guard_maps(&mut out, model, &guarded, family, false);
+        dnat_and_guard_maps(&mut out, model, &guarded, family, false, timeouts);
         let _ = writeln!(out, "\n\tset {} {{", family.lan_side_set());
         let _ = writeln!(out, "\t\ttype {}", family.nft_addr_type());
         let _ = writeln!(out, "\t\tflags interval");
@@ -57,7 +59,7 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
 
     // Per family: the counters' object maps, the limits' object map and the log verdict map.
     for family in IpFamily::ALL {
-        object_maps(&mut out, model, family, false);
+        object_maps(&mut out, model, family, false, timeouts);
     }
 
     // Every mapping's counters, and the limits.
@@ -90,8 +92,8 @@ pub fn render(model: &Model, t: &TableId, env: &LanSide) -> String {
 
     // The same maps keyed by address too, for mappings with `listen`.
     for family in IpFamily::ALL {
-        dnat_and_guard_maps(&mut out, model, &guarded, family, true);
-        object_maps(&mut out, model, family, true);
+        dnat_and_guard_maps(&mut out, model, &guarded, family, true, timeouts);
+        object_maps(&mut out, model, family, true, timeouts);
     }
 
     // Pending conntrack cleanups (empty in a fresh table).
@@ -312,6 +314,7 @@ fn dnat_and_guard_maps(
     guarded: &[&Mapping],
     family: IpFamily,
     addressed: bool,
+    timeouts: bool,
 ) {
     let ours = |m: &Mapping| IpFamily::of(m.to) == family;
     let mine = |f: &portmap_core::Forward| f.listen.is_some() == addressed;
@@ -326,7 +329,7 @@ fn dnat_and_guard_maps(
         key_type(family, addressed),
         family.nft_addr_type()
     );
-    let _ = writeln!(out, "\t\tflags timeout");
+    timeout_flag(out, timeouts);
     let mut elems = Vec::new();
     for m in model.mappings.iter().filter(|m| ours(m)) {
         let comment = mapping_comment(&m.name, m.description.as_deref());
@@ -349,7 +352,7 @@ fn dnat_and_guard_maps(
         layout::map_for_twin(family.guard_map(), addressed)
     );
     let _ = writeln!(out, "\t\ttype {} : verdict", key_type(family, addressed));
-    let _ = writeln!(out, "\t\tflags timeout");
+    timeout_flag(out, timeouts);
     let mut elems = Vec::new();
     for m in guarded.iter().filter(|m| ours(m)) {
         for f in m.forwards().iter().filter(|f| mine(f)) {
@@ -367,7 +370,7 @@ fn dnat_and_guard_maps(
 }
 
 /// The counter, limit and log maps of `family` (the addressed twins with `addressed`).
-fn object_maps(out: &mut String, model: &Model, family: IpFamily, addressed: bool) {
+fn object_maps(out: &mut String, model: &Model, family: IpFamily, addressed: bool, timeouts: bool) {
     let ours: Vec<&Mapping> = model
         .mappings
         .iter()
@@ -378,7 +381,7 @@ fn object_maps(out: &mut String, model: &Model, family: IpFamily, addressed: boo
         |out: &mut String, map: &'static str, kind: &str, object: &dyn Fn(&Mapping) -> Option<String>| {
             let _ = writeln!(out, "\n\tmap {} {{", layout::map_for_twin(map, addressed));
             let _ = writeln!(out, "\t\ttype {} : {kind}", key_type(family, addressed));
-            let _ = writeln!(out, "\t\tflags timeout");
+            timeout_flag(out, timeouts);
             let mut elems = Vec::new();
             for m in &ours {
                 if let Some(name) = object(m) {
@@ -405,7 +408,7 @@ fn object_maps(out: &mut String, model: &Model, family: IpFamily, addressed: boo
         layout::map_for_twin(family.log_map(), addressed)
     );
     let _ = writeln!(out, "\t\ttype {} : verdict", key_type(family, addressed));
-    let _ = writeln!(out, "\t\tflags timeout");
+    timeout_flag(out, timeouts);
     let mut elems = Vec::new();
     for m in ours.iter().filter(|m| m.log.is_some()) {
         for f in m.forwards().iter().filter(|f| mine(f)) {
@@ -471,6 +474,13 @@ fn ifname_set(out: &mut String, name: &str, interfaces: &[String]) {
 /// ` timeout 86399996ms` for the elements of a mapping that expires: the time left until then,
 /// counted from now (so the script is to be loaded when it is printed, as `portmap render | nft
 /// -f -` does); empty for one that does not.
+/// `flags timeout` for a per-port map of a table built for expiries ([`layout::static_sets`]).
+fn timeout_flag(out: &mut String, timeouts: bool) {
+    if timeouts {
+        let _ = writeln!(out, "\t\tflags timeout");
+    }
+}
+
 fn timeout_text(m: &Mapping) -> String {
     layout::timeout_ms(m.expires, layout::now_ms()).map_or_else(String::new, |ms| format!(" timeout {ms}ms"))
 }

@@ -934,6 +934,54 @@ fn expiring(at: portmap_core::UtcTime) -> Model {
     m
 }
 
+/// The per-port maps (DNAT, guard, counters, limit, log; per family, with and without listen
+/// addresses): what carries timeouts in a table built for an expiry.
+const PER_PORT_MAPS: usize = 24;
+
+/// How many of the table's sets have `flags timeout`.
+fn timed_maps(c: &layout::Contents) -> usize {
+    c.sets
+        .iter()
+        .filter(|s| s.flags & portmap_netlink::set_flags::TIMEOUT != 0)
+        .count()
+}
+
+#[test]
+fn maps_get_timeouts_with_the_first_expiry_and_keep_them() {
+    // Without an expiry the maps have no timeouts (the kernel's faster fixed-size hash), and the
+    // table says it cannot hold one.
+    let plain = model();
+    let c = contents(&plain, &t(), &env());
+    assert_eq!(timed_maps(&c), 0);
+    let o = analyse(&t(), &c, &env(), Some(1));
+    assert_eq!(o.state, TableState::Intact);
+    assert!(!o.can_expire);
+    assert!(plan(&plain, &o).is_empty());
+    // The first expiring mapping rebuilds the table, with timeouts on every per-port map.
+    let at = in_an_hour();
+    let p = plan(&expiring(at), &o);
+    assert_eq!(p.table_action, TableAction::Keep);
+    assert!(!p.observed_can_expire);
+    assert!(apply::rebuilds(&p), "{p:?}");
+    let timed = analyse(&t(), &contents(&expiring(at), &t(), &env()), &env(), Some(2));
+    assert!(timed.can_expire);
+    assert!(plan(&expiring(at), &timed).is_empty());
+    // Once there, they stay: dropping the expiries is a delta, not another rebuild.
+    let p = plan(&plain, &timed);
+    assert!(!p.changes.is_empty());
+    assert!(!apply::rebuilds(&p), "{p:?}");
+    // A table with timeouts on some maps only is not one portmap builds: it is rebuilt.
+    let mut mixed = contents(&plain, &t(), &env());
+    let conn4 = mixed.sets.iter_mut().find(|s| s.name == layout::CONN4).unwrap();
+    conn4.flags |= portmap_netlink::set_flags::TIMEOUT;
+    let o = analyse(&t(), &mixed, &env(), Some(3));
+    assert!(
+        matches!(&o.state, TableState::Damaged { reasons } if reasons.iter().any(|r| r.contains("conn4"))),
+        "{:?}",
+        o.state
+    );
+}
+
 fn in_an_hour() -> portmap_core::UtcTime {
     portmap_core::UtcTime::from_unix_seconds(portmap_core::UtcTime::now().unix_seconds() + 3600)
 }
@@ -954,15 +1002,10 @@ fn every_element_of_an_expiring_mapping_times_out_at_its_expiry() {
     }
     // mail: dnat, guard, conn, traffic; game (3 ports): dnat, conn, traffic, limit, log.
     assert_eq!(timed, 4 + 3 * 5);
-    for set in c
-        .sets
-        .iter()
-        .filter(|s| s.name.starts_with("dnat") || s.name.starts_with("conn"))
-    {
-        assert_ne!(set.flags & portmap_netlink::set_flags::TIMEOUT, 0, "{}", set.name);
-    }
+    assert_eq!(timed_maps(&c), PER_PORT_MAPS);
     let o = analyse(&t(), &c, &env(), Some(1));
     assert_eq!(o.state, TableState::Intact);
+    assert!(o.can_expire);
     let mail = o.mappings.iter().find(|x| x.name == "mail").unwrap();
     assert!(!mail.is_damaged(), "{:?}", mail.damage);
     assert!(

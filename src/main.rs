@@ -169,7 +169,7 @@ enum Command {
         keep_conntrack: bool,
         /// Roll the change back after SECONDS unless `portmap confirm` (or `yes` on the terminal)
         /// keeps it; a detached watchdog does the rollback, whatever happens to this process.
-        #[arg(long, value_name = "SECONDS", conflicts_with = "planfile")]
+        #[arg(long, value_name = "SECONDS", conflicts_with = "planfile", value_parser = parse_confirm_seconds)]
         confirm: Option<u64>,
         /// How the commit is checked: `generation` trusts the kernel's ruleset generation when
         /// nobody else wrote since (nft; iptables always reads back), `read-back` reads the whole
@@ -225,7 +225,7 @@ enum Command {
         event_buffer: Option<u32>,
         /// Serve Prometheus metrics (those of `portmap metrics`, and the watch's own) over HTTP at
         /// `GET /metrics` on ADDR:PORT, e.g. 127.0.0.1:9300 (in portmap's own network namespace).
-        #[arg(long, value_name = "ADDR:PORT")]
+        #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_address)]
         metrics: Option<std::net::SocketAddr>,
     },
     /// Read the DNAT forwards other tools wrote (nft tables, iptables and ip6tables of both
@@ -893,6 +893,28 @@ fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
         ));
     }
     Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+/// `--confirm SECONDS`: a whole number of seconds in the range `apply --confirm` accepts.
+fn parse_confirm_seconds(text: &str) -> Result<u64, String> {
+    let max = portmap::confirm::MAX_CONFIRM_SECONDS;
+    match text.trim().parse::<u64>() {
+        Ok(seconds) if (1..=max).contains(&seconds) => Ok(seconds),
+        _ => Err(format!(
+            "`{}` is not a number of seconds from 1 to {max}: give how long portmap waits for              `portmap confirm` before it rolls the change back, e.g. --confirm 60",
+            shown_arg(text)
+        )),
+    }
+}
+
+/// `--metrics ADDR:PORT`: an IP address (IPv6 in brackets) and a port.
+fn parse_metrics_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "`{}` is not an address and port: give ADDR:PORT, e.g. 127.0.0.1:9300 or [::1]:9300",
+            shown_arg(text)
+        )
+    })
 }
 
 /// The nflog group the configuration's logging mappings use (its `log_group`).

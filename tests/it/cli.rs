@@ -309,6 +309,39 @@ fn usage_errors_exit_1_not_2() {
     run.expect_code(1);
 }
 
+#[test]
+fn bad_option_values_say_what_is_valid() {
+    require_root!();
+    let ns = router("optvals");
+    let before = ns.output("nft", &["list", "ruleset"]);
+    for (args, wanted) in [
+        (&["apply", "--confirm", "abc"][..], "e.g. --confirm 60"),
+        (&["apply", "--confirm", "0"][..], "from 1 to 86400"),
+        (
+            &["apply", "--confirm", "99999999999999999999"][..],
+            "from 1 to 86400",
+        ),
+        (&["apply", "--confirm=-5"][..], "from 1 to 86400"),
+        (
+            &["watch", "--metrics", "nope"][..],
+            "e.g. 127.0.0.1:9300 or [::1]:9300",
+        ),
+        (&["watch", "--metrics", "127.0.0.1"][..], "give ADDR:PORT"),
+        (
+            &["watch", "--interval", "0"][..],
+            "more than 0 and at most 3600 seconds",
+        ),
+    ] {
+        let mut full = vec!["--netns", ns.name()];
+        full.extend_from_slice(args);
+        let run = PORTMAP.run(&full);
+        run.expect_code(1);
+        assert!(run.stderr.contains(wanted), "{args:?}: {run}");
+        assert!(!run.stderr.contains("invalid digit"), "{args:?}: {run}");
+    }
+    assert_eq!(ns.output("nft", &["list", "ruleset"]), before);
+}
+
 /// Standard error of `validate` on a bad fixture, for the inline snapshots of the messages people read.
 /// The binary runs in `tests/fixtures/` with a relative path, so the text does not depend on where the
 /// checkout lives.

@@ -113,7 +113,7 @@ fn missing_table_creates_everything() {
     assert_eq!(p.table_action, TableAction::Create);
     assert!(p.settings.is_empty());
     assert_eq!(p.generation, Some(7));
-    let names: Vec<&str> = p.changes.iter().map(Change::name).collect();
+    let names: Vec<&str> = p.changes.iter().map(|c| c.name(&p.desired)).collect();
     assert_eq!(
         names,
         [

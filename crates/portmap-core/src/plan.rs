@@ -67,8 +67,8 @@ pub struct FieldChange {
 /// A change to one mapping.
 ///
 /// Small, whatever the mapping: what the kernel has is boxed, and a create names the desired
-/// state's mapping by its index rather than holding a copy ([`Plan::mapping_of`],
-/// [`Plan::name_of`]). A plan file and `plan --json` write every change in full (see [`Plan`]).
+/// state's mapping by its index rather than holding a copy ([`Change::mapping`],
+/// [`Change::name`]). A plan file and `plan --json` write every change in full (see [`Plan`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// A mapping the kernel does not have yet.

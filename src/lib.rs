@@ -50,7 +50,7 @@ pub use portmap_core::{
     Change, Counts, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, PlanFileError, Refusal,
     SettingChange, StaleFlows, TableAction, describe_forwards, describe_runs, fold_forwards,
 };
-pub use session::plan;
+pub use session::{plan, plan_owned};
 // Output for people and machines.
 pub use portmap_core::{MappingSummary, plan_json, render_plan, render_status, render_warnings, status_json};
 // The versioned JSON documents of `--json` (docs/json.md).

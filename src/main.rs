@@ -446,7 +446,7 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
         } => {
             let model = load(&config.config)?;
             let mut backend = open(cli, kind)?;
-            let plan = portmap::plan(&model, &backend.observe()?);
+            let plan = portmap::plan_owned(model, &backend.observe()?);
             if let Some(path) = out_file {
                 let text = serde_json::to_string_pretty(&plan)?;
                 std::fs::write(path, text + "\n")
@@ -556,11 +556,12 @@ fn run(cli: &Cli) -> Result<ExitStatus> {
                     started = Instant::now();
                     true
                 };
+                // The plan takes the model: a large configuration is held once.
                 let outcome = match guard.as_mut() {
-                    Some(g) => backend.converge_prepared(&model, &options, approve, |plan, observed| {
+                    Some(g) => backend.converge_owned(model, &options, approve, |plan, observed| {
                         g.prepare(&lock, plan, observed)
                     }),
-                    None => backend.converge_approved(&model, &options, approve),
+                    None => backend.converge_owned(model, &options, approve, |_, _| Ok(())),
                 };
                 if outcome.is_err()
                     && let Some(g) = &guard

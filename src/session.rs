@@ -4,6 +4,7 @@
 //! killed in between leaves the next apply a note to finish). Backends only observe, commit and
 //! remove flows; nothing here knows nft or iptables.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use portmap_core::{ApplyReport, Backend, Model, Observed, Place, Plan, Refusal, StaleFlows};
@@ -13,7 +14,18 @@ use portmap_core::{ApplyReport, Backend, Model, Observed, Place, Plan, Refusal, 
 /// one per change (`debug`).
 pub fn plan(model: &Model, observed: &Observed) -> Plan {
     let started = Instant::now();
-    let plan = portmap_core::plan(model, observed);
+    logged(portmap_core::plan(model, observed), started)
+}
+
+/// [`plan()`] taking the model by value ([`portmap_core::plan_owned`]): the plan holds it as its
+/// desired state instead of a copy, for a caller that does not need it afterwards.
+pub fn plan_owned(model: Model, observed: &Observed) -> Plan {
+    let started = Instant::now();
+    logged(portmap_core::plan_owned(model, observed), started)
+}
+
+/// `plan`, made since `started`, after the `tracing` events of [`plan()`].
+fn logged(plan: Plan, started: Instant) -> Plan {
     let portmap_core::Counts {
         create,
         update,
@@ -36,7 +48,7 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
             portmap_core::Change::Repair { .. } => "repair",
             portmap_core::Change::Delete { .. } => "delete",
         };
-        tracing::debug!(mapping = change.name(), kind, "planned change");
+        tracing::debug!(mapping = change.name(&plan.desired), kind, "planned change");
     }
     plan
 }
@@ -328,12 +340,37 @@ impl<B: Backend> Session<B> {
         &mut self,
         model: &Model,
         options: &ApplyOptions,
+        approve: impl FnMut(&Plan, usize) -> bool,
+        prepare: impl FnMut(&Plan, &Observed) -> Result<(), Error>,
+    ) -> Result<Outcome, Error> {
+        self.converge_desired(Cow::Borrowed(model), options, approve, prepare)
+    }
+
+    /// [`Session::converge_prepared`] taking the model by value: the plans hold it as their
+    /// desired state instead of a copy (the outcome's plan gives it back), so that a large
+    /// configuration is held once.
+    pub fn converge_owned(
+        &mut self,
+        model: Model,
+        options: &ApplyOptions,
+        approve: impl FnMut(&Plan, usize) -> bool,
+        prepare: impl FnMut(&Plan, &Observed) -> Result<(), Error>,
+    ) -> Result<Outcome, Error> {
+        self.converge_desired(Cow::Owned(model), options, approve, prepare)
+    }
+
+    fn converge_desired(
+        &mut self,
+        model: Cow<'_, Model>,
+        options: &ApplyOptions,
         mut approve: impl FnMut(&Plan, usize) -> bool,
         mut prepare: impl FnMut(&Plan, &Observed) -> Result<(), Error>,
     ) -> Result<Outcome, Error> {
         // The plan applied last (and approved, or making the same changes as the one approved):
         // kept, not copied, so that a large plan is held once.
         let mut approved: Option<Plan> = None;
+        // The model until the first plan takes it; after a race, the last plan's desired state.
+        let mut model = Some(model);
         for attempt in 1..=CONVERGE_ATTEMPTS {
             // The first plan may come from what the backend remembers, when the kernel shows
             // nothing changed since; after a race the kernel has changed, so it is read.
@@ -342,7 +379,12 @@ impl<B: Backend> Session<B> {
             } else {
                 self.observe()?
             };
-            let plan = plan(model, &observed);
+            let plan = match (model.take(), &approved) {
+                (Some(Cow::Owned(model)), _) => plan_owned(model, &observed),
+                (Some(Cow::Borrowed(model)), _) => plan(model, &observed),
+                (None, Some(last)) => plan(&last.desired, &observed),
+                (None, None) => unreachable!("every attempt after the first follows an approved plan"),
+            };
             if plan.is_empty() {
                 return Ok(Outcome {
                     plan,

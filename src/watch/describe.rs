@@ -107,7 +107,7 @@ pub(crate) fn drift(plan: &Plan) -> String {
     if !plan.changes.is_empty() {
         parts.push(format!(
             "{} differ{}",
-            names("mapping", plan.changes.iter().map(portmap_core::Change::name)),
+            names("mapping", plan.changes.iter().map(|c| c.name(&plan.desired))),
             if plan.changes.len() == 1 { "s" } else { "" }
         ));
     }

@@ -65,7 +65,7 @@ fn plan_fields(plan: &Plan) -> Value {
     let mut value = plan_json(plan);
     if let Some(Value::Array(changes)) = value.get_mut("changes") {
         for (json, change) in changes.iter_mut().zip(&plan.changes) {
-            json["name"] = json!(change.name());
+            json["name"] = json!(change.name(&plan.desired));
             if let Change::Update { before, .. }
             | Change::Repair { before, .. }
             | Change::Delete { before, .. } = change

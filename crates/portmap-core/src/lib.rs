@@ -46,7 +46,7 @@ pub use model::{
 pub use plan::{
     Change, Counts, DeleteReason, FieldChange, ForwardRun, PLAN_FORMAT_VERSION, Plan, SettingChange,
     SourceChange, StaleFlows, TableAction, TrackedFlow, describe_forwards, describe_runs, expires_field_text,
-    fold_forwards, limit_text, log_text, plan, same_expiry,
+    fold_forwards, limit_text, log_text, plan, plan_owned, same_expiry,
 };
 pub use render::{MappingSummary, plan_json, render_plan, render_status, render_warnings, status_json};
 pub use schema::{SCHEMA_PATH, config_schema};

@@ -65,20 +65,23 @@ pub struct FieldChange {
 }
 
 /// A change to one mapping.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
+///
+/// Small, whatever the mapping: what the kernel has is boxed, and a create names the desired
+/// state's mapping by its index rather than holding a copy ([`Change::mapping`],
+/// [`Change::name`]). A plan file and `plan --json` write every change in full (see [`Plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// A mapping the kernel does not have yet.
     Create {
-        /// The mapping to create.
-        mapping: Mapping,
+        /// The mapping to create: its index in the plan's `desired.mappings`.
+        index: usize,
     },
     /// A mapping whose kernel state differs from the configuration.
     Update {
         /// What the kernel has now.
-        before: ObservedMapping,
+        before: Box<ObservedMapping>,
         /// What the configuration asks for.
-        after: Mapping,
+        after: Box<Mapping>,
         /// The differing fields, for people.
         fields: Vec<FieldChange>,
     },
@@ -87,29 +90,82 @@ pub enum Change {
     /// the configuration says, in the same transaction.
     Repair {
         /// What the kernel has now, with the damage found.
-        before: ObservedMapping,
+        before: Box<ObservedMapping>,
         /// What the configuration asks for.
-        after: Mapping,
+        after: Box<Mapping>,
     },
     /// A mapping the kernel has and the configuration does not want.
     Delete {
         /// What the kernel has now.
-        before: ObservedMapping,
+        before: Box<ObservedMapping>,
         /// Why it goes.
         reason: DeleteReason,
     },
 }
 
 impl Change {
-    /// The name of the mapping this change is about.
-    pub fn name(&self) -> &str {
+    /// The mapping this change makes, found in `desired` for a create; `None` for a delete (or a
+    /// create whose index `desired` does not have).
+    pub fn mapping<'a>(&'a self, desired: &'a Model) -> Option<&'a Mapping> {
         match self {
-            Change::Create { mapping }
-            | Change::Update { after: mapping, .. }
-            | Change::Repair { after: mapping, .. } => &mapping.name,
-            Change::Delete { before, .. } => &before.name,
+            Change::Create { index } => desired.mappings.get(*index),
+            Change::Update { after, .. } | Change::Repair { after, .. } => Some(after),
+            Change::Delete { .. } => None,
         }
     }
+
+    /// The name of the mapping this change is about (a create's found in `desired`; empty when
+    /// `desired` does not have its index).
+    pub fn name<'a>(&'a self, desired: &'a Model) -> &'a str {
+        match self {
+            Change::Delete { before, .. } => &before.name,
+            _ => self.mapping(desired).map_or("", |m| m.name.as_str()),
+        }
+    }
+}
+
+/// How a plan file and the JSON documents write a change: each mapping in full.
+#[derive(Serialize)]
+#[serde(rename = "Change", tag = "action", rename_all = "snake_case")]
+enum ChangeView<'a> {
+    Create {
+        mapping: &'a Mapping,
+    },
+    Update {
+        before: &'a ObservedMapping,
+        after: &'a Mapping,
+        fields: &'a [FieldChange],
+    },
+    Repair {
+        before: &'a ObservedMapping,
+        after: &'a Mapping,
+    },
+    Delete {
+        before: &'a ObservedMapping,
+        reason: DeleteReason,
+    },
+}
+
+/// A change as a plan file has it, before a create is found in the desired state.
+#[derive(Deserialize)]
+#[serde(rename = "Change", tag = "action", rename_all = "snake_case")]
+enum ChangeWire {
+    Create {
+        mapping: Mapping,
+    },
+    Update {
+        before: Box<ObservedMapping>,
+        after: Box<Mapping>,
+        fields: Vec<FieldChange>,
+    },
+    Repair {
+        before: Box<ObservedMapping>,
+        after: Box<Mapping>,
+    },
+    Delete {
+        before: Box<ObservedMapping>,
+        reason: DeleteReason,
+    },
 }
 
 /// A router-wide setting that differs.
@@ -166,7 +222,12 @@ impl SourceChange {
 
 /// The difference between a `Model` and an `Observed` kernel state, and everything needed to carry it
 /// out (a saved plan is applied without the configuration file).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its serde form (the plan file) has these fields in this order, with each change written in full:
+/// a create as `{"action": "create", "mapping": {…}}` with the mapping of the desired state. Reading
+/// one back finds each create's mapping in the desired state, and refuses a plan whose create
+/// names a mapping the desired state does not have as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     /// Plan file format version ([`PLAN_FORMAT_VERSION`]).
     pub format_version: u32,
@@ -177,17 +238,16 @@ pub struct Plan {
     /// Kernel ruleset generation the plan was made at; applying refuses if the kernel moved on.
     pub generation: Option<u32>,
     /// The boot and network namespace the plan was made for; applying anywhere else is refused.
-    #[serde(default)]
     pub place: Option<Place>,
     /// What happens to the table as a whole.
     pub table_action: TableAction,
     /// Router-wide setting changes.
     pub settings: Vec<SettingChange>,
-    /// Mapping changes: deletes first, then updates and repairs, then creates; by name within each.
+    /// Mapping changes: deletes first, then updates and repairs, then creates; by name within each
+    /// (a create's mapping is in `desired`: [`Change::mapping`]).
     pub changes: Vec<Change>,
     /// Named source lists to create, change or delete, by name (only for a backend that keeps
     /// each list in kernel objects of its own; see [`Observed::sources`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceChange>,
     /// Things worth knowing that do not block (filled by callers, e.g. coexistence checks).
     pub warnings: Vec<String>,
@@ -198,17 +258,190 @@ pub struct Plan {
     pub observed_settings: Settings,
     /// Tracked connections an interrupted apply left to remove (see
     /// [`Observed::pending_flows`]); applying this plan removes them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_flows: Vec<StaleFlows>,
     /// The moment the kernel was observed for this plan ([`Observed::observed_at`]): what the
     /// mappings' `expires` were judged against, and what "in 3d 4h" counts from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub made_at: Option<UtcTime>,
     /// Whether the table could hold expiring mappings when the plan was made
     /// ([`Observed::can_expire`]): a backend rebuilds one that cannot for a desired state that
     /// [needs it](Model::needs_expiry).
     #[serde(default = "crate::model::yes", skip_serializing_if = "crate::model::is_true")]
     pub observed_can_expire: bool,
+}
+
+/// How a plan is written: [`Plan`]'s fields in order, each change in full ([`ChangeView`]).
+#[derive(Serialize)]
+#[serde(rename = "Plan")]
+struct PlanView<'a> {
+    format_version: u32,
+    backend: &'a str,
+    table: &'a str,
+    generation: Option<u32>,
+    place: &'a Option<Place>,
+    table_action: &'a TableAction,
+    settings: &'a [SettingChange],
+    changes: ChangesView<'a>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    sources: &'a [SourceChange],
+    warnings: &'a [String],
+    desired: &'a Model,
+    observed_settings: &'a Settings,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pending_flows: &'a [StaleFlows],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    made_at: Option<UtcTime>,
+}
+
+/// A plan's changes, written one by one (no list of views is built).
+struct ChangesView<'a> {
+    changes: &'a [Change],
+    desired: &'a Model,
+}
+
+impl Serialize for ChangesView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let mut seq = serializer.serialize_seq(Some(self.changes.len()))?;
+        for change in self.changes {
+            let view = match change {
+                Change::Create { index } => ChangeView::Create {
+                    mapping: self.desired.mappings.get(*index).ok_or_else(|| {
+                        S::Error::custom(format!(
+                            "a create names mapping {index}, which the desired state does not have"
+                        ))
+                    })?,
+                },
+                Change::Update {
+                    before,
+                    after,
+                    fields,
+                } => ChangeView::Update {
+                    before,
+                    after,
+                    fields,
+                },
+                Change::Repair { before, after } => ChangeView::Repair { before, after },
+                Change::Delete { before, reason } => ChangeView::Delete {
+                    before,
+                    reason: *reason,
+                },
+            };
+            seq.serialize_element(&view)?;
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for Plan {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        PlanView {
+            format_version: self.format_version,
+            backend: &self.backend,
+            table: &self.table,
+            generation: self.generation,
+            place: &self.place,
+            table_action: &self.table_action,
+            settings: &self.settings,
+            changes: ChangesView {
+                changes: &self.changes,
+                desired: &self.desired,
+            },
+            sources: &self.sources,
+            warnings: &self.warnings,
+            desired: &self.desired,
+            observed_settings: &self.observed_settings,
+            pending_flows: &self.pending_flows,
+            made_at: self.made_at,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// A plan as written, before its creates are found in its desired state.
+#[derive(Deserialize)]
+#[serde(rename = "Plan")]
+struct PlanWire {
+    format_version: u32,
+    backend: String,
+    table: String,
+    generation: Option<u32>,
+    #[serde(default)]
+    place: Option<Place>,
+    table_action: TableAction,
+    settings: Vec<SettingChange>,
+    changes: Vec<ChangeWire>,
+    #[serde(default)]
+    sources: Vec<SourceChange>,
+    warnings: Vec<String>,
+    desired: Model,
+    observed_settings: Settings,
+    #[serde(default)]
+    pending_flows: Vec<StaleFlows>,
+    #[serde(default)]
+    made_at: Option<UtcTime>,
+}
+
+impl PlanWire {
+    /// The plan, each create pointing at its mapping in the desired state; an error naming the
+    /// first create the desired state does not have as written.
+    fn into_plan(self) -> Result<Plan, String> {
+        let index: HashMap<&str, usize> = self
+            .desired
+            .mappings
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.name.as_str(), i))
+            .collect();
+        let mut changes = Vec::with_capacity(self.changes.len());
+        for change in self.changes {
+            changes.push(match change {
+                ChangeWire::Create { mapping } => match index.get(mapping.name.as_str()) {
+                    Some(&i) if self.desired.mappings[i] == mapping => Change::Create { index: i },
+                    _ => {
+                        return Err(format!(
+                            "the change to mapping `{}` does not match the desired state",
+                            crate::validate::shown(&mapping.name)
+                        ));
+                    }
+                },
+                ChangeWire::Update {
+                    before,
+                    after,
+                    fields,
+                } => Change::Update {
+                    before,
+                    after,
+                    fields,
+                },
+                ChangeWire::Repair { before, after } => Change::Repair { before, after },
+                ChangeWire::Delete { before, reason } => Change::Delete { before, reason },
+            });
+        }
+        Ok(Plan {
+            format_version: self.format_version,
+            backend: self.backend,
+            table: self.table,
+            generation: self.generation,
+            place: self.place,
+            table_action: self.table_action,
+            settings: self.settings,
+            changes,
+            sources: self.sources,
+            warnings: self.warnings,
+            desired: self.desired,
+            observed_settings: self.observed_settings,
+            pending_flows: self.pending_flows,
+            made_at: self.made_at,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Plan {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        PlanWire::deserialize(deserializer)?
+            .into_plan()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Plan {
@@ -389,8 +622,15 @@ impl StaleFlows {
     }
 }
 
-/// Compare the configuration with the kernel. Pure and total.
+/// Compare the configuration with the kernel. Pure and total. The plan keeps a copy of `model` as
+/// its desired state; [`plan_owned`] takes it instead, for a caller that does not need it after.
 pub fn plan(model: &Model, observed: &Observed) -> Plan {
+    plan_owned(model.clone(), observed)
+}
+
+/// [`plan()`] taking the model by value: it becomes the plan's desired state, so that a large
+/// configuration is held once.
+pub fn plan_owned(model: Model, observed: &Observed) -> Plan {
     let table_action = match &observed.state {
         TableState::Missing => TableAction::Create,
         TableState::Intact => TableAction::Keep,
@@ -422,13 +662,13 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
                 DeleteReason::NotInConfig
             };
             deletes.push(Change::Delete {
-                before: uncounted(before),
+                before: Box::new(uncounted(before)),
                 reason,
             });
         }
     }
     let now = observed.observed_at;
-    for after in &model.mappings {
+    for (index, after) in model.mappings.iter().enumerate() {
         let before = found.get(after.name.as_str());
         if is_expired(after.expires, now) {
             // An expired mapping is never installed. What the kernel keeps of it after removing
@@ -439,7 +679,7 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
                 && !before.is_expired(now)
             {
                 deletes.push(Change::Delete {
-                    before: uncounted(before),
+                    before: Box::new(uncounted(before)),
                     reason: DeleteReason::Expired,
                 });
             }
@@ -449,22 +689,20 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
             // What the kernel removed or switched off when an earlier `expires` came: the mapping
             // (given a later one, or none) is built again whole.
             Some(before) if before.is_expired(now) => updates.push(Change::Repair {
-                before: uncounted(before),
-                after: after.clone(),
+                before: Box::new(uncounted(before)),
+                after: Box::new(after.clone()),
             }),
-            None => creates.push(Change::Create {
-                mapping: after.clone(),
-            }),
+            None => creates.push(Change::Create { index }),
             Some(before) if before.is_damaged() => updates.push(Change::Repair {
-                before: uncounted(before),
-                after: after.clone(),
+                before: Box::new(uncounted(before)),
+                after: Box::new(after.clone()),
             }),
             Some(before) => {
                 let fields = field_changes(before, after, observed.sources.is_some());
                 if !fields.is_empty() {
                     updates.push(Change::Update {
-                        before: uncounted(before),
-                        after: after.clone(),
+                        before: Box::new(uncounted(before)),
+                        after: Box::new(after.clone()),
                         fields,
                     });
                 }
@@ -472,12 +710,12 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
         }
     }
     for list in [&mut deletes, &mut updates, &mut creates] {
-        list.sort_by(|a, b| a.name().cmp(b.name()));
+        list.sort_by(|a, b| a.name(&model).cmp(b.name(&model)));
     }
     let mut changes = deletes;
     changes.append(&mut updates);
     changes.append(&mut creates);
-    let mut warnings = warnings(model, &observed.environment);
+    let mut warnings = warnings(&model, &observed.environment);
     warnings.extend(
         model
             .mappings
@@ -493,7 +731,7 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
     );
     let sources = match &observed.sources {
         Some(found) if observed.state == TableState::Intact => {
-            source_changes(model, observed, found, &changes)
+            source_changes(&model, observed, found, &changes)
         }
         _ => Vec::new(),
     };
@@ -509,7 +747,7 @@ pub fn plan(model: &Model, observed: &Observed) -> Plan {
         changes,
         sources,
         warnings,
-        desired: model.clone(),
+        desired: model,
         observed_settings: observed.settings.clone(),
         pending_flows: observed.pending_flows.clone(),
         made_at: now,
@@ -526,7 +764,7 @@ fn source_changes(
     found: &std::collections::BTreeMap<String, SourceList>,
     changes: &[Change],
 ) -> Vec<SourceChange> {
-    let changed: HashSet<&str> = changes.iter().map(Change::name).collect();
+    let changed: HashSet<&str> = changes.iter().map(|c| c.name(model)).collect();
     let kernel: HashMap<&str, &ObservedMapping> =
         observed.mappings.iter().map(|o| (o.name.as_str(), o)).collect();
     let names: std::collections::BTreeSet<&String> = model.sources.keys().chain(found.keys()).collect();
@@ -972,11 +1210,13 @@ impl Plan {
                 supported: PLAN_FORMAT_VERSION,
             });
         }
-        let plan: Plan = serde_json::from_str(text).map_err(PlanFileError::Shape)?;
+        let plan: PlanWire = serde_json::from_str(text).map_err(PlanFileError::Shape)?;
         plan.check()?;
-        Ok(plan)
+        plan.into_plan().map_err(PlanFileError::Inconsistent)
     }
+}
 
+impl PlanWire {
     /// Consistency of a plan read from outside.
     fn check(&self) -> Result<(), PlanFileError> {
         if self.generation.is_none() {
@@ -1035,19 +1275,20 @@ impl Plan {
             }
         }
         for change in &self.changes {
-            if let Change::Delete { before, .. } = change
-                && wanted.contains_key(before.name.as_str())
-            {
-                return Err(PlanFileError::Inconsistent(format!(
-                    "it deletes mapping `{}`, which its desired state keeps",
-                    crate::validate::shown(&before.name)
-                )));
-            }
-            if let Change::Create { mapping }
-            | Change::Update { after: mapping, .. }
-            | Change::Repair { after: mapping, .. } = change
-                && wanted.get(mapping.name.as_str()) != Some(&mapping)
-            {
+            let mapping: &Mapping = match change {
+                ChangeWire::Delete { before, .. } => {
+                    if wanted.contains_key(before.name.as_str()) {
+                        return Err(PlanFileError::Inconsistent(format!(
+                            "it deletes mapping `{}`, which its desired state keeps",
+                            crate::validate::shown(&before.name)
+                        )));
+                    }
+                    continue;
+                }
+                ChangeWire::Create { mapping } => mapping,
+                ChangeWire::Update { after, .. } | ChangeWire::Repair { after, .. } => after,
+            };
+            if wanted.get(mapping.name.as_str()) != Some(&mapping) {
                 return Err(PlanFileError::Inconsistent(format!(
                     "the change to mapping `{}` does not match the desired state",
                     crate::validate::shown(&mapping.name)

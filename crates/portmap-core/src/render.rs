@@ -277,7 +277,11 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
         .changes
         .iter()
         .map(|c| match c {
-            Change::Create { mapping } => Some(create_row(mapping, plan.made_at)),
+            Change::Create { index } => plan
+                .desired
+                .mappings
+                .get(*index)
+                .map(|mapping| create_row(mapping, plan.made_at)),
             Change::Delete { before, reason } => Some(delete_row(before, *reason)),
             Change::Update { .. } | Change::Repair { .. } => None,
         })

@@ -113,7 +113,7 @@ fn missing_table_creates_everything() {
     assert_eq!(p.table_action, TableAction::Create);
     assert!(p.settings.is_empty());
     assert_eq!(p.generation, Some(7));
-    let names: Vec<&str> = p.changes.iter().map(Change::name).collect();
+    let names: Vec<&str> = p.changes.iter().map(|c| c.name(&p.desired)).collect();
     assert_eq!(
         names,
         [
@@ -128,6 +128,50 @@ fn missing_table_creates_everything() {
     );
     assert!(p.changes.iter().all(|c| matches!(c, Change::Create { .. })));
     assert!(!p.is_empty());
+}
+
+#[test]
+fn a_plan_holds_one_model_and_small_changes() {
+    let model = home();
+    let observed = Observed::missing("nft", TABLE, Some(7));
+    let p = portmap_core::plan_owned(model.clone(), &observed);
+    assert_eq!(p, plan(&model, &observed));
+    // A create names its mapping in the desired state; what the kernel has is boxed.
+    assert!(
+        std::mem::size_of::<Change>() <= 48,
+        "{}",
+        std::mem::size_of::<Change>()
+    );
+    for change in &p.changes {
+        let Change::Create { index } = change else {
+            panic!("{change:?}")
+        };
+        assert_eq!(change.mapping(&p.desired), Some(&model.mappings[*index]));
+        assert_eq!(change.name(&p.desired), model.mappings[*index].name);
+    }
+    // Written in full, each create with its mapping, and read back to the same plan.
+    let value = serde_json::to_value(&p).expect("serialize");
+    let web = model.mappings.iter().find(|m| m.name == "web").expect("web");
+    let written = value["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .find(|c| c["mapping"]["name"] == "web")
+        .expect("web is created");
+    assert_eq!(
+        *written,
+        serde_json::json!({"action": "create", "mapping": serde_json::to_value(web).expect("mapping")})
+    );
+    let back: Plan = serde_json::from_value(value.clone()).expect("read back");
+    assert_eq!(back, p);
+    // A create whose mapping the desired state does not have as written is not a plan.
+    let mut edited = value;
+    edited["changes"][0]["mapping"]["description"] = serde_json::json!("edited");
+    let err = serde_json::from_value::<Plan>(edited).expect_err("the create does not match");
+    assert!(
+        err.to_string().contains("does not match the desired state"),
+        "{err}"
+    );
 }
 
 #[test]

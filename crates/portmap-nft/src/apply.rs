@@ -149,14 +149,14 @@ pub fn build_with_flags(
         }
         for change in &plan.changes {
             let start = b.batch.len();
-            b.timeout = match change {
-                Change::Create { mapping: m }
-                | Change::Update { after: m, .. }
-                | Change::Repair { after: m, .. } => layout::timeout_ms(m.expires, now),
-                Change::Delete { .. } => None,
-            };
+            b.timeout = change
+                .mapping(&plan.desired)
+                .and_then(|m| layout::timeout_ms(m.expires, now));
             let what = match change {
-                Change::Create { mapping } => {
+                Change::Create { .. } => {
+                    let Some(mapping) = change.mapping(&plan.desired) else {
+                        continue;
+                    };
                     b.create(mapping, &BTreeSet::new());
                     format!("creating mapping {}", mapping.name)
                 }

@@ -829,7 +829,7 @@ fn a_port_moved_between_mappings_is_deleted_before_it_is_added() {
     }
     let o = analyse(&t(), &c, &env(), Some(1));
     let p = plan(&m, &o);
-    let names: Vec<&str> = p.changes.iter().map(portmap_core::Change::name).collect();
+    let names: Vec<&str> = p.changes.iter().map(|c| c.name(&p.desired)).collect();
     assert_eq!(names, ["game", "web"]);
     let messages = described(&apply::build(&p, &t(), &env(), &[], &apply::Presets::new()));
     let first_add = messages.iter().position(|d| d.starts_with("add")).unwrap();

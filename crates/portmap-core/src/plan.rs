@@ -264,8 +264,7 @@ pub struct Plan {
     pub made_at: Option<UtcTime>,
     /// Whether the table could hold expiring mappings when the plan was made
     /// ([`Observed::can_expire`]): a backend rebuilds one that cannot for a desired state that
-    /// [needs it](Model::needs_expiry).
-    #[serde(default = "crate::model::yes", skip_serializing_if = "crate::model::is_true")]
+    /// [needs it](Model::needs_expiry). Written only when `false`.
     pub observed_can_expire: bool,
 }
 
@@ -290,6 +289,8 @@ struct PlanView<'a> {
     pending_flows: &'a [StaleFlows],
     #[serde(skip_serializing_if = "Option::is_none")]
     made_at: Option<UtcTime>,
+    #[serde(skip_serializing_if = "crate::model::is_true")]
+    observed_can_expire: bool,
 }
 
 /// A plan's changes, written one by one (no list of views is built).
@@ -352,6 +353,7 @@ impl Serialize for Plan {
             observed_settings: &self.observed_settings,
             pending_flows: &self.pending_flows,
             made_at: self.made_at,
+            observed_can_expire: self.observed_can_expire,
         }
         .serialize(serializer)
     }
@@ -379,6 +381,8 @@ struct PlanWire {
     pending_flows: Vec<StaleFlows>,
     #[serde(default)]
     made_at: Option<UtcTime>,
+    #[serde(default = "crate::model::yes")]
+    observed_can_expire: bool,
 }
 
 impl PlanWire {
@@ -432,6 +436,7 @@ impl PlanWire {
             observed_settings: self.observed_settings,
             pending_flows: self.pending_flows,
             made_at: self.made_at,
+            observed_can_expire: self.observed_can_expire,
         })
     }
 }

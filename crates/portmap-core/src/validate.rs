@@ -196,23 +196,48 @@ impl<'o> Report<'o> {
         let position = pos.map(|(l, c)| (l as usize, c as usize));
         let rank = (position.is_none(), position, self.total);
         self.total += 1;
+        if self.is_kept(rank) {
+            self.kept.push(Ranked(
+                rank,
+                ConfigError {
+                    origin: self.origin.to_owned(),
+                    position,
+                    field: path,
+                    message: message.into(),
+                },
+            ));
+        }
+    }
+
+    /// Whether an error of `rank` is among the first [`MAX_ERRORS`] (making room for it).
+    fn is_kept(&mut self, rank: Rank) -> bool {
         if self.kept.len() >= MAX_ERRORS {
             match self.kept.peek() {
                 Some(last) if rank < last.0 => {
                     self.kept.pop();
                 }
-                _ => return,
+                _ => return false,
             }
         }
-        self.kept.push(Ranked(
-            rank,
-            ConfigError {
-                origin: self.origin.to_owned(),
-                position,
-                field: path,
-                message: message.into(),
-            },
-        ));
+        true
+    }
+
+    /// The origin errors name.
+    pub fn origin(&self) -> &'o str {
+        self.origin
+    }
+
+    /// Take over the errors of `other` as if they had been reported here, after everything
+    /// reported so far, in the order `other` got them.
+    pub fn absorb(&mut self, other: Report<'_>) {
+        let base = self.total;
+        for Ranked((no_position, position, n), error) in other.kept.into_vec() {
+            let rank = (no_position, position, base + n);
+            if self.is_kept(rank) {
+                self.kept.push(Ranked(rank, error));
+            }
+        }
+        self.total = base + other.total;
     }
 
     /// Count `n` more errors that are known to come after the kept ones (problems the YAML reader

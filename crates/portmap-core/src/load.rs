@@ -9,7 +9,7 @@ use crate::config::{Config, InterfaceList, MappingConfig, PortSpec};
 use crate::diagnostic::{MAX_CONFIG_BYTES, shown, shown_size};
 use crate::error::ConfigErrors;
 use crate::model::{Model, Protocol};
-use crate::validate::{Field, MappingSpans, Report, Slot, SourceSpans, Spans, check};
+use crate::validate::{Field, MappingSlots, MappingSpans, Report, Slot, SourceSpans, Spans, check};
 use crate::yaml::{self, Kind, Node, Pos, Scalar, TypedBy, Value};
 
 /// Parse and validate a YAML configuration. `origin` names the text in error messages (a file name,
@@ -35,7 +35,7 @@ pub fn load_str(text: &str, origin: &str) -> Result<Model, ConfigErrors> {
         }
         return report.finish(None);
     };
-    let model = check(&config, &spans, &mut report);
+    let model = check(&config, spans, &mut report);
     report.finish(model)
 }
 
@@ -780,9 +780,9 @@ impl Walker<'_, '_> {
             "a mapping with at least name, port and to",
         )?;
         let mut m = MappingConfig::default();
-        let mut s = MappingSpans {
+        let mut s = MappingSlots {
             index: j,
-            ..MappingSpans::default()
+            ..MappingSlots::default()
         };
 
         match name {
@@ -999,7 +999,7 @@ impl Walker<'_, '_> {
                 }
             }
         }
-        Some((m, s))
+        Some((m, s.into()))
     }
 }
 
@@ -1034,7 +1034,7 @@ mod tests {
         };
         let config = walker.config(&root);
         let spans = walker.spans;
-        let model = config.and_then(|c| check(&c, &spans, &mut report));
+        let model = config.and_then(|c| check(&c, spans, &mut report));
         report.finish(model)
     }
 

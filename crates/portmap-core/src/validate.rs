@@ -1675,18 +1675,30 @@ fn mapping_field(spans: &Spans, i: usize, f: MappingField) -> (usize, Option<Pos
 fn check_overlaps(config: &Config, spans: &Spans, checked: &[Checked], report: &mut Report<'_>) {
     type Key = (bool, Transport, Option<IpAddr>);
     /// Ranges (start, end, mapping index) by family and protocol.
-    type ByFamily = HashMap<(bool, Transport), Vec<(u16, u16, usize)>>;
+    type ByFamily = HashMap<(bool, Transport), Vec<(u16, u16, Index)>>;
     /// A range's start, and the furthest-reaching range so far (its start, end, index).
-    type Reach = (u16, (u16, u16, usize));
-    let mut ranges: Vec<(Key, u16, u16, usize)> = Vec::with_capacity(config.mappings.len());
+    type Reach = (u16, (u16, u16, Index));
+    // Mapping indices as `u32` (4 billion mappings would take a terabyte before they got here): the
+    // ranges below are 28 bytes each instead of 32, held with everything else, and sized exactly.
+    type Index = u32;
+    let index = |i: usize| Index::try_from(i).unwrap_or(Index::MAX);
+    let usable = |(m, c): (&MappingConfig, &Checked)| m.enabled && c.port.is_some();
+    let count: usize = config
+        .mappings
+        .iter()
+        .zip(checked)
+        .filter(|&p| usable(p))
+        .map(|(m, c)| m.protocol.transports().len() * c.listen.len().max(1))
+        .sum();
+    let mut ranges: Vec<(Key, u16, u16, Index)> = Vec::with_capacity(count);
     for (i, (m, c)) in config.mappings.iter().zip(checked).enumerate() {
         if let (true, Some(port)) = (m.enabled, c.port) {
             for &t in m.protocol.transports() {
                 if c.listen.is_empty() {
-                    ranges.push(((c.v6, t, None), port.start, port.end, i));
+                    ranges.push(((c.v6, t, None), port.start, port.end, index(i)));
                 } else {
                     for &a in &c.listen {
-                        ranges.push(((c.v6, t, Some(a)), port.start, port.end, i));
+                        ranges.push(((c.v6, t, Some(a)), port.start, port.end, index(i)));
                     }
                 }
             }
@@ -1694,7 +1706,8 @@ fn check_overlaps(config: &Config, spans: &Spans, checked: &[Checked], report: &
     }
     ranges.sort_unstable();
     let mut reported: HashSet<(usize, usize)> = HashSet::new();
-    let mut clash = |this: usize, other: usize, key: Key, shared: PortRange, report: &mut Report<'_>| {
+    let mut clash = |this: Index, other: Index, key: Key, shared: PortRange, report: &mut Report<'_>| {
+        let (this, other) = (this as usize, other as usize);
         let (this, other) = if this > other {
             (this, other)
         } else {
@@ -1754,7 +1767,7 @@ fn check_overlaps(config: &Config, spans: &Spans, checked: &[Checked], report: &
         report.push(pos, Field::Of(index, "port"), message);
     };
     // The same address (or both any address).
-    let mut cover: Option<(Key, u16, usize)> = None;
+    let mut cover: Option<(Key, u16, Index)> = None;
     for &(key, start, end, i) in &ranges {
         match cover {
             Some((ckey, cend, ci)) if ckey == key && start <= cend => {
@@ -1788,7 +1801,7 @@ fn check_overlaps(config: &Config, spans: &Spans, checked: &[Checked], report: &
         .into_iter()
         .map(|(k, list)| {
             // Per range: its start, and the furthest-reaching range so far (its start, end, index).
-            let mut best: Option<(u16, u16, usize)> = None;
+            let mut best: Option<(u16, u16, Index)> = None;
             let out = list
                 .into_iter()
                 .map(|(start, end, i)| {

@@ -21,10 +21,34 @@ use crate::yaml::{self, Kind, Node, Pos, Scalar, TypedBy, Value};
 /// [`crate::MAX_ERRORS`] errors are kept.
 pub fn load_str(text: &str, origin: &str) -> Result<Model, ConfigErrors> {
     let mut report = Report::new(origin);
-    if too_large(text, &mut report) {
-        return report.finish(None);
+    let read = read_within_size(text, &mut report);
+    check_read(read, report)
+}
+
+/// [`load_bytes`] for bytes the caller is done with: they are dropped once read, before the
+/// checks, which hold the most memory a large file costs (the text is a tenth of it).
+pub fn load_vec(bytes: Vec<u8>, origin: &str) -> Result<Model, ConfigErrors> {
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => return load_bytes(e.as_bytes(), origin),
+    };
+    let mut report = Report::new(origin);
+    let read = read_within_size(&text, &mut report);
+    drop(text);
+    check_read(read, report)
+}
+
+/// [`read`] when `text` is within [`MAX_CONFIG_BYTES`] (else reported).
+fn read_within_size(text: &str, report: &mut Report<'_>) -> Option<(Config, Spans)> {
+    if too_large(text, report) {
+        return None;
     }
-    let Some((config, spans)) = read(text, &mut report) else {
+    read(text, report)
+}
+
+/// What [`read`] gave → the model, or every error.
+fn check_read(read: Option<(Config, Spans)>, mut report: Report<'_>) -> Result<Model, ConfigErrors> {
+    let Some((config, spans)) = read else {
         // No document at all (a text refused whole, or a mapping that is not one, was reported).
         if !report.has_errors() {
             report.push(
@@ -1118,6 +1142,22 @@ mod tests {
         texts.push(format!("{HEAD}mappings:\n{many}{}", "x: !foo 1\n".repeat(120)));
         for text in &texts {
             same(text);
+        }
+    }
+
+    #[test]
+    fn load_vec_is_load_bytes() {
+        let texts: [&[u8]; 4] = [
+            b"wan: { interfaces: [eth0] }\nmappings:\n  - { name: a, port: 80, to: 10.0.0.1 }\n",
+            b"mappings:\n  - { name: a, port: 0, to: x }\n",
+            b"",
+            b"wan: { interfaces: [eth0] }\nmappings:\n  - { name: caf\xe9 }\n",
+        ];
+        for bytes in texts {
+            assert_eq!(
+                shown(&load_vec(bytes.to_vec(), "t.yaml")),
+                shown(&load_bytes(bytes, "t.yaml"))
+            );
         }
     }
 

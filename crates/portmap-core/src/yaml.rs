@@ -10,7 +10,9 @@
 //! boolean, `~` null, `"010"` and `!!str 010` strings — because that is what every other tool
 //! reading the file sees; core tags are honoured, other tags refused. Reading is bounded: nesting
 //! deeper than [`MAX_DEPTH`], more than [`MAX_NODES`] values, or more than [`MAX_ERRORS`] problems
-//! stop it or are only counted. This module must not decide what a value means to portmap (no
+//! stop it or are only counted. The items of the lists one level under the root mapping are
+//! handed to the caller as soon as each is read ([`parse_streaming`]), so that the caller need
+//! not hold a long list whole. This module must not decide what a value means to portmap (no
 //! ports, no names) and must not do I/O.
 
 use std::borrow::Cow;

@@ -30,7 +30,7 @@ pub mod watch;
 // Reading and checking a configuration.
 pub use portmap_core::{
     CONFIG_VERSION, Config, ConfigError, ConfigErrors, InterfaceList, MappingConfig, PortSpec, load_bytes,
-    load_str, parse_config, validate,
+    load_str, load_vec, parse_config, validate,
 };
 // The validated model.
 pub use portmap_core::{

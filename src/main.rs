@@ -963,11 +963,13 @@ fn load(path: &Path) -> Result<Model> {
     let started = Instant::now();
     let bytes = read_limited(path, "configuration", MAX_CONFIG_BYTES)?;
     let origin = origin_of(path);
-    match portmap::load_bytes(&bytes, &origin) {
+    let size = bytes.len();
+    // The bytes are dropped once read, before the checks.
+    match portmap::load_vec(bytes, &origin) {
         Ok(model) => {
             tracing::info!(
                 file = %origin,
-                bytes = bytes.len(),
+                bytes = size,
                 mappings = model.mappings.len(),
                 disabled = model.disabled.len(),
                 elapsed = ?started.elapsed(),

@@ -37,7 +37,7 @@ pub use diagnostic::{
 };
 pub use error::{ConfigError, ConfigErrors, Error, PlanFileError, Refusal};
 pub use json::JSON_FORMAT;
-pub use load::{load_bytes, load_str, parse_config};
+pub use load::{load_bytes, load_str, load_vec, parse_config};
 pub use model::{
     Counters, DEFAULT_BURST, DEFAULT_LOG_GROUP, Environment, Forward, Limit, MAX_LOGGED_NAME_LEN, Mapping,
     Model, Observed, ObservedMapping, ParsePortRangeError, Place, PortRange, Protocol, RateUnit, Settings,

@@ -9,7 +9,7 @@ use crate::config::{Config, InterfaceList, MappingConfig, PortSpec};
 use crate::diagnostic::{MAX_CONFIG_BYTES, shown, shown_size};
 use crate::error::ConfigErrors;
 use crate::model::{Model, Protocol};
-use crate::validate::{Field, MappingSpans, Report, Slot, SourceSpans, Spans, check};
+use crate::validate::{Field, MappingSlots, MappingSpans, Report, Slot, SourceSpans, Spans, check};
 use crate::yaml::{self, Kind, Node, Pos, Scalar, TypedBy, Value};
 
 /// Parse and validate a YAML configuration. `origin` names the text in error messages (a file name,
@@ -21,15 +21,35 @@ use crate::yaml::{self, Kind, Node, Pos, Scalar, TypedBy, Value};
 /// [`crate::MAX_ERRORS`] errors are kept.
 pub fn load_str(text: &str, origin: &str) -> Result<Model, ConfigErrors> {
     let mut report = Report::new(origin);
-    if too_large(text, &mut report) {
-        return report.finish(None);
+    let read = read_within_size(text, &mut report);
+    check_read(read, report)
+}
+
+/// [`load_bytes`] for bytes the caller is done with: they are dropped once read, before the
+/// checks, which hold the most memory a large file costs (the text is a tenth of it).
+pub fn load_vec(bytes: Vec<u8>, origin: &str) -> Result<Model, ConfigErrors> {
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => return load_bytes(e.as_bytes(), origin),
+    };
+    let mut report = Report::new(origin);
+    let read = read_within_size(&text, &mut report);
+    drop(text);
+    check_read(read, report)
+}
+
+/// [`read`] when `text` is within [`MAX_CONFIG_BYTES`] (else reported).
+fn read_within_size(text: &str, report: &mut Report<'_>) -> Option<(Config, Spans)> {
+    if too_large(text, report) {
+        return None;
     }
-    let parsed = yaml::parse(text);
-    for e in &parsed.errors {
-        report.push(Some(e.pos), Field::Whole, e.message.clone());
-    }
-    report.count_more(parsed.more_errors);
-    let Some(root) = parsed.root else {
+    read(text, report)
+}
+
+/// What [`read`] gave → the model, or every error.
+fn check_read(read: Option<(Config, Spans)>, mut report: Report<'_>) -> Result<Model, ConfigErrors> {
+    let Some((config, spans)) = read else {
+        // No document at all (a text refused whole, or a mapping that is not one, was reported).
         if !report.has_errors() {
             report.push(
                 Some((1, 1)),
@@ -39,15 +59,7 @@ pub fn load_str(text: &str, origin: &str) -> Result<Model, ConfigErrors> {
         }
         return report.finish(None);
     };
-    let mut walker = Walker {
-        report: &mut report,
-        spans: Spans::default(),
-    };
-    let config = walker.config(&root);
-    let spans = walker.spans;
-    // The tree is the larger part of the memory a large file costs; the checks need only `config`.
-    drop(root);
-    let model = config.and_then(|c| check(&c, &spans, &mut report));
+    let model = check(&config, spans, &mut report);
     report.finish(model)
 }
 
@@ -58,19 +70,40 @@ pub fn parse_config(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
     if too_large(text, &mut report) {
         return report.finish(None);
     }
-    let parsed = yaml::parse(text);
+    let config = read(text, &mut report).map(|(config, _)| config);
+    report.finish(config)
+}
+
+/// Read `text` and walk it into the raw `Config` and its `Spans`, every YAML and walk problem
+/// reported in `report`. `None` when there is no document or its root is not a mapping.
+///
+/// The entries of `mappings:` are walked one at a time while the text is read and their part of
+/// the tree dropped at once: the tree of a large file is several times the size of its `Config`,
+/// and only the short rest of it is held whole. What the walk reports is what a walk of the
+/// finished tree reported: its problems go to a report of their own, joined after the YAML
+/// reader's (as if reported after them) or forgotten with everything else the walk made when the
+/// reader refused the text whole.
+fn read(text: &str, report: &mut Report<'_>) -> Option<(Config, Spans)> {
+    let mut walked = Report::new(report.origin());
+    let mut walker = Walker {
+        report: &mut walked,
+        spans: Spans::default(),
+        mappings: Vec::new(),
+        streaming: None,
+    };
+    let parsed = yaml::parse_streaming(text, &mut |entries, key, j, item| {
+        walker.item(entries, key, j, item)
+    });
     for e in &parsed.errors {
         report.push(Some(e.pos), Field::Whole, e.message.clone());
     }
     report.count_more(parsed.more_errors);
-    let config = parsed.root.as_ref().and_then(|root| {
-        Walker {
-            report: &mut report,
-            spans: Spans::default(),
-        }
-        .config(root)
-    });
-    report.finish(config)
+    let root = parsed.root?;
+    let config = walker.config(&root);
+    let spans = walker.spans;
+    drop(root);
+    report.absorb(walked);
+    Some((config?, spans))
 }
 
 /// [`load_str`] for bytes read from a file: they must be UTF-8 (the error names the line and column
@@ -208,6 +241,16 @@ const SYNONYMS: &[(&str, &str)] = &[
 struct Walker<'r, 'o> {
     report: &'r mut Report<'o>,
     spans: Spans,
+    /// The entries of the first `mappings:` walked while the text was read, in file order.
+    mappings: Vec<MappingConfig>,
+    /// The root entry whose list items were last handed over while reading (its index among the
+    /// root's entries), and whether it is the first `mappings:`, the one that is walked.
+    streaming: Option<(usize, bool)>,
+}
+
+/// True for a key that is the scalar `name`, as [`Walker::entries`] matches keys.
+fn is_key(node: &Node, name: &str) -> bool {
+    matches!(&node.value, Value::Scalar(Scalar { text, .. }) if text.as_ref() == name)
 }
 
 /// True for a null scalar (`~`, `null`, nothing, `!!null`).
@@ -326,6 +369,29 @@ fn protocol_of(text: &str) -> Result<Protocol, String> {
 }
 
 impl Walker<'_, '_> {
+    /// An item of a list under the root mapping, handed over as soon as it is read (see
+    /// [`yaml::Items`]): an entry of the first `mappings:` is walked now and dropped; the items of
+    /// any other list are kept in the tree for [`Walker::config`].
+    fn item(&mut self, entries: &[(Node, Node)], key: &Node, j: usize, item: Node) -> Option<Node> {
+        let entry = entries.len();
+        let walk = match self.streaming {
+            Some((e, walk)) if e == entry => walk,
+            _ => {
+                let walk = is_key(key, "mappings") && !entries.iter().any(|(k, _)| is_key(k, "mappings"));
+                self.streaming = Some((entry, walk));
+                walk
+            }
+        };
+        if !walk {
+            return Some(item);
+        }
+        if let Some((m, spans)) = self.mapping(&item, j) {
+            self.mappings.push(m);
+            self.spans.mappings.push(spans);
+        }
+        None
+    }
+
     fn error(&mut self, pos: Pos, field: Field, message: impl Into<String>) {
         self.report.push(Some(pos), field, message);
     }
@@ -562,6 +628,8 @@ impl Walker<'_, '_> {
         if let Some(node) = mappings {
             match &node.value {
                 Value::Seq(items) => {
+                    // Walked while reading (`items` is then empty), or here.
+                    config.mappings = std::mem::take(&mut self.mappings);
                     config.mappings.reserve(items.len());
                     self.spans.mappings.reserve(items.len());
                     for (j, item) in items.iter().enumerate() {
@@ -570,6 +638,9 @@ impl Walker<'_, '_> {
                             self.spans.mappings.push(spans);
                         }
                     }
+                    // Growth leaves up to half a list unused.
+                    config.mappings.shrink_to_fit();
+                    self.spans.mappings.shrink_to_fit();
                 }
                 _ if is_null(node) => {}
                 _ => self.wrong_type(
@@ -733,9 +804,9 @@ impl Walker<'_, '_> {
             "a mapping with at least name, port and to",
         )?;
         let mut m = MappingConfig::default();
-        let mut s = MappingSpans {
+        let mut s = MappingSlots {
             index: j,
-            ..MappingSpans::default()
+            ..MappingSlots::default()
         };
 
         match name {
@@ -952,6 +1023,149 @@ impl Walker<'_, '_> {
                 }
             }
         }
-        Some((m, s))
+        Some((m, s.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `load_str` gave before entries were walked while reading: the whole tree first, then
+    /// one walk of it.
+    fn load_whole(text: &str) -> Result<Model, ConfigErrors> {
+        let mut report = Report::new("t.yaml");
+        let parsed = yaml::parse(text);
+        for e in &parsed.errors {
+            report.push(Some(e.pos), Field::Whole, e.message.clone());
+        }
+        report.count_more(parsed.more_errors);
+        let Some(root) = parsed.root else {
+            if !report.has_errors() {
+                report.push(
+                    Some((1, 1)),
+                    Field::Whole,
+                    "the configuration is empty; it needs at least `wan: { interfaces: [eth0] }`",
+                );
+            }
+            return report.finish(None);
+        };
+        let mut walker = Walker {
+            report: &mut report,
+            spans: Spans::default(),
+            mappings: Vec::new(),
+            streaming: None,
+        };
+        let config = walker.config(&root);
+        let spans = walker.spans;
+        let model = config.and_then(|c| check(&c, spans, &mut report));
+        report.finish(model)
+    }
+
+    fn shown(result: &Result<Model, ConfigErrors>) -> String {
+        match result {
+            Ok(model) => format!("{model:?}"),
+            Err(e) => format!("{} errors\n{e}", e.len()),
+        }
+    }
+
+    fn same(text: &str) {
+        assert_eq!(
+            shown(&load_str(text, "t.yaml")),
+            shown(&load_whole(text)),
+            "{text}"
+        );
+    }
+
+    const HEAD: &str = "wan: { interfaces: [eth0] }\nlan: { interfaces: [br0] }\n";
+
+    #[test]
+    fn walking_entries_while_reading_reports_what_a_walk_of_the_tree_did() {
+        let entries = [
+            "  - { name: a, port: 80, to: 10.0.0.1 }\n",
+            "  - { name: b, port: 81, to: 10.0.0.2, allow_from: [office, 192.0.2.0/24] }\n",
+            "  - { name: a, port: 80, to: 10.0.0.3 }\n",
+            "  - { name: c, port: 0, to: x }\n",
+            "  - { nme: d, port: [1], to: 10.0.0.4, proto: tcp }\n",
+            "  - *alias\n",
+            "  - !!str x\n",
+            "  - 7\n",
+            "  - ~\n",
+            "  - { name: e, name: f, port: !!int x, to: 10.0.0.5 }\n",
+            "  - { ? [k] : v, name: g, port: 90, to: 10.0.0.6 }\n",
+            "  - name: h\n    port: \"100-110\"\n    to: 10.0.0.7\n    to_port: 200\n",
+        ];
+        let mut texts: Vec<String> = vec![
+            String::new(),
+            "mappings:\n".to_owned(),
+            "mappings: []\n".to_owned(),
+            format!("mappings:\n{}{HEAD}", entries[0]),
+            format!("{HEAD}mappings: !!map\n{}", entries[0]),
+            format!("!!seq\n{HEAD}mappings:\n{}", entries[0]),
+            format!("- {HEAD}"),
+            format!("{HEAD}mappings:\n{}mappings:\n{}", entries[3], entries[4]),
+            format!("{HEAD}mappings: ~\nmappings:\n{}", entries[3]),
+            format!("{HEAD}\"mappings\":\n{}mappings:\n{}", entries[3], entries[4]),
+            format!(
+                "{HEAD}mapping:\n{}sources:\n  office: [198.51.100.0/24]\n",
+                entries[3]
+            ),
+            format!("{HEAD}? [mappings]\n: x\nmappings:\n{}", entries[3]),
+            format!("{HEAD}*a : x\nmappings:\n{}", entries[3]),
+            format!("{HEAD}mappings:\n{}  - [ unclosed\n", entries[3]),
+            format!("{HEAD}mappings:\n{}---\nwan: x\n", entries[3]),
+            format!("{HEAD}mappings:\n{}  - {}\n", entries[3], "[".repeat(70)),
+            format!(
+                "{HEAD}mappings:\n{}{}",
+                entries[3],
+                "  - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - 1\n"
+            ),
+        ];
+        // Every entry, and every pair of entries, in a list written before or after the rest.
+        for a in entries {
+            for b in entries {
+                let list = format!("mappings:\n{a}{b}");
+                texts.push(format!("{HEAD}sources:\n  office: [198.51.100.0/24]\n{list}"));
+                texts.push(format!(
+                    "{list}sources:\n  office: [198.51.100.0/24]\n{HEAD}hairpin: true\n"
+                ));
+            }
+        }
+        // Past the error cap: the first 100 by position, wherever the walk found them.
+        let mut many = String::new();
+        for i in 0..150 {
+            use std::fmt::Write as _;
+            let _ = writeln!(many, "  - {{ name: [x], port: {i}, to: 10.0.0.1 }}");
+        }
+        texts.push(format!("mappings:\n{many}{HEAD}version: 2\nmasquerade: yes\n"));
+        texts.push(format!("{}{HEAD}mappings:\n{many}", "x: !foo 1\n".repeat(120)));
+        texts.push(format!("{HEAD}mappings:\n{many}{}", "x: !foo 1\n".repeat(120)));
+        for text in &texts {
+            same(text);
+        }
+    }
+
+    #[test]
+    fn load_vec_is_load_bytes() {
+        let texts: [&[u8]; 4] = [
+            b"wan: { interfaces: [eth0] }\nmappings:\n  - { name: a, port: 80, to: 10.0.0.1 }\n",
+            b"mappings:\n  - { name: a, port: 0, to: x }\n",
+            b"",
+            b"wan: { interfaces: [eth0] }\nmappings:\n  - { name: caf\xe9 }\n",
+        ];
+        for bytes in texts {
+            assert_eq!(
+                shown(&load_vec(bytes.to_vec(), "t.yaml")),
+                shown(&load_bytes(bytes, "t.yaml"))
+            );
+        }
+    }
+
+    #[test]
+    fn a_text_refused_whole_forgets_the_entries_walked() {
+        let text = format!("{HEAD}mappings:\n  - {{ name: a, port: 0, to: x }}\n  - [1, 2\n");
+        let err = load_str(&text, "t.yaml").expect_err("syntax error");
+        assert_eq!(err.len(), 1, "{err}");
+        same(&text);
     }
 }

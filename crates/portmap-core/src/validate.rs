@@ -39,7 +39,7 @@ pub const SLOWEST_LIMIT_SECONDS: u64 = 3600;
 /// origin is `config`.
 pub fn validate(config: &Config) -> Result<Model, ConfigErrors> {
     let mut report = Report::new("config");
-    let model = check(config, &Spans::default(), &mut report);
+    let model = check(config, Spans::default(), &mut report);
     report.finish(model)
 }
 
@@ -61,10 +61,11 @@ pub(crate) struct Slot {
     pub bad: bool,
 }
 
-/// Positions of one mapping's fields. `index` is the entry's index in the file (entries that were
-/// not mappings at all are left out of the `Config`, so it can differ from the `Config` index).
+/// Positions of one mapping's fields as the walker finds them; kept as the smaller
+/// [`MappingSpans`]. `index` is the entry's index in the file (entries that were not mappings at
+/// all are left out of the `Config`, so it can differ from the `Config` index).
 #[derive(Debug, Default)]
-pub(crate) struct MappingSpans {
+pub(crate) struct MappingSlots {
     pub index: usize,
     pub name: Slot,
     pub protocol: Slot,
@@ -81,6 +82,112 @@ pub(crate) struct MappingSpans {
     pub log: Slot,
     pub limit: Slot,
     pub expires: Slot,
+}
+
+/// A field of a mapping that has a [`Slot`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum MappingField {
+    Name,
+    Protocol,
+    Port,
+    To,
+    ToPort,
+    AllowFrom,
+    Listen,
+    Description,
+    Log,
+    Limit,
+    Expires,
+}
+
+const MAPPING_FIELDS: usize = 11;
+
+/// [`MappingSlots`] as they are kept, one per mapping of a large file: the slots packed (a
+/// position each, whether there is one and whether the field is bad in two bit sets), the rare
+/// lists' entries behind a box that is empty for most mappings. Half the size of the slots.
+#[derive(Debug)]
+pub(crate) struct MappingSpans {
+    pub index: usize,
+    pos: [Pos; MAPPING_FIELDS],
+    /// Bit `f`: field `f` has a position.
+    has_pos: u16,
+    /// Bit `f`: field `f` is bad.
+    bad: u16,
+    /// `allow_from` and `listen` entries, when there are any.
+    items: Option<Box<ListItems>>,
+}
+
+const _: () = assert!(std::mem::size_of::<Option<Mapping>>() == std::mem::size_of::<Mapping>());
+
+// Less than half the 232 bytes of the slots (50,000 mappings: 5.6 MB instead of 11.6).
+const _: () = assert!(std::mem::size_of::<MappingSpans>() <= 112);
+
+/// Position and file index of each `allow_from` and each `listen` entry kept in the `Config`.
+#[derive(Debug)]
+struct ListItems {
+    allow_from: Vec<(Pos, usize)>,
+    listen: Vec<(Pos, usize)>,
+}
+
+impl MappingSpans {
+    /// Where `field` was found, and whether it was reported.
+    pub fn slot(&self, field: MappingField) -> Slot {
+        let f = field as usize;
+        Slot {
+            pos: (self.has_pos & (1 << f) != 0).then_some(self.pos[f]),
+            bad: self.bad & (1 << f) != 0,
+        }
+    }
+
+    /// Position and file index of each `allow_from` entry kept in the `Config`.
+    pub fn allow_items(&self) -> &[(Pos, usize)] {
+        self.items.as_ref().map_or(&[][..], |i| i.allow_from.as_slice())
+    }
+
+    /// Position and file index of each `listen` entry kept in the `Config`.
+    pub fn listen_items(&self) -> &[(Pos, usize)] {
+        self.items.as_ref().map_or(&[][..], |i| i.listen.as_slice())
+    }
+}
+
+impl From<MappingSlots> for MappingSpans {
+    fn from(s: MappingSlots) -> Self {
+        let slots = [
+            s.name,
+            s.protocol,
+            s.port,
+            s.to,
+            s.to_port,
+            s.allow_from,
+            s.listen,
+            s.description,
+            s.log,
+            s.limit,
+            s.expires,
+        ];
+        let mut spans = MappingSpans {
+            index: s.index,
+            pos: [(0, 0); MAPPING_FIELDS],
+            has_pos: 0,
+            bad: 0,
+            items: (!s.allow_items.is_empty() || !s.listen_items.is_empty()).then(|| {
+                Box::new(ListItems {
+                    allow_from: s.allow_items,
+                    listen: s.listen_items,
+                })
+            }),
+        };
+        for (f, slot) in slots.into_iter().enumerate() {
+            if let Some(pos) = slot.pos {
+                spans.pos[f] = pos;
+                spans.has_pos |= 1 << f;
+            }
+            if slot.bad {
+                spans.bad |= 1 << f;
+            }
+        }
+        spans
+    }
 }
 
 /// Positions of one list of `sources`: its name, and each entry kept with its file index.
@@ -196,23 +303,48 @@ impl<'o> Report<'o> {
         let position = pos.map(|(l, c)| (l as usize, c as usize));
         let rank = (position.is_none(), position, self.total);
         self.total += 1;
+        if self.is_kept(rank) {
+            self.kept.push(Ranked(
+                rank,
+                ConfigError {
+                    origin: self.origin.to_owned(),
+                    position,
+                    field: path,
+                    message: message.into(),
+                },
+            ));
+        }
+    }
+
+    /// Whether an error of `rank` is among the first [`MAX_ERRORS`] (making room for it).
+    fn is_kept(&mut self, rank: Rank) -> bool {
         if self.kept.len() >= MAX_ERRORS {
             match self.kept.peek() {
                 Some(last) if rank < last.0 => {
                     self.kept.pop();
                 }
-                _ => return,
+                _ => return false,
             }
         }
-        self.kept.push(Ranked(
-            rank,
-            ConfigError {
-                origin: self.origin.to_owned(),
-                position,
-                field: path,
-                message: message.into(),
-            },
-        ));
+        true
+    }
+
+    /// The origin errors name.
+    pub fn origin(&self) -> &'o str {
+        self.origin
+    }
+
+    /// Take over the errors of `other` as if they had been reported here, after everything
+    /// reported so far, in the order `other` got them.
+    pub fn absorb(&mut self, other: Report<'_>) {
+        let base = self.total;
+        for Ranked((no_position, position, n), error) in other.kept.into_vec() {
+            let rank = (no_position, position, base + n);
+            if self.is_kept(rank) {
+                self.kept.push(Ranked(rank, error));
+            }
+        }
+        self.total = base + other.total;
     }
 
     /// Count `n` more errors that are known to come after the kept ones (problems the YAML reader
@@ -259,8 +391,13 @@ pub const MAX_LISTEN_ADDRESSES: usize = 32;
 /// Check `config` against every rule. `spans` gives positions and fields already reported by the
 /// YAML walker. Returns the model when this check found nothing (the caller also looks at errors
 /// reported earlier).
-pub(crate) fn check(config: &Config, spans: &Spans, report: &mut Report<'_>) -> Option<Model> {
+///
+/// `spans` is taken to be dropped once the checks are done, before the model is built: for a large
+/// file it is a third of what is held at that point.
+pub(crate) fn check(config: &Config, spans: Spans, report: &mut Report<'_>) -> Option<Model> {
     let errors_before = report.count();
+    let spans_held = spans;
+    let spans = &spans_held;
 
     if !spans.version.bad
         && let Some(v) = config.version
@@ -326,18 +463,34 @@ pub(crate) fn check(config: &Config, spans: &Spans, report: &mut Report<'_>) -> 
     };
 
     let sources = check_sources(config, spans, report);
+    // The valid mappings apart from what the checks across mappings need, so that they become the
+    // model's list in place.
+    let mut mappings: Vec<Option<Mapping>> = Vec::with_capacity(config.mappings.len());
     let mut checked: Vec<Checked> = Vec::with_capacity(config.mappings.len());
     for (i, m) in config.mappings.iter().enumerate() {
         let ms = spans.mappings.get(i);
         let index = ms.map_or(i, |s| s.index);
-        checked.push(check_mapping(m, index, ms, log_group, &sources, report));
+        let (mapping, c) = check_mapping(m, index, ms, log_group, &sources, report);
+        mappings.push(mapping);
+        checked.push(c);
     }
     check_unique_names(config, spans, &checked, report);
     check_listen_count(config, spans, &checked, report);
     check_overlaps(config, spans, &checked, report);
+    drop(checked);
+    drop(spans_held);
 
     if report.count() > errors_before {
         return None;
+    }
+    let mut disabled = Vec::new();
+    for (mapping, m) in mappings.iter_mut().zip(&config.mappings) {
+        if !m.enabled {
+            disabled.push(m.name.clone());
+            *mapping = None;
+        } else if mapping.is_none() {
+            return None;
+        }
     }
     let mut model = Model {
         settings: Settings {
@@ -347,16 +500,13 @@ pub(crate) fn check(config: &Config, spans: &Spans, report: &mut Report<'_>) -> 
             hairpin: config.hairpin,
         },
         sources: sources.lists,
-        mappings: Vec::with_capacity(config.mappings.len()),
-        disabled: Vec::new(),
+        // Collected into the same allocation (an `Option<Mapping>` is the size of a `Mapping`, and
+        // `filter_map` over a `Vec`'s own iterator collects in place; `flatten` does not).
+        #[expect(clippy::filter_map_identity, reason = "collects in place, unlike flatten")]
+        mappings: mappings.into_iter().filter_map(|m| m).collect(),
+        disabled,
     };
-    for (m, c) in config.mappings.iter().zip(checked) {
-        if m.enabled {
-            model.mappings.push(c.mapping?);
-        } else {
-            model.disabled.push(m.name.clone());
-        }
-    }
+    model.mappings.shrink_to_fit();
     Some(model)
 }
 
@@ -435,10 +585,9 @@ fn interface_problem(name: &str) -> Option<String> {
     None
 }
 
-/// What one mapping came to.
+/// What one mapping came to, besides the validated mapping (when all its fields are valid): what
+/// the checks across mappings need.
 struct Checked {
-    /// The validated mapping when all its fields are valid.
-    mapping: Option<Mapping>,
     /// Whether the name is valid (only valid names take part in the uniqueness check).
     name_ok: bool,
     /// The external ports when valid (only valid ports take part in the overlap check).
@@ -457,12 +606,12 @@ fn check_mapping(
     log_group: Option<u16>,
     sources: &CheckedSources,
     report: &mut Report<'_>,
-) -> Checked {
-    let sp = |f: fn(&MappingSpans) -> Slot| spans.map(f).unwrap_or_default();
+) -> (Option<Mapping>, Checked) {
+    let sp = |f: MappingField| spans.map(|s| s.slot(f)).unwrap_or_default();
     let errors_before = report.count();
 
     // name
-    let name_slot = sp(|s| s.name);
+    let name_slot = sp(MappingField::Name);
     let mut name_ok = false;
     if !name_slot.bad {
         match name_problem(&m.name) {
@@ -472,7 +621,7 @@ fn check_mapping(
     }
 
     // port and to_port
-    let port_slot = sp(|s| s.port);
+    let port_slot = sp(MappingField::Port);
     let port = if port_slot.bad {
         None
     } else {
@@ -480,7 +629,7 @@ fn check_mapping(
             .map_err(|e| report.push(port_slot.pos, Field::Of(index, "port"), e))
             .ok()
     };
-    let to_port_slot = sp(|s| s.to_port);
+    let to_port_slot = sp(MappingField::ToPort);
     let to_port = match &m.to_port {
         _ if to_port_slot.bad => None,
         None => port,
@@ -503,7 +652,7 @@ fn check_mapping(
     };
 
     // to
-    let to_slot = sp(|s| s.to);
+    let to_slot = sp(MappingField::To);
     let to = if to_slot.bad {
         None
     } else {
@@ -515,23 +664,23 @@ fn check_mapping(
     let to_is_v6 = to.map_or_else(|| m.to.contains(':'), |a| a.is_ipv6());
 
     // allow_from
-    let allow_from = if sp(|s| s.allow_from).bad {
+    let allow_from = if sp(MappingField::AllowFrom).bad {
         None
     } else {
-        let items = spans.map_or(&[][..], |s| s.allow_items.as_slice());
+        let items = spans.map_or(&[][..], MappingSpans::allow_items);
         check_allow_from(&m.allow_from, items, index, to_is_v6, sources, report)
     };
 
     // listen
-    let listen = if sp(|s| s.listen).bad {
+    let listen = if sp(MappingField::Listen).bad {
         None
     } else {
-        let items = spans.map_or(&[][..], |s| s.listen_items.as_slice());
+        let items = spans.map_or(&[][..], MappingSpans::listen_items);
         check_listen(&m.listen, items, index, to_is_v6, report)
     };
 
     // description
-    let description_slot = sp(|s| s.description);
+    let description_slot = sp(MappingField::Description);
     let description = match m.description.as_deref() {
         _ if description_slot.bad => None,
         None | Some("") => Some(None),
@@ -545,7 +694,7 @@ fn check_mapping(
     };
 
     // limit
-    let limit_slot = sp(|s| s.limit);
+    let limit_slot = sp(MappingField::Limit);
     let limit = match m.limit.as_deref() {
         _ if limit_slot.bad => None,
         None => Some(None),
@@ -559,7 +708,7 @@ fn check_mapping(
     };
 
     // expires
-    let expires_slot = sp(|s| s.expires);
+    let expires_slot = sp(MappingField::Expires);
     let expires = match m.expires.as_deref() {
         _ if expires_slot.bad => None,
         None => Some(None),
@@ -573,7 +722,7 @@ fn check_mapping(
     };
 
     // log: the kernel's log prefix (`portmap <name>`) must hold the name.
-    let log_slot = sp(|s| s.log);
+    let log_slot = sp(MappingField::Log);
     if m.log && name_ok && m.name.len() > crate::model::MAX_LOGGED_NAME_LEN && !log_slot.bad {
         report.push(
             log_slot.pos,
@@ -589,7 +738,7 @@ fn check_mapping(
     }
     let log = if m.log { log_group.map(Some) } else { Some(None) };
 
-    let protocol_bad = sp(|s| s.protocol).bad;
+    let protocol_bad = sp(MappingField::Protocol).bad;
     let mapping = if report.count() == errors_before && name_ok && !protocol_bad {
         match (
             port,
@@ -632,8 +781,7 @@ fn check_mapping(
     } else {
         None
     };
-    Checked {
-        mapping,
+    let checked = Checked {
         name_ok,
         port: if protocol_bad || listen.is_none() {
             None
@@ -642,7 +790,8 @@ fn check_mapping(
         },
         v6: to_is_v6,
         listen: listen.unwrap_or_default(),
-    }
+    };
+    (mapping, checked)
 }
 
 /// Whether `name` is a valid mapping name (what a backend may accept as one when it reads its own
@@ -1473,7 +1622,7 @@ fn check_listen_count(config: &Config, spans: &Spans, checked: &[Checked], repor
     for (i, c) in checked.iter().enumerate() {
         seen.extend(c.listen.iter().copied());
         if seen.len() > MAX_LISTEN_ADDRESSES {
-            let (index, pos) = mapping_field(spans, i, |s| s.listen.pos);
+            let (index, pos) = mapping_field(spans, i, MappingField::Listen);
             report.push(
                 pos,
                 Field::Of(index, "listen"),
@@ -1495,8 +1644,8 @@ fn check_unique_names(config: &Config, spans: &Spans, checked: &[Checked], repor
             continue;
         }
         if let Some(&f) = first.get(m.name.as_str()) {
-            let (index, pos) = mapping_field(spans, i, |s| s.name.pos);
-            let (findex, fpos) = mapping_field(spans, f, |s| s.name.pos);
+            let (index, pos) = mapping_field(spans, i, MappingField::Name);
+            let (findex, fpos) = mapping_field(spans, f, MappingField::Name);
             report.push(
                 pos,
                 Field::Of(index, "name"),
@@ -1513,8 +1662,11 @@ fn check_unique_names(config: &Config, spans: &Spans, checked: &[Checked], repor
 }
 
 /// A mapping's index in the file and the position of one of its fields.
-fn mapping_field(spans: &Spans, i: usize, f: fn(&MappingSpans) -> Option<Pos>) -> (usize, Option<Pos>) {
-    spans.mappings.get(i).map_or((i, None), |s| (s.index, f(s)))
+fn mapping_field(spans: &Spans, i: usize, f: MappingField) -> (usize, Option<Pos>) {
+    spans
+        .mappings
+        .get(i)
+        .map_or((i, None), |s| (s.index, s.slot(f).pos))
 }
 
 /// Enabled mappings of one address family may not forward the same (protocol, external port) on
@@ -1527,18 +1679,30 @@ fn mapping_field(spans: &Spans, i: usize, f: fn(&MappingSpans) -> Option<Pos>) -
 fn check_overlaps(config: &Config, spans: &Spans, checked: &[Checked], report: &mut Report<'_>) {
     type Key = (bool, Transport, Option<IpAddr>);
     /// Ranges (start, end, mapping index) by family and protocol.
-    type ByFamily = HashMap<(bool, Transport), Vec<(u16, u16, usize)>>;
+    type ByFamily = HashMap<(bool, Transport), Vec<(u16, u16, Index)>>;
     /// A range's start, and the furthest-reaching range so far (its start, end, index).
-    type Reach = (u16, (u16, u16, usize));
-    let mut ranges: Vec<(Key, u16, u16, usize)> = Vec::with_capacity(config.mappings.len());
+    type Reach = (u16, (u16, u16, Index));
+    // Mapping indices as `u32` (4 billion mappings would take a terabyte before they got here): the
+    // ranges below are 28 bytes each instead of 32, held with everything else, and sized exactly.
+    type Index = u32;
+    let index = |i: usize| Index::try_from(i).unwrap_or(Index::MAX);
+    let usable = |(m, c): (&MappingConfig, &Checked)| m.enabled && c.port.is_some();
+    let count: usize = config
+        .mappings
+        .iter()
+        .zip(checked)
+        .filter(|&p| usable(p))
+        .map(|(m, c)| m.protocol.transports().len() * c.listen.len().max(1))
+        .sum();
+    let mut ranges: Vec<(Key, u16, u16, Index)> = Vec::with_capacity(count);
     for (i, (m, c)) in config.mappings.iter().zip(checked).enumerate() {
         if let (true, Some(port)) = (m.enabled, c.port) {
             for &t in m.protocol.transports() {
                 if c.listen.is_empty() {
-                    ranges.push(((c.v6, t, None), port.start, port.end, i));
+                    ranges.push(((c.v6, t, None), port.start, port.end, index(i)));
                 } else {
                     for &a in &c.listen {
-                        ranges.push(((c.v6, t, Some(a)), port.start, port.end, i));
+                        ranges.push(((c.v6, t, Some(a)), port.start, port.end, index(i)));
                     }
                 }
             }
@@ -1546,7 +1710,8 @@ fn check_overlaps(config: &Config, spans: &Spans, checked: &[Checked], report: &
     }
     ranges.sort_unstable();
     let mut reported: HashSet<(usize, usize)> = HashSet::new();
-    let mut clash = |this: usize, other: usize, key: Key, shared: PortRange, report: &mut Report<'_>| {
+    let mut clash = |this: Index, other: Index, key: Key, shared: PortRange, report: &mut Report<'_>| {
+        let (this, other) = (this as usize, other as usize);
         let (this, other) = if this > other {
             (this, other)
         } else {
@@ -1558,8 +1723,8 @@ fn check_overlaps(config: &Config, spans: &Spans, checked: &[Checked], report: &
         let (v6, t, addr) = key;
         let other_m = &config.mappings[other];
         let this_m = &config.mappings[this];
-        let (index, pos) = mapping_field(spans, this, |s| s.port.pos);
-        let (oindex, opos) = mapping_field(spans, other, |s| s.port.pos);
+        let (index, pos) = mapping_field(spans, this, MappingField::Port);
+        let (oindex, opos) = mapping_field(spans, other, MappingField::Port);
         let (ports, verb) = if shared.len() == 1 {
             ("port", "is")
         } else {
@@ -1606,7 +1771,7 @@ fn check_overlaps(config: &Config, spans: &Spans, checked: &[Checked], report: &
         report.push(pos, Field::Of(index, "port"), message);
     };
     // The same address (or both any address).
-    let mut cover: Option<(Key, u16, usize)> = None;
+    let mut cover: Option<(Key, u16, Index)> = None;
     for &(key, start, end, i) in &ranges {
         match cover {
             Some((ckey, cend, ci)) if ckey == key && start <= cend => {
@@ -1640,7 +1805,7 @@ fn check_overlaps(config: &Config, spans: &Spans, checked: &[Checked], report: &
         .into_iter()
         .map(|(k, list)| {
             // Per range: its start, and the furthest-reaching range so far (its start, end, index).
-            let mut best: Option<(u16, u16, usize)> = None;
+            let mut best: Option<(u16, u16, Index)> = None;
             let out = list
                 .into_iter()
                 .map(|(start, end, i)| {

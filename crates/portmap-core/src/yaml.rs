@@ -10,7 +10,9 @@
 //! boolean, `~` null, `"010"` and `!!str 010` strings — because that is what every other tool
 //! reading the file sees; core tags are honoured, other tags refused. Reading is bounded: nesting
 //! deeper than [`MAX_DEPTH`], more than [`MAX_NODES`] values, or more than [`MAX_ERRORS`] problems
-//! stop it or are only counted. This module must not decide what a value means to portmap (no
+//! stop it or are only counted. The items of the lists one level under the root mapping are
+//! handed to the caller as soon as each is read ([`parse_streaming`]), so that the caller need
+//! not hold a long list whole. This module must not decide what a value means to portmap (no
 //! ports, no names) and must not do I/O.
 
 use std::borrow::Cow;
@@ -158,6 +160,10 @@ fn pos_of_marker(mark: Marker) -> Pos {
 enum Frame {
     Seq {
         start: Pos,
+        /// Where its first item starts (it may have been handed to the caller, see [`Items`]).
+        first: Option<Pos>,
+        /// Items seen so far, kept or handed over.
+        seen: usize,
         items: Vec<Node>,
         /// Its tag was refused: the whole collection becomes [`Value::Reported`].
         refused: bool,
@@ -170,6 +176,13 @@ enum Frame {
     },
 }
 
+/// What [`parse_streaming`] hands its caller: an item of a sequence that is the value of an entry
+/// of the root mapping, as soon as the item is complete. The arguments are the root's entries
+/// before this one, this entry's key, the item's index in the sequence, and the item. It returns
+/// the item to keep it in the tree, or `None` when it used it up: the sequence in the tree then
+/// holds only the items kept (its position is still that of its first item).
+pub(crate) type Items<'s> = dyn FnMut(&[(Node, Node)], &Node, usize, Node) -> Option<Node> + 's;
+
 /// Read `text` with the YAML 1.2 event parser. The events are consumed one at a time with an
 /// explicit stack (no recursion), so nesting is checked as it happens: the collection that would
 /// pass [`MAX_DEPTH`] stops reading with its position, and so does the value that would pass
@@ -179,11 +192,23 @@ enum Frame {
 /// collection ends (it could turn out to be a key), about 125 bytes per character; so it is fed
 /// the text through a counter that lets it read at most [`MAX_LOOKAHEAD`] characters past the
 /// last event, and a text that needs more is refused where the long part starts.
-pub(crate) fn parse(text: &str) -> Parsed {
-    parse_within(text, Limits::DEFAULT)
+///
+/// The items of the sequences one level under the root mapping are handed to `items` as they are
+/// read, so that a long list need not be held whole. Items of a sequence whose tag was refused,
+/// or under a root whose tag was refused, are not handed over. When reading stops (a syntax error
+/// or a limit: `root` is `None`), the items handed over so far are part of a text that was
+/// refused whole; the caller must forget what it made of them.
+pub(crate) fn parse_streaming(text: &str, items: &mut Items<'_>) -> Parsed {
+    parse_within(text, Limits::DEFAULT, items)
 }
 
-/// How much [`parse`] reads; smaller in tests.
+/// [`parse_streaming`] keeping every item: the whole tree.
+#[cfg(test)]
+pub(crate) fn parse(text: &str) -> Parsed {
+    parse_streaming(text, &mut |_, _, _, item| Some(item))
+}
+
+/// How much [`parse_streaming`] reads; smaller in tests.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
     depth: usize,
@@ -199,7 +224,7 @@ impl Limits {
     };
 }
 
-fn parse_within(text: &str, limits: Limits) -> Parsed {
+fn parse_within(text: &str, limits: Limits, items: &mut Items<'_>) -> Parsed {
     let stop_at = Cell::new(limits.lookahead);
     // The end of the last event, and where it was when the scanner ran out of lookahead.
     let last_end: Cell<Pos> = Cell::new((1, 1));
@@ -221,7 +246,7 @@ fn parse_within(text: &str, limits: Limits) -> Parsed {
         stop_at.set(span.end.index().saturating_add(limits.lookahead));
         last_end.set(pos_of_marker(span.end));
     };
-    let out = read_events(&mut parser, limits, &seen, &|| cut.get().is_some());
+    let out = read_events(&mut parser, limits, &seen, &|| cut.get().is_some(), items);
     match cut.get() {
         None => out,
         Some(pos) => out.stop(
@@ -243,6 +268,7 @@ fn read_events<I: saphyr_parser::Input>(
     limits: Limits,
     seen: &dyn Fn(Span),
     was_cut: &dyn Fn() -> bool,
+    hand_over: &mut Items<'_>,
 ) -> Parsed {
     let mut out = Parsed::default();
     let mut stack: Vec<Frame> = Vec::new();
@@ -338,6 +364,8 @@ fn read_events<I: saphyr_parser::Input>(
                 } else {
                     Frame::Seq {
                         start: pos,
+                        first: None,
+                        seen: 0,
                         items: Vec::new(),
                         refused,
                     }
@@ -347,10 +375,12 @@ fn read_events<I: saphyr_parser::Input>(
             Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
                 Some(Frame::Seq {
                     start,
+                    first,
                     mut items,
                     refused,
+                    ..
                 }) => Node {
-                    pos: items.first().map_or(start, |n| n.pos),
+                    pos: first.unwrap_or(start),
                     value: if refused {
                         Value::Reported
                     } else {
@@ -376,9 +406,41 @@ fn read_events<I: saphyr_parser::Input>(
                 None => continue,
             },
         };
-        match stack.last_mut() {
+        let (outer, last): (&[Frame], _) = match stack.len() {
+            0 => (&[], None),
+            n => {
+                let (outer, last) = stack.split_at_mut(n - 1);
+                (outer, last.first_mut())
+            }
+        };
+        match last {
             None => out.root = Some(node),
-            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Seq {
+                first,
+                seen,
+                items,
+                refused,
+                ..
+            }) => {
+                first.get_or_insert(node.pos);
+                let index = *seen;
+                *seen += 1;
+                let kept = match outer {
+                    // An item of a sequence that is the value of an entry of the root mapping.
+                    [
+                        Frame::Map {
+                            entries,
+                            key: Some(key),
+                            refused: false,
+                            ..
+                        },
+                    ] if !*refused => hand_over(entries, key, index, node),
+                    _ => Some(node),
+                };
+                if let Some(node) = kept {
+                    items.push(node);
+                }
+            }
             Some(Frame::Map { entries, key, .. }) => match key.take() {
                 None => *key = Some(node),
                 Some(k) => entries.push((k, node)),
@@ -631,6 +693,10 @@ mod tests {
             .collect()
     }
 
+    fn within(text: &str, limits: Limits) -> Parsed {
+        parse_within(text, limits, &mut |_, _, _, item| Some(item))
+    }
+
     fn messages(text: &str) -> Vec<(Pos, String)> {
         parse(text)
             .errors
@@ -850,7 +916,7 @@ mod tests {
             ..Limits::DEFAULT
         };
         let text = "- 1\n".repeat(2000);
-        let parsed = parse_within(&text, limits);
+        let parsed = within(&text, limits);
         let got = refusal(&parsed);
         assert_eq!(
             got,
@@ -860,7 +926,7 @@ mod tests {
                  portmap reads"
             )]
         );
-        assert!(parse_within(&"- 1\n".repeat(999), limits).errors.is_empty());
+        assert!(within(&"- 1\n".repeat(999), limits).errors.is_empty());
     }
 
     #[test]
@@ -882,7 +948,7 @@ mod tests {
             ),
             (format!("a: x{}\n", "y".repeat(5000)), (1, 2)),
         ] {
-            let parsed = parse_within(&text, limits);
+            let parsed = within(&text, limits);
             let got = refusal(&parsed);
             assert_eq!(
                 got,
@@ -899,12 +965,59 @@ mod tests {
             "wan: {{ interfaces: [eth0] }}\nmappings:\n{}",
             "  - {a: 1}\n".repeat(200)
         );
-        assert!(parse_within(&block, limits).errors.is_empty());
+        assert!(within(&block, limits).errors.is_empty());
         // And the real limit: a 32 MB flow list costs no more than the lookahead.
         let huge = format!("[{}]", "1,".repeat(16 << 20));
         let parsed = parse(&huge);
         assert_eq!(parsed.errors.len(), 1, "{:?}", parsed.errors);
         assert!(parsed.errors[0].message.contains("longer than 256 KiB"));
+    }
+
+    #[test]
+    fn items_one_level_under_the_root_mapping_are_handed_over() {
+        let text = "a: [1, 2]\nb:\n  - x\n  - [y]\nc: { d: [3] }\ne: !!map [4]\n";
+        let mut got = Vec::new();
+        let parsed = parse_streaming(text, &mut |entries, key, i, item| {
+            let Value::Scalar(k) = &key.value else {
+                panic!("{key:?}")
+            };
+            got.push((entries.len(), k.text.to_string(), i, item.pos));
+            // Keep the items of `a`, take those of `b`.
+            (k.text.as_ref() == "a").then_some(item)
+        });
+        assert_eq!(
+            got,
+            [
+                (0, "a".to_owned(), 0, (1, 5)),
+                (0, "a".to_owned(), 1, (1, 8)),
+                (1, "b".to_owned(), 0, (3, 5)),
+                (1, "b".to_owned(), 1, (4, 6)),
+            ]
+        );
+        let Some(Node {
+            value: Value::Map(entries),
+            ..
+        }) = parsed.root
+        else {
+            panic!("{:?}", parsed.root)
+        };
+        let Value::Seq(a) = &entries[0].1.value else {
+            panic!()
+        };
+        assert_eq!(a.len(), 2);
+        // `b` lost its items but not its position (its first item's).
+        assert_eq!(
+            entries[1].1,
+            Node {
+                pos: (3, 5),
+                value: Value::Seq(Vec::new())
+            }
+        );
+        assert_eq!(entries[3].1.value, Value::Reported);
+        // Nothing is handed over under a root that is not a mapping, or whose tag was refused.
+        for text in ["- [1]\n", "!!seq\na: [1]\n"] {
+            parse_streaming(text, &mut |_, _, _, _| panic!("{text:?}"));
+        }
     }
 
     #[test]

@@ -902,7 +902,7 @@ fn parse_confirm_seconds(text: &str) -> Result<u64, String> {
     match text.trim().parse::<u64>() {
         Ok(seconds) if (1..=max).contains(&seconds) => Ok(seconds),
         _ => Err(format!(
-            "`{}` is not a number of seconds from 1 to {max}: give how long portmap waits for              `portmap confirm` before it rolls the change back, e.g. --confirm 60",
+            "`{}` is not a number of seconds from 1 to {max}: give how long portmap waits for `portmap confirm` before it rolls the change back, e.g. --confirm 60",
             shown_arg(text)
         )),
     }

@@ -545,7 +545,7 @@ fn confirm_and_rollback_with_nothing_pending_say_so() {
         "0",
     ]);
     run.expect_code(1);
-    assert!(run.stderr.contains("use 1 to 86400 seconds"), "{run}");
+    assert!(run.stderr.contains("from 1 to 86400"), "{run}");
     assert_eq!(
         t.portmap(&["status", "--json"]).success().json()["state"],
         "missing"

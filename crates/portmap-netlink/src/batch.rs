@@ -33,32 +33,46 @@ enum Op {
     DelChain,
     AddRule,
     DelRule(u64),
-    AddSet { map: bool },
+    AddSet {
+        map: bool,
+    },
     DelSet,
     AddElements(ElemChunk),
     DelElements(ElemChunk),
     FlushSet,
-    AddObject(&'static str),
-    DelObject(&'static str),
+    /// The object type ([`crate::object_type`]).
+    AddObject(u32),
+    DelObject(u32),
 }
 
-/// Which elements of the caller's slice one element message carries.
+/// Which elements of the caller's slice one element message carries (small: a batch of 100,000
+/// messages keeps one per message).
 #[derive(Debug, Clone, Copy)]
 struct ElemChunk {
     map: bool,
     /// Index of the first element in the slice given to `add_elements`/`del_elements`.
-    first: usize,
-    count: usize,
+    first: u32,
+    count: u32,
     /// Offset of the `NFTA_SET_ELEM_LIST_ELEMENTS` nest from the start of the message.
-    list_offset: usize,
+    list_offset: u16,
+}
+
+impl ElemChunk {
+    fn first(&self) -> usize {
+        self.first as usize
+    }
+
+    fn count(&self) -> usize {
+        self.count as usize
+    }
 }
 
 #[derive(Debug, Clone)]
 struct MsgInfo {
     /// Which of `Batch::chunks` holds the message.
-    chunk: usize,
+    chunk: u32,
     /// Offset of the message in its chunk.
-    start: usize,
+    start: u32,
     op: Op,
     family: Family,
 }
@@ -136,13 +150,13 @@ impl Batch {
         let Some(m) = self.msgs.get(index) else {
             return &[];
         };
-        let chunk = &self.chunks[m.chunk];
+        let chunk = &self.chunks[m.chunk as usize];
         let end = self
             .msgs
             .get(index + 1)
             .filter(|n| n.chunk == m.chunk)
-            .map_or(chunk.len(), |n| n.start);
-        &chunk[m.start..end]
+            .map_or(chunk.len(), |n| n.start as usize);
+        &chunk[m.start as usize..end]
     }
 
     /// The chunk the next message goes into, with at least `need` bytes free in it (or a chunk
@@ -152,7 +166,8 @@ impl Batch {
             Some(c) if c.len() + need <= c.capacity() => return,
             Some(c) if c.len() < SMALL_CHUNK => return c.reserve(need),
             Some(_) => CHUNK.max(need),
-            None => need,
+            // A batch's first chunk starts small (most batches are a few messages).
+            None => need.min(MSG_ROOM),
         };
         self.chunks.push(Vec::with_capacity(capacity));
     }
@@ -184,13 +199,13 @@ impl Batch {
                 self.chunks.push(chunk);
                 (self.chunks.len() - 1, 0)
             };
-            while let Some(m) = msgs.next_if(|m| m.chunk == i) {
-                let start = m.start + offset;
+            while let Some(m) = msgs.next_if(|m| m.chunk as usize == i) {
+                let start = m.start as usize + offset;
                 let seq = (self.msgs.len() + 1) as u32;
                 self.chunks[at][start + 8..start + 12].copy_from_slice(&seq.to_ne_bytes());
                 self.msgs.push(MsgInfo {
-                    chunk: at,
-                    start,
+                    chunk: at as u32,
+                    start: start as u32,
                     ..m
                 });
             }
@@ -217,8 +232,8 @@ impl Batch {
             Op::AddSet { map } => format!("add {} {fam} {table} {name}", kind(*map)),
             Op::DelSet => format!("delete set {fam} {table} {name}"),
             Op::FlushSet => format!("flush set {fam} {table} {name}"),
-            Op::AddObject(kind) => format!("add {kind} {fam} {table} {name}"),
-            Op::DelObject(kind) => format!("delete {kind} {fam} {table} {name}"),
+            Op::AddObject(ty) => format!("add {} {fam} {table} {name}", object_kind(*ty)),
+            Op::DelObject(ty) => format!("delete {} {fam} {table} {name}", object_kind(*ty)),
             Op::AddElements(c) => format!(
                 "add element to {} {fam} {table} {name} ({})",
                 kind(c.map),
@@ -301,7 +316,7 @@ impl Batch {
     pub fn add_object(&mut self, o: &Object) {
         let m = self.begin(NFT_MSG_NEWOBJ, NLM_F_CREATE, o.family);
         encode::object(&mut Writer::new(self.cur()), o);
-        self.end(m, Op::AddObject(object_kind(o.kind.type_number())), o.family);
+        self.end(m, Op::AddObject(o.kind.type_number()), o.family);
     }
 
     /// Deletes a stateful object of type `obj_type` ([`crate::object_type`]) that no rule or
@@ -312,7 +327,7 @@ impl Batch {
         w.put_str(NFTA_OBJ_TABLE, table);
         w.put_str(NFTA_OBJ_NAME, name);
         w.put_u32(NFTA_OBJ_TYPE, obj_type);
-        self.end(m, Op::DelObject(object_kind(obj_type)), family);
+        self.end(m, Op::DelObject(obj_type), family);
     }
 
     /// Deletes a set or map that no rule uses.
@@ -342,14 +357,15 @@ impl Batch {
         if let (Some(open), Some(m)) = (self.open.as_mut().filter(|o| same(o)), self.msgs.last_mut())
             && let Op::AddElements(c) = &mut m.op
         {
-            let chunk = &mut self.chunks[m.chunk];
-            let list = m.start + c.list_offset;
+            let chunk = &mut self.chunks[m.chunk as usize];
+            let start = m.start as usize;
+            let list = start + usize::from(c.list_offset);
             let before = chunk.len();
             let mut w = Writer::new(chunk);
             encode::element(&mut w, e, false);
             if w.nest_len(list) <= MAX_ATTR_LEN {
                 w.nest_end(list);
-                w.end_msg(m.start);
+                w.end_msg(start);
                 c.count += 1;
                 open.next += 1;
                 return;
@@ -376,9 +392,9 @@ impl Batch {
         }
         let chunk = ElemChunk {
             map: e.data.is_some(),
-            first: next,
+            first: next as u32,
             count: 1,
-            list_offset: list - m,
+            list_offset: (list - m) as u16,
         };
         self.end(m, Op::AddElements(chunk), family);
         if fits {
@@ -457,9 +473,9 @@ impl Batch {
             }
             let chunk = ElemChunk {
                 map,
-                first,
-                count: next - first,
-                list_offset: list - m,
+                first: first as u32,
+                count: (next - first) as u32,
+                list_offset: (list - m) as u16,
             };
             let op = if delete {
                 Op::DelElements(chunk)
@@ -485,10 +501,10 @@ impl Batch {
 
     fn end(&mut self, start: usize, op: Op, family: Family) {
         Writer::new(self.cur()).end_msg(start);
-        let chunk = self.chunks.len() - 1;
+        let chunk = (self.chunks.len() - 1) as u32;
         self.msgs.push(MsgInfo {
             chunk,
-            start,
+            start: start as u32,
             op,
             family,
         });
@@ -539,7 +555,7 @@ impl Batch {
             return None;
         };
         let msg = self.msg_bytes(index);
-        let list = c.list_offset;
+        let list = usize::from(c.list_offset);
         let list_len = usize::from(u16::from_ne_bytes([msg[list], msg[list + 1]]));
         let body = list + NLA_HDRLEN;
         if offset < body || offset >= list + list_len {
@@ -550,7 +566,7 @@ impl Batch {
             let attr = attr.ok()?;
             let end = pos + align4(NLA_HDRLEN + attr.data.len());
             if offset < end {
-                return (i < c.count).then_some(c.first + i);
+                return (i < c.count()).then_some(c.first() + i);
             }
             pos = end;
         }
@@ -695,9 +711,9 @@ fn kind(map: bool) -> &'static str {
 
 fn range(c: &ElemChunk) -> String {
     if c.count == 1 {
-        format!("element {}", c.first + 1)
+        format!("element {}", c.first() + 1)
     } else {
-        format!("elements {}-{}", c.first + 1, c.first + c.count)
+        format!("elements {}-{}", c.first() + 1, c.first() + c.count())
     }
 }
 
@@ -720,6 +736,12 @@ mod tests {
             timeout: None,
             expiration: None,
         }
+    }
+
+    #[test]
+    fn what_is_kept_per_message_is_small() {
+        // 100,000 messages at 50,000 mappings.
+        assert!(std::mem::size_of::<MsgInfo>() <= 32);
     }
 
     #[test]
@@ -791,14 +813,14 @@ mod tests {
             .iter()
             .enumerate()
             .find_map(|(i, m)| match &m.op {
-                Op::AddElements(c) if (c.first..c.first + c.count).contains(&2500) => Some((i, *c)),
+                Op::AddElements(c) if (c.first()..c.first() + c.count()).contains(&2500) => Some((i, *c)),
                 _ => None,
             })
             .expect("a message holds element 2500");
         assert!(index > 1, "3000 elements need more than one message");
         let msg = b.msg_bytes(index);
-        let mut pos = chunk.list_offset + NLA_HDRLEN;
-        for _ in 0..2500 - chunk.first {
+        let mut pos = usize::from(chunk.list_offset) + NLA_HDRLEN;
+        for _ in 0..2500 - chunk.first() {
             let len = usize::from(u16::from_ne_bytes([msg[pos], msg[pos + 1]]));
             pos += align4(len);
         }

@@ -159,17 +159,15 @@ impl Batch {
         &chunk[m.start as usize..end]
     }
 
-    /// The chunk the next message goes into, with at least `need` bytes free in it (or a chunk
-    /// small enough to grow).
+    /// The chunk the next message goes into: one with at least `need` bytes free, or one small
+    /// enough to grow as a `Vec` does (a batch's first chunk starts empty: most batches are a
+    /// few messages, and a rebuild makes one batch per allow-list set).
     fn room(&mut self, need: usize) {
-        let capacity = match self.chunks.last_mut() {
-            Some(c) if c.len() + need <= c.capacity() => return,
-            Some(c) if c.len() < SMALL_CHUNK => return c.reserve(need),
-            Some(_) => CHUNK.max(need),
-            // A batch's first chunk starts small (most batches are a few messages).
-            None => need.min(MSG_ROOM),
-        };
-        self.chunks.push(Vec::with_capacity(capacity));
+        match self.chunks.last() {
+            Some(c) if c.len() < SMALL_CHUNK || c.len() + need <= c.capacity() => {}
+            Some(_) => self.chunks.push(Vec::with_capacity(CHUNK.max(need))),
+            None => self.chunks.push(Vec::new()),
+        }
     }
 
     /// The chunk being written.

@@ -1,8 +1,9 @@
-//! [`Batch`]: the messages of one nftables transaction, built back to back in one buffer, each
-//! remembered well enough to say in words which one the kernel refused (and, for element messages,
-//! which element).
+//! [`Batch`]: the messages of one nftables transaction, built back to back in buffers of about
+//! 1 MiB (sent together, as one datagram), each remembered well enough to say in words which one
+//! the kernel refused (and, for element messages, which element). Batches built apart (say, one
+//! per set) are joined with [`Batch::append`], which moves their buffers.
 //!
-//! Message `i` carries sequence number `i + 1`; `Socket::send` frames the buffer with batch begin
+//! Message `i` carries sequence number `i + 1`; `Socket::send` frames the messages with batch begin
 //! (sequence 0) and batch end (sequence `len + 1`). Element lists are split over as many messages
 //! as needed so that no attribute passes the 64 KiB netlink attribute limit. The batch never does
 //! I/O and knows nothing about port mappings.

@@ -218,7 +218,7 @@ impl Batch {
             return format!("message {index} (not in this batch)");
         };
         let fam = m.family.as_str();
-        let (table, name) = self.names_of(m, self.msg_bytes(index));
+        let (table, name) = Self::names_of(m, self.msg_bytes(index));
         match &m.op {
             Op::AddTable => format!("add table {fam} {table}"),
             Op::DelTable => format!("delete table {fam} {table}"),
@@ -512,7 +512,7 @@ impl Batch {
     /// The table and the chain, set or object message `m` names, read back from its own
     /// attributes (so that a batch of 100,000 messages does not keep two strings per message for
     /// the rare error report).
-    fn names_of(&self, m: &MsgInfo, msg: &[u8]) -> (String, String) {
+    fn names_of(m: &MsgInfo, msg: &[u8]) -> (String, String) {
         let (table_attr, name_attr) = match m.op {
             Op::AddTable | Op::DelTable => (NFTA_TABLE_NAME, None),
             Op::AddChain | Op::DelChain => (NFTA_CHAIN_TABLE, Some(NFTA_CHAIN_NAME)),

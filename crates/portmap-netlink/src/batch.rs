@@ -1,8 +1,9 @@
-//! [`Batch`]: the messages of one nftables transaction, built back to back in one buffer, each
-//! remembered well enough to say in words which one the kernel refused (and, for element messages,
-//! which element).
+//! [`Batch`]: the messages of one nftables transaction, built back to back in buffers of about
+//! 1 MiB (sent together, as one datagram), each remembered well enough to say in words which one
+//! the kernel refused (and, for element messages, which element). Batches built apart (say, one
+//! per set) are joined with [`Batch::append`], which moves their buffers.
 //!
-//! Message `i` carries sequence number `i + 1`; `Socket::send` frames the buffer with batch begin
+//! Message `i` carries sequence number `i + 1`; `Socket::send` frames the messages with batch begin
 //! (sequence 0) and batch end (sequence `len + 1`). Element lists are split over as many messages
 //! as needed so that no attribute passes the 64 KiB netlink attribute limit. The batch never does
 //! I/O and knows nothing about port mappings.
@@ -33,30 +34,46 @@ enum Op {
     DelChain,
     AddRule,
     DelRule(u64),
-    AddSet { map: bool },
+    AddSet {
+        map: bool,
+    },
     DelSet,
     AddElements(ElemChunk),
     DelElements(ElemChunk),
     FlushSet,
-    AddObject(&'static str),
-    DelObject(&'static str),
+    /// The object type ([`crate::object_type`]).
+    AddObject(u32),
+    DelObject(u32),
 }
 
-/// Which elements of the caller's slice one element message carries.
+/// Which elements of the caller's slice one element message carries (small: a batch of 100,000
+/// messages keeps one per message).
 #[derive(Debug, Clone, Copy)]
 struct ElemChunk {
     map: bool,
     /// Index of the first element in the slice given to `add_elements`/`del_elements`.
-    first: usize,
-    count: usize,
+    first: u32,
+    count: u32,
     /// Offset of the `NFTA_SET_ELEM_LIST_ELEMENTS` nest from the start of the message.
-    list_offset: usize,
+    list_offset: u16,
+}
+
+impl ElemChunk {
+    fn first(&self) -> usize {
+        self.first as usize
+    }
+
+    fn count(&self) -> usize {
+        self.count as usize
+    }
 }
 
 #[derive(Debug, Clone)]
 struct MsgInfo {
-    /// Offset of the message in `Batch::buf`.
-    start: usize,
+    /// Which of `Batch::chunks` holds the message.
+    chunk: u32,
+    /// Offset of the message in its chunk.
+    start: u32,
     op: Op,
     family: Family,
 }
@@ -64,9 +81,37 @@ struct MsgInfo {
 /// The messages of one nftables transaction (see [`crate::Socket::send`]).
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
-    buf: Vec<u8>,
+    /// The messages, back to back, in buffers of about [`CHUNK`] bytes (sent as one datagram
+    /// with an iovec): a batch of 20 MB never sits in a buffer grown by doubling, and appending a
+    /// batch ([`Batch::append`]) moves its buffers instead of copying them. A message never
+    /// spans two chunks.
+    chunks: Vec<Vec<u8>>,
     msgs: Vec<MsgInfo>,
+    /// The element list the last message is, while [`Batch::add_element`] may add to it.
+    open: Option<OpenList>,
 }
+
+/// The set whose element list the batch's last message holds, for [`Batch::add_element`].
+#[derive(Debug, Clone)]
+struct OpenList {
+    family: Family,
+    table: String,
+    set: String,
+    set_id: u32,
+    /// Index (in the caller's numbering) of the element added next.
+    next: usize,
+}
+
+/// Size of a full chunk of [`Batch`]'s messages.
+const CHUNK: usize = 1 << 20;
+/// A chunk holding less than this grows in place; a fuller one is left as it is, and the next
+/// message starts a new chunk. [`Batch::append`] copies chunks this small rather than moving
+/// them, so that many small batches appended do not make many iovec entries.
+const SMALL_CHUNK: usize = 256 << 10;
+/// Room an element message may take: the list's attribute limit and the headers around it.
+const ELEMENT_MSG_ROOM: usize = MAX_ATTR_LEN + 1024;
+/// Room reserved for any other message before it is written (a bigger one grows its chunk).
+const MSG_ROOM: usize = 4096;
 
 impl Batch {
     /// An empty batch.
@@ -86,12 +131,84 @@ impl Batch {
 
     /// Bytes of the messages (batch begin/end not counted).
     pub fn message_bytes(&self) -> usize {
-        self.buf.len()
+        self.chunks.iter().map(Vec::len).sum()
     }
 
-    /// The encoded messages, back to back.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.buf
+    /// The encoded messages, back to back, in as many pieces as the batch holds them (to be sent
+    /// together, with an iovec).
+    pub(crate) fn parts(&self) -> impl Iterator<Item = &[u8]> {
+        self.chunks.iter().filter(|c| !c.is_empty()).map(Vec::as_slice)
+    }
+
+    /// The encoded messages in one buffer (for tests).
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> Vec<u8> {
+        self.chunks.concat()
+    }
+
+    /// The bytes of message `index`.
+    fn msg_bytes(&self, index: usize) -> &[u8] {
+        let Some(m) = self.msgs.get(index) else {
+            return &[];
+        };
+        let chunk = &self.chunks[m.chunk as usize];
+        let end = self
+            .msgs
+            .get(index + 1)
+            .filter(|n| n.chunk == m.chunk)
+            .map_or(chunk.len(), |n| n.start as usize);
+        &chunk[m.start as usize..end]
+    }
+
+    /// The chunk the next message goes into: one with at least `need` bytes free, or one small
+    /// enough to grow as a `Vec` does (a batch's first chunk starts empty: most batches are a
+    /// few messages, and a rebuild makes one batch per allow-list set).
+    fn room(&mut self, need: usize) {
+        match self.chunks.last() {
+            Some(c) if c.len() < SMALL_CHUNK || c.len() + need <= c.capacity() => {}
+            Some(_) => self.chunks.push(Vec::with_capacity(CHUNK.max(need))),
+            None => self.chunks.push(Vec::new()),
+        }
+    }
+
+    /// The chunk being written.
+    fn cur(&mut self) -> &mut Vec<u8> {
+        if self.chunks.is_empty() {
+            self.chunks.push(Vec::new());
+        }
+        let last = self.chunks.len() - 1;
+        &mut self.chunks[last]
+    }
+
+    /// Appends the messages of `other` after this batch's, numbered on from them. Its big buffers
+    /// are moved, not copied (a batch built in parts, e.g. one per set, is never held twice).
+    pub fn append(&mut self, other: Batch) {
+        self.open = None;
+        let Batch { chunks, msgs, .. } = other;
+        let mut msgs = msgs.into_iter().peekable();
+        for (i, mut chunk) in chunks.into_iter().enumerate() {
+            let (at, offset) = if chunk.len() < SMALL_CHUNK {
+                self.room(chunk.len());
+                let cur = self.cur();
+                let offset = cur.len();
+                cur.extend_from_slice(&chunk);
+                (self.chunks.len() - 1, offset)
+            } else {
+                chunk.shrink_to_fit();
+                self.chunks.push(chunk);
+                (self.chunks.len() - 1, 0)
+            };
+            while let Some(m) = msgs.next_if(|m| m.chunk as usize == i) {
+                let start = m.start as usize + offset;
+                let seq = (self.msgs.len() + 1) as u32;
+                self.chunks[at][start + 8..start + 12].copy_from_slice(&seq.to_ne_bytes());
+                self.msgs.push(MsgInfo {
+                    chunk: at as u32,
+                    start: start as u32,
+                    ..m
+                });
+            }
+        }
     }
 
     /// Message `index` in words, e.g. `add element to map inet portmap dnat4 (elements
@@ -101,8 +218,7 @@ impl Batch {
             return format!("message {index} (not in this batch)");
         };
         let fam = m.family.as_str();
-        let end = self.msgs.get(index + 1).map_or(self.buf.len(), |n| n.start);
-        let (table, name) = self.names_of(m, end);
+        let (table, name) = Self::names_of(m, self.msg_bytes(index));
         match &m.op {
             Op::AddTable => format!("add table {fam} {table}"),
             Op::DelTable => format!("delete table {fam} {table}"),
@@ -115,8 +231,8 @@ impl Batch {
             Op::AddSet { map } => format!("add {} {fam} {table} {name}", kind(*map)),
             Op::DelSet => format!("delete set {fam} {table} {name}"),
             Op::FlushSet => format!("flush set {fam} {table} {name}"),
-            Op::AddObject(kind) => format!("add {kind} {fam} {table} {name}"),
-            Op::DelObject(kind) => format!("delete {kind} {fam} {table} {name}"),
+            Op::AddObject(ty) => format!("add {} {fam} {table} {name}", object_kind(*ty)),
+            Op::DelObject(ty) => format!("delete {} {fam} {table} {name}", object_kind(*ty)),
             Op::AddElements(c) => format!(
                 "add element to {} {fam} {table} {name} ({})",
                 kind(c.map),
@@ -133,7 +249,7 @@ impl Batch {
     /// Adds a table (`NLM_F_CREATE`: no error if it exists).
     pub fn add_table(&mut self, t: &Table) {
         let m = self.begin(NFT_MSG_NEWTABLE, NLM_F_CREATE, t.family);
-        encode::table(&mut Writer::new(&mut self.buf), t);
+        encode::table(&mut Writer::new(self.cur()), t);
         self.end(m, Op::AddTable, t.family);
     }
 
@@ -143,28 +259,28 @@ impl Batch {
     /// the table existed — also on a table whose flags (`owner`, `persist`) may not be changed.
     pub fn ensure_table(&mut self, family: Family, name: &str) {
         let m = self.begin(NFT_MSG_NEWTABLE, NLM_F_CREATE, family);
-        Writer::new(&mut self.buf).put_str(NFTA_TABLE_NAME, name);
+        Writer::new(self.cur()).put_str(NFTA_TABLE_NAME, name);
         self.end(m, Op::AddTable, family);
     }
 
     /// Deletes a table and everything in it.
     pub fn del_table(&mut self, family: Family, name: &str) {
         let m = self.begin(NFT_MSG_DELTABLE, 0, family);
-        Writer::new(&mut self.buf).put_str(NFTA_TABLE_NAME, name);
+        Writer::new(self.cur()).put_str(NFTA_TABLE_NAME, name);
         self.end(m, Op::DelTable, family);
     }
 
     /// Adds a chain (`NLM_F_CREATE`).
     pub fn add_chain(&mut self, c: &Chain) {
         let m = self.begin(NFT_MSG_NEWCHAIN, NLM_F_CREATE, c.family);
-        encode::chain(&mut Writer::new(&mut self.buf), c);
+        encode::chain(&mut Writer::new(self.cur()), c);
         self.end(m, Op::AddChain, c.family);
     }
 
     /// Deletes an empty chain that nothing jumps to.
     pub fn del_chain(&mut self, family: Family, table: &str, name: &str) {
         let m = self.begin(NFT_MSG_DELCHAIN, 0, family);
-        let mut w = Writer::new(&mut self.buf);
+        let mut w = Writer::new(self.cur());
         w.put_str(NFTA_CHAIN_TABLE, table);
         w.put_str(NFTA_CHAIN_NAME, name);
         self.end(m, Op::DelChain, family);
@@ -173,14 +289,14 @@ impl Batch {
     /// Appends a rule to the end of its chain (`NLM_F_CREATE | NLM_F_APPEND`).
     pub fn add_rule(&mut self, r: &Rule) {
         let m = self.begin(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, r.family);
-        encode::rule(&mut Writer::new(&mut self.buf), r);
+        encode::rule(&mut Writer::new(self.cur()), r);
         self.end(m, Op::AddRule, r.family);
     }
 
     /// Deletes the rule with this handle.
     pub fn del_rule(&mut self, family: Family, table: &str, chain: &str, handle: u64) {
         let m = self.begin(NFT_MSG_DELRULE, 0, family);
-        let mut w = Writer::new(&mut self.buf);
+        let mut w = Writer::new(self.cur());
         w.put_str(NFTA_RULE_TABLE, table);
         w.put_str(NFTA_RULE_CHAIN, chain);
         w.put_u64(NFTA_RULE_HANDLE, handle);
@@ -191,32 +307,32 @@ impl Batch {
     /// rules and elements later in the batch may refer to it (`NFTA_SET_ID`).
     pub fn add_set(&mut self, s: &Set) {
         let m = self.begin(NFT_MSG_NEWSET, NLM_F_CREATE, s.family);
-        encode::set(&mut Writer::new(&mut self.buf), s);
+        encode::set(&mut Writer::new(self.cur()), s);
         self.end(m, Op::AddSet { map: s.is_map() }, s.family);
     }
 
     /// Adds a stateful object (`NLM_F_CREATE`; a counter added with values starts from them).
     pub fn add_object(&mut self, o: &Object) {
         let m = self.begin(NFT_MSG_NEWOBJ, NLM_F_CREATE, o.family);
-        encode::object(&mut Writer::new(&mut self.buf), o);
-        self.end(m, Op::AddObject(object_kind(o.kind.type_number())), o.family);
+        encode::object(&mut Writer::new(self.cur()), o);
+        self.end(m, Op::AddObject(o.kind.type_number()), o.family);
     }
 
     /// Deletes a stateful object of type `obj_type` ([`crate::object_type`]) that no rule or
     /// element refers to.
     pub fn del_object(&mut self, family: Family, table: &str, obj_type: u32, name: &str) {
         let m = self.begin(NFT_MSG_DELOBJ, 0, family);
-        let mut w = Writer::new(&mut self.buf);
+        let mut w = Writer::new(self.cur());
         w.put_str(NFTA_OBJ_TABLE, table);
         w.put_str(NFTA_OBJ_NAME, name);
         w.put_u32(NFTA_OBJ_TYPE, obj_type);
-        self.end(m, Op::DelObject(object_kind(obj_type)), family);
+        self.end(m, Op::DelObject(obj_type), family);
     }
 
     /// Deletes a set or map that no rule uses.
     pub fn del_set(&mut self, family: Family, table: &str, name: &str) {
         let m = self.begin(NFT_MSG_DELSET, 0, family);
-        let mut w = Writer::new(&mut self.buf);
+        let mut w = Writer::new(self.cur());
         w.put_str(NFTA_SET_TABLE, table);
         w.put_str(NFTA_SET_NAME, name);
         self.end(m, Op::DelSet, family);
@@ -229,11 +345,73 @@ impl Batch {
         self.elements(family, table, set, set_id, elems, false);
     }
 
+    /// Adds one element, like [`Batch::add_elements`] with a slice of one, but to the message the
+    /// last call added if that was for the same set and the element still fits in it: a caller
+    /// adding a set's elements one by one (never holding them all) gets the messages
+    /// [`Batch::add_elements`] would have made of them all, numbered alike in [`Batch::describe`].
+    pub fn add_element(&mut self, family: Family, table: &str, set: &str, set_id: u32, e: &Element) {
+        let same =
+            |o: &OpenList| o.family == family && o.set_id == set_id && o.table == table && o.set == set;
+        let mut next = 0;
+        if let (Some(open), Some(m)) = (self.open.as_mut().filter(|o| same(o)), self.msgs.last_mut())
+            && let Op::AddElements(c) = &mut m.op
+        {
+            let chunk = &mut self.chunks[m.chunk as usize];
+            let start = m.start as usize;
+            let list = start + usize::from(c.list_offset);
+            let before = chunk.len();
+            let mut w = Writer::new(chunk);
+            encode::element(&mut w, e, false);
+            if w.nest_len(list) <= MAX_ATTR_LEN {
+                w.nest_end(list);
+                w.end_msg(start);
+                c.count += 1;
+                open.next += 1;
+                return;
+            }
+            w.buf.truncate(before);
+            next = open.next;
+        }
+        self.room(ELEMENT_MSG_ROOM);
+        let m = self.begin(NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, family);
+        let mut w = Writer::new(self.cur());
+        w.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
+        w.put_str(NFTA_SET_ELEM_LIST_SET, set);
+        if set_id != 0 {
+            w.put_u32(NFTA_SET_ELEM_LIST_SET_ID, set_id);
+        }
+        let list = w.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
+        encode::element(&mut w, e, false);
+        let fits = w.nest_len(list) <= MAX_ATTR_LEN;
+        if fits {
+            w.nest_end(list);
+        } else {
+            // As in `elements`: the oversized lone element's list is made unparsable.
+            w.buf[list..list + 2].copy_from_slice(&0u16.to_ne_bytes());
+        }
+        let chunk = ElemChunk {
+            map: e.data.is_some(),
+            first: next as u32,
+            count: 1,
+            list_offset: (list - m) as u16,
+        };
+        self.end(m, Op::AddElements(chunk), family);
+        if fits {
+            self.open = Some(OpenList {
+                family,
+                table: table.to_owned(),
+                set: set.to_owned(),
+                set_id,
+                next: next + 1,
+            });
+        }
+    }
+
     /// Removes every element of a set (`NFT_MSG_DELSETELEM` without an element list, as
     /// `nft flush set` sends it).
     pub fn flush_set(&mut self, family: Family, table: &str, set: &str) {
         let m = self.begin(NFT_MSG_DELSETELEM, 0, family);
-        let mut w = Writer::new(&mut self.buf);
+        let mut w = Writer::new(self.cur());
         w.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
         w.put_str(NFTA_SET_ELEM_LIST_SET, set);
         self.end(m, Op::FlushSet, family);
@@ -258,9 +436,6 @@ impl Batch {
             return;
         };
         let map = first_elem.data.is_some();
-        let hint = encode::element_size_hint(first_elem);
-        self.buf
-            .reserve(elems.len().saturating_mul(hint) + 256 * (1 + elems.len() * hint / MAX_ATTR_LEN));
         let (msg_type, flags) = if delete {
             (NFT_MSG_DELSETELEM, 0)
         } else {
@@ -268,8 +443,9 @@ impl Batch {
         };
         let mut next = 0;
         while next < elems.len() {
+            self.room(ELEMENT_MSG_ROOM);
             let m = self.begin(msg_type, flags, family);
-            let mut w = Writer::new(&mut self.buf);
+            let mut w = Writer::new(self.cur());
             w.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
             w.put_str(NFTA_SET_ELEM_LIST_SET, set);
             if set_id != 0 {
@@ -296,9 +472,9 @@ impl Batch {
             }
             let chunk = ElemChunk {
                 map,
-                first,
-                count: next - first,
-                list_offset: list - m,
+                first: first as u32,
+                count: (next - first) as u32,
+                list_offset: (list - m) as u16,
             };
             let op = if delete {
                 Op::DelElements(chunk)
@@ -310,8 +486,10 @@ impl Batch {
     }
 
     fn begin(&mut self, msg_type: u16, flags: u16, family: Family) -> usize {
+        self.open = None;
+        self.room(MSG_ROOM);
         let seq = (self.msgs.len() + 1) as u32;
-        Writer::new(&mut self.buf).begin_msg(
+        Writer::new(self.cur()).begin_msg(
             (NFNL_SUBSYS_NFTABLES << 8) | msg_type,
             NLM_F_REQUEST | flags,
             seq,
@@ -321,14 +499,20 @@ impl Batch {
     }
 
     fn end(&mut self, start: usize, op: Op, family: Family) {
-        Writer::new(&mut self.buf).end_msg(start);
-        self.msgs.push(MsgInfo { start, op, family });
+        Writer::new(self.cur()).end_msg(start);
+        let chunk = (self.chunks.len() - 1) as u32;
+        self.msgs.push(MsgInfo {
+            chunk,
+            start: start as u32,
+            op,
+            family,
+        });
     }
 
     /// The table and the chain, set or object message `m` names, read back from its own
     /// attributes (so that a batch of 100,000 messages does not keep two strings per message for
     /// the rare error report).
-    fn names_of(&self, m: &MsgInfo, end: usize) -> (String, String) {
+    fn names_of(m: &MsgInfo, msg: &[u8]) -> (String, String) {
         let (table_attr, name_attr) = match m.op {
             Op::AddTable | Op::DelTable => (NFTA_TABLE_NAME, None),
             Op::AddChain | Op::DelChain => (NFTA_CHAIN_TABLE, Some(NFTA_CHAIN_NAME)),
@@ -339,7 +523,6 @@ impl Batch {
             }
             Op::AddObject(_) | Op::DelObject(_) => (NFTA_OBJ_TABLE, Some(NFTA_OBJ_NAME)),
         };
-        let msg = self.buf.get(m.start..end).unwrap_or_default();
         let mut table = String::new();
         let mut name = String::new();
         // nlmsghdr (16 bytes) and nfgenmsg (4), then the attributes.
@@ -370,19 +553,19 @@ impl Batch {
         let (Op::AddElements(c) | Op::DelElements(c)) = &m.op else {
             return None;
         };
-        let list = m.start + c.list_offset;
-        let list_len = usize::from(u16::from_ne_bytes([self.buf[list], self.buf[list + 1]]));
-        let abs = m.start + offset;
+        let msg = self.msg_bytes(index);
+        let list = usize::from(c.list_offset);
+        let list_len = usize::from(u16::from_ne_bytes([msg[list], msg[list + 1]]));
         let body = list + NLA_HDRLEN;
-        if abs < body || abs >= list + list_len {
+        if offset < body || offset >= list + list_len {
             return None;
         }
         let mut pos = body;
-        for (i, attr) in Attrs::new(&self.buf[body..list + list_len]).enumerate() {
+        for (i, attr) in Attrs::new(msg.get(body..list + list_len)?).enumerate() {
             let attr = attr.ok()?;
             let end = pos + align4(NLA_HDRLEN + attr.data.len());
-            if abs < end {
-                return (i < c.count).then_some(c.first + i);
+            if offset < end {
+                return (i < c.count()).then_some(c.first() + i);
             }
             pos = end;
         }
@@ -398,8 +581,7 @@ impl Batch {
         let Some(m) = self.msgs.get(index) else {
             return format!("at byte {offset}");
         };
-        let end = self.msgs.get(index + 1).map_or(self.buf.len(), |n| n.start);
-        let msg = &self.buf[m.start..end];
+        let msg = self.msg_bytes(index);
         let first = NLMSG_HDRLEN + NFGENMSG_LEN;
         let Some((_, ty, at, attr)) = attr_at(msg, first, msg.len(), offset) else {
             return format!("at byte {offset} of the message");
@@ -528,9 +710,9 @@ fn kind(map: bool) -> &'static str {
 
 fn range(c: &ElemChunk) -> String {
     if c.count == 1 {
-        format!("element {}", c.first + 1)
+        format!("element {}", c.first() + 1)
     } else {
-        format!("elements {}-{}", c.first + 1, c.first + c.count)
+        format!("elements {}-{}", c.first() + 1, c.first() + c.count())
     }
 }
 
@@ -553,6 +735,12 @@ mod tests {
             timeout: None,
             expiration: None,
         }
+    }
+
+    #[test]
+    fn what_is_kept_per_message_is_small() {
+        // 100,000 messages at 50,000 mappings.
+        assert!(std::mem::size_of::<MsgInfo>() <= 32);
     }
 
     #[test]
@@ -584,7 +772,7 @@ mod tests {
         b.add_elements(Family::Inet, "portmap", "dnat4", 2, &elems);
         assert!(b.len() > 1);
         let mut seen = 0;
-        for (i, msg) in Msgs::new(b.bytes()).enumerate() {
+        for (i, msg) in Msgs::new(&b.bytes()).enumerate() {
             let msg = msg.expect("message");
             assert_eq!(msg.seq as usize, i + 1);
             for a in msg.attrs() {
@@ -624,22 +812,89 @@ mod tests {
             .iter()
             .enumerate()
             .find_map(|(i, m)| match &m.op {
-                Op::AddElements(c) if (c.first..c.first + c.count).contains(&2500) => Some((i, *c)),
+                Op::AddElements(c) if (c.first()..c.first() + c.count()).contains(&2500) => Some((i, *c)),
                 _ => None,
             })
             .expect("a message holds element 2500");
         assert!(index > 1, "3000 elements need more than one message");
-        let m = &b.msgs[index];
-        let list = m.start + chunk.list_offset + NLA_HDRLEN;
-        let mut pos = list;
-        for _ in 0..2500 - chunk.first {
-            let len = usize::from(u16::from_ne_bytes([b.buf[pos], b.buf[pos + 1]]));
+        let msg = b.msg_bytes(index);
+        let mut pos = usize::from(chunk.list_offset) + NLA_HDRLEN;
+        for _ in 0..2500 - chunk.first() {
+            let len = usize::from(u16::from_ne_bytes([msg[pos], msg[pos + 1]]));
             pos += align4(len);
         }
-        assert_eq!(b.element_at(index, pos - m.start), Some(2500));
-        assert_eq!(b.element_at(index, pos - m.start + 8), Some(2500));
+        assert_eq!(b.element_at(index, pos), Some(2500));
+        assert_eq!(b.element_at(index, pos + 8), Some(2500));
         assert_eq!(b.element_at(0, 4), None);
-        assert!(b.locate(index, pos - m.start).contains("element 2501"));
+        assert!(b.locate(index, pos).contains("element 2501"));
+    }
+
+    #[test]
+    fn elements_added_one_by_one_make_the_same_messages() {
+        let elems: Vec<_> = (0..5000).map(elem).collect();
+        let mut whole = Batch::new();
+        whole.add_table(&Table {
+            family: Family::Inet,
+            name: "t".into(),
+            flags: 0,
+            userdata: None,
+            handle: None,
+            owner: None,
+        });
+        whole.add_elements(Family::Inet, "t", "m", 3, &elems);
+        whole.add_elements(Family::Inet, "t", "n", 0, &elems[..10]);
+        let mut parts = Batch::new();
+        parts.add_table(&Table {
+            family: Family::Inet,
+            name: "t".into(),
+            flags: 0,
+            userdata: None,
+            handle: None,
+            owner: None,
+        });
+        for e in &elems {
+            parts.add_element(Family::Inet, "t", "m", 3, e);
+        }
+        let mut other = Batch::new();
+        for e in &elems[..10] {
+            other.add_element(Family::Inet, "t", "n", 0, e);
+        }
+        parts.append(other);
+        assert_eq!(parts.len(), whole.len());
+        assert_eq!(parts.bytes(), whole.bytes());
+        for i in 0..whole.len() {
+            assert_eq!(parts.describe(i), whole.describe(i));
+        }
+    }
+
+    #[test]
+    fn appended_batches_are_renumbered_and_moved_in_chunks() {
+        let elems: Vec<_> = (0..40_000).map(elem).collect();
+        let mut whole = Batch::new();
+        whole.del_table(Family::Inet, "t");
+        whole.add_elements(Family::Inet, "t", "m", 0, &elems);
+        whole.add_elements(Family::Inet, "t", "n", 0, &elems[..3]);
+        whole.del_table(Family::Inet, "t");
+        let mut b = Batch::new();
+        b.del_table(Family::Inet, "t");
+        let mut big = Batch::new();
+        big.add_elements(Family::Inet, "t", "m", 0, &elems);
+        assert!(big.chunks.len() > 1, "a big batch is held in several chunks");
+        assert!(big.chunks.iter().all(|c| c.capacity() <= CHUNK));
+        b.append(big);
+        let mut small = Batch::new();
+        small.add_elements(Family::Inet, "t", "n", 0, &elems[..3]);
+        b.append(small);
+        b.del_table(Family::Inet, "t");
+        assert_eq!(b.len(), whole.len());
+        assert_eq!(b.message_bytes(), whole.message_bytes());
+        assert_eq!(b.bytes(), whole.bytes());
+        let last = b.len() - 1;
+        assert_eq!(b.describe(last), "delete table inet t");
+        assert_eq!(b.describe(last - 1), whole.describe(last - 1));
+        for (i, msg) in Msgs::new(&b.bytes()).enumerate() {
+            assert_eq!(msg.expect("message").seq as usize, i + 1);
+        }
     }
 
     #[test]

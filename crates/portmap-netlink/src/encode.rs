@@ -162,21 +162,6 @@ pub(crate) fn element(w: &mut Writer<'_>, e: &Element, delete: bool) {
     w.nest_end(elem);
 }
 
-/// Bytes an element takes at most in a list (for pre-sizing the buffer).
-pub(crate) fn element_size_hint(e: &Element) -> usize {
-    let data = match &e.data {
-        Some(Data::Value(v)) => v.len() + 16,
-        Some(Data::Verdict(v)) => v.chain().map_or(0, str::len) + 32,
-        Some(Data::Object(name)) => name.len() + 8,
-        None => 0,
-    };
-    40 + e.key.len()
-        + e.key_end.as_ref().map_or(0, |k| k.len() + 8)
-        + data
-        + e.userdata.as_ref().map_or(0, |u| u.len() + 8)
-        + 12
-}
-
 /// A nest `ty` holding `NFTA_DATA_VALUE`.
 fn value(w: &mut Writer<'_>, ty: u16, bytes: &[u8]) {
     let nest = w.nest_start(ty);

@@ -1,7 +1,7 @@
 //! portmap-netlink: a small libmnl-style netlink layer for nftables, conntrack and interfaces.
 //!
-//! [`Batch`] builds the messages of one transaction (tables, chains, rules, sets, elements) in one
-//! buffer; [`Socket`] opens a `NETLINK_NETFILTER` socket inside a network namespace, sends a batch
+//! [`Batch`] builds the messages of one transaction (tables, chains, rules, sets, elements);
+//! [`Socket`] opens a `NETLINK_NETFILTER` socket inside a network namespace, sends a batch
 //! as one atomic transaction (optionally pinned to a ruleset generation), and dumps the ruleset
 //! back into the typed [`object`]s. Errors name the refused message and, for element messages,
 //! the refused element.

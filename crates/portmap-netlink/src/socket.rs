@@ -47,6 +47,9 @@ impl fmt::Debug for Socket {
     }
 }
 
+/// Most iovec entries one `sendmsg` takes (`UIO_MAXIOV`).
+const UIO_MAXIOV: usize = 1024;
+
 impl Socket {
     /// Opens a socket inside `netns` (created by a short-lived thread that enters the namespace;
     /// the caller never changes namespace), with extended acks on and acks capped to headers.
@@ -116,7 +119,16 @@ impl Socket {
             .grow_buffers(total, count.saturating_mul(REPLY_ROOM_PER_MSG))?;
         self.chan.drain_stale()?;
 
-        let parts = [begin.as_slice(), batch.bytes(), end.as_slice()];
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(2);
+        parts.push(&begin);
+        parts.extend(batch.parts());
+        parts.push(&end);
+        // More pieces than one sendmsg takes (UIO_MAXIOV): sent from one buffer instead.
+        let joined;
+        if parts.len() > UIO_MAXIOV {
+            joined = parts.concat();
+            parts = vec![joined.as_slice()];
+        }
         let sent = self
             .chan
             .send(&parts)

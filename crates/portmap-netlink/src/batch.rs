@@ -719,8 +719,21 @@ fn range(c: &ElemChunk) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::attr::Msgs;
     use crate::object::{Data, Verdict};
+
+    /// The table `inet t` the tests' batches start with.
+    fn table_t() -> Table {
+        Table {
+            family: Family::Inet,
+            name: "t".into(),
+            flags: 0,
+            userdata: None,
+            handle: None,
+            owner: None,
+        }
+    }
 
     fn elem(i: u32) -> Element {
         let mut key = vec![6, 0, 0, 0];
@@ -797,14 +810,7 @@ mod tests {
     fn element_offsets_map_back_to_the_callers_slice() {
         let elems: Vec<_> = (0..3000).map(elem).collect();
         let mut b = Batch::new();
-        b.add_table(&Table {
-            family: Family::Inet,
-            name: "t".into(),
-            flags: 0,
-            userdata: None,
-            handle: None,
-            owner: None,
-        });
+        b.add_table(&table_t());
         b.add_elements(Family::Inet, "t", "m", 0, &elems);
         // Find the message holding element 2500 and that element's offset in it.
         let (index, chunk) = b
@@ -833,25 +839,11 @@ mod tests {
     fn elements_added_one_by_one_make_the_same_messages() {
         let elems: Vec<_> = (0..5000).map(elem).collect();
         let mut whole = Batch::new();
-        whole.add_table(&Table {
-            family: Family::Inet,
-            name: "t".into(),
-            flags: 0,
-            userdata: None,
-            handle: None,
-            owner: None,
-        });
+        whole.add_table(&table_t());
         whole.add_elements(Family::Inet, "t", "m", 3, &elems);
         whole.add_elements(Family::Inet, "t", "n", 0, &elems[..10]);
         let mut parts = Batch::new();
-        parts.add_table(&Table {
-            family: Family::Inet,
-            name: "t".into(),
-            flags: 0,
-            userdata: None,
-            handle: None,
-            owner: None,
-        });
+        parts.add_table(&table_t());
         for e in &elems {
             parts.add_element(Family::Inet, "t", "m", 3, e);
         }

@@ -182,6 +182,16 @@ fn nft_maps_get_timeouts_with_the_first_expiry() {
         .json();
     assert_eq!(plan["changes"].as_array().map(Vec::len), Some(1), "{plan:#}");
     assert_eq!(plan["changes"][0]["action"], "create", "{plan:#}");
+    assert_eq!(plan["observed_can_expire"], false, "{plan:#}");
+    let text = t
+        .portmap(&["plan", "-c", path_str(&path)])
+        .success()
+        .stdout
+        .clone();
+    assert!(
+        text.contains("~ rebuild table inet portmap: its maps were made without element timeouts"),
+        "{text}"
+    );
     t.apply(&timed).success();
     let table = t.table().unwrap_or_default();
     assert_eq!(table.matches("flags timeout").count(), 24, "{table}");
@@ -205,6 +215,12 @@ fn nft_maps_get_timeouts_with_the_first_expiry() {
         "{plain}  - name: later\n    port: 8082\n    to: 192.168.1.25\n    to_port: 80\n    expires: {}\n",
         rfc3339(now() + 3600)
     );
+    let text = t
+        .portmap(&["plan", "-c", path_str(&t.write_config(&later))])
+        .success()
+        .stdout
+        .clone();
+    assert!(!text.contains("rebuild"), "{text}");
     t.apply(&later).success();
     t.plan_text().expect_code(0);
     assert_eq!(table_handle(&t), handle, "the table was rebuilt");

@@ -237,6 +237,15 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
     let _ = writeln!(out, "{}\n", paint.wrap(BOLD, &header));
 
     match &plan.table_action {
+        TableAction::Keep if !plan.observed_can_expire && plan.desired.needs_expiry() => {
+            let _ = writeln!(
+                out,
+                "{} rebuild table {}: its maps were made without element timeouts, which `expires` needs; \
+                 the mappings' counters are kept\n",
+                paint.wrap(YELLOW, "~"),
+                clean(&plan.table)
+            );
+        }
         TableAction::Keep => {}
         TableAction::Create => {
             let _ = writeln!(

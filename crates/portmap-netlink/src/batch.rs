@@ -375,12 +375,7 @@ impl Batch {
         self.room(ELEMENT_MSG_ROOM);
         let m = self.begin(NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, family);
         let mut w = Writer::new(self.cur());
-        w.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
-        w.put_str(NFTA_SET_ELEM_LIST_SET, set);
-        if set_id != 0 {
-            w.put_u32(NFTA_SET_ELEM_LIST_SET_ID, set_id);
-        }
-        let list = w.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
+        let list = element_list_start(&mut w, table, set, set_id);
         encode::element(&mut w, e, false);
         let fits = w.nest_len(list) <= MAX_ATTR_LEN;
         if fits {
@@ -446,12 +441,7 @@ impl Batch {
             self.room(ELEMENT_MSG_ROOM);
             let m = self.begin(msg_type, flags, family);
             let mut w = Writer::new(self.cur());
-            w.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
-            w.put_str(NFTA_SET_ELEM_LIST_SET, set);
-            if set_id != 0 {
-                w.put_u32(NFTA_SET_ELEM_LIST_SET_ID, set_id);
-            }
-            let list = w.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
+            let list = element_list_start(&mut w, table, set, set_id);
             let first = next;
             while let Some(e) = elems.get(next) {
                 let before = w.buf.len();
@@ -714,6 +704,17 @@ fn range(c: &ElemChunk) -> String {
     } else {
         format!("elements {}-{}", c.first() + 1, c.first() + c.count())
     }
+}
+
+/// The head of an element-list message: table, set (and the id of a set added in this batch, when
+/// not 0), then the opened element list, whose offset it returns.
+fn element_list_start(w: &mut Writer<'_>, table: &str, set: &str, set_id: u32) -> usize {
+    w.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
+    w.put_str(NFTA_SET_ELEM_LIST_SET, set);
+    if set_id != 0 {
+        w.put_u32(NFTA_SET_ELEM_LIST_SET_ID, set_id);
+    }
+    w.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS)
 }
 
 #[cfg(test)]
